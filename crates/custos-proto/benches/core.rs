@@ -1,0 +1,2 @@
+//! Benchmarks of the core (placeholder until written).
+fn main() {}

@@ -1,0 +1,57 @@
+//! A bounded reader for fixed binary layouts: every read is checked, trailing bytes are an error.
+
+use crate::Error;
+
+/// Reads fixed-size fields from a byte slice, front to back.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Starts reading `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self { buf }
+    }
+
+    /// Takes the next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
+        if self.buf.len() < n {
+            return Err(Error::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    /// Takes the next `N` bytes as an array.
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], Error> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// Takes one byte.
+    pub fn u8(&mut self) -> Result<u8, Error> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    /// Takes a big-endian `u16`.
+    pub fn u16(&mut self) -> Result<u16, Error> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    /// Takes a big-endian `u32`.
+    pub fn u32(&mut self) -> Result<u32, Error> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    /// Bytes not yet read.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// Succeeds only if every byte was read.
+    pub fn finish(self) -> Result<(), Error> {
+        if self.buf.is_empty() { Ok(()) } else { Err(Error::TrailingBytes) }
+    }
+}

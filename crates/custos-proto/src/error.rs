@@ -1,0 +1,93 @@
+//! The crate's one error type.
+
+use core::fmt;
+
+use crate::schedule::{ScheduleError, Stage};
+
+/// Everything that can go wrong in the core. Each variant says what was wrong with the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A schedule is malformed or does not nest.
+    Schedule(ScheduleError),
+    /// Bytes ended before the structure did.
+    Truncated,
+    /// Bytes continued after the structure ended.
+    TrailingBytes,
+    /// A field holds a value that is not allowed there.
+    InvalidValue(&'static str),
+    /// The object carries a format version this implementation does not know.
+    UnsupportedVersion(u8),
+    /// The object names a cipher suite this implementation (or backend) does not offer.
+    UnsupportedSuite(u8),
+    /// A time lies before 1970-01-01 or after 9999-12-31 (UTC).
+    TimeOutOfRange,
+    /// A time that must lie on a leaf boundary of the schedule does not.
+    NotAligned {
+        /// The offending time, seconds since the Unix epoch.
+        at: u64,
+        /// The schedule's leaf stage.
+        leaf: Stage,
+    },
+    /// A time span is empty or reversed.
+    EmptySpan,
+    /// A time or node lies outside the DPK epoch's validity span.
+    OutsideEpoch,
+    /// The leaf period index does not fit the record header's 32 bits.
+    LeafIndexOverflow,
+    /// A node index names no period of its stage (for example the fifth week of a 28-day February).
+    InvalidNode,
+    /// The secret held is not an ancestor of the node asked for, so it cannot derive it.
+    NotDescendant,
+    /// None of the secrets held covers this leaf period.
+    NotGranted {
+        /// The leaf period index of the record.
+        leaf: u32,
+    },
+    /// The record belongs to another device, epoch, leaf or suite than the key used.
+    KeyMismatch,
+    /// The output buffer is too small.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// The record failed authentication: it was altered, or the key is wrong. No plaintext was released.
+    Authentication,
+    /// The crypto backend refused the operation (for example an HKDF output length out of range).
+    Crypto,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Schedule(e) => write!(f, "invalid schedule: {e}"),
+            Self::Truncated => f.write_str("input is truncated"),
+            Self::TrailingBytes => f.write_str("unexpected bytes after the end of the input"),
+            Self::InvalidValue(what) => write!(f, "invalid value: {what}"),
+            Self::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
+            Self::UnsupportedSuite(s) => write!(f, "unsupported cipher suite {s}"),
+            Self::TimeOutOfRange => f.write_str("time is outside 1970-01-01..9999-12-31 UTC"),
+            Self::NotAligned { at, leaf } => {
+                write!(f, "time {at} is not on a {leaf} boundary (the schedule's leaf stage)")
+            }
+            Self::EmptySpan => f.write_str("time span is empty: the end must be after the start"),
+            Self::OutsideEpoch => f.write_str("time lies outside the DPK epoch's validity span"),
+            Self::LeafIndexOverflow => f.write_str("leaf period index does not fit in 32 bits"),
+            Self::InvalidNode => f.write_str("node index names no period of its stage"),
+            Self::NotDescendant => f.write_str("the secret held does not cover the node asked for"),
+            Self::NotGranted { leaf } => write!(f, "no secret held covers leaf period {leaf}"),
+            Self::KeyMismatch => f.write_str("record belongs to another device, epoch, leaf or suite than the key"),
+            Self::BufferTooSmall { needed } => write!(f, "output buffer too small: {needed} bytes needed"),
+            Self::Authentication => f.write_str("record failed authentication (altered, or wrong key); no plaintext released"),
+            Self::Crypto => f.write_str("crypto backend refused the operation"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+impl From<ScheduleError> for Error {
+    fn from(e: ScheduleError) -> Self {
+        Self::Schedule(e)
+    }
+}
