@@ -131,7 +131,7 @@ fn inputs() -> Value {
             {"name": "two whole months", "input": {"device": "00-11-22-33-44-55-66-77", "schedule": "month/week/day",
                 "valid_from": 1_767_225_600u64, "valid_until": 1_798_761_600u64,
                 "from": 1_772_323_200u64, "until": 1_777_593_600u64}},
-            {"name": "2026-03-06 .. 2026-03-23 (18 days)", "input": {"device": "00-11-22-33-44-55-66-77",
+            {"name": "[2026-03-06, 2026-03-23): 17 days", "input": {"device": "00-11-22-33-44-55-66-77",
                 "schedule": "month/week/day", "valid_from": 1_767_225_600u64, "valid_until": 1_798_761_600u64,
                 "from": 1_772_755_200u64, "until": 1_774_224_000u64}},
         ],
