@@ -134,6 +134,16 @@ fn inputs() -> Value {
             {"name": "[2026-03-06, 2026-03-23): 17 days", "input": {"device": "00-11-22-33-44-55-66-77",
                 "schedule": "month/week/day", "valid_from": 1_767_225_600u64, "valid_until": 1_798_761_600u64,
                 "from": 1_772_755_200u64, "until": 1_774_224_000u64}},
+            {"name": "week 2 of March", "input": {"device": "00-11-22-33-44-55-66-77", "schedule": "month/week/day",
+                "valid_from": 1_767_225_600u64, "valid_until": 1_798_761_600u64,
+                "from": 1_772_928_000u64, "until": 1_773_532_800u64}},
+            {"name": "the whole epoch span", "input": {"device": "00-11-22-33-44-55-66-77", "schedule": "month/week/day",
+                "valid_from": 1_767_225_600u64, "valid_until": 1_798_761_600u64,
+                "from": 1_767_225_600u64, "until": 1_798_761_600u64}},
+            {"name": "an epoch span from 2026-03-10, clipped month and week at its start", "input": {
+                "device": "00-11-22-33-44-55-66-77", "schedule": "month/week/day",
+                "valid_from": 1_773_100_800u64, "valid_until": 1_798_761_600u64,
+                "from": 1_773_100_800u64, "until": 1_777_593_600u64}},
         ],
     })
 }
@@ -155,7 +165,9 @@ fn rejects(good: &[u8]) -> Value {
         flip(22, 0x01, "nonce changed"),
         flip(23, 0x80, "first ciphertext byte changed"),
         flip(last, 0x01, "last tag byte changed"),
+        flip(0, 0x02, "suite changed to 3, which is not defined"),
         {"why": "truncated inside the tag", "record": hex::encode(&good[..good.len() - 1])},
+        {"why": "38 bytes: shorter than header and tag", "record": hex::encode(&good[..38])},
     ])
 }
 

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Independent check of docs/vectors/wire-v1.json.
+
+This is an independent implementation of the custos v1 wire formats, written from docs/wire.md alone
+(no Rust source was consulted). For every vector it recomputes the schedule encoding, the DPK, the
+node path, the AEAD key/nonce, the header and the sealed record; opens the expected records; computes
+the minimal covers; and shows that every corrupted record is rejected.
+
+Usage (from the repository root):  python3 docs/vectors/verify.py
+Needs only the standard library plus `cryptography` (pip install cryptography).
+"""
+import calendar
+import hashlib
+import hmac
+import json
+import re
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+EPOCH = datetime(1970, 1, 1)
+END_OF_TIME = 253402300800  # 10000-01-01T00:00:00Z, exclusive
+SUITES = {"aes256gcm": 1, "chacha20poly1305": 2}
+CIPHERS = {1: AESGCM, 2: ChaCha20Poly1305}
+CALENDAR = {"year": 1, "month": 2, "week": 3, "day": 4, "hour": 5}
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+FIXED_OF = {4: 86400, 5: 3600}  # length of the calendar stages that have a fixed length
+
+
+# ---- §1 primitives --------------------------------------------------------------------------
+def expand(prk: bytes, info: bytes) -> bytes:
+    """HKDF-Expand(SHA-256, L=32) with `prk` used directly as the PRK = HMAC(prk, info || 0x01)."""
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+# ---- §2 time and schedules ------------------------------------------------------------------
+def rfc3339(t: int) -> str:
+    return (EPOCH + timedelta(seconds=t)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def month_start(m: int) -> int:
+    return calendar.timegm((1970 + m // 12, m % 12 + 1, 1, 0, 0, 0))
+
+
+def parse_schedule(text: str) -> list:
+    """Text form -> list of (code, L, text); L is the length for code 6, else 0. Enforces nesting."""
+    stages = []
+    for name in text.split("/"):
+        if name in CALENDAR:
+            stages.append((CALENDAR[name], 0, name))
+            continue
+        m = re.fullmatch(r"([1-9][0-9]*)([smhd])", name)
+        if not m or int(m[1]) * UNITS[m[2]] > 0xFFFFFFFF:
+            raise ValueError(f"bad stage {name!r}")
+        stages.append((6, int(m[1]) * UNITS[m[2]], name))
+    if not 1 <= len(stages) <= 8:
+        raise ValueError("a schedule has 1 to 8 stages")
+    for (co, lo, _), (ci, li, name) in zip(stages, stages[1:]):
+        if not nests(ci, li, co, lo):
+            raise ValueError(f"stage {name!r} does not nest in the one before it")
+    return stages
+
+
+def nests(ci: int, li: int, co: int, lo: int) -> bool:
+    if ci == 6 and co == 6:
+        return lo % li == 0 and li < lo
+    if ci == 6:  # fixed in calendar: divides 1 h (hour), 1 d (day, week, month, year); strictly shorter
+        limit = 3600 if co == 5 else 86400
+        return limit % li == 0 and (li < limit or co <= 3)
+    if co == 6:  # hour/day in a fixed stage that is a larger multiple of them
+        return ci in FIXED_OF and lo % FIXED_OF[ci] == 0 and lo > FIXED_OF[ci]
+    return ci > co  # calendar in a coarser calendar stage
+
+
+def encode_schedule(stages) -> bytes:
+    out = bytes([len(stages)])
+    for code, length, _ in stages:
+        out += bytes([code]) + (length.to_bytes(4, "big") if code == 6 else b"")
+    return out
+
+
+def index_of(stage, t: int) -> int:
+    code, length, _ = stage
+    if not 0 <= t < END_OF_TIME:
+        raise ValueError("time out of range")
+    dt = EPOCH + timedelta(seconds=t)
+    month_index = (dt.year - 1970) * 12 + dt.month - 1
+    return {1: lambda: dt.year - 1970, 2: lambda: month_index,
+            3: lambda: month_index * 5 + min((dt.day - 1) // 7, 4),
+            4: lambda: t // 86400, 5: lambda: t // 3600, 6: lambda: t // (length or 1)}[code]()
+
+
+def period_of(stage, i: int):
+    """[start, end) of the period with index i."""
+    code, length, _ = stage
+    if code == 1:
+        return month_start(12 * i), month_start(12 * (i + 1))
+    if code == 2:
+        return month_start(i), month_start(i + 1)
+    if code == 3:
+        m, w = divmod(i, 5)
+        start, month_end = month_start(m) + 7 * 86400 * w, month_start(m + 1)
+        if start >= month_end:
+            raise ValueError("no fifth week in a 28-day February")
+        return start, (start + 7 * 86400 if w < 4 else month_end)
+    size = {4: 86400, 5: 3600, 6: length}[code]
+    return i * size, (i + 1) * size
+
+
+# ---- §3 key derivation ----------------------------------------------------------------------
+def dpk_info(device: bytes, epoch: int) -> bytes:
+    return b"custos/v1/dpk" + device + epoch.to_bytes(2, "big")
+
+
+def node_info(depth: int, stage, i: int) -> bytes:
+    code, length, _ = stage
+    return b"custos/v1/node" + bytes([depth, code]) + length.to_bytes(4, "big") + i.to_bytes(8, "big")
+
+
+def derive_path(dpk: bytes, stages, t: int) -> list:
+    """For each depth: dict(depth, stage, index, period, info, secret) of the node containing t."""
+    path, secret = [], dpk
+    for depth, stage in enumerate(stages, start=1):
+        i = index_of(stage, t)
+        info = node_info(depth, stage, i)
+        secret = expand(secret, info)
+        path.append(dict(depth=depth, stage=stage[2], index=i, period=list(map(rfc3339, period_of(stage, i))),
+                         info=info.hex(), secret=secret.hex()))
+    return path
+
+
+def key_info(suite: int) -> bytes:
+    return b"custos/v1/key" + bytes([suite])
+
+
+def check_span(stages, valid_from: int, valid_until: int):
+    leaf = stages[-1]
+    for edge in (valid_from, valid_until):
+        if period_of(leaf, index_of(leaf, edge))[0] != edge:
+            raise ValueError("epoch span must start and end on leaf boundaries")
+
+
+def cover(stages, valid_from: int, valid_until: int, start: int, end: int) -> list:
+    """Minimal cover: walking from `start`, take the shallowest node (clipped to the epoch span) that
+    starts there and ends inside [start, end). Depth 0 is the whole span (the DPK)."""
+    check_span(stages, valid_from, valid_until)
+    if not valid_from <= start < end <= valid_until:
+        raise ValueError("range outside the epoch span")
+    out, cursor = [], start
+    while cursor < end:
+        candidates = [(0, 0, valid_from, valid_until)]
+        for depth, stage in enumerate(stages, start=1):
+            i = index_of(stage, cursor)
+            s, e = period_of(stage, i)
+            candidates.append((depth, i, max(s, valid_from), min(e, valid_until)))
+        depth, i, s, e = next((c for c in candidates if c[2] == cursor and c[3] <= end), (None,) * 4)
+        if depth is None:
+            raise ValueError("range is not on leaf boundaries")
+        out.append(dict(depth=depth, index=i, period=[rfc3339(s), rfc3339(e)]))
+        cursor = e
+    return out
+
+
+# ---- §4 sealed record -----------------------------------------------------------------------
+def header(suite: int, device: bytes, epoch: int, leaf: int, nonce: bytes) -> bytes:
+    return bytes([0x10 | suite]) + device + epoch.to_bytes(2, "big") + leaf.to_bytes(4, "big") + nonce
+
+
+def aead_nonce(nonce: bytes) -> bytes:
+    return b"\x00" * 4 + nonce
+
+
+def open_record(key: bytes, record: bytes) -> bytes:
+    """Return the plaintext, or raise ValueError naming the rejection."""
+    if len(record) < 1 or record[0] >> 4 != 1:
+        raise ValueError("UnsupportedVersion")
+    if record[0] & 0x0F not in CIPHERS:
+        raise ValueError("UnsupportedSuite")
+    if len(record) < 39:
+        raise ValueError("Truncated")
+    try:
+        return CIPHERS[record[0] & 0x0F](key).decrypt(aead_nonce(record[15:23]), record[23:], record[:23])
+    except InvalidTag:
+        raise ValueError("Authentication") from None
+
+
+# ---- driver ---------------------------------------------------------------------------------
+results = []
+
+
+def check(name: str, ok: bool, detail: str = ""):
+    results.append(ok)
+    print(f"{'PASS' if ok else 'FAIL'}  {name}" + (f"  ({detail})" if detail and not ok else ""))
+
+
+def compare(name: str, got, want):
+    check(name, got == want, f"got {got!r}, expected {want!r}")
+
+
+def run_record(case) -> bytes:
+    inp, exp, n = case["input"], case["expect"], case["name"]
+    device, epoch = bytes.fromhex(inp["device"].replace("-", "")), inp["epoch"]
+    suite, nonce = SUITES[inp["suite"]], bytes.fromhex(inp["nonce"])
+    stages = parse_schedule(inp["schedule"])
+    check_span(stages, inp["valid_from"], inp["valid_until"])
+    check(f"{n}: time inside epoch span", inp["valid_from"] <= inp["time"] < inp["valid_until"])
+    compare(f"{n}: schedule_bytes", encode_schedule(stages).hex(), exp["schedule_bytes"])
+    compare(f"{n}: dpk_info", dpk_info(device, epoch).hex(), exp["dpk_info"])
+    dpk = expand(bytes.fromhex(inp["master"]), dpk_info(device, epoch))
+    compare(f"{n}: dpk", dpk.hex(), exp["dpk"])
+    path = derive_path(dpk, stages, inp["time"])
+    compare(f"{n}: path length", len(path), len(exp["path"]))
+    for got, want in zip(path, exp["path"]):
+        for field in ("depth", "stage", "index", "period", "info", "secret"):
+            compare(f"{n}: depth {want['depth']} {field}", got[field], want[field])
+    leaf, leaf_secret = path[-1]["index"], bytes.fromhex(path[-1]["secret"])
+    compare(f"{n}: leaf", leaf, exp["leaf"])
+    compare(f"{n}: key_info", key_info(suite).hex(), exp["key_info"])
+    key = expand(leaf_secret, key_info(suite))
+    compare(f"{n}: aead_key", key.hex(), exp["aead_key"])
+    compare(f"{n}: aead_nonce", aead_nonce(nonce).hex(), exp["aead_nonce"])
+    hdr = header(suite, device, epoch, leaf, nonce)
+    compare(f"{n}: header", hdr.hex(), exp["header"])
+    sealed = hdr + CIPHERS[suite](key).encrypt(aead_nonce(nonce), bytes.fromhex(inp["plaintext"]), hdr)
+    compare(f"{n}: record", sealed.hex(), exp["record"])
+    # A reader knows only the header: the path follows from the leaf period's first second.
+    record = bytes.fromhex(exp["record"])
+    leaf_start = period_of(stages[-1], int.from_bytes(record[11:15], "big"))[0]
+    from_header = expand(bytes.fromhex(derive_path(dpk, stages, leaf_start)[-1]["secret"]), key_info(record[0] & 15))
+    compare(f"{n}: key derived from the header alone", from_header.hex(), key.hex())
+    try:
+        compare(f"{n}: open expected record", open_record(key, record).hex(), inp["plaintext"])
+    except ValueError as e:
+        check(f"{n}: open expected record", False, f"rejected: {e}")
+    return key
+
+
+def main() -> int:
+    vectors = json.loads((Path(__file__).resolve().parent / "wire-v1.json").read_text())
+    keys = [run_record(case) for case in vectors["records"]]
+    for case in vectors["covers"]:
+        inp = case["input"]
+        got = cover(parse_schedule(inp["schedule"]), inp["valid_from"], inp["valid_until"], inp["from"], inp["until"])
+        compare(f"cover {case['name']}", got, case["expect"])
+    # Two rows of the wire.md §5 table that wire-v1.json does not carry (epoch 2026, month/week/day).
+    day, span = parse_schedule("month/week/day"), (1767225600, 1798761600)
+    compare("cover wire.md §5: week 2 of March 2026", [(c["depth"], c["index"]) for c in
+            cover(day, *span, 1772928000, 1773532800)], [(2, 3371)])
+    compare("cover wire.md §5: the whole epoch span", [(c["depth"], c["index"]) for c in
+            cover(day, *span, *span)], [(0, 0)])
+    key = keys[vectors["reject"]["key_of"]]
+    for bad in vectors["reject"]["records"]:
+        try:
+            open_record(key, bytes.fromhex(bad["record"]))
+            check(f"reject {bad['why']}", False, "record was accepted")
+        except ValueError as e:
+            check(f"reject {bad['why']} -> {e}", True)
+    failed = results.count(False)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
