@@ -44,18 +44,30 @@ impl TreeSpec {
         Span::new(first.start(), last.end())
     }
 
-    /// The frontier at `now`: the cover of `[start of now's leaf, epoch end)`, derived from `dpk`.
+    /// The frontier at `now`: the cover of `[start of now's leaf, epoch end)`, derived from `held` (the DPK, or an
+    /// earlier frontier node that covers those leaves).
     ///
-    /// A device that keeps only these secrets can seal every later record and open no earlier one.
+    /// A device that keeps only these secrets can seal every later record and open no earlier one. Before the
+    /// epoch starts the frontier is the whole epoch; once it has ended the frontier is empty.
     pub fn frontier<'a, C: Crypto>(
         &'a self,
         crypto: &'a C,
-        dpk: &'a NodeSecret,
+        held: &'a NodeSecret,
         now: UnixTime,
     ) -> Result<impl Iterator<Item = Result<NodeSecret, Error>> + 'a, Error> {
-        let leaf = self.node_span(self.node_at(self.leaf_depth(), now)?)?;
-        let cover = self.cover(Span::new(leaf.start(), self.span().end())?)?;
-        Ok(cover.map(move |node| self.derive(crypto, dpk, node)))
+        let from = if now < self.span().start() {
+            self.span().start()
+        } else if now >= self.span().end() {
+            self.span().end()
+        } else {
+            self.node_span(self.node_at(self.leaf_depth(), now)?)?.start()
+        };
+        let cover = match Span::new(from, self.span().end()) {
+            Ok(rest) => self.cover(rest)?,
+            // The epoch is over: an empty walk.
+            Err(_) => Cover { spec: self, at: from, end: from },
+        };
+        Ok(cover.map(move |node| self.derive(crypto, held, node)))
     }
 }
 
@@ -77,5 +89,33 @@ impl Iterator for Cover<'_> {
             }
         }
         None
+    }
+}
+
+#[cfg(all(test, feature = "rustcrypto"))]
+mod tests {
+    use super::*;
+    use crate::{DeviceId, Epoch, MasterSecret, NodeId, RustCrypto, Schedule, Secret};
+    use std::vec::Vec;
+
+    fn spec() -> TreeSpec {
+        let span = Span::new(UnixTime::from_date(2026, 1, 1).unwrap(), UnixTime::from_date(2027, 1, 1).unwrap());
+        TreeSpec::new(DeviceId([1; 8]), Epoch(1), Schedule::default(), span.unwrap()).unwrap()
+    }
+
+    #[test]
+    fn frontier_before_during_and_after_the_epoch() {
+        let (c, spec) = (RustCrypto, spec());
+        let dpk = spec.root(&c, &MasterSecret::new(Secret::from_bytes([9; 32]))).unwrap();
+        let nodes = |t: UnixTime| -> Vec<NodeId> {
+            spec.frontier(&c, &dpk, t).unwrap().map(|n| n.unwrap().node()).collect()
+        };
+        assert_eq!(nodes(UnixTime::from_date(2025, 6, 1).unwrap()), [NodeId::ROOT]);
+        assert_eq!(nodes(UnixTime::from_date(2026, 1, 1).unwrap()), [NodeId::ROOT]);
+        // Mid-month, mid-week: the rest of the week's days, the rest of the month's weeks, the later months.
+        let mid = nodes(UnixTime::new(UnixTime::from_date(2026, 3, 10).unwrap().secs() + 3600).unwrap());
+        assert_eq!(mid.len(), 5 + 3 + 9, "{mid:?}");
+        assert!(nodes(UnixTime::from_date(2027, 1, 1).unwrap()).is_empty());
+        assert!(nodes(UnixTime::from_date(2030, 1, 1).unwrap()).is_empty());
     }
 }
