@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use custos_proto::record::OVERHEAD;
 use custos_proto::{
-    DeviceId, Epoch, Error, LeafKey, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto, Schedule, Span,
-    Suite, TreeSpec, UnixTime,
+    DeviceId, Epoch, Error, LeafKey, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto,
+    Schedule, Span, Suite, TreeSpec, UnixTime,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -49,10 +49,18 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             println!("{who:<8} {what}");
         }
     };
-    let month_start = timearg::parse(&format!("{}-01", args.month)).context("--month must be YYYY-MM")?;
+    let month_start =
+        timearg::parse(&format!("{}-01", args.month)).context("--month must be YYYY-MM")?;
     let (y, m, ..) = month_start.civil();
-    let month_end = if m == 12 { UnixTime::from_date(y + 1, 1, 1)? } else { UnixTime::from_date(y, m + 1, 1)? };
-    let year = Span::new(UnixTime::from_date(y, 1, 1)?, UnixTime::from_date(y + 1, 1, 1)?)?;
+    let month_end = if m == 12 {
+        UnixTime::from_date(y + 1, 1, 1)?
+    } else {
+        UnixTime::from_date(y, m + 1, 1)?
+    };
+    let year = Span::new(
+        UnixTime::from_date(y, 1, 1)?,
+        UnixTime::from_date(y + 1, 1, 1)?,
+    )?;
     if !args.json {
         println!("Custos demo: keeper, device, hub and application in one process, no network.\n");
     }
@@ -61,17 +69,35 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let master = MasterSecret::new(random_secret());
     let spec = TreeSpec::new(DEVICE, Epoch(1), Schedule::default(), year)?;
     let dpk = spec.root(&c, &master)?;
-    say("keeper", format!("master secret created; DPK for device {DEVICE} epoch 1, schedule {}, valid {year}", spec.schedule()));
+    say(
+        "keeper",
+        format!(
+            "master secret created; DPK for device {DEVICE} epoch 1, schedule {}, valid {year}",
+            spec.schedule()
+        ),
+    );
 
     // The device keeps only its frontier: it can seal from now on and open nothing earlier.
-    let frontier: Vec<NodeSecret> = spec.frontier(&c, &dpk, month_start)?.collect::<Result<_, _>>()?;
+    let frontier: Vec<NodeSecret> = spec
+        .frontier(&c, &dpk, month_start)?
+        .collect::<Result<_, _>>()?;
     drop(dpk);
-    say("device", format!("provisioned; keeps only its frontier at {month_start}: {} secrets, none older", frontier.len()));
+    say(
+        "device",
+        format!(
+            "provisioned; keeps only its frontier at {month_start}: {} secrets, none older",
+            frontier.len()
+        ),
+    );
 
     // The device seals a month of readings; the hub stores what it receives.
     let step = u64::from(args.every) * 60;
     let total = (month_end.secs() - month_start.secs()).div_ceil(step);
-    let bar = if args.json { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
     bar.set_style(
         ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {per_sec}")
             .context("progress template")?
@@ -87,7 +113,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         if key.as_ref().is_none_or(|k| k.leaf() != leaf) {
             let held = frontier
                 .iter()
-                .find(|h| spec.is_ancestor(h.node(), spec.leaf_node(leaf)).unwrap_or(false))
+                .find(|h| {
+                    spec.is_ancestor(h.node(), spec.leaf_node(leaf))
+                        .unwrap_or(false)
+                })
                 .context("the frontier must cover every leaf from now on")?;
             key = Some(spec.leaf_key(&c, held, leaf, Suite::AES256GCM)?);
             counter = 0;
@@ -96,7 +125,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let mut record = vec![0u8; text.len() + OVERHEAD];
         // A per-leaf counter: nonces never repeat under one leaf key.
         counter += 1;
-        key.as_ref().context("leaf key")?.seal(&c, counter.to_be_bytes(), text.as_bytes(), &mut record)?;
+        key.as_ref().context("leaf key")?.seal(
+            &c,
+            counter.to_be_bytes(),
+            text.as_bytes(),
+            &mut record,
+        )?;
         hub.push(record);
         sent.push((t, text));
         bar.inc(1);
@@ -104,20 +138,57 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let stored: usize = hub.iter().map(Vec::len).sum();
-    say("device", format!("sealed {} readings, one every {} min, {} .. {}", hub.len(), args.every, month_start, month_end));
-    say("hub", format!("stored {} records, {} KiB, {OVERHEAD} bytes of overhead each, indexed by device/epoch/leaf", hub.len(), stored / 1024));
+    say(
+        "device",
+        format!(
+            "sealed {} readings, one every {} min, {} .. {}",
+            hub.len(),
+            args.every,
+            month_start,
+            month_end
+        ),
+    );
+    say(
+        "hub",
+        format!(
+            "stored {} records, {} KiB, {OVERHEAD} bytes of overhead each, indexed by device/epoch/leaf",
+            hub.len(),
+            stored / 1024
+        ),
+    );
 
     // The application asks for week 2 (days 8-14); the keeper answers with the minimal cover.
-    let week2 = Span::new(UnixTime::from_date(y, m, 8)?, UnixTime::from_date(y, m, 15)?)?;
+    let week2 = Span::new(
+        UnixTime::from_date(y, m, 8)?,
+        UnixTime::from_date(y, m, 15)?,
+    )?;
     say("app", format!("asks for week 2: {week2}"));
     let keeper_dpk = spec.root(&c, &master)?;
-    let grant: Vec<NodeSecret> =
-        spec.cover(week2)?.map(|n| spec.derive(&c, &keeper_dpk, n)).collect::<Result<_, _>>()?;
+    let grant: Vec<NodeSecret> = spec
+        .cover(week2)?
+        .map(|n| spec.derive(&c, &keeper_dpk, n))
+        .collect::<Result<_, _>>()?;
     let nodes: Vec<String> = grant
         .iter()
-        .map(|g| format!("depth {} index {} {}", g.node().depth, g.node().index, spec.node_span(g.node()).map(|s| s.to_string()).unwrap_or_default()))
+        .map(|g| {
+            format!(
+                "depth {} index {} {}",
+                g.node().depth,
+                g.node().index,
+                spec.node_span(g.node())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            )
+        })
         .collect();
-    say("keeper", format!("grants the cover: {} node secret(s): {}", grant.len(), nodes.join(", ")));
+    say(
+        "keeper",
+        format!(
+            "grants the cover: {} node secret(s): {}",
+            grant.len(),
+            nodes.join(", ")
+        ),
+    );
 
     let mut opener = Opener::new(&c, &spec, &grant);
     let mut out = vec![0u8; 256];
@@ -125,36 +196,71 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     for (record, (t, text)) in hub.iter().zip(&sent) {
         match opener.open(record, &mut out) {
             Ok((_, n)) => {
-                ensure!(week2.contains(*t), "opened a record from {t}, outside the grant");
-                ensure!(&out[..n] == text.as_bytes(), "plaintext of {t} differs from what the device sealed");
+                ensure!(
+                    week2.contains(*t),
+                    "opened a record from {t}, outside the grant"
+                );
+                ensure!(
+                    &out[..n] == text.as_bytes(),
+                    "plaintext of {t} differs from what the device sealed"
+                );
                 opened += 1;
             }
             Err(Error::NotGranted { .. }) => {
-                ensure!(!week2.contains(*t), "a record of {t} inside the grant did not open");
+                ensure!(
+                    !week2.contains(*t),
+                    "a record of {t} inside the grant did not open"
+                );
                 refused += 1;
             }
             Err(e) => bail!("unexpected failure on the record of {t}: {e}"),
         }
     }
     let expected = sent.iter().filter(|(t, _)| week2.contains(*t)).count();
-    ensure!(opened == expected, "opened {opened} records, expected {expected}");
-    say("app", format!("opened {opened} records, all from week 2; refused {refused} (no key for their day)"));
+    ensure!(
+        opened == expected,
+        "opened {opened} records, expected {expected}"
+    );
+    say(
+        "app",
+        format!(
+            "opened {opened} records, all from week 2; refused {refused} (no key for their day)"
+        ),
+    );
 
     // The hub plays the attacker: it alters a byte, and moves a record to a day the app may read.
-    let idx = sent.iter().position(|(t, _)| week2.contains(*t)).context("week 2 has readings")?;
+    let idx = sent
+        .iter()
+        .position(|(t, _)| week2.contains(*t))
+        .context("week 2 has readings")?;
     let mut altered = hub[idx].clone();
     let last = altered.len() - 20;
     altered[last] ^= 1;
     let tamper = opener.open(&altered, &mut out);
-    ensure!(matches!(tamper, Err(Error::Authentication)), "altered record was not rejected: {tamper:?}");
-    let outside = sent.iter().position(|(t, _)| !week2.contains(*t)).context("readings outside week 2")?;
+    ensure!(
+        matches!(tamper, Err(Error::Authentication)),
+        "altered record was not rejected: {tamper:?}"
+    );
+    let outside = sent
+        .iter()
+        .position(|(t, _)| !week2.contains(*t))
+        .context("readings outside week 2")?;
     let mut moved = hub[outside].clone();
     let granted_leaf = RecordHeader::peek(&hub[idx])?.leaf;
     moved[11..15].copy_from_slice(&granted_leaf.to_be_bytes());
     let swap = opener.open(&moved, &mut out);
-    ensure!(matches!(swap, Err(Error::Authentication)), "record moved to a granted day was not rejected: {swap:?}");
-    say("hub", "alters a byte of a week-2 record: rejected, no plaintext released".into());
-    say("hub", "relabels a week-1 record as a week-2 day: rejected (the header is authenticated)".into());
+    ensure!(
+        matches!(swap, Err(Error::Authentication)),
+        "record moved to a granted day was not rejected: {swap:?}"
+    );
+    say(
+        "hub",
+        "alters a byte of a week-2 record: rejected, no plaintext released".into(),
+    );
+    say(
+        "hub",
+        "relabels a week-1 record as a week-2 day: rejected (the header is authenticated)".into(),
+    );
 
     // The hub's whole store, scanned for every secret of this month's tree: none may appear.
     let mut secrets: HashSet<[u8; 32]> = HashSet::new();
@@ -166,7 +272,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             let node = spec.node_at(depth, t)?;
             secrets.insert(*spec.derive(&c, &keeper_dpk, node)?.secret().expose());
             let leaf = spec.leaf_at(t)?;
-            secrets.insert(*spec.leaf_key_bytes(&c, &keeper_dpk, leaf, Suite::AES256GCM)?.expose());
+            secrets.insert(
+                *spec
+                    .leaf_key_bytes(&c, &keeper_dpk, leaf, Suite::AES256GCM)?
+                    .expose(),
+            );
             t = spec.node_span(node)?.end();
         }
     }
@@ -176,22 +286,39 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .filter(|w| <[u8; 32]>::try_from(*w).is_ok_and(|a| secrets.contains(&a)))
         .count();
     ensure!(found == 0, "the hub's store contains key material");
-    say("hub", format!("scanned its {} KiB for {} secrets of the tree (master, DPK, stages, leaf keys): none found", stored / 1024, secrets.len()));
+    say(
+        "hub",
+        format!(
+            "scanned its {} KiB for {} secrets of the tree (master, DPK, stages, leaf keys): none found",
+            stored / 1024,
+            secrets.len()
+        ),
+    );
 
     // Forward security: a month later the device's frontier opens nothing of this month.
-    let later = spec.frontier(&c, &keeper_dpk, month_end)?.collect::<Result<Vec<_>, _>>()?;
+    let later = spec
+        .frontier(&c, &keeper_dpk, month_end)?
+        .collect::<Result<Vec<_>, _>>()?;
     let mut device_later = Opener::new(&c, &spec, &later);
     let mut leaks = 0;
     let mut per_leaf: HashMap<u32, usize> = HashMap::new();
     for record in &hub {
         let h = RecordHeader::peek(record)?;
-        if *per_leaf.entry(h.leaf).or_default() == 0 && device_later.open(record, &mut out).is_ok() {
+        if *per_leaf.entry(h.leaf).or_default() == 0 && device_later.open(record, &mut out).is_ok()
+        {
             leaks += 1;
         }
         *per_leaf.entry(h.leaf).or_default() += 1;
     }
     ensure!(leaks == 0, "the later frontier opened {leaks} past day(s)");
-    say("device", format!("at {month_end} keeps {} secrets; with them it opens none of the {} past days", later.len(), per_leaf.len()));
+    say(
+        "device",
+        format!(
+            "at {month_end} keeps {} secrets; with them it opens none of the {} past days",
+            later.len(),
+            per_leaf.len()
+        ),
+    );
 
     if args.json {
         println!(
@@ -206,9 +333,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     } else {
         println!("\nwho       holds");
         println!("keeper    the master secret (derives every DPK)");
-        println!("device    its frontier: {} secrets, nothing that opens an earlier day", later.len());
-        println!("hub       {} ciphertexts and their headers; 0 keys", hub.len());
-        println!("app       {} node secret(s): week 2 only; opened {opened} of {} records", grant.len(), hub.len());
+        println!(
+            "device    its frontier: {} secrets, nothing that opens an earlier day",
+            later.len()
+        );
+        println!(
+            "hub       {} ciphertexts and their headers; 0 keys",
+            hub.len()
+        );
+        println!(
+            "app       {} node secret(s): week 2 only; opened {opened} of {} records",
+            grant.len(),
+            hub.len()
+        );
         println!("\nall checks passed");
     }
     Ok(())

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success; 1 error (bad input, unreadable file, …); 2 usage error; 3 a record was rejected
 //! (failed authentication, or no key held for it).
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use custos_proto::record::{OVERHEAD, RecordHeader};
 use custos_proto::{
-    DeviceId, Epoch, MasterSecret, NodeId, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime,
+    DeviceId, Epoch, MasterSecret, NodeId, Opener, RustCrypto, Schedule, Secret, Span, Suite,
+    TreeSpec, UnixTime,
 };
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
@@ -225,7 +227,8 @@ impl std::fmt::Display for Rejected {
 impl std::error::Error for Rejected {}
 
 fn parse_suite(s: &str) -> Result<Suite, String> {
-    Suite::from_name(s).ok_or_else(|| format!("unknown suite `{s}`: use aes256gcm or chacha20poly1305"))
+    Suite::from_name(s)
+        .ok_or_else(|| format!("unknown suite `{s}`: use aes256gcm or chacha20poly1305"))
 }
 
 fn main() -> ExitCode {
@@ -244,7 +247,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<Rejected>().is_some() { ExitCode::from(3) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<Rejected>().is_some() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -257,7 +264,10 @@ fn random_secret() -> Secret {
 
 fn master_new(out: &Path, force: bool) -> Result<()> {
     keyfile::write_master(out, &MasterSecret::new(random_secret()), force)?;
-    eprintln!("wrote a new master secret to {} (mode 0600); keep it on the keeper only", out.display());
+    eprintln!(
+        "wrote a new master secret to {} (mode 0600); keep it on the keeper only",
+        out.display()
+    );
     Ok(())
 }
 
@@ -277,13 +287,18 @@ fn dpk_new(a: &DpkNewArgs) -> Result<()> {
         None => {
             let (y, m, d, ..) = from.civil();
             let day = d.min(custos_proto::time::days_in_month(y + 1, m));
-            UnixTime::from_date(y + 1, m, day).map(|t| UnixTime::new(t.secs() + from.secs() % 86_400))??
+            UnixTime::from_date(y + 1, m, day)
+                .map(|t| UnixTime::new(t.secs() + from.secs() % 86_400))??
         }
     };
     let span = Span::new(from, until).context("--until must be after --from")?;
     let spec = TreeSpec::new(a.device, Epoch(a.epoch), a.schedule, span)
         .context("the epoch must start and end on boundaries of the schedule's leaf stage")?;
-    let keys = Keys { spec, suite: a.suite, nodes: vec![spec.root(&RustCrypto, &master)?] };
+    let keys = Keys {
+        spec,
+        suite: a.suite,
+        nodes: vec![spec.root(&RustCrypto, &master)?],
+    };
     keyfile::write_keys(&a.out, &keys, a.force)?;
     if a.json {
         println!(
@@ -344,15 +359,27 @@ fn schedule(a: &ScheduleArgs) -> Result<()> {
         }
     };
     if a.json {
-        let stages: Vec<_> = s.stages().iter().map(|st| json!({"stage": st.to_string(), "code": st.code(), "param": st.param()})).collect();
+        let stages: Vec<_> = s
+            .stages()
+            .iter()
+            .map(|st| json!({"stage": st.to_string(), "code": st.code(), "param": st.param()}))
+            .collect();
         let path = path.as_ref().map(|(t, nodes)| {
             json!({"time": t.to_string(), "nodes": nodes.iter().map(|(n, p)| json!({"depth": n.depth, "index": n.index,
                 "from": p.start().to_string(), "until": p.end().to_string()})).collect::<Vec<_>>()})
         });
-        println!("{}", json!({"schedule": s.to_string(), "encoded": hex::encode(&bin[..n]), "stages": stages, "path": path}));
+        println!(
+            "{}",
+            json!({"schedule": s.to_string(), "encoded": hex::encode(&bin[..n]), "stages": stages, "path": path})
+        );
         return Ok(());
     }
-    println!("schedule {s}: {} stages, leaf stage {} (encoded {})", s.depth(), s.leaf(), hex::encode(&bin[..n]));
+    println!(
+        "schedule {s}: {} stages, leaf stage {} (encoded {})",
+        s.depth(),
+        s.leaf(),
+        hex::encode(&bin[..n])
+    );
     for (i, st) in s.stages().iter().enumerate() {
         println!("  {}  {:<7} {}", i + 1, st.to_string(), describe(*st));
     }
@@ -360,8 +387,17 @@ fn schedule(a: &ScheduleArgs) -> Result<()> {
         println!("tree path of {t}:");
         for (node, p) in &nodes {
             let st = s.stages()[usize::from(node.depth) - 1];
-            let leaf = if node.depth == s.depth() { "  <- leaf index in record headers" } else { "" };
-            println!("  depth {} {:<7} index {:<10} {p}{leaf}", node.depth, st.to_string(), node.index);
+            let leaf = if node.depth == s.depth() {
+                "  <- leaf index in record headers"
+            } else {
+                ""
+            };
+            println!(
+                "  depth {} {:<7} index {:<10} {p}{leaf}",
+                node.depth,
+                st.to_string(),
+                node.index
+            );
         }
     }
     Ok(())
@@ -374,7 +410,8 @@ fn cover(a: &CoverArgs) -> Result<()> {
         (None, Some(s)) => open_tree(s)?,
         (None, None) => bail!("give --keys FILE or --schedule SCHEDULE"),
     };
-    let mut range = Span::new(timearg::parse(&a.from)?, timearg::parse(&a.until)?).context("--until must be after --from")?;
+    let mut range = Span::new(timearg::parse(&a.from)?, timearg::parse(&a.until)?)
+        .context("--until must be after --from")?;
     if a.round_out {
         range = tree.align_outward(range)?;
     }
@@ -390,16 +427,43 @@ fn cover(a: &CoverArgs) -> Result<()> {
     if let (Some(keys), Some(path)) = (&keys, &a.export) {
         let mut secrets = Vec::with_capacity(nodes.len());
         for &node in &nodes {
-            let held = keys.nodes.iter().find(|h| tree.is_ancestor(h.node(), node).unwrap_or(false)).with_context(|| {
-                format!("the key file holds no secret for {} (depth {}, index {})", tree.node_span(node).map(|s| s.to_string()).unwrap_or_default(), node.depth, node.index)
-            })?;
+            let held = keys
+                .nodes
+                .iter()
+                .find(|h| tree.is_ancestor(h.node(), node).unwrap_or(false))
+                .with_context(|| {
+                    format!(
+                        "the key file holds no secret for {} (depth {}, index {})",
+                        tree.node_span(node)
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        node.depth,
+                        node.index
+                    )
+                })?;
             secrets.push(tree.derive(&RustCrypto, held, node)?);
         }
-        keyfile::write_keys(path, &Keys { spec: tree, suite: keys.suite, nodes: secrets }, a.force)?;
-        eprintln!("wrote {} node secret(s) covering {range} to {} (mode 0600)", nodes.len(), path.display());
+        keyfile::write_keys(
+            path,
+            &Keys {
+                spec: tree,
+                suite: keys.suite,
+                nodes: secrets,
+            },
+            a.force,
+        )?;
+        eprintln!(
+            "wrote {} node secret(s) covering {range} to {} (mode 0600)",
+            nodes.len(),
+            path.display()
+        );
     }
     let stage_name = |n: &NodeId| {
-        if n.depth == 0 { "dpk".to_string() } else { tree.schedule().stages()[usize::from(n.depth) - 1].to_string() }
+        if n.depth == 0 {
+            "dpk".to_string()
+        } else {
+            tree.schedule().stages()[usize::from(n.depth) - 1].to_string()
+        }
     };
     if a.json {
         let list: Vec<_> = nodes
@@ -410,11 +474,20 @@ fn cover(a: &CoverArgs) -> Result<()> {
                     "from": p.map(|p| p.start().to_string()), "until": p.map(|p| p.end().to_string())})
             })
             .collect();
-        println!("{}", json!({"from": range.start().to_string(), "until": range.end().to_string(), "count": nodes.len(), "nodes": list}));
+        println!(
+            "{}",
+            json!({"from": range.start().to_string(), "until": range.end().to_string(), "count": nodes.len(), "nodes": list})
+        );
     } else {
         println!("{range} is covered by {} node(s):", nodes.len());
         for n in &nodes {
-            println!("  depth {} {:<7} index {:<10} {}", n.depth, stage_name(n), n.index, tree.node_span(*n)?);
+            println!(
+                "  depth {} {:<7} index {:<10} {}",
+                n.depth,
+                stage_name(n),
+                n.index,
+                tree.node_span(*n)?
+            );
         }
     }
     Ok(())
@@ -424,11 +497,17 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     match path {
         Some(p) => {
-            let f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-            f.take(MAX_INPUT + 1).read_to_end(&mut buf).with_context(|| format!("cannot read {}", p.display()))?;
+            let f =
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+            f.take(MAX_INPUT + 1)
+                .read_to_end(&mut buf)
+                .with_context(|| format!("cannot read {}", p.display()))?;
         }
         None => {
-            std::io::stdin().take(MAX_INPUT + 1).read_to_end(&mut buf).context("cannot read stdin")?;
+            std::io::stdin()
+                .take(MAX_INPUT + 1)
+                .read_to_end(&mut buf)
+                .context("cannot read stdin")?;
         }
     }
     if buf.len() as u64 > MAX_INPUT {
@@ -439,13 +518,17 @@ fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
 
 fn write_output(path: Option<&Path>, bytes: &[u8], binary: bool) -> Result<()> {
     match path {
-        Some(p) => std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display())),
+        Some(p) => {
+            std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display()))
+        }
         None => {
             let mut out = std::io::stdout().lock();
             if binary && out.is_terminal() {
                 bail!("refusing to write a binary record to a terminal: pass --out FILE or --hex");
             }
-            out.write_all(bytes).and_then(|()| out.flush()).context("cannot write stdout")
+            out.write_all(bytes)
+                .and_then(|()| out.flush())
+                .context("cannot write stdout")
         }
     }
 }
@@ -454,7 +537,9 @@ fn seal(a: &SealArgs) -> Result<()> {
     let keys = keyfile::read_keys(&a.keys)?;
     let tree = keys.spec;
     let t = timearg::parse(&a.at)?;
-    let leaf = tree.leaf_at(t).with_context(|| format!("{t} is outside the key file's epoch {}", tree.span()))?;
+    let leaf = tree
+        .leaf_at(t)
+        .with_context(|| format!("{t} is outside the key file's epoch {}", tree.span()))?;
     let node = tree.leaf_node(leaf);
     let held = keys
         .nodes
@@ -506,7 +591,9 @@ fn open(a: &OpenArgs) -> Result<()> {
     let input = read_input(a.r#in.as_deref())?;
     if !a.lines {
         let mut record = decode_record(&input)?;
-        let (_, plain) = opener.open_in_place(&mut record).map_err(|e| Rejected(format!("record rejected: {e}")))?;
+        let (_, plain) = opener
+            .open_in_place(&mut record)
+            .map_err(|e| Rejected(format!("record rejected: {e}")))?;
         return write_output(a.out.as_deref(), plain, false);
     }
     let mut out = Vec::new();
@@ -518,7 +605,12 @@ fn open(a: &OpenArgs) -> Result<()> {
         }
         let result = hex::decode(line)
             .map_err(|_| "not a hex record".to_string())
-            .and_then(|mut rec| opener.open_in_place(&mut rec).map(|(h, p)| (h, p.to_vec())).map_err(|e| e.to_string()));
+            .and_then(|mut rec| {
+                opener
+                    .open_in_place(&mut rec)
+                    .map(|(h, p)| (h, p.to_vec()))
+                    .map_err(|e| e.to_string())
+            });
         match result {
             Ok((header, plain)) => {
                 opened += 1;
@@ -542,7 +634,11 @@ fn open(a: &OpenArgs) -> Result<()> {
     }
     write_output(a.out.as_deref(), &out, false)?;
     if rejected > 0 {
-        return Err(Rejected(format!("{rejected} of {} record(s) rejected", opened + rejected)).into());
+        return Err(Rejected(format!(
+            "{rejected} of {} record(s) rejected",
+            opened + rejected
+        ))
+        .into());
     }
     Ok(())
 }
@@ -552,9 +648,11 @@ fn inspect(a: &InspectArgs) -> Result<()> {
     let h = RecordHeader::peek(&record).context("not a custos record")?;
     let keys = a.keys.as_deref().map(keyfile::read_keys).transpose()?;
     let period = match &keys {
-        Some(k) if k.spec.device() == h.device && k.spec.epoch() == h.epoch => {
-            Some(k.spec.node_span(k.spec.leaf_node(h.leaf)).context("leaf is not in the key file's tree")?)
-        }
+        Some(k) if k.spec.device() == h.device && k.spec.epoch() == h.epoch => Some(
+            k.spec
+                .node_span(k.spec.leaf_node(h.leaf))
+                .context("leaf is not in the key file's tree")?,
+        ),
         Some(_) => bail!("the key file is for another device or epoch"),
         None => None,
     };

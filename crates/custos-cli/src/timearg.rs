@@ -10,7 +10,9 @@ pub fn parse(text: &str) -> Result<UnixTime> {
         return now();
     }
     if let Some(secs) = text.strip_prefix('@') {
-        let secs: u64 = secs.parse().with_context(|| format!("`{text}`: expected @ and seconds since 1970"))?;
+        let secs: u64 = secs
+            .parse()
+            .with_context(|| format!("`{text}`: expected @ and seconds since 1970"))?;
         return Ok(UnixTime::new(secs)?);
     }
     parse_civil(text).with_context(|| {
@@ -31,7 +33,9 @@ fn parse_civil(text: &str) -> Result<UnixTime> {
     };
     let (year, month, day) = (field("year")?, field("month")?, field("day")?);
     let midnight = UnixTime::from_date(i64::from(year), month, day)?;
-    let Some(clock) = clock else { return Ok(midnight) };
+    let Some(clock) = clock else {
+        return Ok(midnight);
+    };
     let parts: Vec<&str> = clock.split(':').collect();
     if !(2..=3).contains(&parts.len()) {
         bail!("time of day must be HH:MM or HH:MM:SS");
@@ -43,7 +47,9 @@ fn parse_civil(text: &str) -> Result<UnixTime> {
         }
         Ok(v)
     };
-    let secs = num(parts[0], 23)? * 3600 + num(parts[1], 59)? * 60 + parts.get(2).map_or(Ok(0), |s| num(s, 59))?;
+    let secs = num(parts[0], 23)? * 3600
+        + num(parts[1], 59)? * 60
+        + parts.get(2).map_or(Ok(0), |s| num(s, 59))?;
     Ok(UnixTime::new(midnight.secs() + secs)?)
 }
 
@@ -67,7 +73,15 @@ mod tests {
         assert_eq!(parse("2026-03-15T14:20:00Z").unwrap().secs(), 1_773_584_400);
         assert_eq!(parse("2026-03-15 14:20:00").unwrap().secs(), 1_773_584_400);
         assert_eq!(parse("@1773584400").unwrap().secs(), 1_773_584_400);
-        for bad in ["2026-02-30", "2026-13-01", "yesterday", "2026-03-15T24:00", "@-1", "1969-12-31", ""] {
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "yesterday",
+            "2026-03-15T24:00",
+            "@-1",
+            "1969-12-31",
+            "",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -21,7 +21,11 @@ fn custos(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
 
 fn ok(dir: &Path, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let out = custos(dir, args, stdin);
-    assert!(out.status.success(), "custos {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "custos {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -35,7 +39,18 @@ fn setup() -> tempfile::TempDir {
     ok(dir.path(), &["master", "new"], b"");
     ok(
         dir.path(),
-        &["dpk", "new", "--device", "00-11-22-33-44-55-66-77", "--from", "2026-01-01", "--until", "2027-01-01", "-o", "dpk.json"],
+        &[
+            "dpk",
+            "new",
+            "--device",
+            "00-11-22-33-44-55-66-77",
+            "--from",
+            "2026-01-01",
+            "--until",
+            "2027-01-01",
+            "-o",
+            "dpk.json",
+        ],
         b"",
     );
     dir
@@ -47,14 +62,22 @@ fn key_files_are_private_and_never_silently_overwritten() {
     #[cfg(unix)]
     for f in ["master.key", "dpk.json"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
     let before = std::fs::read(dir.path().join("master.key")).unwrap();
     let again = custos(dir.path(), &["master", "new"], b"");
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
-    assert_eq!(std::fs::read(dir.path().join("master.key")).unwrap(), before, "existing master secret changed");
+    assert_eq!(
+        std::fs::read(dir.path().join("master.key")).unwrap(),
+        before,
+        "existing master secret changed"
+    );
 }
 
 #[test]
@@ -65,27 +88,75 @@ fn an_application_opens_exactly_its_week() {
     let mut sealed = Vec::new();
     for day in [7u32, 8, 14, 15] {
         let at = format!("2026-03-{day:02}T12:00");
-        sealed.extend(ok(d, &["seal", "--keys", "dpk.json", "--at", &at, "--lines"], lines(day).as_bytes()));
+        sealed.extend(ok(
+            d,
+            &["seal", "--keys", "dpk.json", "--at", &at, "--lines"],
+            lines(day).as_bytes(),
+        ));
     }
-    let cover = ok(d, &["cover", "--keys", "dpk.json", "--from", "2026-03-08", "--until", "2026-03-15", "--export", "week2.json", "--json"], b"");
+    let cover = ok(
+        d,
+        &[
+            "cover",
+            "--keys",
+            "dpk.json",
+            "--from",
+            "2026-03-08",
+            "--until",
+            "2026-03-15",
+            "--export",
+            "week2.json",
+            "--json",
+        ],
+        b"",
+    );
     let cover: serde_json::Value = serde_json::from_slice(&cover).unwrap();
     assert_eq!(cover["count"], 1, "week 2 of March is one node: {cover}");
     assert_eq!(cover["nodes"][0]["stage"], "week");
 
     // The DPK opens everything.
     let all = ok(d, &["open", "--keys", "dpk.json", "--lines"], &sealed);
-    assert_eq!(String::from_utf8(all).unwrap(), [7, 8, 14, 15].map(lines).concat());
+    assert_eq!(
+        String::from_utf8(all).unwrap(),
+        [7, 8, 14, 15].map(lines).concat()
+    );
 
     // The week-2 grant opens the 8th and the 14th and refuses the 7th and the 15th, with exit code 3.
     let out = custos(d, &["open", "--keys", "week2.json", "--lines"], &sealed);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert_eq!(String::from_utf8(out.stdout.clone()).unwrap(), [8, 14].map(lines).concat());
-    assert_eq!(stderr(&out).matches("no secret held covers").count(), 2, "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout.clone()).unwrap(),
+        [8, 14].map(lines).concat()
+    );
+    assert_eq!(
+        stderr(&out).matches("no secret held covers").count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
 
     // The grant cannot be widened: exporting week 1 from it fails.
-    let widen = custos(d, &["cover", "--keys", "week2.json", "--from", "2026-03-01", "--until", "2026-03-08", "--export", "w1.json"], b"");
+    let widen = custos(
+        d,
+        &[
+            "cover",
+            "--keys",
+            "week2.json",
+            "--from",
+            "2026-03-01",
+            "--until",
+            "2026-03-08",
+            "--export",
+            "w1.json",
+        ],
+        b"",
+    );
     assert_eq!(widen.status.code(), Some(1));
-    assert!(stderr(&widen).contains("holds no secret"), "{}", stderr(&widen));
+    assert!(
+        stderr(&widen).contains("holds no secret"),
+        "{}",
+        stderr(&widen)
+    );
     assert!(!d.join("w1.json").exists());
 }
 
@@ -94,10 +165,27 @@ fn tampered_records_are_rejected_with_exit_code_3_and_no_output() {
     let dir = setup();
     let d = dir.path();
     std::fs::write(d.join("plain.txt"), b"door opened at 14:20").unwrap();
-    ok(d, &["seal", "--keys", "dpk.json", "--at", "2026-03-15T14:20", "-i", "plain.txt", "-o", "rec.bin"], b"");
+    ok(
+        d,
+        &[
+            "seal",
+            "--keys",
+            "dpk.json",
+            "--at",
+            "2026-03-15T14:20",
+            "-i",
+            "plain.txt",
+            "-o",
+            "rec.bin",
+        ],
+        b"",
+    );
     let record = std::fs::read(d.join("rec.bin")).unwrap();
     assert_eq!(record.len(), 20 + 39);
-    assert_eq!(ok(d, &["open", "--keys", "dpk.json", "-i", "rec.bin"], b""), b"door opened at 14:20");
+    assert_eq!(
+        ok(d, &["open", "--keys", "dpk.json", "-i", "rec.bin"], b""),
+        b"door opened at 14:20"
+    );
     for i in [0, 5, 12, 20, 30, record.len() - 1] {
         let mut bad = record.clone();
         bad[i] ^= 0x04;
@@ -106,7 +194,11 @@ fn tampered_records_are_rejected_with_exit_code_3_and_no_output() {
         assert!(out.stdout.is_empty(), "byte {i}: plaintext released");
         assert!(stderr(&out).contains("record rejected"), "{}", stderr(&out));
     }
-    let inspect = ok(d, &["inspect", "-i", "rec.bin", "--keys", "dpk.json", "--json"], b"");
+    let inspect = ok(
+        d,
+        &["inspect", "-i", "rec.bin", "--keys", "dpk.json", "--json"],
+        b"",
+    );
     let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
     assert_eq!(inspect["device"], "00-11-22-33-44-55-66-77");
     assert_eq!(inspect["from"], "2026-03-15T00:00:00Z");
@@ -120,38 +212,120 @@ fn bad_input_gets_a_clear_error() {
     let cases: &[(&[&str], &str)] = &[
         (&["schedule", "day/month"], "does not nest"),
         (&["schedule", "fortnight"], "is not a stage"),
-        (&["cover", "--schedule", "month/week/day", "--from", "2026-03-08T10:00", "--until", "2026-03-15"], "--round-out"),
-        (&["cover", "--keys", "dpk.json", "--from", "2027-03-01", "--until", "2027-04-01"], "outside"),
-        (&["seal", "--keys", "dpk.json", "--at", "2025-06-01", "--hex"], "outside the key file's epoch"),
-        (&["seal", "--keys", "dpk.json", "--at", "2026-02-30"], "not a time"),
+        (
+            &[
+                "cover",
+                "--schedule",
+                "month/week/day",
+                "--from",
+                "2026-03-08T10:00",
+                "--until",
+                "2026-03-15",
+            ],
+            "--round-out",
+        ),
+        (
+            &[
+                "cover",
+                "--keys",
+                "dpk.json",
+                "--from",
+                "2027-03-01",
+                "--until",
+                "2027-04-01",
+            ],
+            "outside",
+        ),
+        (
+            &["seal", "--keys", "dpk.json", "--at", "2025-06-01", "--hex"],
+            "outside the key file's epoch",
+        ),
+        (
+            &["seal", "--keys", "dpk.json", "--at", "2026-02-30"],
+            "not a time",
+        ),
         (&["open", "--keys", "master.key"], "not a custos key file"),
         (&["open", "--keys", "missing.json"], "cannot read"),
-        (&["dpk", "new", "--device", "00-11", "-o", "x.json"], "16 hex digits"),
+        (
+            &["dpk", "new", "--device", "00-11", "-o", "x.json"],
+            "16 hex digits",
+        ),
     ];
     for (args, expect) in cases {
         let out = custos(d, args, b"");
-        assert!(matches!(out.status.code(), Some(1 | 2)), "{args:?}: {:?}", out.status);
-        assert!(stderr(&out).contains(expect), "{args:?}: expected `{expect}` in: {}", stderr(&out));
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{args:?}: {:?}",
+            out.status
+        );
+        assert!(
+            stderr(&out).contains(expect),
+            "{args:?}: expected `{expect}` in: {}",
+            stderr(&out)
+        );
     }
     // A key file whose node is not in its tree is refused, not trusted.
     let text = std::fs::read_to_string(d.join("dpk.json")).unwrap();
-    std::fs::write(d.join("forged.json"), text.replace("\"depth\": 0", "\"depth\": 9")).unwrap();
+    std::fs::write(
+        d.join("forged.json"),
+        text.replace("\"depth\": 0", "\"depth\": 9"),
+    )
+    .unwrap();
     let out = custos(d, &["open", "--keys", "forged.json"], b"00");
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not in this tree"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not in this tree"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn schedule_and_cover_explain_themselves() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = String::from_utf8(ok(d, &["schedule", "month/week/day", "--at", "2026-03-15T14:20:00Z"], b"")).unwrap();
+    let out = String::from_utf8(ok(
+        d,
+        &["schedule", "month/week/day", "--at", "2026-03-15T14:20:00Z"],
+        b"",
+    ))
+    .unwrap();
     assert!(out.contains("leaf stage day"), "{out}");
-    assert!(out.contains("[2026-03-15T00:00:00Z, 2026-03-22T00:00:00Z)"), "week 3 of March: {out}");
-    let cover = ok(d, &["cover", "--schedule", "month/week/day", "--from", "2026-03-01", "--until", "2026-05-01", "--json"], b"");
+    assert!(
+        out.contains("[2026-03-15T00:00:00Z, 2026-03-22T00:00:00Z)"),
+        "week 3 of March: {out}"
+    );
+    let cover = ok(
+        d,
+        &[
+            "cover",
+            "--schedule",
+            "month/week/day",
+            "--from",
+            "2026-03-01",
+            "--until",
+            "2026-05-01",
+            "--json",
+        ],
+        b"",
+    );
     let cover: serde_json::Value = serde_json::from_slice(&cover).unwrap();
     assert_eq!(cover["count"], 2, "two whole months: {cover}");
-    let rounded = ok(d, &["cover", "--schedule", "day/6h", "--from", "2026-03-01T07:00", "--until", "2026-03-01T13:00", "--round-out", "--json"], b"");
+    let rounded = ok(
+        d,
+        &[
+            "cover",
+            "--schedule",
+            "day/6h",
+            "--from",
+            "2026-03-01T07:00",
+            "--until",
+            "2026-03-01T13:00",
+            "--round-out",
+            "--json",
+        ],
+        b"",
+    );
     let rounded: serde_json::Value = serde_json::from_slice(&rounded).unwrap();
     assert_eq!(rounded["from"], "2026-03-01T06:00:00Z");
     assert_eq!(rounded["until"], "2026-03-01T18:00:00Z");

@@ -52,6 +52,10 @@ impl<'a> Reader<'a> {
 
     /// Succeeds only if every byte was read.
     pub fn finish(self) -> Result<(), Error> {
-        if self.buf.is_empty() { Ok(()) } else { Err(Error::TrailingBytes) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::TrailingBytes)
+        }
     }
 }

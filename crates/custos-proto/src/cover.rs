@@ -32,7 +32,11 @@ impl TreeSpec {
                 return Err(Error::NotAligned { at: t.secs(), leaf });
             }
         }
-        Ok(Cover { spec: self, at: range.start(), end: range.end() })
+        Ok(Cover {
+            spec: self,
+            at: range.start(),
+            end: range.end(),
+        })
     }
 
     /// The smallest leaf-aligned range that contains `range`, clipped to the epoch.
@@ -60,12 +64,17 @@ impl TreeSpec {
         } else if now >= self.span().end() {
             self.span().end()
         } else {
-            self.node_span(self.node_at(self.leaf_depth(), now)?)?.start()
+            self.node_span(self.node_at(self.leaf_depth(), now)?)?
+                .start()
         };
         let cover = match Span::new(from, self.span().end()) {
             Ok(rest) => self.cover(rest)?,
             // The epoch is over: an empty walk.
-            Err(_) => Cover { spec: self, at: from, end: from },
+            Err(_) => Cover {
+                spec: self,
+                at: from,
+                end: from,
+            },
         };
         Ok(cover.map(move |node| self.derive(crypto, held, node)))
     }
@@ -99,21 +108,42 @@ mod tests {
     use std::vec::Vec;
 
     fn spec() -> TreeSpec {
-        let span = Span::new(UnixTime::from_date(2026, 1, 1).unwrap(), UnixTime::from_date(2027, 1, 1).unwrap());
-        TreeSpec::new(DeviceId([1; 8]), Epoch(1), Schedule::default(), span.unwrap()).unwrap()
+        let span = Span::new(
+            UnixTime::from_date(2026, 1, 1).unwrap(),
+            UnixTime::from_date(2027, 1, 1).unwrap(),
+        );
+        TreeSpec::new(
+            DeviceId([1; 8]),
+            Epoch(1),
+            Schedule::default(),
+            span.unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn frontier_before_during_and_after_the_epoch() {
         let (c, spec) = (RustCrypto, spec());
-        let dpk = spec.root(&c, &MasterSecret::new(Secret::from_bytes([9; 32]))).unwrap();
+        let dpk = spec
+            .root(&c, &MasterSecret::new(Secret::from_bytes([9; 32])))
+            .unwrap();
         let nodes = |t: UnixTime| -> Vec<NodeId> {
-            spec.frontier(&c, &dpk, t).unwrap().map(|n| n.unwrap().node()).collect()
+            spec.frontier(&c, &dpk, t)
+                .unwrap()
+                .map(|n| n.unwrap().node())
+                .collect()
         };
-        assert_eq!(nodes(UnixTime::from_date(2025, 6, 1).unwrap()), [NodeId::ROOT]);
-        assert_eq!(nodes(UnixTime::from_date(2026, 1, 1).unwrap()), [NodeId::ROOT]);
+        assert_eq!(
+            nodes(UnixTime::from_date(2025, 6, 1).unwrap()),
+            [NodeId::ROOT]
+        );
+        assert_eq!(
+            nodes(UnixTime::from_date(2026, 1, 1).unwrap()),
+            [NodeId::ROOT]
+        );
         // Mid-month, mid-week: the rest of the week's days, the rest of the month's weeks, the later months.
-        let mid = nodes(UnixTime::new(UnixTime::from_date(2026, 3, 10).unwrap().secs() + 3600).unwrap());
+        let mid =
+            nodes(UnixTime::new(UnixTime::from_date(2026, 3, 10).unwrap().secs() + 3600).unwrap());
         assert_eq!(mid.len(), 5 + 3 + 9, "{mid:?}");
         assert!(nodes(UnixTime::from_date(2027, 1, 1).unwrap()).is_empty());
         assert!(nodes(UnixTime::from_date(2030, 1, 1).unwrap()).is_empty());

@@ -44,7 +44,9 @@ impl Suite {
 
     /// The suite called `name` (see [`Suite::name`]).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::AES256GCM, Self::CHACHA20POLY1305].into_iter().find(|s| s.name() == Some(name))
+        [Self::AES256GCM, Self::CHACHA20POLY1305]
+            .into_iter()
+            .find(|s| s.name() == Some(name))
     }
 }
 
@@ -168,9 +170,9 @@ mod rustcrypto {
         fn aead_key(&self, suite: Suite, key: &Secret) -> Result<AeadKey, Error> {
             match suite {
                 Suite::AES256GCM => Ok(AeadKey::Aes256Gcm(Aes256Gcm::new(key.expose().into()))),
-                Suite::CHACHA20POLY1305 => {
-                    Ok(AeadKey::ChaCha20Poly1305(ChaCha20Poly1305::new(key.expose().into())))
-                }
+                Suite::CHACHA20POLY1305 => Ok(AeadKey::ChaCha20Poly1305(ChaCha20Poly1305::new(
+                    key.expose().into(),
+                ))),
                 other => Err(Error::UnsupportedSuite(other.code())),
             }
         }
@@ -200,24 +202,39 @@ mod rustcrypto {
         ) -> Result<(), Error> {
             // Both ciphers check the tag before they decrypt, so on failure `buf` still holds ciphertext.
             match key {
-                AeadKey::Aes256Gcm(k) => k.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
-                AeadKey::ChaCha20Poly1305(k) => k.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into()),
+                AeadKey::Aes256Gcm(k) => {
+                    k.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
+                }
+                AeadKey::ChaCha20Poly1305(k) => {
+                    k.decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
+                }
             }
             .map_err(|_| Error::Authentication)
         }
 
         fn ed25519_public(&self, seed: &Secret) -> [u8; 32] {
-            ed25519_dalek::SigningKey::from_bytes(seed.expose()).verifying_key().to_bytes()
+            ed25519_dalek::SigningKey::from_bytes(seed.expose())
+                .verifying_key()
+                .to_bytes()
         }
 
         fn ed25519_sign(&self, seed: &Secret, msg: &[u8]) -> [u8; 64] {
             use ed25519_dalek::Signer;
-            ed25519_dalek::SigningKey::from_bytes(seed.expose()).sign(msg).to_bytes()
+            ed25519_dalek::SigningKey::from_bytes(seed.expose())
+                .sign(msg)
+                .to_bytes()
         }
 
-        fn ed25519_verify(&self, public: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> Result<(), Error> {
-            let key = ed25519_dalek::VerifyingKey::from_bytes(public).map_err(|_| Error::Authentication)?;
-            key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig)).map_err(|_| Error::Authentication)
+        fn ed25519_verify(
+            &self,
+            public: &[u8; 32],
+            msg: &[u8],
+            sig: &[u8; 64],
+        ) -> Result<(), Error> {
+            let key = ed25519_dalek::VerifyingKey::from_bytes(public)
+                .map_err(|_| Error::Authentication)?;
+            key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+                .map_err(|_| Error::Authentication)
         }
 
         fn x25519(&self, secret: &Secret, public: &[u8; 32]) -> Result<Secret, Error> {
@@ -230,7 +247,8 @@ mod rustcrypto {
         }
 
         fn x25519_public(&self, secret: &Secret) -> [u8; 32] {
-            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret.expose())).to_bytes()
+            x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret.expose()))
+                .to_bytes()
         }
     }
 }

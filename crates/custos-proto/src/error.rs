@@ -68,7 +68,10 @@ impl fmt::Display for Error {
             Self::UnsupportedSuite(s) => write!(f, "unsupported cipher suite {s}"),
             Self::TimeOutOfRange => f.write_str("time is outside 1970-01-01..9999-12-31 UTC"),
             Self::NotAligned { at, leaf } => {
-                write!(f, "time {at} is not on a {leaf} boundary (the schedule's leaf stage)")
+                write!(
+                    f,
+                    "time {at} is not on a {leaf} boundary (the schedule's leaf stage)"
+                )
             }
             Self::EmptySpan => f.write_str("time span is empty: the end must be after the start"),
             Self::OutsideEpoch => f.write_str("time lies outside the DPK epoch's validity span"),
@@ -76,9 +79,15 @@ impl fmt::Display for Error {
             Self::InvalidNode => f.write_str("node index names no period of its stage"),
             Self::NotDescendant => f.write_str("the secret held does not cover the node asked for"),
             Self::NotGranted { leaf } => write!(f, "no secret held covers leaf period {leaf}"),
-            Self::KeyMismatch => f.write_str("record belongs to another device, epoch, leaf or suite than the key"),
-            Self::BufferTooSmall { needed } => write!(f, "output buffer too small: {needed} bytes needed"),
-            Self::Authentication => f.write_str("record failed authentication (altered, or wrong key); no plaintext released"),
+            Self::KeyMismatch => {
+                f.write_str("record belongs to another device, epoch, leaf or suite than the key")
+            }
+            Self::BufferTooSmall { needed } => {
+                write!(f, "output buffer too small: {needed} bytes needed")
+            }
+            Self::Authentication => f.write_str(
+                "record failed authentication (altered, or wrong key); no plaintext released",
+            ),
             Self::Crypto => f.write_str("crypto backend refused the operation"),
         }
     }

@@ -106,8 +106,20 @@ impl<C: Crypto> core::fmt::Debug for LeafKey<C> {
 }
 
 impl<C: Crypto> LeafKey<C> {
-    pub(crate) fn new(key: C::AeadKey, suite: Suite, device: DeviceId, epoch: Epoch, leaf: u32) -> Self {
-        Self { key, suite, device, epoch, leaf }
+    pub(crate) fn new(
+        key: C::AeadKey,
+        suite: Suite,
+        device: DeviceId,
+        epoch: Epoch,
+        leaf: u32,
+    ) -> Self {
+        Self {
+            key,
+            suite,
+            device,
+            epoch,
+            leaf,
+        }
     }
 
     /// The leaf period this key belongs to.
@@ -131,13 +143,24 @@ impl<C: Crypto> LeafKey<C> {
     /// Seals `plaintext` into `out` and returns the record's length (`plaintext.len() + OVERHEAD`).
     ///
     /// `nonce` must never repeat under this key.
-    pub fn seal(&self, crypto: &C, nonce: [u8; 8], plaintext: &[u8], out: &mut [u8]) -> Result<usize, Error> {
+    pub fn seal(
+        &self,
+        crypto: &C,
+        nonce: [u8; 8],
+        plaintext: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
         let needed = plaintext.len() + OVERHEAD;
         if out.len() < needed {
             return Err(Error::BufferTooSmall { needed });
         }
-        let header =
-            RecordHeader { suite: self.suite, device: self.device, epoch: self.epoch, leaf: self.leaf, nonce };
+        let header = RecordHeader {
+            suite: self.suite,
+            device: self.device,
+            epoch: self.epoch,
+            leaf: self.leaf,
+            nonce,
+        };
         let (head, rest) = out.split_at_mut(HEADER_LEN);
         head.copy_from_slice(&header.encode());
         let (body, rest) = rest.split_at_mut(plaintext.len());
@@ -150,7 +173,11 @@ impl<C: Crypto> LeafKey<C> {
     /// Opens `record` in place and returns the plaintext, which lies inside `record`.
     ///
     /// On failure `record` holds no plaintext.
-    pub fn open_in_place<'r>(&self, crypto: &C, record: &'r mut [u8]) -> Result<&'r mut [u8], Error> {
+    pub fn open_in_place<'r>(
+        &self,
+        crypto: &C,
+        record: &'r mut [u8],
+    ) -> Result<&'r mut [u8], Error> {
         let header = RecordHeader::peek(record)?;
         if !self.matches(&header) {
             return Err(Error::KeyMismatch);
@@ -164,18 +191,41 @@ impl<C: Crypto> LeafKey<C> {
 
     /// Opens `record` into `out` and returns the plaintext length. On failure `out` is zeroed.
     pub fn open(&self, crypto: &C, record: &[u8], out: &mut [u8]) -> Result<usize, Error> {
-        let header = RecordHeader::peek(record)?;
-        if !self.matches(&header) {
+        let result =
+            RecordHeader::peek(record).and_then(|h| self.open_peeked(crypto, &h, record, out));
+        if result.is_err() {
+            // A caller reusing `out` must not find an earlier record's plaintext next to this failure.
+            out.fill(0);
+        }
+        result
+    }
+
+    /// [`LeafKey::open`] for a record whose header was already read by [`RecordHeader::peek`].
+    fn open_peeked(
+        &self,
+        crypto: &C,
+        header: &RecordHeader,
+        record: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, Error> {
+        if !self.matches(header) {
             return Err(Error::KeyMismatch);
         }
         let n = record.len() - OVERHEAD;
-        let body = out.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n })?;
+        let body = out
+            .get_mut(..n)
+            .ok_or(Error::BufferTooSmall { needed: n })?;
         body.copy_from_slice(&record[HEADER_LEN..HEADER_LEN + n]);
-        let tag: &[u8; TAG_LEN] = record[HEADER_LEN + n..].try_into().map_err(|_| Error::Truncated)?;
-        if let Err(e) = crypto.aead_open(&self.key, &header.aead_nonce(), &record[..HEADER_LEN], body, tag) {
-            body.fill(0);
-            return Err(e);
-        }
+        let tag: &[u8; TAG_LEN] = record[HEADER_LEN + n..]
+            .try_into()
+            .map_err(|_| Error::Truncated)?;
+        crypto.aead_open(
+            &self.key,
+            &header.aead_nonce(),
+            &record[..HEADER_LEN],
+            body,
+            tag,
+        )?;
         Ok(n)
     }
 }
@@ -192,7 +242,12 @@ pub struct Opener<'a, C: Crypto> {
 impl<'a, C: Crypto> Opener<'a, C> {
     /// An opener for records of `spec`'s device and epoch, using the secrets in `held`.
     pub fn new(crypto: &'a C, spec: &'a TreeSpec, held: &'a [NodeSecret]) -> Self {
-        Self { crypto, spec, held, cached: None }
+        Self {
+            crypto,
+            spec,
+            held,
+            cached: None,
+        }
     }
 
     /// The key for records with `header`, derived if it is not the cached one.
@@ -212,21 +267,37 @@ impl<'a, C: Crypto> Opener<'a, C> {
                 }
             }
             let holder = holder.ok_or(Error::NotGranted { leaf: header.leaf })?;
-            self.cached = Some(self.spec.leaf_key(self.crypto, holder, header.leaf, header.suite)?);
+            self.cached =
+                Some(
+                    self.spec
+                        .leaf_key(self.crypto, holder, header.leaf, header.suite)?,
+                );
         }
-        self.cached.as_ref().ok_or(Error::NotGranted { leaf: header.leaf })
+        self.cached
+            .as_ref()
+            .ok_or(Error::NotGranted { leaf: header.leaf })
     }
 
     /// Opens `record` into `out`; returns the header and the plaintext length. On failure `out` is zeroed.
     pub fn open(&mut self, record: &[u8], out: &mut [u8]) -> Result<(RecordHeader, usize), Error> {
-        let header = RecordHeader::peek(record)?;
         let crypto = self.crypto;
-        let n = self.key_for(&header)?.open(crypto, record, out)?;
-        Ok((header, n))
+        let result = RecordHeader::peek(record).and_then(|header| {
+            let n = self
+                .key_for(&header)?
+                .open_peeked(crypto, &header, record, out)?;
+            Ok((header, n))
+        });
+        if result.is_err() {
+            out.fill(0);
+        }
+        result
     }
 
     /// Opens `record` in place; returns the header and the plaintext inside `record`.
-    pub fn open_in_place<'r>(&mut self, record: &'r mut [u8]) -> Result<(RecordHeader, &'r mut [u8]), Error> {
+    pub fn open_in_place<'r>(
+        &mut self,
+        record: &'r mut [u8],
+    ) -> Result<(RecordHeader, &'r mut [u8]), Error> {
         let header = RecordHeader::peek(record)?;
         let crypto = self.crypto;
         let plain = self.key_for(&header)?.open_in_place(crypto, record)?;

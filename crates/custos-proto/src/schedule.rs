@@ -4,7 +4,9 @@
 //! week of the month: days 1–7, 8–14, 15–21, 22–28 and 29 to the end — `day`, `hour`); fixed stages are
 //! periods of a fixed number of seconds counted from 1970-01-01T00:00:00Z (`6h`, `15m`, `30s`, `2d`).
 //! Each stage must *nest* in the one before it: every period of the inner stage lies inside exactly one period
-//! of the outer stage and is shorter. The last stage is the leaf: one AEAD key per leaf period.
+//! of the outer stage, and the inner stage is finer: its periods are shorter, except where a calendar edge makes
+//! them equal (the fifth week of a leap February is one day). The last stage is the leaf: one AEAD key per leaf
+//! period.
 //!
 //! Text form: stages joined by `/`, e.g. `month/week/day` (the default) or `day/6h/15m`.
 //! Binary form (docs/wire.md): a count byte, then per stage a code byte, and for fixed stages a 4-byte
@@ -74,8 +76,12 @@ pub enum ScheduleError {
 impl fmt::Display for ScheduleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Empty => f.write_str("a schedule needs at least one stage, e.g. `month/week/day`"),
-            Self::TooManyStages => write!(f, "a schedule has at most {} stages", Schedule::MAX_STAGES),
+            Self::Empty => {
+                f.write_str("a schedule needs at least one stage, e.g. `month/week/day`")
+            }
+            Self::TooManyStages => {
+                write!(f, "a schedule has at most {} stages", Schedule::MAX_STAGES)
+            }
             Self::TooLong => write!(f, "schedule text longer than {} bytes", Schedule::MAX_TEXT),
             Self::UnknownStage { position } => write!(
                 f,
@@ -85,9 +91,13 @@ impl fmt::Display for ScheduleError {
             Self::LengthOverflow { position } => {
                 write!(f, "stage {position} is longer than 4294967295 seconds")
             }
-            Self::NotNested { position, outer, inner } => write!(
+            Self::NotNested {
+                position,
+                outer,
+                inner,
+            } => write!(
                 f,
-                "stage {position} ({inner}) does not nest in stage {} ({outer}): each stage must be shorter than \
+                "stage {position} ({inner}) does not nest in stage {} ({outer}): each stage must be finer than \
                  the one before it and every one of its periods must lie inside one period of that stage",
                 position - 1
             ),
@@ -118,7 +128,9 @@ impl Stage {
         }
     }
 
-    /// Whether every period of `self` lies inside one period of `outer`, and is shorter.
+    /// Whether every period of `self` lies inside one period of `outer`, and `self` is the finer stage (its
+    /// periods are never longer, and shorter but at calendar edges such as the one-day fifth week of a leap
+    /// February).
     pub fn nests_in(self, outer: Stage) -> bool {
         use Stage::*;
         let rank = |s: Stage| match s {
@@ -146,15 +158,21 @@ impl Stage {
 
     /// The index of the period that contains `t`. Indices count from the period that contains 1970-01-01.
     pub fn index_of(self, t: UnixTime) -> u64 {
+        self.index_with(t, &mut None)
+    }
+
+    /// [`Stage::index_of`], reusing the civil date of `t` across stages (derivation walks several at one time).
+    pub(crate) fn index_with(self, t: UnixTime, civil: &mut Option<(i64, u32, u32)>) -> u64 {
         let secs = t.secs();
+        let mut date = || *civil.get_or_insert_with(|| civil_from_days((secs / DAY) as i64));
         match self {
-            Self::Year => (civil_from_days((secs / DAY) as i64).0 - 1970) as u64,
+            Self::Year => (date().0 - 1970) as u64,
             Self::Month => {
-                let (y, m, _) = civil_from_days((secs / DAY) as i64);
+                let (y, m, _) = date();
                 (y - 1970) as u64 * 12 + u64::from(m - 1)
             }
             Self::Week => {
-                let (y, m, d) = civil_from_days((secs / DAY) as i64);
+                let (y, m, d) = date();
                 ((y - 1970) as u64 * 12 + u64::from(m - 1)) * 5 + u64::from(((d - 1) / 7).min(4))
             }
             Self::Day => secs / DAY,
@@ -188,7 +206,9 @@ impl Stage {
             }
             Self::Day => index.checked_mul(DAY).ok_or(Error::TimeOutOfRange)?,
             Self::Hour => index.checked_mul(HOUR).ok_or(Error::TimeOutOfRange)?,
-            Self::Fixed(len) => index.checked_mul(u64::from(len.get())).ok_or(Error::TimeOutOfRange)?,
+            Self::Fixed(len) => index
+                .checked_mul(u64::from(len.get()))
+                .ok_or(Error::TimeOutOfRange)?,
         };
         UnixTime::new(secs)
     }
@@ -198,7 +218,9 @@ impl Stage {
         let start = self.start_of(index)?.secs();
         let end = match self {
             Self::Year | Self::Month => self.start_of(index + 1).map_or(time::MAX, UnixTime::secs),
-            Self::Week if index % 5 == 4 => Stage::Month.start_of(index / 5 + 1).map_or(time::MAX, UnixTime::secs),
+            Self::Week if index % 5 == 4 => Stage::Month
+                .start_of(index / 5 + 1)
+                .map_or(time::MAX, UnixTime::secs),
             Self::Week => start + 7 * DAY,
             Self::Day => start + DAY,
             Self::Hour => start + HOUR,
@@ -262,12 +284,19 @@ impl Schedule {
         }
         for (i, pair) in stages.windows(2).enumerate() {
             if !pair[1].nests_in(pair[0]) {
-                return Err(ScheduleError::NotNested { position: i + 2, outer: pair[0], inner: pair[1] });
+                return Err(ScheduleError::NotNested {
+                    position: i + 2,
+                    outer: pair[0],
+                    inner: pair[1],
+                });
             }
         }
         let mut all = [Stage::Day; Self::MAX_STAGES];
         all[..stages.len()].copy_from_slice(stages);
-        Ok(Self { stages: all, len: stages.len() as u8 })
+        Ok(Self {
+            stages: all,
+            len: stages.len() as u8,
+        })
     }
 
     /// The stages, coarsest first.
@@ -309,7 +338,11 @@ impl Schedule {
 
     /// Writes the binary form into `out` and returns its length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, Error> {
-        let needed = 1 + self.stages().iter().map(|s| if matches!(s, Stage::Fixed(_)) { 5 } else { 1 }).sum::<usize>();
+        let needed = 1 + self
+            .stages()
+            .iter()
+            .map(|s| if matches!(s, Stage::Fixed(_)) { 5 } else { 1 })
+            .sum::<usize>();
         if out.len() < needed {
             return Err(Error::BufferTooSmall { needed });
         }
@@ -351,7 +384,10 @@ impl Schedule {
                 3 => Stage::Week,
                 4 => Stage::Day,
                 5 => Stage::Hour,
-                6 => Stage::Fixed(NonZeroU32::new(r.u32()?).ok_or(ScheduleError::ZeroLength { position: i + 1 })?),
+                6 => Stage::Fixed(
+                    NonZeroU32::new(r.u32()?)
+                        .ok_or(ScheduleError::ZeroLength { position: i + 1 })?,
+                ),
                 _ => return Err(ScheduleError::UnknownStage { position: i + 1 }.into()),
             };
         }
@@ -373,7 +409,11 @@ fn parse_stage(word: &str, position: usize) -> Result<Stage, ScheduleError> {
         }
     }
     let unknown = ScheduleError::UnknownStage { position };
-    let split = word.len().checked_sub(1).filter(|&i| word.is_char_boundary(i)).ok_or(unknown)?;
+    let split = word
+        .len()
+        .checked_sub(1)
+        .filter(|&i| word.is_char_boundary(i))
+        .ok_or(unknown)?;
     let (digits, unit) = word.split_at(split);
     let unit = match unit {
         "s" | "S" => 1,
@@ -385,10 +425,16 @@ fn parse_stage(word: &str, position: usize) -> Result<Stage, ScheduleError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(unknown);
     }
-    let count: u64 = digits.parse().map_err(|_| ScheduleError::LengthOverflow { position })?;
-    let secs = count.checked_mul(unit).ok_or(ScheduleError::LengthOverflow { position })?;
+    let count: u64 = digits
+        .parse()
+        .map_err(|_| ScheduleError::LengthOverflow { position })?;
+    let secs = count
+        .checked_mul(unit)
+        .ok_or(ScheduleError::LengthOverflow { position })?;
     let secs = u32::try_from(secs).map_err(|_| ScheduleError::LengthOverflow { position })?;
-    NonZeroU32::new(secs).map(Stage::Fixed).ok_or(ScheduleError::ZeroLength { position })
+    NonZeroU32::new(secs)
+        .map(Stage::Fixed)
+        .ok_or(ScheduleError::ZeroLength { position })
 }
 
 impl Default for Schedule {

@@ -20,7 +20,11 @@ pub struct UnixTime(u64);
 impl UnixTime {
     /// Checks the range and wraps `secs`.
     pub fn new(secs: u64) -> Result<Self, Error> {
-        if secs <= MAX { Ok(Self(secs)) } else { Err(Error::TimeOutOfRange) }
+        if secs <= MAX {
+            Ok(Self(secs))
+        } else {
+            Err(Error::TimeOutOfRange)
+        }
     }
 
     /// Midnight UTC at the start of a civil date.
@@ -44,7 +48,14 @@ impl UnixTime {
     pub fn civil(self) -> (i64, u32, u32, u32, u32, u32) {
         let (y, m, d) = civil_from_days((self.0 / DAY) as i64);
         let s = self.0 % DAY;
-        (y, m, d, (s / 3600) as u32, (s % 3600 / 60) as u32, (s % 60) as u32)
+        (
+            y,
+            m,
+            d,
+            (s / 3600) as u32,
+            (s % 3600 / 60) as u32,
+            (s % 60) as u32,
+        )
     }
 }
 
@@ -66,7 +77,11 @@ pub struct Span {
 impl Span {
     /// `[start, end)`; fails if `end <= start`.
     pub fn new(start: UnixTime, end: UnixTime) -> Result<Self, Error> {
-        if end > start { Ok(Self { start, end }) } else { Err(Error::EmptySpan) }
+        if end > start {
+            Ok(Self { start, end })
+        } else {
+            Err(Error::EmptySpan)
+        }
     }
 
     /// The first second in the span.
@@ -162,14 +177,20 @@ mod tests {
                 (c.0 + 1, 1, 1)
             };
         }
-        assert_eq!(UnixTime::from_date(10000, 1, 2).unwrap_err(), Error::TimeOutOfRange);
+        assert_eq!(
+            UnixTime::from_date(10000, 1, 2).unwrap_err(),
+            Error::TimeOutOfRange
+        );
         assert_eq!(MAX, days_from_civil(10000, 1, 1) as u64 * DAY);
     }
 
     #[test]
     fn known_dates() {
         assert_eq!(UnixTime::from_date(2000, 3, 1).unwrap().secs(), 951_868_800);
-        assert_eq!(UnixTime::new(1_772_323_200).unwrap().to_string(), "2026-03-01T00:00:00Z");
+        assert_eq!(
+            UnixTime::new(1_772_323_200).unwrap().to_string(),
+            "2026-03-01T00:00:00Z"
+        );
         assert!(UnixTime::from_date(2025, 2, 29).is_err());
         assert!(UnixTime::from_date(1969, 12, 31).is_err());
     }

@@ -24,6 +24,8 @@ use crate::{Crypto, Error, Schedule, Secret};
 pub const DPK_LABEL: &[u8] = b"custos/v1/dpk";
 /// Label of a tree node derivation.
 pub const NODE_LABEL: &[u8] = b"custos/v1/node";
+/// Length of a node derivation's info: label, depth, stage code, stage parameter, period index.
+const NODE_INFO_LEN: usize = NODE_LABEL.len() + 1 + 1 + 4 + 8;
 /// Label of the AEAD key derivation from a leaf secret.
 pub const KEY_LABEL: &[u8] = b"custos/v1/key";
 
@@ -54,7 +56,8 @@ impl FromStr for DeviceId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        const BAD: Error = Error::InvalidValue("device id must be 16 hex digits, e.g. 00-11-22-33-44-55-66-77");
+        const BAD: Error =
+            Error::InvalidValue("device id must be 16 hex digits, e.g. 00-11-22-33-44-55-66-77");
         let mut out = [0u8; 8];
         let mut n = 0;
         for c in s.chars().filter(|c| *c != '-' && *c != ':') {
@@ -93,9 +96,18 @@ impl MasterSecret {
     }
 
     /// `DPK(device, epoch) = HKDF-Expand(M, "custos/v1/dpk" ‖ device ‖ epoch, 32)`.
-    pub fn dpk<C: Crypto>(&self, crypto: &C, device: DeviceId, epoch: Epoch) -> Result<Secret, Error> {
+    pub fn dpk<C: Crypto>(
+        &self,
+        crypto: &C,
+        device: DeviceId,
+        epoch: Epoch,
+    ) -> Result<Secret, Error> {
         let mut dpk = Secret::zero();
-        crypto.hkdf_expand(self.0.expose(), &[DPK_LABEL, &device.0, &epoch.0.to_be_bytes()], dpk.expose_mut())?;
+        crypto.hkdf_expand(
+            self.0.expose(),
+            &[DPK_LABEL, &device.0, &epoch.0.to_be_bytes()],
+            dpk.expose_mut(),
+        )?;
         Ok(dpk)
     }
 }
@@ -150,7 +162,12 @@ pub struct TreeSpec {
 
 impl TreeSpec {
     /// Checks that `span` starts and ends on leaf boundaries and that every leaf index fits 32 bits.
-    pub fn new(device: DeviceId, epoch: Epoch, schedule: Schedule, span: Span) -> Result<Self, Error> {
+    pub fn new(
+        device: DeviceId,
+        epoch: Epoch,
+        schedule: Schedule,
+        span: Span,
+    ) -> Result<Self, Error> {
         let leaf = schedule.leaf();
         for t in [span.start(), span.end()] {
             if !leaf.is_boundary(t) && t.secs() != crate::time::MAX {
@@ -161,7 +178,12 @@ impl TreeSpec {
         if leaf.index_of(last) > u64::from(u32::MAX) {
             return Err(Error::LeafIndexOverflow);
         }
-        Ok(Self { device, epoch, schedule, span })
+        Ok(Self {
+            device,
+            epoch,
+            schedule,
+            span,
+        })
     }
 
     /// The device.
@@ -192,7 +214,12 @@ impl TreeSpec {
     fn stage(&self, depth: u8) -> Result<Stage, Error> {
         match depth {
             0 => Err(Error::InvalidNode),
-            d => self.schedule.stages().get(usize::from(d) - 1).copied().ok_or(Error::InvalidNode),
+            d => self
+                .schedule
+                .stages()
+                .get(usize::from(d) - 1)
+                .copied()
+                .ok_or(Error::InvalidNode),
         }
     }
 
@@ -201,7 +228,11 @@ impl TreeSpec {
         if !self.span.contains(t) {
             return Err(Error::OutsideEpoch);
         }
-        let index = if depth == 0 { 0 } else { self.stage(depth)?.index_of(t) };
+        let index = if depth == 0 {
+            0
+        } else {
+            self.stage(depth)?.index_of(t)
+        };
         Ok(NodeId { depth, index })
     }
 
@@ -213,14 +244,21 @@ impl TreeSpec {
 
     /// The leaf node with period index `leaf`.
     pub fn leaf_node(&self, leaf: u32) -> NodeId {
-        NodeId { depth: self.leaf_depth(), index: u64::from(leaf) }
+        NodeId {
+            depth: self.leaf_depth(),
+            index: u64::from(leaf),
+        }
     }
 
     /// The span of time a node's leaves cover: its period, clipped to the epoch. Fails for nodes that do not
     /// exist in this tree, which makes it the check for nodes read from untrusted input.
     pub fn node_span(&self, node: NodeId) -> Result<Span, Error> {
         if node.depth == 0 {
-            return if node.index == 0 { Ok(self.span) } else { Err(Error::InvalidNode) };
+            return if node.index == 0 {
+                Ok(self.span)
+            } else {
+                Err(Error::InvalidNode)
+            };
         }
         let stage = self.stage(node.depth)?;
         let period = Span::new(stage.start_of(node.index)?, stage.end_of(node.index)?)?;
@@ -240,33 +278,44 @@ impl TreeSpec {
 
     /// The root of the tree: the DPK, derived from the keeper's master secret.
     pub fn root<C: Crypto>(&self, crypto: &C, master: &MasterSecret) -> Result<NodeSecret, Error> {
-        Ok(NodeSecret { node: NodeId::ROOT, secret: master.dpk(crypto, self.device, self.epoch)? })
+        Ok(NodeSecret {
+            node: NodeId::ROOT,
+            secret: master.dpk(crypto, self.device, self.epoch)?,
+        })
     }
 
     /// Derives `target` from `held`, which must be `target` or one of its ancestors.
-    pub fn derive<C: Crypto>(&self, crypto: &C, held: &NodeSecret, target: NodeId) -> Result<NodeSecret, Error> {
-        if !self.is_ancestor(held.node, target)? {
+    pub fn derive<C: Crypto>(
+        &self,
+        crypto: &C,
+        held: &NodeSecret,
+        target: NodeId,
+    ) -> Result<NodeSecret, Error> {
+        let start = self.node_span(target)?.start();
+        if held.node.depth > target.depth || self.node_at(held.node.depth, start)? != held.node {
             return Err(Error::NotDescendant);
         }
-        let start = self.node_span(target)?.start();
+        // Two buffers, swapped at each level: no copy is left behind unzeroized, and only two are zeroized.
         let mut secret = held.secret.clone();
+        let mut next = Secret::zero();
+        let mut civil = None;
+        let mut info = [0u8; NODE_INFO_LEN];
+        info[..NODE_LABEL.len()].copy_from_slice(NODE_LABEL);
         for depth in held.node.depth + 1..=target.depth {
             let stage = self.stage(depth)?;
-            let index = stage.index_of(start);
-            let mut child = Secret::zero();
-            crypto.hkdf_expand(
-                secret.expose(),
-                &[
-                    NODE_LABEL,
-                    &[depth, stage.code()],
-                    &stage.param().to_be_bytes(),
-                    &index.to_be_bytes(),
-                ],
-                child.expose_mut(),
-            )?;
-            secret = child;
+            let index = stage.index_with(start, &mut civil);
+            let at = NODE_LABEL.len();
+            info[at] = depth;
+            info[at + 1] = stage.code();
+            info[at + 2..at + 6].copy_from_slice(&stage.param().to_be_bytes());
+            info[at + 6..].copy_from_slice(&index.to_be_bytes());
+            crypto.hkdf_expand(secret.expose(), &[&info], next.expose_mut())?;
+            core::mem::swap(&mut secret, &mut next);
         }
-        Ok(NodeSecret { node: target, secret })
+        Ok(NodeSecret {
+            node: target,
+            secret,
+        })
     }
 
     /// The raw AEAD key bytes of `leaf` for `suite`: `HKDF-Expand(leaf secret, "custos/v1/key" ‖ suite, 32)`.
@@ -282,7 +331,11 @@ impl TreeSpec {
         }
         let leaf_secret = self.derive(crypto, held, self.leaf_node(leaf))?;
         let mut key = Secret::zero();
-        crypto.hkdf_expand(leaf_secret.secret.expose(), &[KEY_LABEL, &[suite.code()]], key.expose_mut())?;
+        crypto.hkdf_expand(
+            leaf_secret.secret.expose(),
+            &[KEY_LABEL, &[suite.code()]],
+            key.expose_mut(),
+        )?;
         Ok(key)
     }
 
@@ -295,6 +348,12 @@ impl TreeSpec {
         suite: crate::Suite,
     ) -> Result<crate::LeafKey<C>, Error> {
         let key = self.leaf_key_bytes(crypto, held, leaf, suite)?;
-        Ok(crate::LeafKey::new(crypto.aead_key(suite, &key)?, suite, self.device, self.epoch, leaf))
+        Ok(crate::LeafKey::new(
+            crypto.aead_key(suite, &key)?,
+            suite,
+            self.device,
+            self.epoch,
+            leaf,
+        ))
     }
 }

@@ -7,12 +7,15 @@
 use custos_proto::record::{HEADER_LEN, RecordHeader};
 use custos_proto::tree::{KEY_LABEL, NODE_LABEL};
 use custos_proto::{
-    Crypto, DeviceId, Epoch, MasterSecret, NodeId, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec,
-    UnixTime,
+    Crypto, DeviceId, Epoch, MasterSecret, NodeId, Opener, RustCrypto, Schedule, Secret, Span,
+    Suite, TreeSpec, UnixTime,
 };
 use serde_json::{Value, json};
 
-const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/vectors/wire-v1.json");
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/vectors/wire-v1.json"
+);
 
 fn unhex(v: &Value) -> Vec<u8> {
     hex::decode(v.as_str().expect("hex string")).expect("valid hex")
@@ -25,7 +28,9 @@ fn time(v: &Value) -> UnixTime {
 /// Everything a case derives from its inputs.
 fn compute(input: &Value) -> Value {
     let c = RustCrypto;
-    let master = MasterSecret::new(Secret::from_bytes(unhex(&input["master"]).try_into().unwrap()));
+    let master = MasterSecret::new(Secret::from_bytes(
+        unhex(&input["master"]).try_into().unwrap(),
+    ));
     let device: DeviceId = input["device"].as_str().unwrap().parse().unwrap();
     let epoch = Epoch(input["epoch"].as_u64().unwrap() as u16);
     let schedule = Schedule::parse(input["schedule"].as_str().unwrap()).unwrap();
@@ -187,18 +192,36 @@ fn generate() -> Value {
 #[test]
 fn vectors_match_the_published_file() {
     if std::env::var_os("CUSTOS_WRITE_VECTORS").is_some() {
-        std::fs::write(PATH, serde_json::to_string_pretty(&generate()).unwrap() + "\n").unwrap();
+        std::fs::write(
+            PATH,
+            serde_json::to_string_pretty(&generate()).unwrap() + "\n",
+        )
+        .unwrap();
     }
     let file: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
     let records = file["records"].as_array().unwrap();
     assert!(records.len() >= 3);
     for case in records {
-        assert_eq!(compute(&case["input"]), case["expect"], "record vector {}", case["name"]);
+        assert_eq!(
+            compute(&case["input"]),
+            case["expect"],
+            "record vector {}",
+            case["name"]
+        );
     }
     let covers = file["covers"].as_array().unwrap();
-    assert_eq!(covers[0]["expect"].as_array().unwrap().len(), 2, "two whole months are two nodes");
+    assert_eq!(
+        covers[0]["expect"].as_array().unwrap().len(),
+        2,
+        "two whole months are two nodes"
+    );
     for case in covers {
-        assert_eq!(cover(&case["input"]), case["expect"], "cover vector {}", case["name"]);
+        assert_eq!(
+            cover(&case["input"]),
+            case["expect"],
+            "cover vector {}",
+            case["name"]
+        );
     }
 }
 
@@ -223,14 +246,17 @@ fn published_records_open_and_rejects_fail() {
         let mut body = record[HEADER_LEN..record.len() - 16].to_vec();
         let tag: [u8; 16] = record[record.len() - 16..].try_into().unwrap();
         let nonce: [u8; 12] = unhex(&case["expect"]["aead_nonce"]).try_into().unwrap();
-        c.aead_open(&aead, &nonce, &record[..HEADER_LEN], &mut body, &tag).unwrap();
+        c.aead_open(&aead, &nonce, &record[..HEADER_LEN], &mut body, &tag)
+            .unwrap();
         assert_eq!(body, unhex(&input["plaintext"]));
         assert_eq!(spec.leaf_at(time(&input["time"])).unwrap(), header.leaf);
     }
 
     let case = &file["records"][file["reject"]["key_of"].as_u64().unwrap() as usize];
     let input = &case["input"];
-    let master = MasterSecret::new(Secret::from_bytes(unhex(&input["master"]).try_into().unwrap()));
+    let master = MasterSecret::new(Secret::from_bytes(
+        unhex(&input["master"]).try_into().unwrap(),
+    ));
     let spec = TreeSpec::new(
         input["device"].as_str().unwrap().parse().unwrap(),
         Epoch(input["epoch"].as_u64().unwrap() as u16),
@@ -249,6 +275,10 @@ fn published_records_open_and_rejects_fail() {
         out.fill(0);
         let err = opener.open(&unhex(&bad["record"]), &mut out);
         assert!(err.is_err(), "accepted: {}", bad["why"]);
-        assert!(out.iter().all(|&b| b == 0), "plaintext left behind: {}", bad["why"]);
+        assert!(
+            out.iter().all(|&b| b == 0),
+            "plaintext left behind: {}",
+            bad["why"]
+        );
     }
 }
