@@ -111,12 +111,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     while t < month_end {
         let leaf = spec.leaf_at(t)?;
         if key.as_ref().is_none_or(|k| k.leaf() != leaf) {
-            let held = frontier
-                .iter()
-                .find(|h| {
-                    spec.is_ancestor(h.node(), spec.leaf_node(leaf))
-                        .unwrap_or(false)
-                })
+            let held = spec
+                .holder(&frontier, spec.leaf_node(leaf))?
                 .context("the frontier must cover every leaf from now on")?;
             key = Some(spec.leaf_key(&c, held, leaf, Suite::AES256GCM)?);
             counter = 0;

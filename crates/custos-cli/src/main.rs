@@ -427,20 +427,16 @@ fn cover(a: &CoverArgs) -> Result<()> {
     if let (Some(keys), Some(path)) = (&keys, &a.export) {
         let mut secrets = Vec::with_capacity(nodes.len());
         for &node in &nodes {
-            let held = keys
-                .nodes
-                .iter()
-                .find(|h| tree.is_ancestor(h.node(), node).unwrap_or(false))
-                .with_context(|| {
-                    format!(
-                        "the key file holds no secret for {} (depth {}, index {})",
-                        tree.node_span(node)
-                            .map(|s| s.to_string())
-                            .unwrap_or_default(),
-                        node.depth,
-                        node.index
-                    )
-                })?;
+            let held = tree.holder(&keys.nodes, node)?.with_context(|| {
+                format!(
+                    "the key file holds no secret for {} (depth {}, index {})",
+                    tree.node_span(node)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default(),
+                    node.depth,
+                    node.index
+                )
+            })?;
             secrets.push(tree.derive(&RustCrypto, held, node)?);
         }
         keyfile::write_keys(
@@ -541,10 +537,8 @@ fn seal(a: &SealArgs) -> Result<()> {
         .leaf_at(t)
         .with_context(|| format!("{t} is outside the key file's epoch {}", tree.span()))?;
     let node = tree.leaf_node(leaf);
-    let held = keys
-        .nodes
-        .iter()
-        .find(|h| tree.is_ancestor(h.node(), node).unwrap_or(false))
+    let held = tree
+        .holder(&keys.nodes, node)?
         .with_context(|| format!("the key file holds no secret for {t}"))?;
     let key = tree.leaf_key(&RustCrypto, held, leaf, keys.suite)?;
     let input = read_input(a.r#in.as_deref())?;

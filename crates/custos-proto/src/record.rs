@@ -257,16 +257,10 @@ impl<'a, C: Crypto> Opener<'a, C> {
         }
         let cached = self.cached.as_ref().is_some_and(|k| k.matches(header));
         if !cached {
-            let leaf = self.spec.leaf_node(header.leaf);
-            self.spec.check_node(leaf)?;
-            let mut holder = None;
-            for h in self.held {
-                if self.spec.is_ancestor(h.node(), leaf)? {
-                    holder = Some(h);
-                    break;
-                }
-            }
-            let holder = holder.ok_or(Error::NotGranted { leaf: header.leaf })?;
+            let holder = self
+                .spec
+                .holder(self.held, self.spec.leaf_node(header.leaf))?
+                .ok_or(Error::NotGranted { leaf: header.leaf })?;
             self.cached =
                 Some(
                     self.spec

@@ -276,6 +276,21 @@ impl TreeSpec {
         Ok(ancestor.depth <= node.depth && self.node_at(ancestor.depth, start)? == ancestor)
     }
 
+    /// The secret among `held` that derives `node` (is `node` or an ancestor of it), if any.
+    pub fn holder<'h>(
+        &self,
+        held: &'h [NodeSecret],
+        node: NodeId,
+    ) -> Result<Option<&'h NodeSecret>, Error> {
+        self.check_node(node)?;
+        for h in held {
+            if self.is_ancestor(h.node, node)? {
+                return Ok(Some(h));
+            }
+        }
+        Ok(None)
+    }
+
     /// The root of the tree: the DPK, derived from the keeper's master secret.
     pub fn root<C: Crypto>(&self, crypto: &C, master: &MasterSecret) -> Result<NodeSecret, Error> {
         Ok(NodeSecret {

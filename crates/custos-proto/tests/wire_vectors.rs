@@ -25,6 +25,17 @@ fn time(v: &Value) -> UnixTime {
     UnixTime::new(v.as_u64().expect("seconds")).unwrap()
 }
 
+/// The tree of a record case's inputs.
+fn spec_of(input: &Value) -> TreeSpec {
+    TreeSpec::new(
+        input["device"].as_str().unwrap().parse().unwrap(),
+        Epoch(input["epoch"].as_u64().unwrap() as u16),
+        Schedule::parse(input["schedule"].as_str().unwrap()).unwrap(),
+        Span::new(time(&input["valid_from"]), time(&input["valid_until"])).unwrap(),
+    )
+    .unwrap()
+}
+
 /// Everything a case derives from its inputs.
 fn compute(input: &Value) -> Value {
     let c = RustCrypto;
@@ -231,13 +242,7 @@ fn published_records_open_and_rejects_fail() {
     let c = RustCrypto;
     for case in file["records"].as_array().unwrap() {
         let input = &case["input"];
-        let spec = TreeSpec::new(
-            input["device"].as_str().unwrap().parse().unwrap(),
-            Epoch(input["epoch"].as_u64().unwrap() as u16),
-            Schedule::parse(input["schedule"].as_str().unwrap()).unwrap(),
-            Span::new(time(&input["valid_from"]), time(&input["valid_until"])).unwrap(),
-        )
-        .unwrap();
+        let spec = spec_of(input);
         // Open with the AEAD key alone, as an independent implementation would.
         let record = unhex(&case["expect"]["record"]);
         let header = RecordHeader::peek(&record).unwrap();
@@ -257,13 +262,7 @@ fn published_records_open_and_rejects_fail() {
     let master = MasterSecret::new(Secret::from_bytes(
         unhex(&input["master"]).try_into().unwrap(),
     ));
-    let spec = TreeSpec::new(
-        input["device"].as_str().unwrap().parse().unwrap(),
-        Epoch(input["epoch"].as_u64().unwrap() as u16),
-        Schedule::parse(input["schedule"].as_str().unwrap()).unwrap(),
-        Span::new(time(&input["valid_from"]), time(&input["valid_until"])).unwrap(),
-    )
-    .unwrap();
+    let spec = spec_of(input);
     let root = [spec.root(&c, &master).unwrap()];
     let mut opener = Opener::new(&c, &spec, &root);
     let mut out = vec![0u8; 256];
