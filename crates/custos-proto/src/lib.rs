@@ -7,6 +7,34 @@
 //! - [`cover`]: the fewest tree nodes that tile a time range exactly, and the forward-secure frontier.
 //! - [`record`]: sealed records over caller-owned buffers.
 //!
+//! ```
+//! use custos_proto::{DeviceId, Epoch, MasterSecret, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime};
+//!
+//! # fn main() -> Result<(), custos_proto::Error> {
+//! let c = RustCrypto;
+//! // The keeper: a master secret and a device's tree for 2026 under month/week/day.
+//! let master = MasterSecret::new(Secret::from_bytes([7; 32])); // 32 random bytes in real use
+//! let year = Span::new(UnixTime::from_date(2026, 1, 1)?, UnixTime::from_date(2027, 1, 1)?)?;
+//! let tree = TreeSpec::new(DeviceId([0, 1, 2, 3, 4, 5, 6, 7]), Epoch(1), Schedule::default(), year)?;
+//! let dpk = tree.root(&c, &master)?;
+//!
+//! // The device seals a reading of 2026-03-09.
+//! let t = UnixTime::from_date(2026, 3, 9)?;
+//! let key = tree.leaf_key(&c, &dpk, tree.leaf_at(t)?, Suite::AES256GCM)?;
+//! let mut record = [0u8; 4 + custos_proto::record::OVERHEAD];
+//! key.seal(&c, [0, 0, 0, 0, 0, 0, 0, 1], b"21.5", &mut record)?;
+//!
+//! // An application granted week 2 of March (one node) opens it.
+//! let week2 = Span::new(UnixTime::from_date(2026, 3, 8)?, UnixTime::from_date(2026, 3, 15)?)?;
+//! let grant: Vec<_> = tree.cover(week2)?.map(|n| tree.derive(&c, &dpk, n)).collect::<Result<_, _>>()?;
+//! assert_eq!(grant.len(), 1);
+//! let mut out = [0u8; 4];
+//! let (_, n) = Opener::new(&c, &tree, &grant).open(&record, &mut out)?;
+//! assert_eq!(&out[..n], b"21.5");
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! This crate is `no_std`, needs no heap, and never does I/O: clocks and randomness are passed in.
 //! It must never log, print or otherwise release a secret: every secret type zeroizes on drop and its
 //! `Debug` output is redacted.
