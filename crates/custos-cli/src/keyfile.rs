@@ -186,8 +186,8 @@ pub fn read_keys(path: &Path) -> Result<Keys> {
     let device: DeviceId = file.device.parse().with_context(ctx)?;
     let schedule = Schedule::parse(&file.schedule).with_context(ctx)?;
     let span = Span::new(
-        timearg::parse(&file.valid_from)?,
-        timearg::parse(&file.valid_until)?,
+        timearg::parse_fixed(&file.valid_from)?,
+        timearg::parse_fixed(&file.valid_until)?,
     )
     .with_context(ctx)?;
     let spec = TreeSpec::new(device, Epoch(file.epoch), schedule, span).with_context(ctx)?;
