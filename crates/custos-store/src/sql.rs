@@ -1,0 +1,338 @@
+//! The two SQL implementations. They share every statement (written to the subset of SQL both engines accept);
+//! a macro instantiates the one implementation for each driver.
+
+use std::path::Path;
+use std::time::Duration;
+
+use custos_proto::DeviceId;
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{
+    Device, NewRecord, PendingAdmission, Presence, RecordQuery, Result, Store, StoreError,
+    StoredRecord,
+};
+
+/// The store on SQLite: one file, the embedded default.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+/// The store on PostgreSQL: what several hub processes share.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL is durable across process crashes; only power loss may drop the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…`) and brings the schema up to date. Migrations take a lock, so hub
+    /// replicas may start together.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn device_id(bytes: &[u8]) -> Result<DeviceId> {
+    Ok(DeviceId(bytes.try_into().map_err(|_| {
+        StoreError::Corrupt("device id is not 8 bytes")
+    })?))
+}
+
+fn key(bytes: &[u8]) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("key is not 32 bytes"))
+}
+
+fn seq(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| StoreError::InvalidInput("sequence number above 2^63 - 1"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+macro_rules! sql_store {
+    ($store:ty, $row:ty) => {
+        impl $store {
+            fn device_row(row: &$row) -> Result<Device> {
+                Ok(Device {
+                    device: device_id(row.try_get("device")?)?,
+                    static_key: key(row.try_get("static_key")?)?,
+                    session_key: key(row.try_get("session_key")?)?,
+                    admitted_at: row.try_get("admitted_at")?,
+                    revoked_at: row.try_get("revoked_at")?,
+                    max_seq: row.try_get("max_seq")?,
+                })
+            }
+        }
+
+        impl Store for $store {
+            async fn put_admission(&self, a: &PendingAdmission) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let admitted = sqlx::query("SELECT 1 FROM devices WHERE device = $1")
+                    .bind(&a.device.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if admitted.is_some() {
+                    return Err(StoreError::AlreadyAdmitted(a.device));
+                }
+                sqlx::query(
+                    "INSERT INTO admissions (device, join_code, created_at, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (device) DO UPDATE SET join_code = excluded.join_code, \
+                     created_at = excluded.created_at, expires_at = excluded.expires_at",
+                )
+                .bind(&a.device.0[..])
+                .bind(&a.join_code[..])
+                .bind(a.created_at)
+                .bind(a.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn admission(&self, device: DeviceId, now: i64) -> Result<Option<PendingAdmission>> {
+                let row = sqlx::query(
+                    "SELECT join_code, created_at, expires_at FROM admissions WHERE device = $1 AND expires_at > $2",
+                )
+                .bind(&device.0[..])
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    let code: &[u8] = row.try_get("join_code")?;
+                    Ok(PendingAdmission {
+                        device,
+                        join_code: code.try_into().map_err(|_| StoreError::Corrupt("join code is not 16 bytes"))?,
+                        created_at: row.try_get("created_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn complete_admission(&self, d: &Device, now: i64) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let used = sqlx::query("DELETE FROM admissions WHERE device = $1 AND expires_at > $2 RETURNING device")
+                    .bind(&d.device.0[..])
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if used.is_none() {
+                    return Err(StoreError::NoPendingAdmission(d.device));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO devices (device, static_key, session_key, admitted_at, revoked_at, max_seq) \
+                     VALUES ($1, $2, $3, $4, NULL, -1)",
+                )
+                .bind(&d.device.0[..])
+                .bind(&d.static_key[..])
+                .bind(&d.session_key[..])
+                .bind(d.admitted_at)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyAdmitted(d.device)),
+                    other => other?,
+                };
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_admissions(&self, now: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM admissions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn device(&self, device: DeviceId) -> Result<Option<Device>> {
+                let row = sqlx::query("SELECT * FROM devices WHERE device = $1")
+                    .bind(&device.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::device_row).transpose()
+            }
+
+            async fn devices(&self) -> Result<Vec<Device>> {
+                let rows = sqlx::query("SELECT * FROM devices ORDER BY device").fetch_all(&self.pool).await?;
+                rows.iter().map(Self::device_row).collect()
+            }
+
+            async fn revoke(&self, device: DeviceId, at: i64) -> Result<bool> {
+                let done = sqlx::query("UPDATE devices SET revoked_at = $2 WHERE device = $1 AND revoked_at IS NULL")
+                    .bind(&device.0[..])
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                if done.rows_affected() == 0 && self.device(device).await?.is_none() {
+                    return Err(StoreError::UnknownDevice(device));
+                }
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_records(&self, batch: &[NewRecord]) -> Result<Vec<bool>> {
+                let mut tx = self.pool.begin().await?;
+                let mut fresh = Vec::with_capacity(batch.len());
+                for r in batch {
+                    let id = sqlx::query(
+                        "INSERT INTO records (device, seq, epoch, leaf, body, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                         ON CONFLICT (device, seq) DO NOTHING RETURNING id",
+                    )
+                    .bind(&r.device.0[..])
+                    .bind(seq(r.seq)?)
+                    .bind(i32::from(r.epoch))
+                    .bind(i64::from(r.leaf))
+                    .bind(&r.body[..])
+                    .bind(r.received_at)
+                    .fetch_optional(&mut *tx)
+                    .await;
+                    let id = match id {
+                        // The only other constraint a well-formed record can break: its device is not admitted.
+                        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                            return Err(StoreError::UnknownDevice(r.device));
+                        }
+                        other => other?,
+                    };
+                    fresh.push(id.is_some());
+                    if id.is_some() {
+                        sqlx::query("UPDATE devices SET max_seq = CASE WHEN $2 > max_seq THEN $2 ELSE max_seq END WHERE device = $1")
+                            .bind(&r.device.0[..])
+                            .bind(seq(r.seq)?)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(fresh)
+            }
+
+            async fn records(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, seq, epoch, leaf, body, received_at FROM records \
+                     WHERE device = $1 AND epoch = $2 AND leaf >= $3 AND leaf < $4 AND id > $5 ORDER BY id LIMIT $6",
+                )
+                .bind(&q.device.0[..])
+                .bind(i32::from(q.epoch))
+                .bind(i64::from(q.leaf_from))
+                .bind(i64::from(q.leaf_until))
+                .bind(q.after.unwrap_or(-1))
+                .bind(i64::from(q.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let epoch: i32 = row.try_get("epoch")?;
+                        let leaf: i64 = row.try_get("leaf")?;
+                        let seq: i64 = row.try_get("seq")?;
+                        Ok(StoredRecord {
+                            id: row.try_get("id")?,
+                            record: NewRecord {
+                                device: q.device,
+                                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative sequence number"))?,
+                                epoch: u16::try_from(epoch).map_err(|_| StoreError::Corrupt("epoch out of range"))?,
+                                leaf: u32::try_from(leaf).map_err(|_| StoreError::Corrupt("leaf out of range"))?,
+                                body: row.try_get("body")?,
+                                received_at: row.try_get("received_at")?,
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn touch(&self, device: DeviceId, at: i64, address: &str) -> Result<()> {
+                let done = sqlx::query(
+                    "INSERT INTO presence (device, last_seen, address) VALUES ($1, $2, $3) \
+                     ON CONFLICT (device) DO UPDATE SET last_seen = excluded.last_seen, address = excluded.address \
+                     WHERE excluded.last_seen >= presence.last_seen",
+                )
+                .bind(&device.0[..])
+                .bind(at)
+                .bind(address)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::UnknownDevice(device)),
+                    other => other.map(|_| ()).map_err(Into::into),
+                }
+            }
+
+            async fn presence(&self) -> Result<Vec<Presence>> {
+                let rows = sqlx::query("SELECT device, last_seen, address FROM presence ORDER BY device")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(Presence {
+                            device: device_id(row.try_get("device")?)?,
+                            last_seen: row.try_get("last_seen")?,
+                            address: row.try_get("address")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_device_list(&self, version: i64, signed: &[u8]) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO device_lists (version, signed) \
+                     SELECT $1, $2 WHERE $1 > (SELECT COALESCE(MAX(version), -1) FROM device_lists) \
+                     ON CONFLICT (version) DO NOTHING",
+                )
+                .bind(version)
+                .bind(signed)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_list(&self) -> Result<Option<(i64, Vec<u8>)>> {
+                let row = sqlx::query("SELECT version, signed FROM device_lists ORDER BY version DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| Ok((row.try_get("version")?, row.try_get("signed")?))).transpose()
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
+sql_store!(PgStore, sqlx::postgres::PgRow);

@@ -1,0 +1,356 @@
+//! One contract for every store: each test below runs against SQLite (a temporary file) and against the real
+//! PostgreSQL server (a fresh database per test, dropped afterwards). PostgreSQL is found at
+//! `CUSTOS_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`); if it is unreachable the
+//! PostgreSQL tests fail, they are never skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use anyhow::{Result, ensure};
+use custos_proto::DeviceId;
+use custos_store::{
+    Device, NewRecord, PendingAdmission, PgStore, RecordQuery, SqliteStore, Store, StoreError,
+};
+use rand_core::{OsRng, RngCore};
+use sqlx::Connection;
+
+const NOW: i64 = 1_773_584_400;
+
+fn dev(n: u8) -> DeviceId {
+    DeviceId([0x02, 0, 0, 0, 0, 0, 0, n])
+}
+
+fn pending(n: u8, expires_at: i64) -> PendingAdmission {
+    PendingAdmission {
+        device: dev(n),
+        join_code: [n; 16],
+        created_at: NOW - 60,
+        expires_at,
+    }
+}
+
+fn admitted(n: u8) -> Device {
+    Device {
+        device: dev(n),
+        static_key: [n; 32],
+        session_key: [n ^ 0xff; 32],
+        admitted_at: NOW,
+        revoked_at: None,
+        max_seq: -1,
+    }
+}
+
+async fn admit<S: Store>(s: &S, n: u8) -> Result<()> {
+    s.put_admission(&pending(n, NOW + 600)).await?;
+    s.complete_admission(&admitted(n), NOW).await?;
+    Ok(())
+}
+
+fn record(n: u8, seq: u64, leaf: u32) -> NewRecord {
+    NewRecord {
+        device: dev(n),
+        seq,
+        epoch: 1,
+        leaf,
+        body: vec![n, seq as u8, 0xaa, 0x55],
+        received_at: NOW + seq as i64,
+    }
+}
+
+fn query(n: u8) -> RecordQuery {
+    RecordQuery {
+        device: dev(n),
+        epoch: 1,
+        leaf_from: 0,
+        leaf_until: u32::MAX,
+        after: None,
+        limit: 1000,
+    }
+}
+
+async fn admission_is_single_use<S: Store>(s: S) -> Result<()> {
+    s.put_admission(&pending(1, NOW + 600)).await?;
+    ensure!(s.admission(dev(1), NOW).await? == Some(pending(1, NOW + 600)));
+    s.complete_admission(&admitted(1), NOW).await?;
+    ensure!(
+        s.admission(dev(1), NOW).await?.is_none(),
+        "the code must be used up"
+    );
+    let again = s.complete_admission(&admitted(1), NOW).await;
+    ensure!(
+        matches!(again, Err(StoreError::NoPendingAdmission(_))),
+        "{again:?}"
+    );
+    ensure!(s.device(dev(1)).await? == Some(admitted(1)));
+    let readmit = s.put_admission(&pending(1, NOW + 600)).await;
+    ensure!(
+        matches!(readmit, Err(StoreError::AlreadyAdmitted(_))),
+        "{readmit:?}"
+    );
+    Ok(())
+}
+
+async fn expired_and_unknown_codes_admit_nothing<S: Store>(s: S) -> Result<()> {
+    s.put_admission(&pending(2, NOW - 1)).await?;
+    ensure!(
+        s.admission(dev(2), NOW).await?.is_none(),
+        "expired code still offered"
+    );
+    let late = s.complete_admission(&admitted(2), NOW).await;
+    ensure!(
+        matches!(late, Err(StoreError::NoPendingAdmission(_))),
+        "{late:?}"
+    );
+    let unknown = s.complete_admission(&admitted(3), NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::NoPendingAdmission(_))),
+        "{unknown:?}"
+    );
+    ensure!(s.devices().await?.is_empty(), "a device was half-admitted");
+    ensure!(s.purge_admissions(NOW).await? == 1);
+    // A new code replaces an unused one.
+    s.put_admission(&pending(4, NOW + 10)).await?;
+    let mut newer = pending(4, NOW + 900);
+    newer.join_code = [0x44; 16];
+    s.put_admission(&newer).await?;
+    ensure!(s.admission(dev(4), NOW).await? == Some(newer));
+    Ok(())
+}
+
+async fn concurrent_completions_admit_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
+    s.put_admission(&pending(5, NOW + 600)).await?;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.complete_admission(&admitted(5), NOW).await })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await? {
+            Ok(()) => ok += 1,
+            Err(StoreError::NoPendingAdmission(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ensure!(ok == 1, "{ok} completions succeeded");
+    Ok(())
+}
+
+async fn records_are_stored_exactly_once<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    let first = s
+        .insert_records(&[
+            record(1, 0, 10),
+            record(1, 1, 10),
+            record(1, 1, 10),
+            record(2, 0, 10),
+        ])
+        .await?;
+    ensure!(first == [true, true, false, true], "{first:?}");
+    // A replay, a reordered duplicate and a new record in one batch.
+    let second = s
+        .insert_records(&[record(1, 1, 10), record(1, 0, 10), record(1, 5, 11)])
+        .await?;
+    ensure!(second == [false, false, true], "{second:?}");
+    ensure!(s.device(dev(1)).await?.map(|d| d.max_seq) == Some(5));
+    let got = s.records(&query(1)).await?;
+    let seqs: Vec<u64> = got.iter().map(|r| r.record.seq).collect();
+    ensure!(seqs == [0, 1, 5], "{seqs:?}");
+    ensure!(got[2].record == record(1, 5, 11), "stored bytes differ");
+    Ok(())
+}
+
+async fn a_failing_batch_stores_nothing<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    let r = s
+        .insert_records(&[record(1, 0, 10), record(9, 0, 10)])
+        .await;
+    ensure!(
+        matches!(r, Err(StoreError::UnknownDevice(d)) if d == dev(9)),
+        "{r:?}"
+    );
+    ensure!(
+        s.records(&query(1)).await?.is_empty(),
+        "part of a failed batch was stored"
+    );
+    ensure!(s.device(dev(1)).await?.map(|d| d.max_seq) == Some(-1));
+    let huge = s.insert_records(&[record(1, u64::MAX, 10)]).await;
+    ensure!(matches!(huge, Err(StoreError::InvalidInput(_))), "{huge:?}");
+    Ok(())
+}
+
+async fn queries_filter_and_page<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    let mut batch: Vec<NewRecord> = (0..30)
+        .map(|i| record(1, i, 100 + (i as u32 % 10)))
+        .collect();
+    let mut other_epoch = record(1, 99, 105);
+    other_epoch.epoch = 2;
+    batch.push(other_epoch);
+    batch.push(record(2, 0, 105));
+    s.insert_records(&batch).await?;
+    let mut q = query(1);
+    q.leaf_from = 103;
+    q.leaf_until = 106;
+    q.limit = 4;
+    let mut seen = Vec::new();
+    loop {
+        let page = s.records(&q).await?;
+        if page.is_empty() {
+            break;
+        }
+        ensure!(page.len() <= 4);
+        q.after = page.last().map(|r| r.id);
+        seen.extend(page.into_iter().map(|r| r.record));
+    }
+    ensure!(seen.len() == 9, "{} records", seen.len());
+    ensure!(
+        seen.iter()
+            .all(|r| r.device == dev(1) && r.epoch == 1 && (103..106).contains(&r.leaf))
+    );
+    let mut seqs: Vec<u64> = seen.iter().map(|r| r.seq).collect();
+    seqs.dedup();
+    ensure!(seqs.len() == 9, "a page repeated a record");
+    Ok(())
+}
+
+async fn revocation_and_presence<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    ensure!(s.revoke(dev(1), NOW + 5).await?);
+    ensure!(!s.revoke(dev(1), NOW + 9).await?, "revoked twice");
+    ensure!(s.device(dev(1)).await?.and_then(|d| d.revoked_at) == Some(NOW + 5));
+    ensure!(matches!(
+        s.revoke(dev(7), NOW).await,
+        Err(StoreError::UnknownDevice(_))
+    ));
+
+    admit(&s, 2).await?;
+    s.touch(dev(2), NOW + 10, "127.0.0.1:5000").await?;
+    s.touch(dev(2), NOW + 5, "127.0.0.1:6000").await?;
+    let p = s.presence().await?;
+    ensure!(
+        p.len() == 1 && p[0].last_seen == NOW + 10 && p[0].address == "127.0.0.1:5000",
+        "{p:?}"
+    );
+    ensure!(matches!(
+        s.touch(dev(8), NOW, "x").await,
+        Err(StoreError::UnknownDevice(_))
+    ));
+    Ok(())
+}
+
+async fn device_list_versions_only_go_up<S: Store>(s: S) -> Result<()> {
+    ensure!(s.device_list().await?.is_none());
+    ensure!(s.put_device_list(1, b"v1").await?);
+    ensure!(s.put_device_list(3, b"v3").await?);
+    ensure!(
+        !s.put_device_list(2, b"v2").await?,
+        "an older list replaced a newer one"
+    );
+    ensure!(!s.put_device_list(3, b"v3 again").await?);
+    ensure!(s.device_list().await? == Some((3, b"v3".to_vec())));
+    Ok(())
+}
+
+async fn two_writers_store_each_record_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    let records: Vec<NewRecord> = (0..200).map(|i| record(1, i, 10)).collect();
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, records) = (s.clone(), records.clone());
+            tokio::spawn(async move {
+                let mut fresh = 0;
+                for chunk in records.chunks(20) {
+                    fresh += s
+                        .insert_records(chunk)
+                        .await?
+                        .iter()
+                        .filter(|&&f| f)
+                        .count();
+                }
+                Ok::<_, StoreError>(fresh)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await??;
+    }
+    ensure!(total == 200, "{total} records reported new");
+    ensure!(s.records(&query(1)).await?.len() == 200);
+    Ok(())
+}
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(SqliteStore) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hub.db")).await.unwrap();
+    let result = test(store.clone()).await;
+    store.close().await;
+    result.unwrap();
+}
+
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(PgStore) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let admin_url = std::env::var("CUSTOS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut suffix = [0u8; 6];
+    OsRng.fill_bytes(&mut suffix);
+    let name = format!("custos_t_{}", hex::encode(suffix));
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for these tests: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("CUSTOS_TEST_POSTGRES must end in /DATABASE"),
+    };
+    let result = match PgStore::connect(&url).await {
+        Ok(store) => {
+            let r = test(store.clone()).await;
+            store.close().await;
+            r
+        }
+        Err(e) => Err(e.into()),
+    };
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    result.unwrap();
+}
+
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::on_sqlite(super::$test).await }) *
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() { super::on_postgres(super::$test).await }) *
+        }
+    };
+}
+
+contract!(
+    admission_is_single_use,
+    expired_and_unknown_codes_admit_nothing,
+    concurrent_completions_admit_once,
+    records_are_stored_exactly_once,
+    a_failing_batch_stores_nothing,
+    queries_filter_and_page,
+    revocation_and_presence,
+    device_list_versions_only_go_up,
+    two_writers_store_each_record_once,
+);
