@@ -78,15 +78,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     );
 
     // The device keeps only its frontier: it can seal from now on and open nothing earlier.
-    let frontier: Vec<NodeSecret> = spec
-        .frontier(&c, &dpk, month_start)?
+    let mut frontier: Vec<NodeSecret> = spec
+        .frontier(&c, &[dpk], month_start)?
         .collect::<Result<_, _>>()?;
-    drop(dpk);
+    let provisioned = frontier.len();
     say(
         "device",
         format!(
-            "provisioned; keeps only its frontier at {month_start}: {} secrets, none older",
-            frontier.len()
+            "provisioned; keeps only its frontier at {month_start}: {} secrets, none older, and moves it forward each day",
+            provisioned
         ),
     );
 
@@ -99,7 +99,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ProgressBar::new(total)
     };
     bar.set_style(
-        ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {per_sec}")
+        ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {elapsed}")
             .context("progress template")?
             .progress_chars("=> "),
     );
@@ -111,6 +111,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     while t < month_end {
         let leaf = spec.leaf_at(t)?;
         if key.as_ref().is_none_or(|k| k.leaf() != leaf) {
+            // A new day: move the frontier forward from itself and forget the past day's secrets.
+            let next: Vec<NodeSecret> =
+                spec.frontier(&c, &frontier, t)?.collect::<Result<_, _>>()?;
+            frontier = next;
             let held = spec
                 .holder(&frontier, spec.leaf_node(leaf))?
                 .context("the frontier must cover every leaf from now on")?;
@@ -291,10 +295,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ),
     );
 
-    // Forward security: a month later the device's frontier opens nothing of this month.
+    // Forward security: a month later the device's own frontier opens nothing of this month.
     let later = spec
-        .frontier(&c, &keeper_dpk, month_end)?
+        .frontier(&c, &frontier, month_end)?
         .collect::<Result<Vec<_>, _>>()?;
+    drop(frontier);
     let mut device_later = Opener::new(&c, &spec, &later);
     let mut leaks = 0;
     let mut per_leaf: HashMap<u32, usize> = HashMap::new();
@@ -323,7 +328,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 "device": DEVICE.to_string(), "schedule": spec.schedule().to_string(), "records": hub.len(),
                 "stored_bytes": stored, "overhead_bytes": OVERHEAD, "grant": {"from": week2.start().to_string(),
                 "until": week2.end().to_string(), "nodes": grant.len()}, "opened": opened, "refused": refused,
-                "frontier_secrets": frontier.len(), "hub_keys_found": found, "tamper_rejected": true,
+                "frontier_secrets": provisioned, "frontier_secrets_after": later.len(), "hub_keys_found": found, "tamper_rejected": true,
             })
         );
     } else {

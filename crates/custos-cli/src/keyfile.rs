@@ -1,9 +1,9 @@
 //! Key files: the keeper's master secret, and key files holding node secrets of one DPK tree (a whole DPK, or the
 //! cover of a range handed to an application). JSON, written with mode 0600 and never over an existing file
-//! unless asked. Formats are in docs/cli.md.
+//! unless asked. Formats are in docs/wire.md §6.
 
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -62,27 +62,42 @@ pub struct Keys {
 }
 
 fn read_small(path: &Path) -> Result<Zeroizing<String>> {
-    let meta = fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if meta.len() > MAX_FILE {
+    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    // Bounded even if the file grows while we read it.
+    let mut text = Zeroizing::new(String::new());
+    file.take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {} as text", path.display()))?;
+    if text.len() as u64 > MAX_FILE {
         bail!(
-            "{} is {} bytes: too large for a key file",
-            path.display(),
-            meta.len()
+            "{} is larger than {MAX_FILE} bytes: not a key file",
+            path.display()
         );
     }
-    Ok(Zeroizing::new(fs::read_to_string(path).with_context(
-        || format!("cannot read {}", path.display()),
-    )?))
+    Ok(text)
 }
 
-fn write_private(path: &Path, text: &str, force: bool) -> Result<()> {
-    let mut opts = OpenOptions::new();
-    opts.write(true);
+/// Writes `bytes` to a new file readable by its owner only. With `force` an existing file (or symlink) is
+/// removed first, so the new file never inherits loose permissions or writes through a link.
+pub(crate) fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot replace {}", path.display()))
+                );
+            }
+            _ => {}
+        }
     }
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(path).map_err(|e| match e.kind() {
@@ -94,9 +109,36 @@ fn write_private(path: &Path, text: &str, force: bool) -> Result<()> {
         }
         _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
     })?;
-    f.write_all(text.as_bytes())
+    f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Checks the `format` field of a JSON file, to say which kind of file was given instead.
+fn check_format(text: &str, path: &Path, expected: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Probe {
+        format: Option<String>,
+    }
+    let probe: Probe = serde_json::from_str(text).map_err(|_| {
+        anyhow::anyhow!(
+            "{} is not a custos file (expected {expected})",
+            path.display()
+        )
+    })?;
+    match probe.format.as_deref() {
+        Some(f) if f == expected => Ok(()),
+        Some(MASTER_FORMAT) => bail!("{} is a master secret file, not a key file", path.display()),
+        Some(KEYS_FORMAT) => bail!("{} is a key file, not a master secret file", path.display()),
+        Some(other) => bail!(
+            "{}: unknown format `{other}` (expected {expected})",
+            path.display()
+        ),
+        None => bail!(
+            "{} is not a custos file (expected {expected})",
+            path.display()
+        ),
+    }
 }
 
 fn secret_from_hex(text: &str, what: &str) -> Result<Secret> {
@@ -117,26 +159,19 @@ pub fn write_master(path: &Path, master: &MasterSecret, force: bool) -> Result<(
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&file)? + "\n");
     drop(Zeroizing::new(file.secret));
-    write_private(path, &text, force)
+    write_private(path, text.as_bytes(), force)
 }
 
 /// Reads a master secret file.
 pub fn read_master(path: &Path) -> Result<MasterSecret> {
     let text = read_small(path)?;
+    check_format(&text, path, MASTER_FORMAT)?;
     let file: MasterFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a master secret file", path.display()))?;
+        .with_context(|| format!("master secret file {} is malformed", path.display()))?;
     let secret = Zeroizing::new(file.secret);
-    if file.format != MASTER_FORMAT {
-        bail!(
-            "{}: unknown format `{}` (expected {MASTER_FORMAT})",
-            path.display(),
-            file.format
-        );
-    }
-    Ok(MasterSecret::new(secret_from_hex(
-        &secret,
-        "master secret",
-    )?))
+    let secret =
+        secret_from_hex(&secret, "master secret").with_context(|| format!("{}", path.display()))?;
+    Ok(MasterSecret::new(secret))
 }
 
 /// Writes a key file.
@@ -167,27 +202,21 @@ pub fn write_keys(path: &Path, keys: &Keys, force: bool) -> Result<()> {
     for n in file.nodes {
         drop(Zeroizing::new(n.secret));
     }
-    write_private(path, &text, force)
+    write_private(path, text.as_bytes(), force)
 }
 
 /// Reads and validates a key file: the tree must be well-formed and every node must exist in it.
 pub fn read_keys(path: &Path) -> Result<Keys> {
     let text = read_small(path)?;
+    check_format(&text, path, KEYS_FORMAT)?;
     let file: KeysFile = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a custos key file", path.display()))?;
+        .with_context(|| format!("key file {} is malformed", path.display()))?;
     let ctx = || format!("key file {}", path.display());
-    if file.format != KEYS_FORMAT {
-        bail!(
-            "{}: unknown format `{}` (expected {KEYS_FORMAT})",
-            ctx(),
-            file.format
-        );
-    }
     let device: DeviceId = file.device.parse().with_context(ctx)?;
     let schedule = Schedule::parse(&file.schedule).with_context(ctx)?;
     let span = Span::new(
-        timearg::parse_fixed(&file.valid_from)?,
-        timearg::parse_fixed(&file.valid_until)?,
+        timearg::parse_fixed(&file.valid_from).with_context(ctx)?,
+        timearg::parse_fixed(&file.valid_until).with_context(ctx)?,
     )
     .with_context(ctx)?;
     let spec = TreeSpec::new(device, Epoch(file.epoch), schedule, span).with_context(ctx)?;
@@ -215,7 +244,7 @@ pub fn read_keys(path: &Path) -> Result<Keys> {
         })?;
         nodes.push(NodeSecret::new(
             node,
-            secret_from_hex(&secret, "node secret")?,
+            secret_from_hex(&secret, "node secret").with_context(ctx)?,
         ));
     }
     if nodes.is_empty() {

@@ -24,8 +24,10 @@ mod timearg;
 
 use keyfile::Keys;
 
-/// The largest input `seal` and `open` read: records are for readings and documents, not backups.
-const MAX_INPUT: u64 = 64 << 20;
+/// The largest plaintext `seal` reads: records are for readings and documents, not backups.
+const MAX_PLAINTEXT: u64 = 64 << 20;
+/// The largest input `open` and `inspect` read: a record of the largest plaintext, in hex, with slack for newlines.
+const MAX_RECORDS: u64 = 2 * (MAX_PLAINTEXT + OVERHEAD as u64) + 4096;
 
 #[derive(Parser)]
 #[command(
@@ -93,8 +95,9 @@ struct DpkNewArgs {
     /// Device id: 16 hex digits, e.g. 00-11-22-33-44-55-66-77.
     #[arg(long)]
     device: DeviceId,
-    /// DPK epoch: rotate a device's DPK by moving to the next one.
-    #[arg(long, default_value_t = 1)]
+    /// DPK epoch (0-65535). Each epoch of a device has its own DPK: give a new number for each new validity
+    /// span, never reuse one (the same number gives the same DPK).
+    #[arg(long)]
     epoch: u16,
     /// Schedule, coarse to fine, e.g. month/week/day or day/6h/15m.
     #[arg(long, default_value = "month/week/day")]
@@ -144,9 +147,10 @@ struct CoverArgs {
     #[arg(long, conflicts_with = "schedule")]
     keys: Option<PathBuf>,
     /// Without --keys: the schedule to cover in.
-    #[arg(long)]
+    #[arg(long, required_unless_present = "keys")]
     schedule: Option<Schedule>,
-    /// Widen a range that does not start and end on leaf boundaries to the whole leaves it touches.
+    /// Widen a range that does not start and end on leaf boundaries to the whole leaves it touches (and clip
+    /// it to the key file's epoch).
     #[arg(long)]
     round_out: bool,
     /// With --keys: write the cover's node secrets to this key file, for an application.
@@ -180,6 +184,9 @@ struct SealArgs {
     /// Write the record as hex instead of binary.
     #[arg(long)]
     hex: bool,
+    /// Overwrite the --out file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -199,6 +206,9 @@ struct OpenArgs {
     /// With --lines: write JSON lines with each record's leaf, period and plaintext.
     #[arg(long, requires = "lines")]
     json: bool,
+    /// Overwrite the --out file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -336,9 +346,8 @@ fn describe(stage: custos_proto::Stage) -> String {
 /// A tree for a bare schedule: an epoch from 1970 to 9999, so that no node is clipped.
 fn open_tree(schedule: Schedule) -> Result<TreeSpec> {
     let span = Span::new(UnixTime::new(0)?, UnixTime::new(custos_proto::time::MAX)?)?;
-    TreeSpec::new(DeviceId([0; 8]), Epoch(0), schedule, span).context(
-        "this schedule's leaves are too short to number from 1970 to 9999 in 32 bits: pass --keys with a bounded epoch",
-    )
+    TreeSpec::new(DeviceId([0; 8]), Epoch(0), schedule, span)
+        .context("this schedule's leaves are too short to number from 1970 to 9999 in 32 bits")
 }
 
 fn schedule(a: &ScheduleArgs) -> Result<()> {
@@ -375,8 +384,9 @@ fn schedule(a: &ScheduleArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "schedule {s}: {} stages, leaf stage {} (encoded {})",
+        "schedule {s}: {} stage{}, leaf stage {} (encoded {})",
         s.depth(),
+        if s.depth() == 1 { "" } else { "s" },
         s.leaf(),
         hex::encode(&bin[..n])
     );
@@ -404,10 +414,15 @@ fn schedule(a: &ScheduleArgs) -> Result<()> {
 }
 
 fn cover(a: &CoverArgs) -> Result<()> {
+    if a.export.is_some() && a.keys.is_none() {
+        bail!("--export needs --keys: the secrets come from a key file");
+    }
     let keys = a.keys.as_deref().map(keyfile::read_keys).transpose()?;
     let tree = match (&keys, a.schedule) {
         (Some(k), _) => k.spec,
-        (None, Some(s)) => open_tree(s)?,
+        (None, Some(s)) => {
+            open_tree(s).context("pass --keys with a key file, whose epoch bounds the tree")?
+        }
         (None, None) => bail!("give --keys FILE or --schedule SCHEDULE"),
     };
     let mut range = Span::new(timearg::parse(&a.from)?, timearg::parse(&a.until)?)
@@ -489,34 +504,34 @@ fn cover(a: &CoverArgs) -> Result<()> {
     Ok(())
 }
 
-fn read_input(path: Option<&Path>) -> Result<Vec<u8>> {
+/// Reads a file or stdin, refusing more than `limit` bytes.
+fn read_input(path: Option<&Path>, limit: u64) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     match path {
         Some(p) => {
             let f =
                 std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-            f.take(MAX_INPUT + 1)
+            f.take(limit + 1)
                 .read_to_end(&mut buf)
                 .with_context(|| format!("cannot read {}", p.display()))?;
         }
         None => {
             std::io::stdin()
-                .take(MAX_INPUT + 1)
+                .take(limit + 1)
                 .read_to_end(&mut buf)
                 .context("cannot read stdin")?;
         }
     }
-    if buf.len() as u64 > MAX_INPUT {
-        bail!("input is larger than {} MiB", MAX_INPUT >> 20);
+    if buf.len() as u64 > limit {
+        bail!("input is larger than {} MiB", limit >> 20);
     }
     Ok(buf)
 }
 
-fn write_output(path: Option<&Path>, bytes: &[u8], binary: bool) -> Result<()> {
+/// Writes to `--out` (a new file, owner-only: it may hold plaintext) or to stdout.
+fn write_output(path: Option<&Path>, bytes: &[u8], binary: bool, force: bool) -> Result<()> {
     match path {
-        Some(p) => {
-            std::fs::write(p, bytes).with_context(|| format!("cannot write {}", p.display()))
-        }
+        Some(p) => keyfile::write_private(p, bytes, force),
         None => {
             let mut out = std::io::stdout().lock();
             if binary && out.is_terminal() {
@@ -541,7 +556,7 @@ fn seal(a: &SealArgs) -> Result<()> {
         .holder(&keys.nodes, node)?
         .with_context(|| format!("the key file holds no secret for {t}"))?;
     let key = tree.leaf_key(&RustCrypto, held, leaf, keys.suite)?;
-    let input = read_input(a.r#in.as_deref())?;
+    let input = read_input(a.r#in.as_deref(), MAX_PLAINTEXT)?;
     let mut out = Vec::new();
     let seal_one = |plain: &[u8], out: &mut Vec<u8>, as_hex: bool| -> Result<()> {
         let mut nonce = [0u8; 8];
@@ -567,14 +582,35 @@ fn seal(a: &SealArgs) -> Result<()> {
     } else {
         seal_one(&input, &mut out, a.hex)?;
     }
-    write_output(a.out.as_deref(), &out, !(a.lines || a.hex))
+    write_output(a.out.as_deref(), &out, !(a.lines || a.hex), a.force)
 }
 
-/// A record given as binary, or as hex text.
+/// One record given as binary, or as hex text.
 fn decode_record(input: &[u8]) -> Result<Vec<u8>> {
     let text = input.trim_ascii();
-    if !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
-        return hex::decode(text).context("record is not valid hex");
+    if text.is_empty() {
+        bail!("input is empty: expected a record");
+    }
+    let lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .count();
+    if lines > 1
+        && text
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
+    {
+        bail!("input holds {lines} hex lines: pass --lines to open one record per line");
+    }
+    if text.iter().all(u8::is_ascii_hexdigit) {
+        return hex::decode(text).context("record is not valid hex (odd number of digits)");
+    }
+    // A binary record starts with the byte 0x11 or 0x12, which is not printable text.
+    if input
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        bail!("input is text but not hex: expected a binary record or one record in hex");
     }
     Ok(input.to_vec())
 }
@@ -582,13 +618,13 @@ fn decode_record(input: &[u8]) -> Result<Vec<u8>> {
 fn open(a: &OpenArgs) -> Result<()> {
     let keys = keyfile::read_keys(&a.keys)?;
     let mut opener = Opener::new(&RustCrypto, &keys.spec, &keys.nodes);
-    let input = read_input(a.r#in.as_deref())?;
+    let input = read_input(a.r#in.as_deref(), MAX_RECORDS)?;
     if !a.lines {
         let mut record = decode_record(&input)?;
         let (_, plain) = opener
             .open_in_place(&mut record)
             .map_err(|e| Rejected(format!("record rejected: {e}")))?;
-        return write_output(a.out.as_deref(), plain, false);
+        return write_output(a.out.as_deref(), plain, false, a.force);
     }
     let mut out = Vec::new();
     let (mut opened, mut rejected) = (0usize, 0usize);
@@ -626,7 +662,7 @@ fn open(a: &OpenArgs) -> Result<()> {
             }
         }
     }
-    write_output(a.out.as_deref(), &out, false)?;
+    write_output(a.out.as_deref(), &out, false, a.force)?;
     if rejected > 0 {
         return Err(Rejected(format!(
             "{rejected} of {} record(s) rejected",
@@ -638,7 +674,7 @@ fn open(a: &OpenArgs) -> Result<()> {
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
-    let record = decode_record(&read_input(a.r#in.as_deref())?)?;
+    let record = decode_record(&read_input(a.r#in.as_deref(), MAX_RECORDS)?)?;
     let h = RecordHeader::peek(&record).context("not a custos record")?;
     let keys = a.keys.as_deref().map(keyfile::read_keys).transpose()?;
     let period = match &keys {

@@ -29,6 +29,9 @@ fn parse_civil(text: &str) -> Result<UnixTime> {
     let mut d = date.splitn(3, '-');
     let mut field = |what: &str| -> Result<u32> {
         let part = d.next().with_context(|| format!("missing {what}"))?;
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("bad {what} `{part}`");
+        }
         part.parse().with_context(|| format!("bad {what} `{part}`"))
     };
     let (year, month, day) = (field("year")?, field("month")?, field("day")?);
@@ -41,6 +44,9 @@ fn parse_civil(text: &str) -> Result<UnixTime> {
         bail!("time of day must be HH:MM or HH:MM:SS");
     }
     let num = |s: &str, max: u64| -> Result<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            bail!("bad number `{s}`");
+        }
         let v: u64 = s.parse().with_context(|| format!("bad number `{s}`"))?;
         if v > max {
             bail!("`{s}` is out of range");

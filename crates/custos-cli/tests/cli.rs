@@ -44,6 +44,8 @@ fn setup() -> tempfile::TempDir {
             "new",
             "--device",
             "00-11-22-33-44-55-66-77",
+            "--epoch",
+            "1",
             "--from",
             "2026-01-01",
             "--until",
@@ -209,9 +211,16 @@ fn tampered_records_are_rejected_with_exit_code_3_and_no_output() {
 fn bad_input_gets_a_clear_error() {
     let dir = setup();
     let d = dir.path();
-    let cases: &[(&[&str], &str)] = &[
-        (&["schedule", "day/month"], "does not nest"),
-        (&["schedule", "fortnight"], "is not a stage"),
+    // (arguments, stdin, exit code, expected in the message)
+    let cases: &[(&[&str], &[u8], i32, &str)] = &[
+        (&["schedule", "day/month"], b"", 2, "does not nest"),
+        (&["schedule", "fortnight"], b"", 2, "is not a stage"),
+        (
+            &["schedule", "1s", "--at", "now"],
+            b"",
+            1,
+            "too short to number",
+        ),
         (
             &[
                 "cover",
@@ -222,6 +231,8 @@ fn bad_input_gets_a_clear_error() {
                 "--until",
                 "2026-03-15",
             ],
+            b"",
+            1,
             "--round-out",
         ),
         (
@@ -234,36 +245,130 @@ fn bad_input_gets_a_clear_error() {
                 "--until",
                 "2027-04-01",
             ],
+            b"",
+            1,
             "outside",
         ),
         (
+            &["cover", "--from", "2026-03-01", "--until", "2026-04-01"],
+            b"",
+            2,
+            "--schedule",
+        ),
+        (
+            &[
+                "cover",
+                "--schedule",
+                "month/week/day",
+                "--from",
+                "2026-03-01",
+                "--until",
+                "2026-04-01",
+                "--export",
+                "x.json",
+            ],
+            b"",
+            1,
+            "--export needs --keys",
+        ),
+        (
             &["seal", "--keys", "dpk.json", "--at", "2025-06-01", "--hex"],
+            b"",
+            1,
             "outside the key file's epoch",
         ),
         (
             &["seal", "--keys", "dpk.json", "--at", "2026-02-30"],
+            b"",
+            1,
             "not a time",
         ),
-        (&["open", "--keys", "master.key"], "not a custos key file"),
-        (&["open", "--keys", "missing.json"], "cannot read"),
         (
-            &["dpk", "new", "--device", "00-11", "-o", "x.json"],
+            &["seal", "--keys", "dpk.json", "--at", "+2026-+3-+15"],
+            b"",
+            1,
+            "not a time",
+        ),
+        (
+            &["open", "--keys", "master.key"],
+            b"",
+            1,
+            "is a master secret file, not a key file",
+        ),
+        (&["open", "--keys", "missing.json"], b"", 1, "cannot read"),
+        (&["open", "--keys", "."], b"", 1, "not a regular file"),
+        (&["open", "--keys", "dpk.json"], b"", 1, "input is empty"),
+        (
+            &["open", "--keys", "dpk.json"],
+            b"zz",
+            1,
+            "text but not hex",
+        ),
+        (
+            &["open", "--keys", "dpk.json"],
+            b"1100\n1100\n",
+            1,
+            "pass --lines",
+        ),
+        (&["open", "--keys", "dpk.json"], b"\x11\x00", 3, "truncated"),
+        (
+            &["master", "new", "-o", "master.key"],
+            b"",
+            1,
+            "already exists",
+        ),
+        (
+            &[
+                "dpk", "new", "--device", "00-11", "--epoch", "1", "-o", "x.json",
+            ],
+            b"",
+            2,
             "16 hex digits",
         ),
+        (
+            &[
+                "dpk",
+                "new",
+                "--device",
+                "00-11-22-33-44-55-66-77",
+                "-o",
+                "x.json",
+            ],
+            b"",
+            2,
+            "--epoch",
+        ),
+        (
+            &[
+                "dpk",
+                "new",
+                "--device",
+                "00-11-22-33-44-55-66-77",
+                "--epoch",
+                "2",
+                "--from",
+                "2026-01-01T12:00",
+                "-o",
+                "x.json",
+            ],
+            b"",
+            1,
+            "2026-01-01T12:00:00Z is not on a day boundary",
+        ),
     ];
-    for (args, expect) in cases {
-        let out = custos(d, args, b"");
-        assert!(
-            matches!(out.status.code(), Some(1 | 2)),
-            "{args:?}: {:?}",
-            out.status
-        );
+    for (args, stdin, code, expect) in cases {
+        let out = custos(d, args, stdin);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {}", stderr(&out));
         assert!(
             stderr(&out).contains(expect),
             "{args:?}: expected `{expect}` in: {}",
             stderr(&out)
         );
     }
+    assert!(
+        !d.join("x.json").exists(),
+        "a failed command left a file behind"
+    );
     // A key file whose node is not in its tree is refused, not trusted.
     let text = std::fs::read_to_string(d.join("dpk.json")).unwrap();
     std::fs::write(
@@ -342,4 +447,74 @@ fn demo_runs_and_reports_what_each_party_holds() {
     assert_eq!(v["refused"], 24 * 48);
     assert_eq!(v["grant"]["nodes"], 1);
     assert_eq!(v["hub_keys_found"], 0);
+}
+
+#[test]
+fn outputs_never_overwrite_unasked_and_stay_private() {
+    let dir = setup();
+    let d = dir.path();
+    let dpk_before = std::fs::read(d.join("dpk.json")).unwrap();
+    std::fs::write(d.join("plain.txt"), b"hello").unwrap();
+    ok(
+        d,
+        &[
+            "seal",
+            "--keys",
+            "dpk.json",
+            "--at",
+            "2026-03-09",
+            "-i",
+            "plain.txt",
+            "-o",
+            "rec.bin",
+        ],
+        b"",
+    );
+    // Opening onto the key file is refused: the DPK survives.
+    let out = custos(
+        d,
+        &[
+            "open", "--keys", "dpk.json", "-i", "rec.bin", "-o", "dpk.json",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--force"));
+    assert_eq!(std::fs::read(d.join("dpk.json")).unwrap(), dpk_before);
+    ok(
+        d,
+        &[
+            "open",
+            "--keys",
+            "dpk.json",
+            "-i",
+            "rec.bin",
+            "-o",
+            "plain.out",
+        ],
+        b"",
+    );
+    assert_eq!(std::fs::read(d.join("plain.out")).unwrap(), b"hello");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("plain.out"), 0o600, "decrypted output must be private");
+        // --force replaces a loose file with a private one.
+        std::fs::write(d.join("loose.key"), b"x").unwrap();
+        std::fs::set_permissions(d.join("loose.key"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        ok(d, &["master", "new", "-o", "loose.key", "--force"], b"");
+        assert_eq!(mode("loose.key"), 0o600);
+        // --force replaces a symlink, never the file it points to.
+        std::os::unix::fs::symlink(d.join("plain.txt"), d.join("link.key")).unwrap();
+        ok(d, &["master", "new", "-o", "link.key", "--force"], b"");
+        assert_eq!(std::fs::read(d.join("plain.txt")).unwrap(), b"hello");
+        assert!(
+            !std::fs::symlink_metadata(d.join("link.key"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+    }
 }

@@ -48,15 +48,17 @@ impl TreeSpec {
         Span::new(first.start(), last.end())
     }
 
-    /// The frontier at `now`: the cover of `[start of now's leaf, epoch end)`, derived from `held` (the DPK, or an
-    /// earlier frontier node that covers those leaves).
+    /// The frontier at `now`: the cover of `[start of now's leaf, epoch end)`, each node derived from whichever
+    /// secret in `held` covers it — the DPK, or the device's earlier frontier, so a device moves its frontier
+    /// forward without ever holding the DPK again.
     ///
     /// A device that keeps only these secrets can seal every later record and open no earlier one. Before the
-    /// epoch starts the frontier is the whole epoch; once it has ended the frontier is empty.
+    /// epoch starts the frontier is the whole epoch; once it has ended the frontier is empty. Fails with
+    /// [`Error::NotDescendant`] if `held` does not cover the new frontier (e.g. a frontier of a later time).
     pub fn frontier<'a, C: Crypto>(
         &'a self,
         crypto: &'a C,
-        held: &'a NodeSecret,
+        held: &'a [NodeSecret],
         now: UnixTime,
     ) -> Result<impl Iterator<Item = Result<NodeSecret, Error>> + 'a, Error> {
         let from = if now < self.span().start() {
@@ -76,7 +78,10 @@ impl TreeSpec {
                 end: from,
             },
         };
-        Ok(cover.map(move |node| self.derive(crypto, held, node)))
+        Ok(cover.map(move |node| {
+            let holder = self.holder(held, node)?.ok_or(Error::NotDescendant)?;
+            self.derive(crypto, holder, node)
+        }))
     }
 }
 
@@ -127,6 +132,7 @@ mod tests {
         let dpk = spec
             .root(&c, &MasterSecret::new(Secret::from_bytes([9; 32])))
             .unwrap();
+        let dpk = [dpk];
         let nodes = |t: UnixTime| -> Vec<NodeId> {
             spec.frontier(&c, &dpk, t)
                 .unwrap()
@@ -147,5 +153,51 @@ mod tests {
         assert_eq!(mid.len(), 5 + 3 + 9, "{mid:?}");
         assert!(nodes(UnixTime::from_date(2027, 1, 1).unwrap()).is_empty());
         assert!(nodes(UnixTime::from_date(2030, 1, 1).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_device_moves_its_frontier_forward_from_its_own_frontier() {
+        let (c, spec) = (RustCrypto, spec());
+        let dpk = [spec
+            .root(&c, &MasterSecret::new(Secret::from_bytes([9; 32])))
+            .unwrap()];
+        let at = |m, d, h: u64| {
+            UnixTime::new(UnixTime::from_date(2026, m, d).unwrap().secs() + h * 3600).unwrap()
+        };
+        let mut held: Vec<NodeSecret> = spec
+            .frontier(&c, &dpk, at(3, 1, 0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for t in [
+            at(3, 1, 13),
+            at(3, 9, 2),
+            at(3, 15, 0),
+            at(3, 31, 23),
+            at(4, 2, 0),
+            at(11, 30, 5),
+        ] {
+            let next: Vec<NodeSecret> = spec
+                .frontier(&c, &held, t)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let from_dpk: Vec<NodeSecret> = spec
+                .frontier(&c, &dpk, t)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(
+                next, from_dpk,
+                "advancing to {t} from the device's own frontier"
+            );
+            held = next;
+        }
+        // Going back is impossible: a later frontier does not cover an earlier one.
+        let back = spec
+            .frontier(&c, &held, at(3, 1, 0))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>();
+        assert_eq!(back, Err(Error::NotDescendant));
     }
 }

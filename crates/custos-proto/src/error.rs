@@ -67,12 +67,16 @@ impl fmt::Display for Error {
             Self::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
             Self::UnsupportedSuite(s) => write!(f, "unsupported cipher suite {s}"),
             Self::TimeOutOfRange => f.write_str("time is outside 1970-01-01..9999-12-31 UTC"),
-            Self::NotAligned { at, leaf } => {
-                write!(
+            Self::NotAligned { at, leaf } => match crate::UnixTime::new(*at) {
+                Ok(t) => write!(
+                    f,
+                    "{t} is not on a {leaf} boundary (the schedule's leaf stage)"
+                ),
+                Err(_) => write!(
                     f,
                     "time {at} is not on a {leaf} boundary (the schedule's leaf stage)"
-                )
-            }
+                ),
+            },
             Self::EmptySpan => f.write_str("time span is empty: the end must be after the start"),
             Self::OutsideEpoch => f.write_str("time lies outside the DPK epoch's validity span"),
             Self::LeafIndexOverflow => f.write_str("leaf period index does not fit in 32 bits"),

@@ -257,10 +257,18 @@ impl<'a, C: Crypto> Opener<'a, C> {
         }
         let cached = self.cached.as_ref().is_some_and(|k| k.matches(header));
         if !cached {
-            let holder = self
+            let not_granted = Error::NotGranted { leaf: header.leaf };
+            // A leaf outside the epoch (e.g. a relabelled header) is one more leaf no held secret covers.
+            let holder = match self
                 .spec
-                .holder(self.held, self.spec.leaf_node(header.leaf))?
-                .ok_or(Error::NotGranted { leaf: header.leaf })?;
+                .holder(self.held, self.spec.leaf_node(header.leaf))
+            {
+                Ok(Some(h)) => h,
+                Ok(None) | Err(Error::OutsideEpoch | Error::InvalidNode) => {
+                    return Err(not_granted);
+                }
+                Err(e) => return Err(e),
+            };
             self.cached =
                 Some(
                     self.spec

@@ -453,7 +453,7 @@ fn tree_spec_rejects_unaligned_epochs() {
 
 fn frontier(tree: &Tree, now: UnixTime) -> Vec<NodeSecret> {
     let c = RustCrypto;
-    let root = tree.spec.root(&c, &master()).unwrap();
+    let root = [tree.spec.root(&c, &master()).unwrap()];
     tree.spec
         .frontier(&c, &root, now)
         .unwrap()
