@@ -55,6 +55,16 @@ pub enum Error {
     Authentication,
     /// The crypto backend refused the operation (for example an HKDF output length out of range).
     Crypto,
+    /// A handshake message failed: a wrong code, an altered or replayed message, or a peer that is not the one
+    /// pinned. Nothing of the session is kept.
+    Handshake,
+    /// A protocol message arrived that this state does not expect.
+    UnexpectedMessage {
+        /// The message type expected.
+        expected: u8,
+        /// The message type received.
+        got: u8,
+    },
 }
 
 impl fmt::Display for Error {
@@ -93,6 +103,12 @@ impl fmt::Display for Error {
                 "record failed authentication (altered, or wrong key); no plaintext released",
             ),
             Self::Crypto => f.write_str("crypto backend refused the operation"),
+            Self::Handshake => f.write_str(
+                "handshake failed: wrong code, an altered or replayed message, or not the expected peer",
+            ),
+            Self::UnexpectedMessage { expected, got } => {
+                write!(f, "unexpected message type {got:#04x} (expected {expected:#04x})")
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 //! - [`tree`]: the key tree of one data protection key (DPK): DPK → stage secrets → leaf secret → AEAD key.
 //! - [`cover`]: the fewest tree nodes that tile a time range exactly, and the forward-secure frontier.
 //! - [`record`]: sealed records over caller-owned buffers.
+//! - [`admission`]: the device's join handshake with the hub, keyed by its one-time join code (feature
+//!   `admission`, on by default; it needs a heap).
 //!
 //! ```
 //! use custos_proto::{DeviceId, Epoch, MasterSecret, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime};
@@ -41,9 +43,13 @@
 #![no_std]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+#[cfg(feature = "admission")]
+extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+#[cfg(feature = "admission")]
+pub mod admission;
 pub mod codec;
 pub mod cover;
 pub mod crypto;

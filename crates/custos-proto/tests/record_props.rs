@@ -463,5 +463,8 @@ fn opener_rejects_leaves_outside_the_epoch() {
     record[11..15].copy_from_slice(&outside.to_be_bytes());
     let mut out = [0u8; 1];
     // No held secret covers a leaf outside the epoch: the same answer as for any leaf not granted.
-    assert_eq!(opener.open(&record, &mut out), Err(Error::NotGranted { leaf: outside }));
+    assert_eq!(
+        opener.open(&record, &mut out),
+        Err(Error::NotGranted { leaf: outside })
+    );
 }
