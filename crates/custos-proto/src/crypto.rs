@@ -82,6 +82,9 @@ pub trait Crypto {
     /// HKDF-Expand with SHA-256 (RFC 5869 §2.3); `info` is the concatenation of the given parts.
     fn hkdf_expand(&self, prk: &[u8], info: &[&[u8]], okm: &mut [u8]) -> Result<(), Error>;
 
+    /// HMAC-SHA256 (RFC 2104) of the concatenation of `parts`.
+    fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; 32];
+
     /// Prepares `key` for `suite`; fails with [`Error::UnsupportedSuite`] if the backend lacks it.
     fn aead_key(&self, suite: Suite, key: &Secret) -> Result<Self::AeadKey, Error>;
 
@@ -165,6 +168,18 @@ mod rustcrypto {
         fn hkdf_expand(&self, prk: &[u8], info: &[&[u8]], okm: &mut [u8]) -> Result<(), Error> {
             let hk = Hkdf::<Sha256>::from_prk(prk).map_err(|_| Error::Crypto)?;
             hk.expand_multi_info(info, okm).map_err(|_| Error::Crypto)
+        }
+
+        fn hmac_sha256(&self, key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+            use hmac::Mac;
+            // HMAC takes keys of any length, so `new_from_slice` cannot fail; the fallback is unreachable.
+            let Ok(mut mac) = <hmac::Hmac<Sha256> as Mac>::new_from_slice(key) else {
+                return [0; 32];
+            };
+            for p in parts {
+                mac.update(p);
+            }
+            mac.finalize().into_bytes().into()
         }
 
         fn aead_key(&self, suite: Suite, key: &Secret) -> Result<AeadKey, Error> {

@@ -6,6 +6,7 @@
 //! - [`tree`]: the key tree of one data protection key (DPK): DPK → stage secrets → leaf secret → AEAD key.
 //! - [`cover`]: the fewest tree nodes that tile a time range exactly, and the forward-secure frontier.
 //! - [`record`]: sealed records over caller-owned buffers.
+//! - [`uplink`]: device ↔ hub messages, authenticated with the server–device key, with sequence numbers.
 //! - [`admission`]: the device's join handshake with the hub, keyed by its one-time join code (feature
 //!   `admission`, on by default; it needs a heap).
 //!
@@ -59,6 +60,7 @@ pub mod schedule;
 mod secret;
 pub mod time;
 pub mod tree;
+pub mod uplink;
 
 pub use crate::cover::Cover;
 #[cfg(feature = "rustcrypto")]

@@ -424,3 +424,20 @@ fn aead_key_rejects_unknown_suites() {
         );
     }
 }
+
+const HMAC: &str = include_str!("data/hmac_sha256_rfc4231.json");
+
+#[test]
+fn hmac_sha256_rfc4231() {
+    let file = parse(HMAC);
+    for v in vectors(&file, "vectors", 3) {
+        let data = bytes(v, "data");
+        // Split the data to check that the parts are concatenated.
+        let (a, b) = data.split_at(data.len() / 2);
+        let mac = RustCrypto.hmac_sha256(&bytes(v, "key"), &[a, b]);
+        assert_eq!(mac.to_vec(), bytes(v, "mac"), "{}", name(v));
+        let mut wrong = bytes(v, "key");
+        wrong[0] ^= 1;
+        assert_ne!(RustCrypto.hmac_sha256(&wrong, &[&data]).to_vec(), bytes(v, "mac"));
+    }
+}

@@ -1,0 +1,125 @@
+//! Device ↔ hub messages: round trips, and a hub or a network that alters, redirects or forges them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use custos_proto::uplink::{
+    ACK_LEN, LinkKeys, MAX_SEQ, UPLINK_OVERHEAD, Verdict, WINDOW, is_too_old, open_ack,
+    open_uplink, seal_ack, seal_uplink,
+};
+use custos_proto::{DeviceId, Error, RustCrypto, Secret};
+use proptest::prelude::*;
+
+const DEV: DeviceId = DeviceId([2, 0, 0, 0, 0, 0, 0, 9]);
+
+fn keys(b: u8) -> LinkKeys {
+    LinkKeys::derive(&RustCrypto, &Secret::from_bytes([b; 32])).unwrap()
+}
+
+fn uplink(k: &LinkKeys, dev: DeviceId, seq: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; body.len() + UPLINK_OVERHEAD];
+    assert_eq!(
+        seal_uplink(&RustCrypto, k, dev, seq, body, &mut out).unwrap(),
+        out.len()
+    );
+    out
+}
+
+#[test]
+fn overhead_is_within_the_budget() {
+    const { assert!(UPLINK_OVERHEAD <= 24) };
+    let msg = uplink(&keys(1), DEV, 5, &[0xab; 103]);
+    assert_eq!(msg.len(), 103 + 23);
+    assert_eq!(
+        open_uplink(&RustCrypto, &keys(1), DEV, &msg).unwrap(),
+        (5, &[0xab; 103][..])
+    );
+}
+
+proptest! {
+    #[test]
+    fn any_change_is_refused(seq in 0..=MAX_SEQ, body in proptest::collection::vec(any::<u8>(), 0..200), at in any::<prop::sample::Index>(), x in 1u8..) {
+        let k = keys(1);
+        let mut msg = uplink(&k, DEV, seq, &body);
+        prop_assert_eq!(open_uplink(&RustCrypto, &k, DEV, &msg).unwrap(), (seq, &body[..]));
+        let i = at.index(msg.len());
+        msg[i] ^= x;
+        prop_assert!(open_uplink(&RustCrypto, &k, DEV, &msg).is_err(), "byte {} changed", i);
+    }
+}
+
+#[test]
+fn messages_are_bound_to_device_key_and_direction() {
+    let msg = uplink(&keys(1), DEV, 7, b"record");
+    let mut other = DEV;
+    other.0[7] ^= 1;
+    assert_eq!(
+        open_uplink(&RustCrypto, &keys(1), other, &msg),
+        Err(Error::Authentication),
+        "redirected to another device"
+    );
+    assert_eq!(
+        open_uplink(&RustCrypto, &keys(2), DEV, &msg),
+        Err(Error::Authentication),
+        "another device's key"
+    );
+    // An uplink's tag under the downlink key: a replayed uplink cannot pose as an ack.
+    let ack = seal_ack(&RustCrypto, &keys(1), DEV, 7, Verdict::Stored).unwrap();
+    assert_eq!(
+        open_ack(&RustCrypto, &keys(1), DEV, &ack).unwrap(),
+        (7, Verdict::Stored)
+    );
+    let mut forged = ack;
+    forged[7] = 1;
+    assert_eq!(
+        open_ack(&RustCrypto, &keys(1), DEV, &forged),
+        Err(Error::Authentication),
+        "verdict changed"
+    );
+    assert!(open_uplink(&RustCrypto, &keys(1), DEV, &ack).is_err());
+    assert!(open_ack(&RustCrypto, &keys(1), DEV, &msg[..ACK_LEN]).is_err());
+}
+
+#[test]
+fn malformed_messages_get_precise_errors() {
+    let k = keys(1);
+    assert_eq!(
+        open_uplink(&RustCrypto, &k, DEV, &[]),
+        Err(Error::Truncated)
+    );
+    assert_eq!(
+        open_uplink(&RustCrypto, &k, DEV, &[0x31; 22]),
+        Err(Error::Truncated)
+    );
+    assert_eq!(
+        open_uplink(&RustCrypto, &k, DEV, &[0x32; 40]),
+        Err(Error::UnexpectedMessage {
+            expected: 0x31,
+            got: 0x32
+        })
+    );
+    let mut out = [0u8; 64];
+    assert!(seal_uplink(&RustCrypto, &k, DEV, MAX_SEQ + 1, b"x", &mut out).is_err());
+    assert_eq!(
+        seal_uplink(&RustCrypto, &k, DEV, 1, &[0; 50], &mut out),
+        Err(Error::BufferTooSmall { needed: 73 })
+    );
+    assert_eq!(
+        open_ack(&RustCrypto, &k, DEV, &[0x32; 10]),
+        Err(Error::Truncated)
+    );
+    assert_eq!(
+        open_ack(&RustCrypto, &k, DEV, &[0x32; 30]),
+        Err(Error::TrailingBytes)
+    );
+}
+
+#[test]
+fn the_window_refuses_old_sequence_numbers_only() {
+    assert!(!is_too_old(0, -1), "the first message is never too old");
+    assert!(!is_too_old(5000, 4000), "ahead of the highest");
+    assert!(
+        !is_too_old(4000 - WINDOW + 1, 4000),
+        "just inside the window"
+    );
+    assert!(is_too_old(4000 - WINDOW, 4000), "just outside the window");
+    assert!(is_too_old(0, 4000));
+}
