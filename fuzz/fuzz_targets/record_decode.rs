@@ -1,6 +1,7 @@
 //! Arbitrary bytes as a record: decoding and opening must never panic, a failure must leave no plaintext, and
 //! a record that opens must be exactly what sealing its plaintext gives (no malleable encodings).
 //! The key is the one of docs/vectors/wire-v1.json, so the seed records in fuzz/seeds open.
+//! The same bytes go to the uplink and ack decoders, which must refuse them (the fuzzer has no MAC key).
 #![no_main]
 
 use custos_proto::{DeviceId, Epoch, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret, Span, TreeSpec, UnixTime};
@@ -31,4 +32,8 @@ fuzz_target!(|data: &[u8]| {
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("open and open_in_place disagree: {a:?} vs {b:?}"),
     }
+    let keys = custos_proto::uplink::LinkKeys::derive(&c, &Secret::from_bytes([9; 32])).unwrap();
+    let dev = DeviceId([0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+    assert!(custos_proto::uplink::open_uplink(&c, &keys, dev, data).is_err(), "forged uplink accepted");
+    assert!(custos_proto::uplink::open_ack(&c, &keys, dev, data).is_err(), "forged ack accepted");
 });
