@@ -53,6 +53,9 @@ enum Command {
     /// The keeper's master secret.
     #[command(subcommand)]
     Master(MasterCmd),
+    /// Devices: make one at the factory.
+    #[command(subcommand)]
+    Device(DeviceCmd),
     /// Data protection keys (DPKs), derived from the master secret per device and epoch.
     #[command(subcommand)]
     Dpk(DpkCmd),
@@ -78,6 +81,20 @@ enum MasterCmd {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Make a new device: its id, identity key, join code and owner code, written to its state directory
+    /// (owner-only); prints the packaging label.
+    Make {
+        /// The device's state directory (created if missing; must not hold a device yet).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Print the identity as JSON (with both codes) instead of the label.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -246,6 +263,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
+        Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
         Command::Dpk(DpkCmd::New(args)) => dpk_new(&args),
         Command::Schedule(args) => schedule(&args),
         Command::Cover(args) => cover(&args),
@@ -278,6 +296,26 @@ fn master_new(out: &Path, force: bool) -> Result<()> {
         "wrote a new master secret to {} (mode 0600); keep it on the keeper only",
         out.display()
     );
+    Ok(())
+}
+
+fn device_make(dir: &Path, as_json: bool) -> Result<()> {
+    let made = custos_device::Factory::make(&mut OsRng);
+    let path = made.write_state(dir)?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"device": made.device.to_string(), "state_file": path, "public_key": hex::encode(made.public_key()),
+                "join_code": custos_device::format_code(&made.join_code),
+                "owner_code": custos_device::format_code(&made.owner_code)})
+        );
+    } else {
+        print!("{}", made.label());
+        eprintln!(
+            "wrote the device's identity and codes to {} (mode 0600)",
+            path.display()
+        );
+    }
     Ok(())
 }
 

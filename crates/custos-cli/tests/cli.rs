@@ -518,3 +518,33 @@ fn outputs_never_overwrite_unasked_and_stay_private() {
         );
     }
 }
+
+#[test]
+fn device_make_writes_a_private_identity_and_prints_the_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let label = String::from_utf8(ok(d, &["device", "make", "--state-dir", "dev1"], b"")).unwrap();
+    assert!(label.starts_with("Custos device "), "{label}");
+    assert!(
+        label.contains("Join code") && label.contains("Owner code"),
+        "{label}"
+    );
+    let made = ok(d, &["device", "make", "--state-dir", "dev2", "--json"], b"");
+    let made: serde_json::Value = serde_json::from_slice(&made).unwrap();
+    assert_eq!(
+        made["join_code"].as_str().unwrap().len(),
+        39,
+        "32 hex digits in groups of 4"
+    );
+    assert_ne!(made["join_code"], made["owner_code"]);
+    // The state directory of an existing device is never overwritten.
+    let again = custos(d, &["device", "make", "--state-dir", "dev2"], b"");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already holds a device"),
+        "{}",
+        stderr(&again)
+    );
+    let state = std::fs::read_to_string(d.join("dev2/device.json")).unwrap();
+    assert!(state.contains(&made["device"].as_str().unwrap().to_string()));
+}

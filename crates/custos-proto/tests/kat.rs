@@ -438,6 +438,9 @@ fn hmac_sha256_rfc4231() {
         assert_eq!(mac.to_vec(), bytes(v, "mac"), "{}", name(v));
         let mut wrong = bytes(v, "key");
         wrong[0] ^= 1;
-        assert_ne!(RustCrypto.hmac_sha256(&wrong, &[&data]).to_vec(), bytes(v, "mac"));
+        assert_ne!(
+            RustCrypto.hmac_sha256(&wrong, &[&data]).to_vec(),
+            bytes(v, "mac")
+        );
     }
 }
