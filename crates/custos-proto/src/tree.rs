@@ -299,21 +299,44 @@ impl TreeSpec {
         })
     }
 
+    /// The first second of a node's extent (its period clipped to the epoch); fails for nodes not in the tree.
+    /// The cheap half of [`TreeSpec::node_span`], for the derivation path.
+    fn node_start(&self, node: NodeId) -> Result<UnixTime, Error> {
+        if node.depth == 0 {
+            return if node.index == 0 { Ok(self.span.start()) } else { Err(Error::InvalidNode) };
+        }
+        let stage = self.stage(node.depth)?;
+        let start = stage.start_of(node.index)?;
+        if start >= self.span.end() {
+            return Err(Error::OutsideEpoch);
+        }
+        if start < self.span.start() {
+            if stage.end_of(node.index)? <= self.span.start() {
+                return Err(Error::OutsideEpoch);
+            }
+            return Ok(self.span.start());
+        }
+        Ok(start)
+    }
+
     /// Derives `target` from `held`, which must be `target` or one of its ancestors.
-    pub fn derive<C: Crypto>(
-        &self,
-        crypto: &C,
-        held: &NodeSecret,
-        target: NodeId,
-    ) -> Result<NodeSecret, Error> {
-        let start = self.node_span(target)?.start();
-        if held.node.depth > target.depth || self.node_at(held.node.depth, start)? != held.node {
+    pub fn derive<C: Crypto>(&self, crypto: &C, held: &NodeSecret, target: NodeId) -> Result<NodeSecret, Error> {
+        let start = self.node_start(target)?;
+        // The calendar date of `start`, computed once for every calendar stage on the path.
+        let mut civil = None;
+        let held_index = match held.node.depth {
+            0 => 0,
+            d => self.stage(d)?.index_with(start, &mut civil),
+        };
+        if held.node.depth > target.depth || held_index != held.node.index {
             return Err(Error::NotDescendant);
         }
-        // Two buffers, swapped at each level: no copy is left behind unzeroized, and only two are zeroized.
-        let mut secret = held.secret.clone();
+        if held.node.depth == target.depth {
+            return Ok(held.clone());
+        }
+        // Two buffers, swapped level by level; the first level reads the held secret in place.
+        let mut secret = Secret::zero();
         let mut next = Secret::zero();
-        let mut civil = None;
         let mut info = [0u8; NODE_INFO_LEN];
         info[..NODE_LABEL.len()].copy_from_slice(NODE_LABEL);
         for depth in held.node.depth + 1..=target.depth {
@@ -324,13 +347,11 @@ impl TreeSpec {
             info[at + 1] = stage.code();
             info[at + 2..at + 6].copy_from_slice(&stage.param().to_be_bytes());
             info[at + 6..].copy_from_slice(&index.to_be_bytes());
-            crypto.hkdf_expand(secret.expose(), &[&info], next.expose_mut())?;
+            let prk = if depth == held.node.depth + 1 { held.secret.expose() } else { secret.expose() };
+            crypto.hkdf_expand(prk, &[&info], next.expose_mut())?;
             core::mem::swap(&mut secret, &mut next);
         }
-        Ok(NodeSecret {
-            node: target,
-            secret,
-        })
+        Ok(NodeSecret { node: target, secret })
     }
 
     /// The raw AEAD key bytes of `leaf` for `suite`: `HKDF-Expand(leaf secret, "custos/v1/key" ‖ suite, 32)`.
