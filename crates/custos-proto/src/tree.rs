@@ -303,7 +303,11 @@ impl TreeSpec {
     /// The cheap half of [`TreeSpec::node_span`], for the derivation path.
     fn node_start(&self, node: NodeId) -> Result<UnixTime, Error> {
         if node.depth == 0 {
-            return if node.index == 0 { Ok(self.span.start()) } else { Err(Error::InvalidNode) };
+            return if node.index == 0 {
+                Ok(self.span.start())
+            } else {
+                Err(Error::InvalidNode)
+            };
         }
         let stage = self.stage(node.depth)?;
         let start = stage.start_of(node.index)?;
@@ -320,7 +324,12 @@ impl TreeSpec {
     }
 
     /// Derives `target` from `held`, which must be `target` or one of its ancestors.
-    pub fn derive<C: Crypto>(&self, crypto: &C, held: &NodeSecret, target: NodeId) -> Result<NodeSecret, Error> {
+    pub fn derive<C: Crypto>(
+        &self,
+        crypto: &C,
+        held: &NodeSecret,
+        target: NodeId,
+    ) -> Result<NodeSecret, Error> {
         let start = self.node_start(target)?;
         // The calendar date of `start`, computed once for every calendar stage on the path.
         let mut civil = None;
@@ -347,11 +356,18 @@ impl TreeSpec {
             info[at + 1] = stage.code();
             info[at + 2..at + 6].copy_from_slice(&stage.param().to_be_bytes());
             info[at + 6..].copy_from_slice(&index.to_be_bytes());
-            let prk = if depth == held.node.depth + 1 { held.secret.expose() } else { secret.expose() };
+            let prk = if depth == held.node.depth + 1 {
+                held.secret.expose()
+            } else {
+                secret.expose()
+            };
             crypto.hkdf_expand(prk, &[&info], next.expose_mut())?;
             core::mem::swap(&mut secret, &mut next);
         }
-        Ok(NodeSecret { node: target, secret })
+        Ok(NodeSecret {
+            node: target,
+            secret,
+        })
     }
 
     /// The raw AEAD key bytes of `leaf` for `suite`: `HKDF-Expand(leaf secret, "custos/v1/key" ‖ suite, 32)`.

@@ -1,0 +1,75 @@
+//! The one error type of the HTTP API: it tells the client what it may know and logs the rest.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use custos_store::StoreError;
+
+/// An API error, mapped to a status code and a JSON body `{"error": code, "message": text}`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The sender failed authentication (a handshake or a message MAC).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The device may not do this (unknown, not admitted, revoked, no pending admission).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Nothing there.
+    #[error("{0}")]
+    NotFound(String),
+    /// Too many admissions in progress, or a lost race; try again.
+    #[error("busy, try again")]
+    Busy,
+    /// Something failed inside the hub; the details are logged, not sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::UnknownDevice(d) => Self::Forbidden(format!("device {d} is not admitted")),
+            StoreError::NoPendingAdmission(d) => Self::Forbidden(format!(
+                "device {d} has no pending admission (unknown, expired or already used)"
+            )),
+            StoreError::AlreadyAdmitted(d) => {
+                Self::Forbidden(format!("device {d} is already admitted"))
+            }
+            StoreError::InvalidInput(what) => Self::BadRequest(what.into()),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        } else {
+            tracing::debug!(%status, message = %self, "request refused");
+        }
+        (
+            status,
+            Json(serde_json::json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,100 @@
+//! The hub: the cloud side of Custos. It admits devices with their one-time join codes, takes in their sealed
+//! records over authenticated messages, serves records and presence, and signs the list of authorized devices.
+//!
+//! It never holds a key that opens a record: what it stores is ciphertext, metadata, its own keys and each
+//! device's server–device key. Every HTTP endpoint is in `docs/api.md`; [`app`] builds the router, which tests
+//! drive without a socket.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod devicelist;
+mod error;
+mod keys;
+mod routes;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use custos_proto::admission::HubAwaitingFinish;
+use custos_store::Store;
+
+pub use devicelist::{DeviceList, verify_device_list};
+pub use error::ApiError;
+pub use keys::HubKeys;
+pub use routes::app;
+
+/// How long a device may take between `Hello` and `Finish`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most admission handshakes in progress at once; more are refused until some finish or time out.
+pub const MAX_PENDING_HANDSHAKES: usize = 10_000;
+/// The largest request body, bytes.
+pub const MAX_BODY: usize = 4 << 20;
+
+/// The hub's state, shared by every request.
+pub struct Hub<S> {
+    store: S,
+    keys: HubKeys,
+    /// Admission handshakes between `Hello` and `Finish`, by handshake id.
+    pending: Mutex<HashMap<[u8; 16], (HubAwaitingFinish, Instant)>>,
+    clock: fn() -> i64,
+}
+
+impl<S: Store> Hub<S> {
+    /// A hub over `store` with `keys`, reading the system clock.
+    pub fn new(store: S, keys: HubKeys) -> Arc<Self> {
+        Self::with_clock(store, keys, system_now)
+    }
+
+    /// A hub with its own clock (Unix seconds), for tests.
+    pub fn with_clock(store: S, keys: HubKeys, clock: fn() -> i64) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            keys,
+            pending: Mutex::new(HashMap::new()),
+            clock,
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The hub's keys.
+    pub fn keys(&self) -> &HubKeys {
+        &self.keys
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Signs the current list of authorized (admitted, not revoked) devices as the next version and stores it.
+    pub async fn publish_device_list(&self) -> Result<DeviceList, ApiError> {
+        // Two hubs may publish at once; the store keeps versions increasing, so retry on a lost race.
+        for _ in 0..5 {
+            let devices = self.store.devices().await?;
+            let version = self.store.device_list().await?.map_or(1, |(v, _)| v + 1);
+            let list = DeviceList {
+                version,
+                issued_at: self.now(),
+                devices: devices
+                    .iter()
+                    .filter(|d| d.revoked_at.is_none())
+                    .map(|d| d.device)
+                    .collect(),
+            };
+            let signed = list.sign(&self.keys)?;
+            if self.store.put_device_list(version, &signed).await? {
+                return Ok(list);
+            }
+        }
+        Err(ApiError::Busy)
+    }
+}
+
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,363 @@
+//! The HTTP API (documented in docs/api.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use custos_proto::admission::{HubAwaitingCode, JOIN_CODE_LEN};
+use custos_proto::record::RecordHeader;
+use custos_proto::uplink::{LinkKeys, Verdict, is_too_old, open_uplink, seal_ack};
+use custos_proto::{DeviceId, Error as ProtoError, RustCrypto, Secret};
+use custos_store::{Device, NewRecord, RecordQuery, Store};
+use rand_core::{OsRng, RngCore};
+use serde::Deserialize;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use crate::{ApiError, HANDSHAKE_TIMEOUT, Hub, MAX_BODY, MAX_PENDING_HANDSHAKES};
+
+/// The most messages in one uplink batch.
+pub const MAX_BATCH: usize = 10_000;
+/// The most records one query returns.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// The hub's router: every endpoint, with `hub` as shared state.
+pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/hub", get(hub_info::<S>))
+        .route("/v1/admission/hello", post(hello::<S>))
+        .route("/v1/admission/finish", post(finish::<S>))
+        .route("/v1/devices", get(devices::<S>))
+        .route("/v1/devices/{device}/uplinks", post(uplinks::<S>))
+        .route("/v1/devices/{device}/records", get(records::<S>))
+        .route("/v1/presence", get(presence::<S>))
+        .route("/v1/device-list", get(device_list::<S>))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(hub)
+}
+
+fn fresh_secret() -> Secret {
+    let mut b = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(b.as_mut());
+    Secret::from_bytes(*b)
+}
+
+fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a device id (16 hex digits)")))
+}
+
+async fn hub_info<S: Store>(State(hub): State<Arc<Hub<S>>>) -> Json<serde_json::Value> {
+    Json(json!({
+        "noise_public": hex::encode(hub.keys.noise_public()),
+        "signing_public": hex::encode(hub.keys.signing_public()),
+    }))
+}
+
+/// `Hello` → `handshake id (16) ‖ Response`.
+async fn hello<S: Store>(State(hub): State<Arc<Hub<S>>>, body: Bytes) -> Result<Vec<u8>, ApiError> {
+    let started = HubAwaitingCode::read_hello(hub.keys.noise(), fresh_secret(), &body).map_err(
+        |e| match e {
+            ProtoError::Handshake => ApiError::Unauthorized("Hello failed authentication".into()),
+            other => ApiError::BadRequest(format!("malformed Hello: {other}")),
+        },
+    )?;
+    let device = started.device();
+    if hub.store.device(device).await?.is_some() {
+        return Err(ApiError::Forbidden(format!(
+            "device {device} is already admitted"
+        )));
+    }
+    let pending = hub
+        .store
+        .admission(device, hub.now())
+        .await?
+        .ok_or_else(|| {
+            ApiError::Forbidden(format!(
+                "device {device} has no pending admission (unknown, expired or already used)"
+            ))
+        })?;
+    let code: Zeroizing<[u8; JOIN_CODE_LEN]> = Zeroizing::new(pending.join_code);
+    let (awaiting, response) = started
+        .respond(&code)
+        .map_err(|e| ApiError::Internal(format!("admission response: {e}")))?;
+    let mut id = [0u8; 16];
+    OsRng.fill_bytes(&mut id);
+    {
+        let mut map = hub
+            .pending
+            .lock()
+            .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?;
+        map.retain(|_, (_, at)| at.elapsed() < HANDSHAKE_TIMEOUT);
+        if map.len() >= MAX_PENDING_HANDSHAKES {
+            return Err(ApiError::Busy);
+        }
+        map.insert(id, (awaiting, Instant::now()));
+    }
+    tracing::info!(%device, "admission started");
+    let mut out = id.to_vec();
+    out.extend_from_slice(&response);
+    Ok(out)
+}
+
+/// `handshake id (16) ‖ Finish` → `Welcome`; the device is admitted and the device list republished.
+async fn finish<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    body: Bytes,
+) -> Result<Vec<u8>, ApiError> {
+    if body.len() < 16 {
+        return Err(ApiError::BadRequest(
+            "expected a 16-byte handshake id and Finish".into(),
+        ));
+    }
+    let (id, msg) = body.split_at(16);
+    let (awaiting, started) = hub
+        .pending
+        .lock()
+        .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?
+        .remove(id)
+        .ok_or_else(|| ApiError::Forbidden("unknown or finished handshake".into()))?;
+    if started.elapsed() >= HANDSHAKE_TIMEOUT {
+        return Err(ApiError::Forbidden(
+            "handshake timed out; start again".into(),
+        ));
+    }
+    let (admitted, welcome) = awaiting.read_finish(msg).map_err(|e| match e {
+        ProtoError::Handshake => ApiError::Unauthorized(
+            "admission failed: wrong join code, or an altered message".into(),
+        ),
+        other => ApiError::BadRequest(format!("malformed Finish: {other}")),
+    })?;
+    let now = hub.now();
+    hub.store
+        .complete_admission(
+            &Device {
+                device: admitted.device,
+                static_key: admitted.peer_static,
+                session_key: *admitted.session_key.expose(),
+                admitted_at: now,
+                revoked_at: None,
+                max_seq: -1,
+            },
+            now,
+        )
+        .await?;
+    hub.publish_device_list().await?;
+    tracing::info!(device = %admitted.device, "device admitted");
+    Ok(welcome)
+}
+
+async fn devices<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let list: Vec<_> = hub
+        .store
+        .devices()
+        .await?
+        .iter()
+        .map(|d| {
+            json!({"device": d.device.to_string(), "static_key": hex::encode(d.static_key),
+                "admitted_at": d.admitted_at, "revoked_at": d.revoked_at, "max_seq": d.max_seq})
+        })
+        .collect();
+    Ok(Json(json!({ "devices": list })))
+}
+
+/// A batch of uplinks, each framed as `length (u16) ‖ uplink` → the acks, 24 bytes each, in order.
+async fn uplinks<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(device): Path<String>,
+    request: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let device = parse_device(&device)?;
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes")))?;
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
+    if stored.revoked_at.is_some() {
+        return Err(ApiError::Forbidden(format!("device {device} is revoked")));
+    }
+    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = hub.now();
+
+    // Check the whole batch before storing any of it: one bad message changes nothing.
+    let mut messages = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        let i = messages.len();
+        if i == MAX_BATCH {
+            return Err(ApiError::BadRequest(format!(
+                "more than {MAX_BATCH} messages in one batch"
+            )));
+        }
+        let (len, tail) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| ApiError::BadRequest(format!("message {i}: truncated length")))?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        if tail.len() < len {
+            return Err(ApiError::BadRequest(format!(
+                "message {i}: {len} bytes announced, {} left",
+                tail.len()
+            )));
+        }
+        let (msg, tail) = tail.split_at(len);
+        rest = tail;
+        let (seq, record) = open_uplink(&RustCrypto, &keys, device, msg).map_err(|e| match e {
+            ProtoError::Authentication => {
+                ApiError::Unauthorized(format!("message {i} failed authentication"))
+            }
+            other => ApiError::BadRequest(format!("message {i}: {other}")),
+        })?;
+        let header = RecordHeader::peek(record)
+            .map_err(|e| ApiError::BadRequest(format!("message {i}: not a sealed record: {e}")))?;
+        if header.device != device {
+            return Err(ApiError::BadRequest(format!(
+                "message {i}: the record belongs to device {}",
+                header.device
+            )));
+        }
+        messages.push(NewRecord {
+            device,
+            seq,
+            epoch: header.epoch.0,
+            leaf: header.leaf,
+            body: record.to_vec(),
+            received_at: now,
+        });
+    }
+    if messages.is_empty() {
+        return Err(ApiError::BadRequest("empty batch".into()));
+    }
+
+    let (old, fresh): (Vec<_>, Vec<_>) = messages
+        .iter()
+        .enumerate()
+        .partition(|(_, m)| is_too_old(m.seq, stored.max_seq));
+    let batch: Vec<NewRecord> = fresh.iter().map(|(_, m)| (*m).clone()).collect();
+    let inserted = hub.store.insert_records(&batch).await?;
+    let mut verdicts = vec![Verdict::TooOld; messages.len()];
+    for ((i, _), new) in fresh.iter().zip(inserted) {
+        verdicts[*i] = if new {
+            Verdict::Stored
+        } else {
+            Verdict::Duplicate
+        };
+    }
+    hub.store.touch(device, now, &address).await?;
+    let mut acks = Vec::with_capacity(messages.len() * custos_proto::uplink::ACK_LEN);
+    for (m, v) in messages.iter().zip(&verdicts) {
+        acks.extend_from_slice(
+            &seal_ack(&RustCrypto, &keys, device, m.seq, *v)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    let stored_n = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
+    tracing::debug!(%device, stored = stored_n, duplicates = verdicts.len() - stored_n - old.len(), too_old = old.len(), "uplinks");
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], acks))
+}
+
+#[derive(Deserialize)]
+struct RecordsParams {
+    epoch: u16,
+    from_leaf: Option<u32>,
+    until_leaf: Option<u32>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn records<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(device): Path<String>,
+    Query(p): Query<RecordsParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device = parse_device(&device)?;
+    let limit = p.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
+    let q = RecordQuery {
+        device,
+        epoch: p.epoch,
+        leaf_from: p.from_leaf.unwrap_or(0),
+        leaf_until: p.until_leaf.unwrap_or(u32::MAX),
+        after: p.after,
+        limit,
+    };
+    if q.leaf_from > q.leaf_until {
+        return Err(ApiError::BadRequest("from_leaf is after until_leaf".into()));
+    }
+    let page = hub.store.records(&q).await?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|r| r.id))
+        .flatten();
+    let list: Vec<_> = page
+        .iter()
+        .map(|r| {
+            json!({"id": r.id, "seq": r.record.seq, "epoch": r.record.epoch, "leaf": r.record.leaf,
+                "received_at": r.record.received_at, "record": hex::encode(&r.record.body)})
+        })
+        .collect();
+    Ok(Json(json!({"records": list, "next_after": next})))
+}
+
+#[derive(Deserialize)]
+struct PresenceParams {
+    offline_after: Option<i64>,
+}
+
+async fn presence<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Query(p): Query<PresenceParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let threshold = p.offline_after.unwrap_or(300);
+    if threshold <= 0 {
+        return Err(ApiError::BadRequest(
+            "offline_after must be a positive number of seconds".into(),
+        ));
+    }
+    let now = hub.now();
+    let list: Vec<_> = hub
+        .store
+        .presence()
+        .await?
+        .iter()
+        .map(|p| {
+            json!({"device": p.device.to_string(), "last_seen": p.last_seen, "address": p.address,
+                "online": now - p.last_seen < threshold})
+        })
+        .collect();
+    Ok(Json(
+        json!({"now": now, "offline_after": threshold, "devices": list}),
+    ))
+}
+
+async fn device_list<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (_, signed) = hub
+        .store
+        .device_list()
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no device list yet".into()))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/cose; cose-type=\"cose-sign1\"",
+        )],
+        signed,
+    ))
+}
