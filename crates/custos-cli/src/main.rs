@@ -19,6 +19,7 @@ use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
 mod demo;
+mod hub;
 mod keyfile;
 mod timearg;
 
@@ -56,6 +57,9 @@ enum Command {
     /// Devices: make one at the factory.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// The hub: serve its API, admit and revoke devices, list them.
+    #[command(subcommand)]
+    Hub(hub::HubCmd),
     /// Data protection keys (DPKs), derived from the master secret per device and epoch.
     #[command(subcommand)]
     Dpk(DpkCmd),
@@ -264,6 +268,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
+        Command::Hub(cmd) => hub::run(cmd),
         Command::Dpk(DpkCmd::New(args)) => dpk_new(&args),
         Command::Schedule(args) => schedule(&args),
         Command::Cover(args) => cover(&args),

@@ -10,6 +10,7 @@ mod devicelist;
 mod error;
 mod keys;
 mod routes;
+pub mod serve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

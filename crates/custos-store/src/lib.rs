@@ -227,3 +227,84 @@ pub trait Store: Send + Sync {
     /// The newest signed device list.
     fn device_list(&self) -> impl Future<Output = Result<Option<(i64, Vec<u8>)>>> + Send;
 }
+
+/// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    /// SQLite in a file.
+    Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// `postgres://…` or `postgresql://…` opens PostgreSQL; anything else is taken as the path of a SQLite file.
+    pub async fn open(location: &str) -> Result<Self> {
+        if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(location).await?))
+        } else {
+            Ok(Self::Sqlite(
+                SqliteStore::open(std::path::Path::new(location)).await?,
+            ))
+        }
+    }
+
+    /// Closes the connections.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(s) => s.close().await,
+            Self::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn put_admission(&self, a: &PendingAdmission) -> Result<()> {
+        delegate!(self, put_admission(a))
+    }
+    async fn admission(&self, device: DeviceId, now: i64) -> Result<Option<PendingAdmission>> {
+        delegate!(self, admission(device, now))
+    }
+    async fn complete_admission(&self, device: &Device, now: i64) -> Result<()> {
+        delegate!(self, complete_admission(device, now))
+    }
+    async fn purge_admissions(&self, now: i64) -> Result<u64> {
+        delegate!(self, purge_admissions(now))
+    }
+    async fn device(&self, device: DeviceId) -> Result<Option<Device>> {
+        delegate!(self, device(device))
+    }
+    async fn devices(&self) -> Result<Vec<Device>> {
+        delegate!(self, devices())
+    }
+    async fn revoke(&self, device: DeviceId, at: i64) -> Result<bool> {
+        delegate!(self, revoke(device, at))
+    }
+    async fn insert_records(&self, batch: &[NewRecord]) -> Result<Vec<bool>> {
+        delegate!(self, insert_records(batch))
+    }
+    async fn records(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>> {
+        delegate!(self, records(q))
+    }
+    async fn touch(&self, device: DeviceId, at: i64, address: &str) -> Result<()> {
+        delegate!(self, touch(device, at, address))
+    }
+    async fn presence(&self) -> Result<Vec<Presence>> {
+        delegate!(self, presence())
+    }
+    async fn put_device_list(&self, version: i64, signed: &[u8]) -> Result<bool> {
+        delegate!(self, put_device_list(version, signed))
+    }
+    async fn device_list(&self) -> Result<Option<(i64, Vec<u8>)>> {
+        delegate!(self, device_list())
+    }
+}

@@ -1,0 +1,122 @@
+//! Running the hub: open its data directory and store, bind, serve until asked to stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use custos_store::AnyStore;
+
+use crate::{Hub, HubKeys, app};
+
+/// Where the hub keeps its state and how it is reached.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The data directory: the hub's keys, and the SQLite database unless `database` is given.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// A PostgreSQL URL (`postgres://…`) to use instead of SQLite in the data directory.
+    pub database: Option<String>,
+}
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory or the key file.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] custos_store::StoreError),
+    /// Binding or serving.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Opens the hub's data directory (created owner-only if missing), its keys and its store.
+pub async fn open(
+    data_dir: &Path,
+    database: Option<&str>,
+) -> Result<(AnyStore, HubKeys), ServeError> {
+    let dir_err = |source| ServeError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(data_dir).map_err(dir_err)?;
+    let keys = HubKeys::load_or_create(data_dir).map_err(dir_err)?;
+    let location = match database {
+        Some(url) => url.to_string(),
+        None => data_dir.join("hub.db").to_string_lossy().into_owned(),
+    };
+    Ok((AnyStore::open(&location).await?, keys))
+}
+
+/// Serves the hub until `shutdown` completes, then finishes the requests in flight. `ready` gets the bound
+/// address (useful with port 0).
+pub async fn serve(
+    config: &ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let (store, keys) = open(&config.data_dir, config.database.as_deref()).await?;
+    let hub: Arc<Hub<AnyStore>> = Hub::new(store.clone(), keys);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    tracing::info!(%addr, backend = if config.database.is_some() { "postgres" } else { "sqlite" }, "hub listening");
+    ready(addr);
+    axum::serve(
+        listener,
+        app(hub).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| ServeError::Listen { addr, source })?;
+    store.close().await;
+    tracing::info!("hub stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
