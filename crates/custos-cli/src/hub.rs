@@ -294,8 +294,8 @@ async fn devices(a: DevicesArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<25} {:<11} {:<22} {}",
-        "device", "state", "last seen", "address"
+        "{:<25} {:<11} {:<22} address",
+        "device", "state", "last seen"
     );
     for (d, p, state) in rows {
         let seen = p.map_or_else(|| "-".into(), |p| show(p.last_seen));
