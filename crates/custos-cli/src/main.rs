@@ -20,10 +20,9 @@ use serde_json::json;
 
 mod demo;
 mod hub;
-mod keyfile;
 mod timearg;
 
-use keyfile::Keys;
+use custos_device::keyfile::{self, Keys};
 
 /// The largest plaintext `seal` reads: records are for readings and documents, not backups.
 const MAX_PLAINTEXT: u64 = 64 << 20;

@@ -59,14 +59,6 @@ fn parse_civil(text: &str) -> Result<UnixTime> {
     Ok(UnixTime::new(midnight.secs() + secs)?)
 }
 
-/// Parses a fixed time as stored in files: like [`parse`], but `now` is refused.
-pub fn parse_fixed(text: &str) -> Result<UnixTime> {
-    if text.trim() == "now" {
-        bail!("`now` is not a fixed time");
-    }
-    parse(text)
-}
-
 /// The current time from the system clock.
 pub fn now() -> Result<UnixTime> {
     let secs = std::time::SystemTime::now()

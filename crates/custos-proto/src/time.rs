@@ -39,6 +39,37 @@ impl UnixTime {
         Self::new(days as u64 * DAY)
     }
 
+    /// Parses the form [`UnixTime`]'s `Display` writes: `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339 in UTC, no fractions).
+    pub fn parse_rfc3339(text: &str) -> Result<Self, Error> {
+        const BAD: Error = Error::InvalidValue("time must be YYYY-MM-DDTHH:MM:SSZ");
+        let b = text.as_bytes();
+        if b.len() != 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || b[19] != b'Z'
+        {
+            return Err(BAD);
+        }
+        let num = |from: usize, to: usize| -> Result<u32, Error> {
+            b[from..to].iter().try_fold(0u32, |acc, &c| {
+                if c.is_ascii_digit() {
+                    Ok(acc * 10 + u32::from(c - b'0'))
+                } else {
+                    Err(BAD)
+                }
+            })
+        };
+        let (hh, mm, ss) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+        if hh > 23 || mm > 59 || ss > 59 {
+            return Err(BAD);
+        }
+        let midnight = Self::from_date(i64::from(num(0, 4)?), num(5, 7)?, num(8, 10)?)?;
+        Self::new(midnight.0 + u64::from(hh * 3600 + mm * 60 + ss))
+    }
+
     /// Seconds since the Unix epoch.
     pub const fn secs(self) -> u64 {
         self.0
@@ -182,6 +213,24 @@ mod tests {
             Error::TimeOutOfRange
         );
         assert_eq!(MAX, days_from_civil(10000, 1, 1) as u64 * DAY);
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_refuses_other_forms() {
+        for secs in [0u64, 951_868_800, 1_773_584_400, MAX - 1] {
+            let t = UnixTime::new(secs).unwrap();
+            assert_eq!(UnixTime::parse_rfc3339(&t.to_string()), Ok(t));
+        }
+        for bad in [
+            "2026-03-15",
+            "2026-03-15T14:20:00",
+            "2026-03-15T24:00:00Z",
+            "2026-02-30T00:00:00Z",
+            "+026-03-15T14:20:00Z",
+            "2026-03-15t14:20:00Z",
+        ] {
+            assert!(UnixTime::parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,11 +9,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use custos_proto::{
     DeviceId, Epoch, MasterSecret, NodeId, NodeSecret, Schedule, Secret, Span, Suite, TreeSpec,
+    UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
-
-use crate::timearg;
 
 const MASTER_FORMAT: &str = "custos-master/v1";
 const KEYS_FORMAT: &str = "custos-keys/v1";
@@ -85,7 +84,7 @@ fn read_small(path: &Path) -> Result<Zeroizing<String>> {
 
 /// Writes `bytes` to a new file readable by its owner only. With `force` an existing file (or symlink) is
 /// removed first, so the new file never inherits loose permissions or writes through a link.
-pub(crate) fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     if force {
         match fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -215,8 +214,8 @@ pub fn read_keys(path: &Path) -> Result<Keys> {
     let device: DeviceId = file.device.parse().with_context(ctx)?;
     let schedule = Schedule::parse(&file.schedule).with_context(ctx)?;
     let span = Span::new(
-        timearg::parse_fixed(&file.valid_from).with_context(ctx)?,
-        timearg::parse_fixed(&file.valid_until).with_context(ctx)?,
+        UnixTime::parse_rfc3339(&file.valid_from).with_context(ctx)?,
+        UnixTime::parse_rfc3339(&file.valid_until).with_context(ctx)?,
     )
     .with_context(ctx)?;
     let spec = TreeSpec::new(device, Epoch(file.epoch), schedule, span).with_context(ctx)?;
