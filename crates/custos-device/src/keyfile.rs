@@ -175,6 +175,16 @@ pub fn read_master(path: &Path) -> Result<MasterSecret> {
 
 /// Writes a key file.
 pub fn write_keys(path: &Path, keys: &Keys, force: bool) -> Result<()> {
+    write_private(path, encode_keys(keys)?.as_bytes(), force)
+}
+
+/// Replaces the key file at `path` atomically: a crash leaves the old secrets or the new ones, never neither.
+pub fn replace_keys(path: &Path, keys: &Keys) -> Result<()> {
+    crate::state::write_atomic(path, encode_keys(keys)?.as_bytes())?;
+    Ok(())
+}
+
+fn encode_keys(keys: &Keys) -> Result<Zeroizing<String>> {
     let spec = &keys.spec;
     let mut nodes = Vec::with_capacity(keys.nodes.len());
     for n in &keys.nodes {
@@ -201,7 +211,7 @@ pub fn write_keys(path: &Path, keys: &Keys, force: bool) -> Result<()> {
     for n in file.nodes {
         drop(Zeroizing::new(n.secret));
     }
-    write_private(path, text.as_bytes(), force)
+    Ok(text)
 }
 
 /// Reads and validates a key file: the tree must be well-formed and every node must exist in it.

@@ -6,7 +6,8 @@
 //! owner-only; [`Factory::label`] is the text printed on the packaging.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod agent;
 pub mod keyfile;
 mod state;
 
-pub use state::{DeviceState, Factory, StateError, format_code, parse_code};
+pub use state::{DeviceState, Factory, Session, StateError, format_code, parse_code};

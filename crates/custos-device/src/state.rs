@@ -114,6 +114,7 @@ impl Factory {
             identity: hex::encode(self.identity.expose()),
             join_code: Some(hex::encode(self.join_code)),
             owner_code: Some(hex::encode(self.owner_code)),
+            session: None,
         };
         let text = Zeroizing::new(
             serde_json::to_string_pretty(&file).map_err(|e| StateError::Invalid {
@@ -156,6 +157,29 @@ struct StateFile {
     identity: String,
     join_code: Option<String>,
     owner_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<SessionFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionFile {
+    hub: String,
+    hub_static: String,
+    session_key: String,
+    joined_at: i64,
+}
+
+/// What a device keeps once it has joined a hub.
+pub struct Session {
+    /// The hub's base URL.
+    pub hub: String,
+    /// The hub's pinned Noise static key.
+    pub hub_static: [u8; 32],
+    /// The server–device key.
+    pub session_key: Secret,
+    /// When the device joined (Unix seconds).
+    pub joined_at: i64,
 }
 
 /// What a device keeps in its state directory.
@@ -168,6 +192,8 @@ pub struct DeviceState {
     pub join_code: Option<[u8; 16]>,
     /// The owner code, until the device is paired.
     pub owner_code: Option<[u8; 16]>,
+    /// The hub session, once joined.
+    pub session: Option<Session>,
 }
 
 impl DeviceState {
@@ -201,6 +227,25 @@ impl DeviceState {
                 .map(|c| parse_code(c).ok_or_else(|| bad("a code is not 32 hex digits")))
                 .transpose()
         };
+        let session = match &file.session {
+            None => None,
+            Some(s) => {
+                let key32 = |h: &str| -> Result<[u8; 32], StateError> {
+                    let b = Zeroizing::new(
+                        hex::decode(h).map_err(|_| bad("a session key is not hex"))?,
+                    );
+                    b.as_slice()
+                        .try_into()
+                        .map_err(|_| bad("a session key is not 32 bytes"))
+                };
+                Some(Session {
+                    hub: s.hub.clone(),
+                    hub_static: key32(&s.hub_static)?,
+                    session_key: Secret::from_bytes(key32(&s.session_key)?),
+                    joined_at: s.joined_at,
+                })
+            }
+        };
         Ok(Self {
             device: file
                 .device
@@ -209,8 +254,60 @@ impl DeviceState {
             identity: Secret::from_bytes(identity),
             join_code: code(&file.join_code)?,
             owner_code: code(&file.owner_code)?,
+            session,
         })
     }
+
+    /// Writes the state back to `dir`, replacing the file atomically (write, sync, rename), owner-only.
+    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
+        let path = dir.join(FILE);
+        let file = StateFile {
+            format: FORMAT.into(),
+            device: self.device.to_string(),
+            identity: hex::encode(self.identity.expose()),
+            join_code: self.join_code.map(hex::encode),
+            owner_code: self.owner_code.map(hex::encode),
+            session: self.session.as_ref().map(|s| SessionFile {
+                hub: s.hub.clone(),
+                hub_static: hex::encode(s.hub_static),
+                session_key: hex::encode(s.session_key.expose()),
+                joined_at: s.joined_at,
+            }),
+        };
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&file).map_err(|e| StateError::Invalid {
+                path: path.clone(),
+                why: e.to_string(),
+            })? + "\n",
+        );
+        drop(Zeroizing::new(file.identity));
+        if let Some(s) = file.session {
+            drop(Zeroizing::new(s.session_key));
+        }
+        write_atomic(&path, text.as_bytes())
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content, never a mix.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        // Make the rename itself durable.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 /// A code as people read it: 32 hex digits in groups of four (`3f2a-91c4-…`).

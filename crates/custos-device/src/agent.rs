@@ -1,0 +1,341 @@
+//! The device agent: joins a hub, seals readings with its forward-secure frontier, and publishes them through an
+//! on-disk queue, so nothing is lost while the hub is down or the agent restarts.
+//!
+//! State directory layout (all owner-only): `device.json` (identity, codes, hub session), `keys.json` (the
+//! frontier: the only data-key secrets the device holds), `seq` (the next sequence number) and `queue/`, one file
+//! per message not yet acknowledged, named by its sequence number. Every write is atomic (write, sync, rename).
+//!
+//! Sequence numbers are reserved on disk before use, so a crash can skip one but never reuse one. The sequence
+//! number is also the record's nonce: unique per device, hence per leaf key.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use custos_proto::admission::DeviceAwaitingResponse;
+use custos_proto::record::OVERHEAD;
+use custos_proto::uplink::{ACK_LEN, LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_uplink};
+use custos_proto::{DeviceId, LeafKey, RustCrypto, Secret, UnixTime};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+use crate::keyfile::{self, Keys};
+use crate::state::{DeviceState, Session, StateError, write_atomic};
+
+/// The most messages sent in one request.
+pub const MAX_BATCH: usize = 500;
+
+/// What can go wrong in the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The state directory.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A key file.
+    #[error("{0:#}")]
+    Keys(#[from] anyhow::Error),
+    /// The hub could not be reached; queued messages stay queued.
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// The hub refused the request.
+    #[error("hub refused ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The hub's message.
+        message: String,
+    },
+    /// A protocol step failed (e.g. a Welcome or an ack that does not verify).
+    #[error("protocol: {0}")]
+    Protocol(#[from] custos_proto::Error),
+    /// The device has not joined a hub yet.
+    #[error("the device has not joined a hub: run it with --hub URL")]
+    NotJoined,
+    /// The device has no join code left (it joined before, or its state was reset).
+    #[error("the device has no join code (already used); a device joins once")]
+    NoJoinCode,
+    /// The device holds no data keys.
+    #[error(
+        "the device holds no keys: provision it with --keys FILE (a DPK from `custos dpk new`)"
+    )]
+    NoKeys,
+    /// The key file belongs to another device.
+    #[error("the key file is for device {0}, not this one")]
+    WrongDevice(DeviceId),
+}
+
+/// How one publish went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Newly stored by the hub.
+    pub stored: usize,
+    /// Already stored (a resend after a lost ack).
+    pub duplicates: usize,
+    /// Refused as too old.
+    pub too_old: usize,
+    /// Still queued.
+    pub pending: usize,
+}
+
+/// A device agent over its state directory.
+pub struct Agent {
+    dir: PathBuf,
+    state: DeviceState,
+    http: reqwest::Client,
+    keys: Option<Keys>,
+    cached: Option<LeafKey<RustCrypto>>,
+}
+
+fn err_io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Agent {
+    /// Opens the agent over the state directory `dir` (made by `custos device make`).
+    pub fn open(dir: &Path) -> Result<Self, AgentError> {
+        let state = DeviceState::read(dir)?;
+        let keys_path = dir.join("keys.json");
+        let keys = if keys_path.exists() {
+            Some(keyfile::read_keys(&keys_path)?)
+        } else {
+            None
+        };
+        let queue = dir.join("queue");
+        fs::create_dir_all(&queue).map_err(err_io(&queue))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            state,
+            http,
+            keys,
+            cached: None,
+        })
+    }
+
+    /// The device id.
+    pub fn device(&self) -> DeviceId {
+        self.state.device
+    }
+
+    /// Whether the device has joined a hub.
+    pub fn joined(&self) -> bool {
+        self.state.session.is_some()
+    }
+
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<Vec<u8>, AgentError> {
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(AgentError::Refused {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Joins the hub at `hub` (e.g. `http://127.0.0.1:7180`) with the device's join code; does nothing if the
+    /// device already joined. The code is erased once used.
+    pub async fn join(&mut self, hub: &str, now: i64) -> Result<(), AgentError> {
+        if self.state.session.is_some() {
+            return Ok(());
+        }
+        let code = Zeroizing::new(self.state.join_code.ok_or(AgentError::NoJoinCode)?);
+        let hub = hub.trim_end_matches('/').to_string();
+        let mut ephemeral = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(ephemeral.as_mut());
+        let (device, hello) = DeviceAwaitingResponse::start(
+            self.state.device,
+            &self.state.identity,
+            &code,
+            Secret::from_bytes(*ephemeral),
+            None,
+        )?;
+        let reply = self
+            .post(&format!("{hub}/v1/admission/hello"), hello)
+            .await?;
+        let (id, response) = reply
+            .split_at_checked(16)
+            .ok_or(custos_proto::Error::Truncated)?;
+        let (device, finish) = device.read_response(response)?;
+        let mut body = id.to_vec();
+        body.extend_from_slice(&finish);
+        let welcome = self
+            .post(&format!("{hub}/v1/admission/finish"), body)
+            .await?;
+        let admitted = device.read_welcome(&welcome)?;
+        self.state.session = Some(Session {
+            hub,
+            hub_static: admitted.peer_static,
+            session_key: admitted.session_key,
+            joined_at: now,
+        });
+        self.state.join_code = None;
+        self.state.save(&self.dir)?;
+        tracing::info!(device = %self.state.device, "joined the hub");
+        Ok(())
+    }
+
+    /// Provisions the device's data keys from `keys` (a DPK or any key file of this device), keeping only the
+    /// frontier at `now`: the device can seal from now on and holds nothing that opens an earlier record.
+    pub fn provision(&mut self, keys: &Keys, now: UnixTime) -> Result<usize, AgentError> {
+        if keys.spec.device() != self.state.device {
+            return Err(AgentError::WrongDevice(keys.spec.device()));
+        }
+        let frontier = keys
+            .spec
+            .frontier(&RustCrypto, &keys.nodes, now)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let kept = Keys {
+            spec: keys.spec,
+            suite: keys.suite,
+            nodes: frontier,
+        };
+        keyfile::replace_keys(&self.dir.join("keys.json"), &kept)?;
+        let n = kept.nodes.len();
+        self.keys = Some(kept);
+        self.cached = None;
+        Ok(n)
+    }
+
+    fn reserve_seq(&self) -> Result<u64, AgentError> {
+        let path = self.dir.join("seq");
+        let stored: u64 = match fs::read_to_string(&path) {
+            Ok(t) => t.trim().parse().map_err(|_| StateError::Invalid {
+                path: path.clone(),
+                why: "not a number".into(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StateError::Io { path, source: e }.into()),
+        };
+        // Never below a queued message, even if `seq` was lost.
+        let queued = self.queued()?.last().map_or(0, |(s, _)| s + 1);
+        let seq = stored.max(queued);
+        write_atomic(&path, (seq + 1).to_string().as_bytes())?;
+        Ok(seq)
+    }
+
+    /// Seals `reading` taken at `at`, and queues it for the hub. Returns its sequence number.
+    pub fn seal(&mut self, reading: &[u8], at: UnixTime) -> Result<u64, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let keys = self.keys.as_mut().ok_or(AgentError::NoKeys)?;
+        let leaf = keys.spec.leaf_at(at)?;
+        if self.cached.as_ref().is_none_or(|k| k.leaf() != leaf) {
+            // A new leaf: move the frontier up to it and forget everything before, on disk too.
+            let next = keys
+                .spec
+                .frontier(&RustCrypto, &keys.nodes, at)?
+                .collect::<Result<Vec<_>, _>>()?;
+            keys.nodes = next;
+            keyfile::replace_keys(&self.dir.join("keys.json"), keys)?;
+            let holder = keys
+                .spec
+                .holder(&keys.nodes, keys.spec.leaf_node(leaf))?
+                .ok_or(AgentError::NoKeys)?;
+            self.cached = Some(keys.spec.leaf_key(&RustCrypto, holder, leaf, keys.suite)?);
+        }
+        let key = self.cached.as_ref().ok_or(AgentError::NoKeys)?;
+        let seq = self.reserve_seq()?;
+        let mut record = vec![0u8; reading.len() + OVERHEAD];
+        key.seal(&RustCrypto, seq.to_be_bytes(), reading, &mut record)?;
+        let mut msg = vec![0u8; record.len() + UPLINK_OVERHEAD];
+        seal_uplink(
+            &RustCrypto,
+            &link,
+            self.state.device,
+            seq,
+            &record,
+            &mut msg,
+        )?;
+        write_atomic(&self.dir.join("queue").join(format!("{seq:016x}.up")), &msg)?;
+        Ok(seq)
+    }
+
+    /// The queued messages, oldest first.
+    pub fn queued(&self) -> Result<Vec<(u64, PathBuf)>, AgentError> {
+        let dir = self.dir.join("queue");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(err_io(&dir))? {
+            let path = entry.map_err(err_io(&dir))?.path();
+            let seq = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".up"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok());
+            if let Some(seq) = seq {
+                out.push((seq, path));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Sends queued messages to the hub, a batch at a time, and drops each one the hub acknowledged.
+    /// On a network failure the rest stays queued for the next call.
+    pub async fn publish(&mut self) -> Result<Published, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let url = format!("{}/v1/devices/{}/uplinks", session.hub, self.state.device);
+        let mut report = Published::default();
+        loop {
+            let batch: Vec<(u64, PathBuf)> = self.queued()?.into_iter().take(MAX_BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let mut body = Vec::new();
+            for (_, path) in &batch {
+                let msg = fs::read(path).map_err(err_io(path))?;
+                let len = u16::try_from(msg.len())
+                    .map_err(|_| custos_proto::Error::InvalidValue("message over 64 KiB"))?;
+                body.extend_from_slice(&len.to_be_bytes());
+                body.extend_from_slice(&msg);
+            }
+            let acks = self.post(&url, body).await?;
+            if acks.len() != batch.len() * ACK_LEN {
+                return Err(
+                    custos_proto::Error::InvalidValue("ack count differs from the batch").into(),
+                );
+            }
+            for ((seq, path), ack) in batch.iter().zip(acks.chunks(ACK_LEN)) {
+                let (acked, verdict) = open_ack(&RustCrypto, &link, self.state.device, ack)?;
+                if acked != *seq {
+                    return Err(custos_proto::Error::InvalidValue("ack for another message").into());
+                }
+                match verdict {
+                    Verdict::Stored => report.stored += 1,
+                    Verdict::Duplicate => report.duplicates += 1,
+                    Verdict::TooOld => {
+                        report.too_old += 1;
+                        tracing::warn!(seq, "the hub refused a message as too old; dropping it");
+                    }
+                }
+                fs::remove_file(path).map_err(err_io(path))?;
+            }
+        }
+        report.pending = self.queued()?.len();
+        Ok(report)
+    }
+}

@@ -1,0 +1,219 @@
+//! The agent against a real hub on loopback: it joins with its code, streams readings, keeps them on disk while
+//! the hub is down and across its own restart, and every record arrives exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use custos_device::Factory;
+use custos_device::agent::{Agent, AgentError};
+use custos_device::keyfile::Keys;
+use custos_hub::serve::{ServeConfig, serve};
+use custos_proto::{
+    DeviceId, Epoch, MasterSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret, Span, Suite,
+    TreeSpec, UnixTime,
+};
+use custos_store::{AnyStore, PendingAdmission, RecordQuery, Store};
+use rand_core::OsRng;
+use tokio::sync::oneshot;
+
+struct RunningHub {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_hub(data: &Path, listen: SocketAddr) -> RunningHub {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let config = ServeConfig {
+        data_dir: data.to_path_buf(),
+        listen,
+        database: None,
+    };
+    let task = tokio::spawn(async move {
+        serve(
+            &config,
+            async move {
+                let _ = stopped.await;
+            },
+            move |a| {
+                let _ = ready_tx.send(a);
+            },
+        )
+        .await
+        .unwrap();
+    });
+    RunningHub {
+        addr: ready_rx.await.unwrap(),
+        stop,
+        task,
+    }
+}
+
+async fn stop_hub(h: RunningHub) {
+    let _ = h.stop.send(());
+    h.task.await.unwrap();
+}
+
+fn year_keys(device: DeviceId, master: &MasterSecret) -> Keys {
+    let span = Span::new(
+        UnixTime::from_date(2026, 1, 1).unwrap(),
+        UnixTime::from_date(2027, 1, 1).unwrap(),
+    )
+    .unwrap();
+    let spec = TreeSpec::new(device, Epoch(1), Schedule::default(), span).unwrap();
+    Keys {
+        spec,
+        suite: Suite::AES256GCM,
+        nodes: vec![spec.root(&RustCrypto, master).unwrap()],
+    }
+}
+
+fn at(minutes: u64) -> UnixTime {
+    UnixTime::new(UnixTime::from_date(2026, 3, 9).unwrap().secs() + minutes * 60).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_survive_a_hub_outage_and_an_agent_restart_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let dev_dir = dir.path().join("device");
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dev_dir).unwrap();
+    let device = made.device;
+
+    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
+    let url = format!("http://{}", hub.addr);
+    {
+        let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+            .await
+            .unwrap();
+        store
+            .put_admission(&PendingAdmission {
+                device,
+                join_code: made.join_code,
+                created_at: 0,
+                expires_at: i64::MAX,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    }
+
+    let mut agent = Agent::open(&dev_dir).unwrap();
+    assert!(matches!(
+        agent.seal(b"x", at(0)),
+        Err(AgentError::NotJoined)
+    ));
+    agent.join(&url, 0).await.unwrap();
+    let master = MasterSecret::new(Secret::from_bytes([0x4d; 32]));
+    let kept = agent.provision(&year_keys(device, &master), at(0)).unwrap();
+    assert!(kept > 1, "the device keeps a frontier, not the DPK");
+    for i in 0..5 {
+        agent
+            .seal(format!("reading {i}").as_bytes(), at(i))
+            .unwrap();
+    }
+    let sent = agent.publish().await.unwrap();
+    assert_eq!((sent.stored, sent.pending), (5, 0));
+
+    // The hub goes down; the agent keeps sealing into its queue.
+    stop_hub(hub).await;
+    for i in 5..10 {
+        agent
+            .seal(format!("reading {i}").as_bytes(), at(i))
+            .unwrap();
+    }
+    assert!(matches!(
+        agent.publish().await,
+        Err(AgentError::Unreachable(_))
+    ));
+    assert_eq!(agent.queued().unwrap().len(), 5);
+
+    // The agent restarts (its state is all on disk) and the hub comes back on the same address.
+    drop(agent);
+    let hub = start_hub(&hub_dir, url.trim_start_matches("http://").parse().unwrap()).await;
+    let mut agent = Agent::open(&dev_dir).unwrap();
+    agent.join(&url, 0).await.unwrap(); // already joined: a no-op, the code is gone
+    agent.seal(b"reading 10", at(10)).unwrap();
+    let sent = agent.publish().await.unwrap();
+    assert_eq!((sent.stored, sent.duplicates, sent.pending), (6, 0, 0));
+    stop_hub(hub).await;
+
+    // Every reading is stored exactly once, in order, and opens under the DPK.
+    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let q = RecordQuery {
+        device,
+        epoch: 1,
+        leaf_from: 0,
+        leaf_until: u32::MAX,
+        after: None,
+        limit: 100,
+    };
+    let records = store.records(&q).await.unwrap();
+    store.close().await;
+    let seqs: Vec<u64> = records.iter().map(|r| r.record.seq).collect();
+    assert_eq!(seqs, (0..11).collect::<Vec<_>>());
+    let keys = year_keys(device, &master);
+    let mut opener = Opener::new(&RustCrypto, &keys.spec, &keys.nodes);
+    for (i, r) in records.iter().enumerate() {
+        let mut out = vec![0u8; r.record.body.len()];
+        let (h, n) = opener.open(&r.record.body, &mut out).unwrap();
+        assert_eq!(&out[..n], format!("reading {i}").as_bytes());
+        assert_eq!(h, RecordHeader::peek(&r.record.body).unwrap());
+    }
+    // The device's key file holds only its frontier: nothing there opens the day before.
+    let held = custos_device::keyfile::read_keys(&dev_dir.join("keys.json")).unwrap();
+    let day_before = held
+        .spec
+        .leaf_at(UnixTime::from_date(2026, 3, 8).unwrap())
+        .unwrap();
+    assert!(
+        held.spec
+            .holder(&held.nodes, held.spec.leaf_node(day_before))
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_a_wrong_code_is_told_why_and_stays_unjoined() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dir.path().join("device")).unwrap();
+    let hub = start_hub(&dir.path().join("hub"), "127.0.0.1:0".parse().unwrap()).await;
+    {
+        let store = AnyStore::open(dir.path().join("hub/hub.db").to_str().unwrap())
+            .await
+            .unwrap();
+        let mut wrong = made.join_code;
+        wrong[3] ^= 0x40;
+        store
+            .put_admission(&PendingAdmission {
+                device: made.device,
+                join_code: wrong,
+                created_at: 0,
+                expires_at: i64::MAX,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    match agent.join(&format!("http://{}", hub.addr), 0).await {
+        Err(AgentError::Refused {
+            status: 401,
+            message,
+        }) => assert!(message.contains("wrong join code"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(!agent.joined());
+    assert!(
+        !Agent::open(&dir.path().join("device")).unwrap().joined(),
+        "a failed join was saved"
+    );
+    stop_hub(hub).await;
+}
