@@ -34,7 +34,7 @@ pub struct DemoArgs {
 
 const DEVICE: DeviceId = DeviceId([0x02, 0x00, 0x5e, 0x10, 0x00, 0x00, 0x00, 0x01]);
 
-fn reading(t: UnixTime) -> String {
+pub(crate) fn reading(t: UnixTime) -> String {
     // A plausible room temperature: a daily swing around 21 °C.
     let day_phase = (t.secs() % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
     let temp = 21.0 + 2.5 * (day_phase - 2.0).sin() + ((t.secs() / 300) % 7) as f64 * 0.05;

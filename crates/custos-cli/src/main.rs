@@ -18,6 +18,7 @@ use custos_proto::{
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
+mod agent;
 mod demo;
 mod hub;
 mod timearg;
@@ -99,6 +100,9 @@ enum DeviceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
+    /// unsent readings in an on-disk queue.
+    Run(agent::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -267,6 +271,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
+        Command::Device(DeviceCmd::Run(args)) => agent::run(&args),
         Command::Hub(cmd) => hub::run(cmd),
         Command::Dpk(DpkCmd::New(args)) => dpk_new(&args),
         Command::Schedule(args) => schedule(&args),
