@@ -1,19 +1,32 @@
-//! `custos demo`: the whole story in one process, with every claim checked as it is printed.
+//! `custos demo`: the whole story in one process, on the embedded default, with every claim checked as it is
+//! printed.
 //!
-//! The keeper makes a DPK; the device keeps only its forward-secure frontier and seals a month of readings; the
-//! hub stores ciphertext and holds no key; an application is granted one week and opens exactly that week. The
-//! hub then plays the attacker. Any check that fails ends the demo with an error (exit code 1).
+//! A real hub serves HTTP on loopback with SQLite in a temporary data directory. Devices are made at the
+//! "factory", admitted by the operator with their join codes, and join over HTTP; the keeper provisions each
+//! with its DPK, of which the device keeps only the forward-secure frontier. The devices stream a month of
+//! readings through their on-disk queues. An application is granted one week of one device, fetches records from
+//! the hub's API and opens exactly that week. The hub then plays the attacker, and its database is scanned for
+//! keys and plaintext. Any check that fails ends the demo with an error (exit code 1).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use custos_device::Factory;
+use custos_device::agent::Agent;
+use custos_device::keyfile::{self, Keys};
+use custos_hub::serve::{ServeConfig, serve};
+use custos_proto::admission::HANDSHAKE_BYTES;
 use custos_proto::record::OVERHEAD;
+use custos_proto::uplink::{LinkKeys, UPLINK_OVERHEAD, seal_uplink};
 use custos_proto::{
-    DeviceId, Epoch, Error, LeafKey, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto,
-    Schedule, Span, Suite, TreeSpec, UnixTime,
+    DeviceId, Epoch, Error, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto, Schedule,
+    Span, Suite, TreeSpec, UnixTime,
 };
+use custos_store::{AnyStore, PendingAdmission, Store};
 use indicatif::{ProgressBar, ProgressStyle};
+use rand_core::OsRng;
 use serde_json::json;
 
 use crate::{random_secret, timearg};
@@ -21,21 +34,22 @@ use crate::{random_secret, timearg};
 /// Options of `custos demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// The month the device records, as YYYY-MM.
+    /// The month the devices record, as YYYY-MM.
     #[arg(long, default_value = "2026-03")]
     month: String,
-    /// Minutes between two readings.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    /// Minutes between two readings of a device.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1440))]
     every: u32,
+    /// How many devices.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+    devices: u8,
     /// Print a JSON summary instead of the story.
     #[arg(long)]
     json: bool,
 }
 
-const DEVICE: DeviceId = DeviceId([0x02, 0x00, 0x5e, 0x10, 0x00, 0x00, 0x00, 0x01]);
-
+/// A plausible room temperature: a daily swing around 21 °C.
 pub(crate) fn reading(t: UnixTime) -> String {
-    // A plausible room temperature: a daily swing around 21 °C.
     let day_phase = (t.secs() % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
     let temp = 21.0 + 2.5 * (day_phase - 2.0).sin() + ((t.secs() / 300) % 7) as f64 * 0.05;
     format!(r#"{{"t":"{t}","temp_c":{temp:.2}}}"#)
@@ -43,6 +57,20 @@ pub(crate) fn reading(t: UnixTime) -> String {
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(story(args))
+}
+
+struct Fleet {
+    device: DeviceId,
+    agent: Agent,
+    spec: TreeSpec,
+}
+
+async fn story(args: &DemoArgs) -> Result<()> {
     let c = RustCrypto;
     let say = |who: &str, what: String| {
         if !args.json {
@@ -61,197 +89,269 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         UnixTime::from_date(y, 1, 1)?,
         UnixTime::from_date(y + 1, 1, 1)?,
     )?;
+    let work = WorkDir::new()?;
     if !args.json {
-        println!("Custos demo: keeper, device, hub and application in one process, no network.\n");
+        println!(
+            "Custos demo: a real hub on loopback, devices, the keeper and an application, in one process.\n"
+        );
     }
 
-    // The keeper: a master secret and the device's DPK for this year.
+    // The hub, on the embedded default: SQLite in its data directory.
+    let hub_dir = work.path().join("hub");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let config = ServeConfig {
+        data_dir: hub_dir.clone(),
+        listen: "127.0.0.1:0".parse()?,
+        database: None,
+    };
+    let server = tokio::spawn(async move {
+        serve(
+            &config,
+            async move {
+                let _ = stopped.await;
+            },
+            move |a| {
+                let _ = ready_tx.send(a);
+            },
+        )
+        .await
+    });
+    let url = format!(
+        "http://{}",
+        ready_rx.await.context("the hub did not start")?
+    );
+    say(
+        "hub",
+        format!("serving {url}, SQLite in its data directory"),
+    );
+    let store = AnyStore::open(&hub_dir.join("hub.db").to_string_lossy()).await?;
+
+    // The factory makes devices; the operator admits each with the join code from its label.
     let master = MasterSecret::new(random_secret());
-    let spec = TreeSpec::new(DEVICE, Epoch(1), Schedule::default(), year)?;
-    let dpk = spec.root(&c, &master)?;
-    say(
-        "keeper",
-        format!(
-            "master secret created; DPK for device {DEVICE} epoch 1, schedule {}, valid {year}",
-            spec.schedule()
-        ),
-    );
+    let mut fleet = Vec::new();
+    let now = i64::try_from(timearg::now()?.secs())?;
+    for i in 0..args.devices {
+        let dir = work.path().join(format!("device-{i}"));
+        let made = Factory::make(&mut OsRng);
+        made.write_state(&dir)?;
+        store
+            .put_admission(&PendingAdmission {
+                device: made.device,
+                join_code: made.join_code,
+                created_at: now,
+                expires_at: now + 600,
+            })
+            .await?;
+        let mut agent = Agent::open(&dir)?;
+        agent.join(&url, now).await?;
+        let spec = TreeSpec::new(made.device, Epoch(1), Schedule::default(), year)?;
+        let dpk = Keys {
+            spec,
+            suite: Suite::AES256GCM,
+            nodes: vec![spec.root(&c, &master)?],
+        };
+        let kept = agent.provision(&dpk, month_start)?;
+        say(
+            "device",
+            format!(
+                "{} made, admitted, joined over HTTP ({HANDSHAKE_BYTES}-byte handshake), keeps a frontier of {kept} secrets",
+                made.device
+            ),
+        );
+        fleet.push(Fleet {
+            device: made.device,
+            agent,
+            spec,
+        });
+    }
+    let again = Agent::open(&work.path().join("device-0"))?;
+    ensure!(again.joined(), "device 0 forgot its session");
 
-    // The device keeps only its frontier: it can seal from now on and open nothing earlier.
-    let mut frontier: Vec<NodeSecret> = spec
-        .frontier(&c, &[dpk], month_start)?
-        .collect::<Result<_, _>>()?;
-    let provisioned = frontier.len();
-    say(
-        "device",
-        format!(
-            "provisioned; keeps only its frontier at {month_start}: {} secrets, none older, and moves it forward each day",
-            provisioned
-        ),
-    );
-
-    // The device seals a month of readings; the hub stores what it receives.
+    // The devices stream the month through their on-disk queues.
     let step = u64::from(args.every) * 60;
-    let total = (month_end.secs() - month_start.secs()).div_ceil(step);
+    let per_device = (month_end.secs() - month_start.secs()).div_ceil(step);
+    let total = per_device * u64::from(args.devices);
     let bar = if args.json {
         ProgressBar::hidden()
     } else {
         ProgressBar::new(total)
     };
     bar.set_style(
-        ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {elapsed}")
-            .context("progress template")?
+        ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {elapsed}")?
             .progress_chars("=> "),
     );
-    let mut hub: Vec<Vec<u8>> = Vec::with_capacity(total as usize);
-    let mut sent: Vec<(UnixTime, String)> = Vec::with_capacity(total as usize);
-    let mut key: Option<LeafKey<RustCrypto>> = None;
-    let mut counter = 0u64;
     let mut t = month_start;
+    let mut sent = 0u64;
     while t < month_end {
-        let leaf = spec.leaf_at(t)?;
-        if key.as_ref().is_none_or(|k| k.leaf() != leaf) {
-            // A new day: move the frontier forward from itself and forget the past day's secrets.
-            let next: Vec<NodeSecret> =
-                spec.frontier(&c, &frontier, t)?.collect::<Result<_, _>>()?;
-            frontier = next;
-            let held = spec
-                .holder(&frontier, spec.leaf_node(leaf))?
-                .context("the frontier must cover every leaf from now on")?;
-            key = Some(spec.leaf_key(&c, held, leaf, Suite::AES256GCM)?);
-            counter = 0;
+        for f in &mut fleet {
+            f.agent.seal(reading(t).as_bytes(), t)?;
+            bar.inc(1);
         }
-        let text = reading(t);
-        let mut record = vec![0u8; text.len() + OVERHEAD];
-        // A per-leaf counter: nonces never repeat under one leaf key.
-        counter += 1;
-        key.as_ref().context("leaf key")?.seal(
-            &c,
-            counter.to_be_bytes(),
-            text.as_bytes(),
-            &mut record,
-        )?;
-        hub.push(record);
-        sent.push((t, text));
-        bar.inc(1);
+        sent += 1;
+        if sent % 48 == 0 {
+            for f in &mut fleet {
+                f.agent.publish().await?;
+            }
+        }
         t = UnixTime::new(t.secs() + step)?;
     }
+    for f in &mut fleet {
+        let p = f.agent.publish().await?;
+        ensure!(
+            p.pending == 0,
+            "device {} still has {} queued",
+            f.device,
+            p.pending
+        );
+    }
     bar.finish_and_clear();
-    let stored: usize = hub.iter().map(Vec::len).sum();
+    let http = reqwest::Client::new();
+    let presence: serde_json::Value = serde_json::from_slice(
+        &http
+            .get(format!("{url}/v1/presence"))
+            .send()
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let online = presence["devices"]
+        .as_array()
+        .map_or(0, |d| d.iter().filter(|d| d["online"] == true).count());
+    ensure!(
+        online == fleet.len(),
+        "{online} of {} devices online",
+        fleet.len()
+    );
     say(
         "device",
         format!(
-            "sealed {} readings, one every {} min, {} .. {}",
-            hub.len(),
-            args.every,
-            month_start,
-            month_end
+            "{} devices sealed {total} readings, one every {} min, {month_start} .. {month_end}",
+            fleet.len(),
+            args.every
         ),
     );
     say(
         "hub",
         format!(
-            "stored {} records, {} KiB, {OVERHEAD} bytes of overhead each, indexed by device/epoch/leaf",
-            hub.len(),
-            stored / 1024
+            "stored every record once ({OVERHEAD} + {UPLINK_OVERHEAD} bytes of overhead each); {online} devices online"
         ),
     );
 
-    // The application asks for week 2 (days 8-14); the keeper answers with the minimal cover.
+    // An application asks for week 2 of the first device; the keeper answers with the minimal cover.
+    let first = &fleet[0];
     let week2 = Span::new(
         UnixTime::from_date(y, m, 8)?,
         UnixTime::from_date(y, m, 15)?,
     )?;
-    say("app", format!("asks for week 2: {week2}"));
-    let keeper_dpk = spec.root(&c, &master)?;
-    let grant: Vec<NodeSecret> = spec
+    let keeper_dpk = first.spec.root(&c, &master)?;
+    let grant: Vec<NodeSecret> = first
+        .spec
         .cover(week2)?
-        .map(|n| spec.derive(&c, &keeper_dpk, n))
+        .map(|n| first.spec.derive(&c, &keeper_dpk, n))
         .collect::<Result<_, _>>()?;
-    let nodes: Vec<String> = grant
-        .iter()
-        .map(|g| {
-            format!(
-                "depth {} index {} {}",
-                g.node().depth,
-                g.node().index,
-                spec.node_span(g.node())
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
+    say(
+        "app",
+        format!("asks for week 2 of device {}: {week2}", first.device),
+    );
     say(
         "keeper",
-        format!(
-            "grants the cover: {} node secret(s): {}",
-            grant.len(),
-            nodes.join(", ")
-        ),
+        format!("grants the cover: {} node secret(s)", grant.len()),
     );
 
-    let mut opener = Opener::new(&c, &spec, &grant);
+    // The application fetches the device's whole month from the hub, page by page, and opens what it can.
+    let from_leaf = first.spec.leaf_at(month_start)?;
+    let until_leaf = first.spec.leaf_at(UnixTime::new(month_end.secs() - 1)?)? + 1;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    let mut after: Option<i64> = None;
+    loop {
+        let mut q = format!(
+            "{url}/v1/devices/{}/records?epoch=1&from_leaf={from_leaf}&until_leaf={until_leaf}&limit=500",
+            first.device
+        );
+        if let Some(a) = after {
+            q.push_str(&format!("&after={a}"));
+        }
+        let page: serde_json::Value =
+            serde_json::from_slice(&http.get(q).send().await?.bytes().await?)?;
+        for r in page["records"].as_array().context("records")? {
+            records.push(hex::decode(r["record"].as_str().context("record")?)?);
+        }
+        match page["next_after"].as_i64() {
+            Some(a) => after = Some(a),
+            None => break,
+        }
+    }
+    ensure!(
+        records.len() as u64 == per_device,
+        "fetched {} records, expected {per_device}",
+        records.len()
+    );
+    let mut opener = Opener::new(&c, &first.spec, &grant);
     let mut out = vec![0u8; 256];
     let (mut opened, mut refused) = (0usize, 0usize);
-    for (record, (t, text)) in hub.iter().zip(&sent) {
+    for record in &records {
+        let leaf = RecordHeader::peek(record)?.leaf;
+        let period = first.spec.node_span(first.spec.leaf_node(leaf))?;
         match opener.open(record, &mut out) {
             Ok((_, n)) => {
                 ensure!(
-                    week2.contains(*t),
-                    "opened a record from {t}, outside the grant"
+                    week2.includes(period),
+                    "opened a record of {period}, outside the grant"
                 );
+                let text = std::str::from_utf8(&out[..n])?;
                 ensure!(
-                    &out[..n] == text.as_bytes(),
-                    "plaintext of {t} differs from what the device sealed"
+                    text.contains("temp_c"),
+                    "plaintext is not a reading: {text}"
                 );
                 opened += 1;
             }
             Err(Error::NotGranted { .. }) => {
                 ensure!(
-                    !week2.contains(*t),
-                    "a record of {t} inside the grant did not open"
+                    !week2.includes(period),
+                    "a record of {period} inside the grant did not open"
                 );
                 refused += 1;
             }
-            Err(e) => bail!("unexpected failure on the record of {t}: {e}"),
+            Err(e) => bail!("unexpected failure on a record of {period}: {e}"),
         }
     }
-    let expected = sent.iter().filter(|(t, _)| week2.contains(*t)).count();
+    let expected = (week2.end().secs() - week2.start().secs()) / step;
     ensure!(
-        opened == expected,
+        opened as u64 == expected,
         "opened {opened} records, expected {expected}"
     );
     say(
         "app",
         format!(
-            "opened {opened} records, all from week 2; refused {refused} (no key for their day)"
+            "fetched {} records from the hub's API, opened {opened} (all of week 2), refused {refused}",
+            records.len()
         ),
     );
 
-    // The hub plays the attacker: it alters a byte, and moves a record to a day the app may read.
-    let idx = sent
+    // The hub plays the attacker: it alters a byte, relabels a record's day, and forges a device message.
+    let idx = records
         .iter()
-        .position(|(t, _)| week2.contains(*t))
-        .context("week 2 has readings")?;
-    let mut altered = hub[idx].clone();
-    let last = altered.len() - 20;
-    altered[last] ^= 1;
+        .position(|r| opener.open(r, &mut out).is_ok())
+        .context("a week-2 record")?;
+    let mut altered = records[idx].clone();
+    let at = altered.len() - 20;
+    altered[at] ^= 1;
     let tamper = opener.open(&altered, &mut out);
     ensure!(
         matches!(tamper, Err(Error::Authentication)),
         "altered record was not rejected: {tamper:?}"
     );
-    let outside = sent
+    let outside = records
         .iter()
-        .position(|(t, _)| !week2.contains(*t))
-        .context("readings outside week 2")?;
-    let mut moved = hub[outside].clone();
-    let granted_leaf = RecordHeader::peek(&hub[idx])?.leaf;
-    moved[11..15].copy_from_slice(&granted_leaf.to_be_bytes());
+        .position(|r| opener.open(r, &mut out).is_err())
+        .context("a record outside week 2")?;
+    let mut moved = records[outside].clone();
+    moved[11..15].copy_from_slice(&RecordHeader::peek(&records[idx])?.leaf.to_be_bytes());
     let swap = opener.open(&moved, &mut out);
     ensure!(
         matches!(swap, Err(Error::Authentication)),
-        "record moved to a granted day was not rejected: {swap:?}"
+        "relabelled record was not rejected: {swap:?}"
     );
     say(
         "hub",
@@ -261,93 +361,170 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "hub",
         "relabels a week-1 record as a week-2 day: rejected (the header is authenticated)".into(),
     );
+    let stranger = LinkKeys::derive(&c, &random_secret())?;
+    let mut forged = vec![0u8; records[0].len() + UPLINK_OVERHEAD];
+    seal_uplink(
+        &c,
+        &stranger,
+        first.device,
+        1 << 40,
+        &records[0],
+        &mut forged,
+    )?;
+    let mut body = (forged.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(&forged);
+    let resp = http
+        .post(format!("{url}/v1/devices/{}/uplinks", first.device))
+        .body(body)
+        .send()
+        .await?;
+    ensure!(
+        resp.status() == reqwest::StatusCode::UNAUTHORIZED,
+        "a forged device message got {}",
+        resp.status()
+    );
+    say(
+        "net",
+        "forges a message for a device without its session key: refused (401), nothing stored"
+            .into(),
+    );
 
-    // The hub's whole store, scanned for every secret of this month's tree: none may appear.
-    let mut secrets: HashSet<[u8; 32]> = HashSet::new();
-    secrets.insert(*master.expose().expose());
-    secrets.insert(*keeper_dpk.secret().expose());
-    for depth in 1..=spec.leaf_depth() {
-        let mut t = month_start;
-        while t < month_end {
-            let node = spec.node_at(depth, t)?;
-            secrets.insert(*spec.derive(&c, &keeper_dpk, node)?.secret().expose());
-            let leaf = spec.leaf_at(t)?;
-            secrets.insert(
-                *spec
-                    .leaf_key_bytes(&c, &keeper_dpk, leaf, Suite::AES256GCM)?
-                    .expose(),
-            );
-            t = spec.node_span(node)?.end();
-        }
-    }
-    let found = hub
-        .iter()
-        .flat_map(|r| r.windows(32))
-        .filter(|w| <[u8; 32]>::try_from(*w).is_ok_and(|a| secrets.contains(&a)))
-        .count();
-    ensure!(found == 0, "the hub's store contains key material");
+    // Shut the hub down and scan its data directory for any key that opens a record, and for plaintext.
+    let _ = stop.send(());
+    server.await??;
+    store.close().await;
+    let (secrets, found) = scan(&hub_dir, &fleet, &master, month_start, month_end)?;
+    ensure!(
+        found == 0,
+        "the hub's data directory holds {found} record key(s) or plaintext reading(s)"
+    );
     say(
         "hub",
         format!(
-            "scanned its {} KiB for {} secrets of the tree (master, DPK, stages, leaf keys): none found",
-            stored / 1024,
-            secrets.len()
+            "its data directory, scanned for {secrets} secrets (master, DPKs, stage and leaf keys) and for plaintext: none found"
         ),
     );
 
-    // Forward security: a month later the device's own frontier opens nothing of this month.
-    let later = spec
-        .frontier(&c, &frontier, month_end)?
-        .collect::<Result<Vec<_>, _>>()?;
-    drop(frontier);
-    let mut device_later = Opener::new(&c, &spec, &later);
+    // Forward security: each device's key file now opens nothing of the month it recorded.
     let mut leaks = 0;
-    let mut per_leaf: HashMap<u32, usize> = HashMap::new();
-    for record in &hub {
-        let h = RecordHeader::peek(record)?;
-        if *per_leaf.entry(h.leaf).or_default() == 0 && device_later.open(record, &mut out).is_ok()
-        {
-            leaks += 1;
+    for i in 0..fleet.len() {
+        let held = keyfile::read_keys(&work.path().join(format!("device-{i}")).join("keys.json"))?;
+        let mut t = month_start;
+        while t < UnixTime::new(month_end.secs() - 86_400)? {
+            if held
+                .spec
+                .holder(&held.nodes, held.spec.leaf_node(held.spec.leaf_at(t)?))?
+                .is_some()
+            {
+                leaks += 1;
+            }
+            t = UnixTime::new(t.secs() + 86_400)?;
         }
-        *per_leaf.entry(h.leaf).or_default() += 1;
     }
-    ensure!(leaks == 0, "the later frontier opened {leaks} past day(s)");
+    ensure!(
+        leaks == 0,
+        "device key files still open {leaks} past day(s)"
+    );
     say(
         "device",
-        format!(
-            "at {month_end} keeps {} secrets; with them it opens none of the {} past days",
-            later.len(),
-            per_leaf.len()
-        ),
+        "each keeps only its frontier on disk: none of its key files opens a past day of the month"
+            .into(),
     );
 
     if args.json {
         println!(
             "{}",
-            json!({
-                "device": DEVICE.to_string(), "schedule": spec.schedule().to_string(), "records": hub.len(),
-                "stored_bytes": stored, "overhead_bytes": OVERHEAD, "grant": {"from": week2.start().to_string(),
-                "until": week2.end().to_string(), "nodes": grant.len()}, "opened": opened, "refused": refused,
-                "frontier_secrets": provisioned, "frontier_secrets_after": later.len(), "hub_keys_found": found, "tamper_rejected": true,
-            })
+            json!({"hub": url, "devices": fleet.len(), "records": total, "per_device": per_device,
+                "handshake_bytes": HANDSHAKE_BYTES, "grant": {"from": week2.start().to_string(), "until": week2.end().to_string(), "nodes": grant.len()},
+                "fetched": records.len(), "opened": opened, "refused": refused, "hub_keys_found": found, "tamper_rejected": true})
         );
     } else {
         println!("\nwho       holds");
         println!("keeper    the master secret (derives every DPK)");
+        println!("devices   each its frontier and its session key; nothing that opens a past day");
+        println!("hub       {total} ciphertexts, headers, session keys; 0 keys that open a record");
         println!(
-            "device    its frontier: {} secrets, nothing that opens an earlier day",
-            later.len()
-        );
-        println!(
-            "hub       {} ciphertexts and their headers; 0 keys",
-            hub.len()
-        );
-        println!(
-            "app       {} node secret(s): week 2 only; opened {opened} of {} records",
+            "app       {} node secret(s): week 2 of one device; opened {opened} of {} records",
             grant.len(),
-            hub.len()
+            records.len()
         );
         println!("\nall checks passed");
     }
     Ok(())
+}
+
+/// A private temporary directory for the demo's hub and devices, removed when the demo ends.
+struct WorkDir(std::path::PathBuf);
+
+impl WorkDir {
+    fn new() -> Result<Self> {
+        let mut tag = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut tag);
+        let path = std::env::temp_dir().join(format!("custos-demo-{}", hex::encode(tag)));
+        let mut builder = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Counts, in every file of the hub's data directory, occurrences of any secret that opens a record of the
+/// fleet in the month, and of any plaintext reading. Returns (secrets looked for, occurrences found).
+fn scan(
+    dir: &Path,
+    fleet: &[Fleet],
+    master: &MasterSecret,
+    from: UnixTime,
+    until: UnixTime,
+) -> Result<(usize, usize)> {
+    let c = RustCrypto;
+    let mut secrets: HashSet<[u8; 32]> = HashSet::new();
+    secrets.insert(*master.expose().expose());
+    for f in fleet {
+        let dpk = f.spec.root(&c, master)?;
+        secrets.insert(*dpk.secret().expose());
+        for depth in 1..=f.spec.leaf_depth() {
+            let mut t = from;
+            while t < until {
+                let node = f.spec.node_at(depth, t)?;
+                secrets.insert(*f.spec.derive(&c, &dpk, node)?.secret().expose());
+                let leaf = f.spec.leaf_at(t)?;
+                secrets.insert(
+                    *f.spec
+                        .leaf_key_bytes(&c, &dpk, leaf, Suite::AES256GCM)?
+                        .expose(),
+                );
+                t = f.spec.node_span(node)?.end();
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path)?);
+        }
+    }
+    if bytes.len() < 1024 {
+        bail!("the hub's data directory is suspiciously empty");
+    }
+    let keys = bytes
+        .windows(32)
+        .filter(|w| <[u8; 32]>::try_from(*w).is_ok_and(|a| secrets.contains(&a)))
+        .count();
+    let plain = bytes.windows(9).filter(|w| *w == b"\"temp_c\":").count();
+    Ok((secrets.len(), keys + plain))
 }

@@ -440,13 +440,24 @@ fn schedule_and_cover_explain_themselves() {
 #[test]
 fn demo_runs_and_reports_what_each_party_holds() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(dir.path(), &["demo", "--json", "--every", "30"], b"");
+    let out = ok(
+        dir.path(),
+        &["demo", "--json", "--every", "120", "--devices", "2"],
+        b"",
+    );
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(v["records"], 31 * 48);
-    assert_eq!(v["opened"], 7 * 48, "exactly week 2");
-    assert_eq!(v["refused"], 24 * 48);
+    assert_eq!(v["devices"], 2);
+    assert_eq!(v["records"], 2 * 31 * 12);
+    assert_eq!(
+        v["fetched"],
+        31 * 12,
+        "the app fetched the first device's month from the hub"
+    );
+    assert_eq!(v["opened"], 7 * 12, "exactly week 2");
+    assert_eq!(v["refused"], 24 * 12);
     assert_eq!(v["grant"]["nodes"], 1);
     assert_eq!(v["hub_keys_found"], 0);
+    assert!(v["hub"].as_str().unwrap().starts_with("http://127.0.0.1:"));
 }
 
 #[test]
