@@ -104,6 +104,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
         data_dir: hub_dir.clone(),
         listen: "127.0.0.1:0".parse()?,
         database: None,
+        mqtt: None,
     };
     let server = tokio::spawn(async move {
         serve(

@@ -50,6 +50,15 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:7180]; port 0 picks a free one.
     #[arg(long, env = "CUSTOS_HUB_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Also take uplinks from this MQTT broker, e.g. mqtt://127.0.0.1:1883.
+    #[arg(long, env = "CUSTOS_MQTT_URL")]
+    mqtt: Option<String>,
+    /// The MQTT topic prefix [default: custos].
+    #[arg(long, env = "CUSTOS_MQTT_PREFIX")]
+    mqtt_prefix: Option<String>,
+    /// The hub's MQTT client id [default: derived from the hub's key]; give each replica its own.
+    #[arg(long, env = "CUSTOS_MQTT_CLIENT_ID")]
+    mqtt_client_id: Option<String>,
 }
 
 /// `custos hub admit`.
@@ -100,6 +109,9 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     database: Option<String>,
+    mqtt: Option<String>,
+    mqtt_prefix: Option<String>,
+    mqtt_client_id: Option<String>,
 }
 
 fn config_file(path: Option<&Path>) -> Result<ConfigFile> {
@@ -193,10 +205,38 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7180)));
+    let mqtt = match a.mqtt.clone().or(file.mqtt.clone()) {
+        None => None,
+        Some(url) => {
+            custos_hub::mqtt::parse_url(&url).map_err(anyhow::Error::msg)?;
+            serve::open(&data_dir, database.as_deref())
+                .await?
+                .0
+                .close()
+                .await;
+            let keys = custos_hub::HubKeys::load_or_create(&data_dir)
+                .with_context(|| format!("{}", data_dir.display()));
+            let client_id = match a.mqtt_client_id.clone().or(file.mqtt_client_id.clone()) {
+                Some(id) => id,
+                None => format!("custos-hub-{}", hex::encode(&keys?.noise_public()[..6])),
+            };
+            let prefix = a
+                .mqtt_prefix
+                .clone()
+                .or(file.mqtt_prefix.clone())
+                .unwrap_or_else(|| "custos".into());
+            Some(custos_hub::mqtt::MqttConfig {
+                url,
+                prefix,
+                client_id,
+            })
+        }
+    };
     let config = ServeConfig {
         data_dir,
         listen,
         database,
+        mqtt,
     };
     serve::serve(&config, serve::shutdown_signal(), |addr| {
         // One line on stdout that scripts and tests read to find the hub.

@@ -17,6 +17,9 @@ use custos_proto::record::OVERHEAD;
 use custos_proto::uplink::{ACK_LEN, LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_uplink};
 use custos_proto::{DeviceId, LeafKey, RustCrypto, Secret, UnixTime};
 use rand_core::{OsRng, RngCore};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use zeroize::Zeroizing;
 
 use crate::keyfile::{self, Keys};
@@ -64,6 +67,9 @@ pub enum AgentError {
     #[error("the key file is for device {0}, not this one")]
     WrongDevice(DeviceId),
 }
+
+/// A queued message: its sequence number and its file.
+pub type Queued = (u64, PathBuf);
 
 /// How one publish went.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -275,7 +281,7 @@ impl Agent {
     }
 
     /// The queued messages, oldest first.
-    pub fn queued(&self) -> Result<Vec<(u64, PathBuf)>, AgentError> {
+    pub fn queued(&self) -> Result<Vec<Queued>, AgentError> {
         let dir = self.dir.join("queue");
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(err_io(&dir))? {
@@ -293,7 +299,52 @@ impl Agent {
         Ok(out)
     }
 
-    /// Sends queued messages to the hub, a batch at a time, and drops each one the hub acknowledged.
+    /// The next batch of queued messages, framed as the hub expects (`length (u16) ‖ uplink`, repeated).
+    fn next_batch(&self) -> Result<(Vec<Queued>, Vec<u8>), AgentError> {
+        let batch: Vec<Queued> = self.queued()?.into_iter().take(MAX_BATCH).collect();
+        let mut body = Vec::new();
+        for (_, path) in &batch {
+            let msg = fs::read(path).map_err(err_io(path))?;
+            let len = u16::try_from(msg.len())
+                .map_err(|_| custos_proto::Error::InvalidValue("message over 64 KiB"))?;
+            body.extend_from_slice(&len.to_be_bytes());
+            body.extend_from_slice(&msg);
+        }
+        Ok((batch, body))
+    }
+
+    /// Verifies the hub's acks for `batch` and drops every acknowledged message from the queue.
+    fn settle(
+        &self,
+        link: &LinkKeys,
+        batch: &[Queued],
+        acks: &[u8],
+        report: &mut Published,
+    ) -> Result<(), AgentError> {
+        if acks.len() != batch.len() * ACK_LEN {
+            return Err(
+                custos_proto::Error::InvalidValue("ack count differs from the batch").into(),
+            );
+        }
+        for ((seq, path), ack) in batch.iter().zip(acks.chunks(ACK_LEN)) {
+            let (acked, verdict) = open_ack(&RustCrypto, link, self.state.device, ack)?;
+            if acked != *seq {
+                return Err(custos_proto::Error::InvalidValue("ack for another message").into());
+            }
+            match verdict {
+                Verdict::Stored => report.stored += 1,
+                Verdict::Duplicate => report.duplicates += 1,
+                Verdict::TooOld => {
+                    report.too_old += 1;
+                    tracing::warn!(seq, "the hub refused a message as too old; dropping it");
+                }
+            }
+            fs::remove_file(path).map_err(err_io(path))?;
+        }
+        Ok(())
+    }
+
+    /// Sends queued messages to the hub over HTTP, a batch at a time, and drops each one the hub acknowledged.
     /// On a network failure the rest stays queued for the next call.
     pub async fn publish(&mut self) -> Result<Published, AgentError> {
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
@@ -301,41 +352,131 @@ impl Agent {
         let url = format!("{}/v1/devices/{}/uplinks", session.hub, self.state.device);
         let mut report = Published::default();
         loop {
-            let batch: Vec<(u64, PathBuf)> = self.queued()?.into_iter().take(MAX_BATCH).collect();
+            let (batch, body) = self.next_batch()?;
             if batch.is_empty() {
                 break;
             }
-            let mut body = Vec::new();
-            for (_, path) in &batch {
-                let msg = fs::read(path).map_err(err_io(path))?;
-                let len = u16::try_from(msg.len())
-                    .map_err(|_| custos_proto::Error::InvalidValue("message over 64 KiB"))?;
-                body.extend_from_slice(&len.to_be_bytes());
-                body.extend_from_slice(&msg);
-            }
             let acks = self.post(&url, body).await?;
-            if acks.len() != batch.len() * ACK_LEN {
-                return Err(
-                    custos_proto::Error::InvalidValue("ack count differs from the batch").into(),
-                );
+            self.settle(&link, &batch, &acks, &mut report)?;
+        }
+        report.pending = self.queued()?.len();
+        Ok(report)
+    }
+
+    /// The same over MQTT: each batch goes to `{prefix}/{device}/up`, and the hub's acks come back on
+    /// `{prefix}/{device}/ack` (or a refusal on `…/error`) within 10 seconds.
+    pub async fn publish_mqtt(&mut self, mqtt: &mut MqttLink) -> Result<Published, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let mut report = Published::default();
+        loop {
+            let (batch, body) = self.next_batch()?;
+            if batch.is_empty() {
+                break;
             }
-            for ((seq, path), ack) in batch.iter().zip(acks.chunks(ACK_LEN)) {
-                let (acked, verdict) = open_ack(&RustCrypto, &link, self.state.device, ack)?;
-                if acked != *seq {
-                    return Err(custos_proto::Error::InvalidValue("ack for another message").into());
+            // Forget answers to earlier batches that arrived late.
+            while mqtt.incoming.try_recv().is_ok() {}
+            mqtt.client
+                .publish(mqtt.topic("up"), QoS::AtLeastOnce, false, body)
+                .await
+                .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+            let answer = tokio::time::timeout(Duration::from_secs(10), mqtt.incoming.recv())
+                .await
+                .map_err(|_| AgentError::Unreachable("no answer from a hub within 10 s".into()))?
+                .ok_or_else(|| AgentError::Unreachable("MQTT connection closed".into()))?;
+            match answer {
+                (kind, payload) if kind == "ack" => {
+                    self.settle(&link, &batch, &payload, &mut report)?
                 }
-                match verdict {
-                    Verdict::Stored => report.stored += 1,
-                    Verdict::Duplicate => report.duplicates += 1,
-                    Verdict::TooOld => {
-                        report.too_old += 1;
-                        tracing::warn!(seq, "the hub refused a message as too old; dropping it");
-                    }
+                (_, payload) => {
+                    let message = serde_json::from_slice::<serde_json::Value>(&payload)
+                        .ok()
+                        .and_then(|v| v["message"].as_str().map(str::to_string))
+                        .unwrap_or_else(|| String::from_utf8_lossy(&payload).into_owned());
+                    return Err(AgentError::Refused { status: 0, message });
                 }
-                fs::remove_file(path).map_err(err_io(path))?;
             }
         }
         report.pending = self.queued()?.len();
         Ok(report)
+    }
+}
+
+/// A device's connection to an MQTT broker: publishes to `{prefix}/{device}/up`, receives acks and refusals.
+pub struct MqttLink {
+    client: AsyncClient,
+    incoming: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+    prefix: String,
+    device: DeviceId,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MqttLink {
+    /// Connects to `mqtt://host:port` for `device`; reconnects on its own in the background.
+    pub fn connect(url: &str, prefix: &str, device: DeviceId) -> Result<Self, AgentError> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .ok_or_else(|| AgentError::Unreachable(format!("`{url}` is not an mqtt:// URL")))?;
+        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((h, p)) => (
+                h.to_string(),
+                p.parse()
+                    .map_err(|_| AgentError::Unreachable(format!("bad port in `{url}`")))?,
+            ),
+            None => (rest.to_string(), 1883),
+        };
+        let mut opts =
+            MqttOptions::new(format!("custos-dev-{}", hex::encode(device.0)), host, port);
+        opts.set_keep_alive(Duration::from_secs(10));
+        let (client, mut events) = AsyncClient::new(opts, 64);
+        let (tx, incoming) = tokio::sync::mpsc::channel(64);
+        let (ack_topic, error_topic) = (
+            format!("{prefix}/{device}/ack"),
+            format!("{prefix}/{device}/error"),
+        );
+        let sub = client.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = sub.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
+                        let _ = sub.subscribe(error_topic.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic);
+                        let kind = if topic == ack_topic { "ack" } else { "error" };
+                        if tx
+                            .send((kind.to_string(), p.payload.to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(%e, "MQTT connection lost; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            client,
+            incoming,
+            prefix: prefix.to_string(),
+            device,
+            task,
+        })
+    }
+
+    fn topic(&self, leaf: &str) -> String {
+        format!("{}/{}/{leaf}", self.prefix, self.device)
+    }
+}
+
+impl Drop for MqttLink {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -30,6 +30,7 @@ async fn start_hub(data: &Path, listen: SocketAddr) -> RunningHub {
         data_dir: data.to_path_buf(),
         listen,
         database: None,
+        mqtt: None,
     };
     let task = tokio::spawn(async move {
         serve(

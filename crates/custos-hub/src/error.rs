@@ -30,6 +30,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The short code sent to clients (`bad_request`, `unauthorized`, …).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),

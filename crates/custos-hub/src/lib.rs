@@ -9,6 +9,7 @@
 mod devicelist;
 mod error;
 mod keys;
+pub mod mqtt;
 mod routes;
 pub mod serve;
 
@@ -22,7 +23,7 @@ use custos_store::Store;
 pub use devicelist::{DeviceList, verify_device_list};
 pub use error::ApiError;
 pub use keys::HubKeys;
-pub use routes::app;
+pub use routes::{app, ingest};
 
 /// How long a device may take between `Hello` and `Finish`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +39,8 @@ pub struct Hub<S> {
     /// Admission handshakes between `Hello` and `Finish`, by handshake id.
     pending: Mutex<HashMap<[u8; 16], (HubAwaitingFinish, Instant)>>,
     clock: fn() -> i64,
+    /// Uplink batches this hub took in (HTTP and MQTT), for operators and tests.
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl<S: Store> Hub<S> {
@@ -53,6 +56,7 @@ impl<S: Store> Hub<S> {
             keys,
             pending: Mutex::new(HashMap::new()),
             clock,
+            batches: Default::default(),
         })
     }
 
@@ -64,6 +68,11 @@ impl<S: Store> Hub<S> {
     /// The hub's keys.
     pub fn keys(&self) -> &HubKeys {
         &self.keys
+    }
+
+    /// How many uplink batches this hub has taken in since it started.
+    pub fn batches_ingested(&self) -> u64 {
+        self.batches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn now(&self) -> i64 {

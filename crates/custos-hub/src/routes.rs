@@ -185,91 +185,7 @@ async fn uplinks<S: Store>(
     let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
         .await
         .map_err(|_| ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes")))?;
-    let stored = hub
-        .store
-        .device(device)
-        .await?
-        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
-    if stored.revoked_at.is_some() {
-        return Err(ApiError::Forbidden(format!("device {device} is revoked")));
-    }
-    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let now = hub.now();
-
-    // Check the whole batch before storing any of it: one bad message changes nothing.
-    let mut messages = Vec::new();
-    let mut rest = &body[..];
-    while !rest.is_empty() {
-        let i = messages.len();
-        if i == MAX_BATCH {
-            return Err(ApiError::BadRequest(format!(
-                "more than {MAX_BATCH} messages in one batch"
-            )));
-        }
-        let (len, tail) = rest
-            .split_first_chunk::<2>()
-            .ok_or_else(|| ApiError::BadRequest(format!("message {i}: truncated length")))?;
-        let len = usize::from(u16::from_be_bytes(*len));
-        if tail.len() < len {
-            return Err(ApiError::BadRequest(format!(
-                "message {i}: {len} bytes announced, {} left",
-                tail.len()
-            )));
-        }
-        let (msg, tail) = tail.split_at(len);
-        rest = tail;
-        let (seq, record) = open_uplink(&RustCrypto, &keys, device, msg).map_err(|e| match e {
-            ProtoError::Authentication => {
-                ApiError::Unauthorized(format!("message {i} failed authentication"))
-            }
-            other => ApiError::BadRequest(format!("message {i}: {other}")),
-        })?;
-        let header = RecordHeader::peek(record)
-            .map_err(|e| ApiError::BadRequest(format!("message {i}: not a sealed record: {e}")))?;
-        if header.device != device {
-            return Err(ApiError::BadRequest(format!(
-                "message {i}: the record belongs to device {}",
-                header.device
-            )));
-        }
-        messages.push(NewRecord {
-            device,
-            seq,
-            epoch: header.epoch.0,
-            leaf: header.leaf,
-            body: record.to_vec(),
-            received_at: now,
-        });
-    }
-    if messages.is_empty() {
-        return Err(ApiError::BadRequest("empty batch".into()));
-    }
-
-    let (old, fresh): (Vec<_>, Vec<_>) = messages
-        .iter()
-        .enumerate()
-        .partition(|(_, m)| is_too_old(m.seq, stored.max_seq));
-    let batch: Vec<NewRecord> = fresh.iter().map(|(_, m)| (*m).clone()).collect();
-    let inserted = hub.store.insert_records(&batch).await?;
-    let mut verdicts = vec![Verdict::TooOld; messages.len()];
-    for ((i, _), new) in fresh.iter().zip(inserted) {
-        verdicts[*i] = if new {
-            Verdict::Stored
-        } else {
-            Verdict::Duplicate
-        };
-    }
-    hub.store.touch(device, now, &address).await?;
-    let mut acks = Vec::with_capacity(messages.len() * custos_proto::uplink::ACK_LEN);
-    for (m, v) in messages.iter().zip(&verdicts) {
-        acks.extend_from_slice(
-            &seal_ack(&RustCrypto, &keys, device, m.seq, *v)
-                .map_err(|e| ApiError::Internal(e.to_string()))?,
-        );
-    }
-    let stored_n = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
-    tracing::debug!(%device, stored = stored_n, duplicates = verdicts.len() - stored_n - old.len(), too_old = old.len(), "uplinks");
+    let acks = ingest(&hub, device, &body, &address).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], acks))
 }
 
@@ -360,4 +276,103 @@ async fn device_list<S: Store>(
         )],
         signed,
     ))
+}
+
+/// Checks a batch of uplinks from `device` (each framed as `length (u16) ‖ uplink`), stores the new records and
+/// returns the acks, 24 bytes each, in order. The whole batch is checked before anything is stored. Shared by
+/// the HTTP endpoint and the MQTT listener.
+pub async fn ingest<S: Store>(
+    hub: &Hub<S>,
+    device: DeviceId,
+    body: &[u8],
+    address: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
+    if stored.revoked_at.is_some() {
+        return Err(ApiError::Forbidden(format!("device {device} is revoked")));
+    }
+    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let now = hub.now();
+
+    // Check the whole batch before storing any of it: one bad message changes nothing.
+    let mut messages = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let i = messages.len();
+        if i == MAX_BATCH {
+            return Err(ApiError::BadRequest(format!(
+                "more than {MAX_BATCH} messages in one batch"
+            )));
+        }
+        let (len, tail) = rest
+            .split_first_chunk::<2>()
+            .ok_or_else(|| ApiError::BadRequest(format!("message {i}: truncated length")))?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        if tail.len() < len {
+            return Err(ApiError::BadRequest(format!(
+                "message {i}: {len} bytes announced, {} left",
+                tail.len()
+            )));
+        }
+        let (msg, tail) = tail.split_at(len);
+        rest = tail;
+        let (seq, record) = open_uplink(&RustCrypto, &keys, device, msg).map_err(|e| match e {
+            ProtoError::Authentication => {
+                ApiError::Unauthorized(format!("message {i} failed authentication"))
+            }
+            other => ApiError::BadRequest(format!("message {i}: {other}")),
+        })?;
+        let header = RecordHeader::peek(record)
+            .map_err(|e| ApiError::BadRequest(format!("message {i}: not a sealed record: {e}")))?;
+        if header.device != device {
+            return Err(ApiError::BadRequest(format!(
+                "message {i}: the record belongs to device {}",
+                header.device
+            )));
+        }
+        messages.push(NewRecord {
+            device,
+            seq,
+            epoch: header.epoch.0,
+            leaf: header.leaf,
+            body: record.to_vec(),
+            received_at: now,
+        });
+    }
+    if messages.is_empty() {
+        return Err(ApiError::BadRequest("empty batch".into()));
+    }
+    hub.batches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    let (old, fresh): (Vec<_>, Vec<_>) = messages
+        .iter()
+        .enumerate()
+        .partition(|(_, m)| is_too_old(m.seq, stored.max_seq));
+    let batch: Vec<NewRecord> = fresh.iter().map(|(_, m)| (*m).clone()).collect();
+    let inserted = hub.store.insert_records(&batch).await?;
+    let mut verdicts = vec![Verdict::TooOld; messages.len()];
+    for ((i, _), new) in fresh.iter().zip(inserted) {
+        verdicts[*i] = if new {
+            Verdict::Stored
+        } else {
+            Verdict::Duplicate
+        };
+    }
+    hub.store.touch(device, now, address).await?;
+    let mut acks = Vec::with_capacity(messages.len() * custos_proto::uplink::ACK_LEN);
+    for (m, v) in messages.iter().zip(&verdicts) {
+        acks.extend_from_slice(
+            &seal_ack(&RustCrypto, &keys, device, m.seq, *v)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    let stored_n = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
+    tracing::debug!(%device, stored = stored_n, duplicates = verdicts.len() - stored_n - old.len(), too_old = old.len(), "uplinks");
+    Ok(acks)
 }

@@ -17,6 +17,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// A PostgreSQL URL (`postgres://…`) to use instead of SQLite in the data directory.
     pub database: Option<String>,
+    /// An MQTT broker to take uplinks from, besides HTTP.
+    pub mqtt: Option<crate::mqtt::MqttConfig>,
 }
 
 /// Why the hub could not start.
@@ -87,13 +89,33 @@ pub async fn serve(
     })?;
     tracing::info!(%addr, backend = if config.database.is_some() { "postgres" } else { "sqlite" }, "hub listening");
     ready(addr);
+    // One shutdown signal, seen by both the HTTP server and the MQTT listener.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mqtt = config
+        .mqtt
+        .clone()
+        .map(|m| tokio::spawn(crate::mqtt::run(hub.clone(), m, stopped(stop_rx.clone()))));
     axum::serve(
         listener,
         app(hub).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stopped(stop_rx))
     .await
     .map_err(|source| ServeError::Listen { addr, source })?;
+    if let Some(task) = mqtt {
+        match task.await {
+            Ok(Err(e)) => tracing::error!(%e, "MQTT listener failed"),
+            Err(e) => tracing::error!(%e, "MQTT listener panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     store.close().await;
     tracing::info!("hub stopped");
     Ok(())

@@ -1,0 +1,342 @@
+//! MQTT against real brokers: the machine's Mosquitto (each test on its own random topic prefix) and a private
+//! Mosquitto on a free port for the broker-crash test. Two hubs on one PostgreSQL share the device topics through
+//! an MQTT 5 shared subscription and store every record exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_device::Factory;
+use custos_device::agent::{Agent, AgentError, MqttLink};
+use custos_device::keyfile::Keys;
+use custos_hub::mqtt::MqttConfig;
+use custos_hub::{Hub, HubKeys, app};
+use custos_proto::{
+    DeviceId, Epoch, MasterSecret, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime,
+};
+use custos_store::{AnyStore, PendingAdmission, RecordQuery, Store};
+use rand_core::{OsRng, RngCore};
+use sqlx::Connection;
+use tokio::sync::watch;
+
+const SHARED_BROKER: &str = "mqtt://127.0.0.1:1883";
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// A hub over `store`, serving HTTP on a free port and MQTT on `broker`, until `stop` turns true.
+async fn start_hub<S: Store + Clone + 'static>(
+    store: S,
+    broker: &str,
+    prefix: &str,
+    stop: watch::Receiver<bool>,
+) -> (Arc<Hub<S>>, String) {
+    let hub = Hub::new(store, HubKeys::generate());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let router = app(hub.clone());
+    let s1 = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stopped(s1))
+            .await
+            .unwrap()
+    });
+    let config = MqttConfig {
+        url: broker.into(),
+        prefix: prefix.into(),
+        client_id: format!("custos-hub-test-{}", random_hex(6)),
+    };
+    tokio::spawn(custos_hub::mqtt::run(hub.clone(), config, stopped(stop)));
+    (hub, format!("http://{addr}"))
+}
+
+/// A device made, admitted on `store`, joined over HTTP at `url`, provisioned for 2026.
+async fn device<S: Store>(store: &S, url: &str, dir: &Path) -> (Agent, DeviceId) {
+    let made = Factory::make(&mut OsRng);
+    made.write_state(dir).unwrap();
+    store
+        .put_admission(&PendingAdmission {
+            device: made.device,
+            join_code: made.join_code,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let mut agent = Agent::open(dir).unwrap();
+    agent.join(url, 0).await.unwrap();
+    let span = Span::new(
+        UnixTime::from_date(2026, 1, 1).unwrap(),
+        UnixTime::from_date(2027, 1, 1).unwrap(),
+    )
+    .unwrap();
+    let spec = TreeSpec::new(made.device, Epoch(1), Schedule::default(), span).unwrap();
+    let dpk = spec
+        .root(&RustCrypto, &MasterSecret::new(Secret::from_bytes([3; 32])))
+        .unwrap();
+    agent
+        .provision(
+            &Keys {
+                spec,
+                suite: Suite::AES256GCM,
+                nodes: vec![dpk],
+            },
+            at(0),
+        )
+        .unwrap();
+    (agent, made.device)
+}
+
+fn at(minute: u64) -> UnixTime {
+    UnixTime::new(UnixTime::from_date(2026, 5, 4).unwrap().secs() + minute * 60).unwrap()
+}
+
+async fn seqs<S: Store>(store: &S, device: DeviceId) -> Vec<u64> {
+    let q = RecordQuery {
+        device,
+        epoch: 1,
+        leaf_from: 0,
+        leaf_until: u32::MAX,
+        after: None,
+        limit: 10_000,
+    };
+    store
+        .records(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.record.seq)
+        .collect()
+}
+
+/// Publishes over MQTT until the queue is empty, retrying while the link comes up.
+async fn drain(agent: &mut Agent, link: &mut MqttLink) -> usize {
+    let mut stored = 0;
+    for _ in 0..40 {
+        match agent.publish_mqtt(link).await {
+            Ok(p) if p.pending == 0 => return stored + p.stored,
+            Ok(p) => stored += p.stored,
+            Err(AgentError::Unreachable(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("the queue did not drain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::open(dir.path().join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let prefix = format!("custos-test-{}", random_hex(6));
+    let (stop_tx, stop) = watch::channel(false);
+    let (hub, url) = start_hub(store.clone(), SHARED_BROKER, &prefix, stop).await;
+    let (mut agent, id) = device(&store, &url, &dir.path().join("dev")).await;
+    let mut link = MqttLink::connect(SHARED_BROKER, &prefix, id).unwrap();
+    for i in 0..20 {
+        agent
+            .seal(format!("reading {i}").as_bytes(), at(i))
+            .unwrap();
+    }
+    assert_eq!(drain(&mut agent, &mut link).await, 20);
+    assert_eq!(seqs(&store, id).await, (0..20).collect::<Vec<_>>());
+    assert!(hub.batches_ingested() >= 1);
+
+    // A malformed payload on the device's topic is refused with a reason, and changes nothing.
+    let (probe, mut events) = rumqttc::v5::AsyncClient::new(
+        rumqttc::v5::MqttOptions::new(format!("probe-{}", random_hex(4)), "127.0.0.1", 1883),
+        16,
+    );
+    probe
+        .subscribe(
+            format!("{prefix}/{id}/error"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    probe
+        .subscribe(
+            format!("{prefix}/device-list"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    probe
+        .publish(
+            format!("{prefix}/{id}/up"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            vec![0u8, 5, 1],
+        )
+        .await
+        .unwrap();
+    let (mut error, mut list) = (None, None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while (error.is_none() || list.is_none()) && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(
+            p,
+        )))) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
+        {
+            if p.topic.ends_with(b"/error") {
+                error = Some(String::from_utf8_lossy(&p.payload).into_owned());
+            } else {
+                list = Some(p.payload.to_vec());
+            }
+        }
+    }
+    let error = error.expect("no refusal on the error topic");
+    assert!(error.contains("announced"), "{error}");
+    // The retained, signed device list names the device.
+    let list = custos_hub::verify_device_list(
+        &list.expect("no retained device list"),
+        &hub.keys().signing_public(),
+    )
+    .unwrap();
+    assert!(list.devices.contains(&id));
+    assert_eq!(seqs(&store, id).await.len(), 20);
+    let _ = stop_tx.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hubs_on_one_postgres_share_the_topics_and_store_each_record_once() {
+    let admin_url = std::env::var("CUSTOS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("custos_t_{}", random_hex(6));
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL is required for this test");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+    let result = tokio::spawn(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let a = AnyStore::open(&url).await.unwrap();
+        let b = AnyStore::open(&url).await.unwrap();
+        let prefix = format!("custos-test-{}", random_hex(6));
+        let (stop_tx, stop) = watch::channel(false);
+        let (hub_a, url_a) = start_hub(a.clone(), SHARED_BROKER, &prefix, stop.clone()).await;
+        let (hub_b, _) = start_hub(b.clone(), SHARED_BROKER, &prefix, stop).await;
+        tokio::time::sleep(Duration::from_millis(500)).await; // both subscribed
+        let (mut agent, id) = device(&a, &url_a, &dir.path().join("dev")).await;
+        let mut link = MqttLink::connect(SHARED_BROKER, &prefix, id).unwrap();
+        let mut stored = 0;
+        for round in 0..30u64 {
+            for i in 0..10 {
+                agent.seal(b"r", at(round * 10 + i)).unwrap();
+            }
+            stored += drain(&mut agent, &mut link).await;
+        }
+        let _ = stop_tx.send(true);
+        let got = seqs(&b, id).await;
+        let (na, nb) = (hub_a.batches_ingested(), hub_b.batches_ingested());
+        a.close().await;
+        b.close().await;
+        (stored, got, na, nb)
+    })
+    .await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (stored, got, na, nb) = result.unwrap();
+    assert_eq!(stored, 300, "acknowledged as stored");
+    assert_eq!(got, (0..300).collect::<Vec<_>>(), "no loss, no duplicate");
+    assert_eq!(
+        na + nb,
+        30,
+        "each batch reached exactly one hub ({na} + {nb})"
+    );
+    assert!(
+        na > 0 && nb > 0,
+        "the shared subscription spread the batches ({na} + {nb})"
+    );
+}
+
+/// A private Mosquitto on a free loopback port, killed on drop.
+struct Broker {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16) -> Self {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed for this test");
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_crash_mid_stream_loses_and_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = Broker::start(dir.path(), port);
+    let broker_url = broker.url();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = AnyStore::open(dir.path().join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let (_hub, url) = start_hub(store.clone(), &broker_url, "custos", stop).await;
+    let (mut agent, id) = device(&store, &url, &dir.path().join("dev")).await;
+    let mut link = MqttLink::connect(&broker_url, "custos", id).unwrap();
+    for i in 0..10 {
+        agent.seal(b"before", at(i)).unwrap();
+    }
+    assert_eq!(drain(&mut agent, &mut link).await, 10);
+
+    // The broker dies; readings pile up in the device's queue.
+    drop(broker);
+    for i in 10..25 {
+        agent.seal(b"during", at(i)).unwrap();
+    }
+    assert!(matches!(
+        agent.publish_mqtt(&mut link).await,
+        Err(AgentError::Unreachable(_))
+    ));
+    assert_eq!(agent.queued().unwrap().len(), 15);
+
+    // It comes back on the same port; hub and device reconnect by themselves.
+    let _broker = Broker::start(dir.path(), port);
+    assert_eq!(drain(&mut agent, &mut link).await, 15);
+    assert_eq!(seqs(&store, id).await, (0..25).collect::<Vec<_>>());
+    let _ = stop_tx.send(true);
+}

@@ -1,0 +1,125 @@
+//! MQTT ingest: devices publish uplink batches to `{prefix}/{device}/up`; hub replicas share that topic with an
+//! MQTT 5 shared subscription (`$share/custos-hub/{prefix}/+/up`), so each batch reaches one hub. The hub answers
+//! on `{prefix}/{device}/ack` (the 24-byte acks) or `{prefix}/{device}/error` (JSON), and keeps the signed device
+//! list retained on `{prefix}/device-list`.
+//!
+//! A batch is acknowledged to the broker only once it is stored (manual QoS 1 acks), so a hub that dies mid-batch
+//! leaves it to be redelivered; a batch stored twice is harmless (the store keeps each sequence number once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custos_store::Store;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+use crate::{ApiError, Hub};
+
+/// How the hub reaches the broker.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    /// `mqtt://host:port`.
+    pub url: String,
+    /// The topic prefix, e.g. `custos`.
+    pub prefix: String,
+    /// This hub's client id (unique per replica).
+    pub client_id: String,
+}
+
+/// Splits `mqtt://host:port` (port defaults to 1883).
+pub fn parse_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| format!("`{url}` is not an mqtt:// URL"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => Ok((
+            host.to_string(),
+            port.parse().map_err(|_| format!("bad port in `{url}`"))?,
+        )),
+        None => Ok((rest.to_string(), 1883)),
+    }
+}
+
+fn device_of(topic: &str, prefix: &str) -> Option<String> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (device, tail) = rest.split_once('/')?;
+    (tail == "up").then(|| device.to_string())
+}
+
+/// Runs the hub's MQTT side until `shutdown` completes. Reconnects on its own when the broker goes away.
+pub async fn run<S: Store + 'static>(
+    hub: Arc<Hub<S>>,
+    config: MqttConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let (host, port) = parse_url(&config.url)?;
+    let mut opts = MqttOptions::new(config.client_id.clone(), host, port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    // A persistent session: batches received but not yet stored survive this hub's reconnects.
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(3600));
+    opts.set_manual_acks(true);
+    let (client, mut events) = AsyncClient::new(opts, 256);
+    let subscription = format!("$share/custos-hub/{}/+/up", config.prefix);
+    let list_topic = format!("{}/device-list", config.prefix);
+    let mut published_list = 0i64;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {
+                // Keep the retained device list current, whichever hub or command changed it.
+                if let Ok(Some((version, signed))) = hub.store.device_list().await {
+                    if version > published_list
+                        && client.publish(list_topic.clone(), QoS::AtLeastOnce, true, signed).await.is_ok()
+                    {
+                        published_list = version;
+                    }
+                }
+            }
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(broker = %config.url, "connected to the MQTT broker");
+                    if let Err(e) = client.subscribe(subscription.clone(), QoS::AtLeastOnce).await {
+                        tracing::warn!(%e, "subscribing failed");
+                    }
+                    published_list = 0;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let Some(device) = device_of(&topic, &config.prefix) else {
+                        let _ = client.ack(&p).await;
+                        continue;
+                    };
+                    let reply = match device.parse() {
+                        Ok(id) => crate::routes::ingest(&hub, id, &p.payload, "mqtt").await,
+                        Err(_) => Err(ApiError::BadRequest(format!("`{device}` is not a device id"))),
+                    };
+                    match reply {
+                        Ok(acks) => {
+                            let _ = client.publish(format!("{}/{device}/ack", config.prefix), QoS::AtLeastOnce, false, acks).await;
+                            let _ = client.ack(&p).await;
+                        }
+                        // The store failed: leave the batch unacknowledged so the broker delivers it again.
+                        Err(ApiError::Internal(detail)) => tracing::error!(%detail, %device, "batch not stored"),
+                        Err(e) => {
+                            let body = serde_json::json!({"error": e.code(), "message": e.to_string()}).to_string();
+                            let _ = client.publish(format!("{}/{device}/error", config.prefix), QoS::AtLeastOnce, false, body).await;
+                            let _ = client.ack(&p).await;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%e, "MQTT connection lost; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
