@@ -1,6 +1,7 @@
 //! The two SQL implementations. They share every statement (written to the subset of SQL both engines accept);
 //! a macro instantiates the one implementation for each driver.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -72,6 +73,9 @@ impl PgStore {
     }
 }
 
+/// Rows per INSERT statement: 6 parameters a row stays far below SQLite's 32 766 and PostgreSQL's 65 535.
+const INSERT_CHUNK: usize = 1000;
+
 fn device_id(bytes: &[u8]) -> Result<DeviceId> {
     Ok(DeviceId(bytes.try_into().map_err(|_| {
         StoreError::Corrupt("device id is not 8 bytes")
@@ -93,7 +97,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $row:ty) => {
+    ($store:ty, $row:ty, $db:ty) => {
         impl $store {
             fn device_row(row: &$row) -> Result<Device> {
                 Ok(Device {
@@ -211,36 +215,62 @@ macro_rules! sql_store {
             }
 
             async fn insert_records(&self, batch: &[NewRecord]) -> Result<Vec<bool>> {
+                // Check every value before touching the database.
+                let seqs: Vec<i64> = batch.iter().map(|r| seq(r.seq)).collect::<Result<_>>()?;
                 let mut tx = self.pool.begin().await?;
-                let mut fresh = Vec::with_capacity(batch.len());
-                for r in batch {
-                    let id = sqlx::query(
-                        "INSERT INTO records (device, seq, epoch, leaf, body, received_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (device, seq) DO NOTHING RETURNING id",
-                    )
-                    .bind(&r.device.0[..])
-                    .bind(seq(r.seq)?)
-                    .bind(i32::from(r.epoch))
-                    .bind(i64::from(r.leaf))
-                    .bind(&r.body[..])
-                    .bind(r.received_at)
-                    .fetch_optional(&mut *tx)
-                    .await;
-                    let id = match id {
-                        // The only other constraint a well-formed record can break: its device is not admitted.
+                // Multi-row inserts; RETURNING names the rows that were new.
+                let mut new: HashSet<(DeviceId, i64)> = HashSet::new();
+                for (chunk, chunk_seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO records (device, seq, epoch, leaf, body, received_at) ");
+                    q.push_values(chunk.iter().zip(chunk_seqs), |mut b, (r, s)| {
+                        b.push_bind(&r.device.0[..])
+                            .push_bind(*s)
+                            .push_bind(i32::from(r.epoch))
+                            .push_bind(i64::from(r.leaf))
+                            .push_bind(&r.body[..])
+                            .push_bind(r.received_at);
+                    });
+                    q.push(" ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq");
+                    let rows = match q.build().fetch_all(&mut *tx).await {
+                        // The only other constraint well-formed records can break: a device that is not admitted.
                         Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
-                            return Err(StoreError::UnknownDevice(r.device));
+                            // PostgreSQL has aborted the transaction: roll back, then find the culprit outside it.
+                            tx.rollback().await?;
+                            let known: HashSet<Vec<u8>> = sqlx::query("SELECT device FROM devices")
+                                .fetch_all(&self.pool)
+                                .await?
+                                .iter()
+                                .map(|row| row.try_get::<Vec<u8>, _>("device"))
+                                .collect::<std::result::Result<_, _>>()?;
+                            let unknown = chunk.iter().find(|r| !known.contains(&r.device.0[..])).map_or(chunk[0].device, |r| r.device);
+                            return Err(StoreError::UnknownDevice(unknown));
                         }
                         other => other?,
                     };
-                    fresh.push(id.is_some());
-                    if id.is_some() {
-                        sqlx::query("UPDATE devices SET max_seq = CASE WHEN $2 > max_seq THEN $2 ELSE max_seq END WHERE device = $1")
-                            .bind(&r.device.0[..])
-                            .bind(seq(r.seq)?)
-                            .execute(&mut *tx)
-                            .await?;
+                    for row in rows {
+                        new.insert((device_id(row.try_get("device")?)?, row.try_get("seq")?));
                     }
+                }
+                // The first occurrence of a new (device, seq) is the stored one; any repeat in the batch is not.
+                let mut highest: HashMap<DeviceId, i64> = HashMap::new();
+                let fresh: Vec<bool> = batch
+                    .iter()
+                    .zip(&seqs)
+                    .map(|(r, s)| {
+                        let stored = new.remove(&(r.device, *s));
+                        if stored {
+                            let h = highest.entry(r.device).or_insert(*s);
+                            *h = (*h).max(*s);
+                        }
+                        stored
+                    })
+                    .collect();
+                for (device, max) in highest {
+                    sqlx::query("UPDATE devices SET max_seq = CASE WHEN $2 > max_seq THEN $2 ELSE max_seq END WHERE device = $1")
+                        .bind(&device.0[..])
+                        .bind(max)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
                 Ok(fresh)
@@ -334,5 +364,5 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::sqlite::SqliteRow);
-sql_store!(PgStore, sqlx::postgres::PgRow);
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
+sql_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
