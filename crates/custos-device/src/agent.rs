@@ -27,6 +27,10 @@ use crate::state::{DeviceState, Session, StateError, write_atomic};
 
 /// The most messages sent in one request.
 pub const MAX_BATCH: usize = 500;
+/// The most bytes in one HTTP batch.
+pub const MAX_HTTP_BATCH_BYTES: usize = 1 << 20;
+/// The most bytes in one MQTT batch: well inside the 1 MiB packet limit both sides set.
+pub const MAX_MQTT_BATCH_BYTES: usize = 256 << 10;
 
 /// What can go wrong in the agent.
 #[derive(Debug, thiserror::Error)]
@@ -300,11 +304,16 @@ impl Agent {
     }
 
     /// The next batch of queued messages, framed as the hub expects (`length (u16) ‖ uplink`, repeated).
-    fn next_batch(&self) -> Result<(Vec<Queued>, Vec<u8>), AgentError> {
-        let batch: Vec<Queued> = self.queued()?.into_iter().take(MAX_BATCH).collect();
+    fn next_batch(&self, max_bytes: usize) -> Result<(Vec<Queued>, Vec<u8>), AgentError> {
+        let mut batch = Vec::new();
         let mut body = Vec::new();
-        for (_, path) in &batch {
-            let msg = fs::read(path).map_err(err_io(path))?;
+        for (seq, path) in self.queued()?.into_iter().take(MAX_BATCH) {
+            let msg = fs::read(&path).map_err(err_io(&path))?;
+            // Always at least one message, so a large one still goes out alone.
+            if !batch.is_empty() && body.len() + 2 + msg.len() > max_bytes {
+                break;
+            }
+            batch.push((seq, path));
             let len = u16::try_from(msg.len())
                 .map_err(|_| custos_proto::Error::InvalidValue("message over 64 KiB"))?;
             body.extend_from_slice(&len.to_be_bytes());
@@ -352,7 +361,7 @@ impl Agent {
         let url = format!("{}/v1/devices/{}/uplinks", session.hub, self.state.device);
         let mut report = Published::default();
         loop {
-            let (batch, body) = self.next_batch()?;
+            let (batch, body) = self.next_batch(MAX_HTTP_BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
             }
@@ -370,7 +379,7 @@ impl Agent {
         let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
         let mut report = Published::default();
         loop {
-            let (batch, body) = self.next_batch()?;
+            let (batch, body) = self.next_batch(MAX_MQTT_BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
             }
@@ -428,6 +437,7 @@ impl MqttLink {
         let mut opts =
             MqttOptions::new(format!("custos-dev-{}", hex::encode(device.0)), host, port);
         opts.set_keep_alive(Duration::from_secs(10));
+        opts.set_max_packet_size(Some(1 << 20));
         let (client, mut events) = AsyncClient::new(opts, 64);
         let (tx, incoming) = tokio::sync::mpsc::channel(64);
         let (ack_topic, error_topic) = (

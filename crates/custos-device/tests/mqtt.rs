@@ -143,13 +143,14 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
     let (hub, url) = start_hub(store.clone(), SHARED_BROKER, &prefix, stop).await;
     let (mut agent, id) = device(&store, &url, &dir.path().join("dev")).await;
     let mut link = MqttLink::connect(SHARED_BROKER, &prefix, id).unwrap();
-    for i in 0..20 {
+    // 300 readings in one batch: about 40 KiB, over rumqttc's default 10 KiB packet limit.
+    for i in 0..300 {
         agent
             .seal(format!("reading {i}").as_bytes(), at(i))
             .unwrap();
     }
-    assert_eq!(drain(&mut agent, &mut link).await, 20);
-    assert_eq!(seqs(&store, id).await, (0..20).collect::<Vec<_>>());
+    assert_eq!(drain(&mut agent, &mut link).await, 300);
+    assert_eq!(seqs(&store, id).await, (0..300).collect::<Vec<_>>());
     assert!(hub.batches_ingested() >= 1);
 
     // A malformed payload on the device's topic is refused with a reason, and changes nothing.
@@ -203,7 +204,7 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
     )
     .unwrap();
     assert!(list.devices.contains(&id));
-    assert_eq!(seqs(&store, id).await.len(), 20);
+    assert_eq!(seqs(&store, id).await.len(), 300);
     let _ = stop_tx.send(true);
 }
 

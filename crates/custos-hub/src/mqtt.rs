@@ -16,6 +16,9 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 use crate::{ApiError, Hub};
 
+/// The largest MQTT packet the hub accepts (and devices send): 1 MiB.
+pub const MAX_PACKET: u32 = 1 << 20;
+
 /// How the hub reaches the broker.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
@@ -61,6 +64,8 @@ pub async fn run<S: Store + 'static>(
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(3600));
     opts.set_manual_acks(true);
+    // rumqttc refuses packets over 10 KiB unless told otherwise; a batch of readings is larger.
+    opts.set_max_packet_size(Some(MAX_PACKET));
     let (client, mut events) = AsyncClient::new(opts, 256);
     let subscription = format!("$share/custos-hub/{}/+/up", config.prefix);
     let list_topic = format!("{}/device-list", config.prefix);
