@@ -47,7 +47,7 @@ fn fill_queue(dir: &Path, device: DeviceId, link: &LinkKeys, first: u64) {
 
 /// A plain multi-row INSERT of `ROWS` rows like the hub's, in one transaction.
 async fn raw_insert(url: &str, device: DeviceId, first: u64) -> Duration {
-    let body = vec![0xabu8; BODY];
+    let body = [0xabu8; BODY];
     let started = Instant::now();
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(url).await.unwrap();
