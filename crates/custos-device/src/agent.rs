@@ -201,11 +201,51 @@ impl Agent {
             hub_static: admitted.peer_static,
             session_key: admitted.session_key,
             joined_at: now,
+            hub_signing: None,
         });
         self.state.join_code = None;
+        // The hub has admitted the device: keep the session before anything else can fail.
         self.state.save(&self.dir)?;
         tracing::info!(device = %self.state.device, "joined the hub");
+        if let Err(e) = self.fetch_hub_key().await {
+            tracing::warn!(%e, "could not fetch the hub's signing key yet; will retry");
+        }
         Ok(())
+    }
+
+    /// Fetches the hub's key for device lists, authenticated under the session, and pins it.
+    pub async fn fetch_hub_key(&mut self) -> Result<[u8; 32], AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let url = format!("{}/v1/devices/{}/hub-key", session.hub, self.state.device);
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(AgentError::Refused {
+                status: status.as_u16(),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        let key = custos_proto::uplink::open_hub_key(&RustCrypto, &link, self.state.device, &body)?;
+        if let Some(s) = self.state.session.as_mut() {
+            s.hub_signing = Some(key);
+        }
+        self.state.save(&self.dir)?;
+        Ok(key)
+    }
+
+    /// The hub's signing key for device lists, if the device has it.
+    pub fn hub_signing_key(&self) -> Option<[u8; 32]> {
+        self.state.session.as_ref().and_then(|s| s.hub_signing)
     }
 
     /// Provisions the device's data keys from `keys` (a DPK or any key file of this device), keeping only the
@@ -438,6 +478,9 @@ impl MqttLink {
             MqttOptions::new(format!("custos-dev-{}", hex::encode(device.0)), host, port);
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(Some(1 << 20));
+        let mut net = opts.network_options();
+        net.set_tcp_nodelay(true);
+        opts.set_network_options(net);
         let (client, mut events) = AsyncClient::new(opts, 64);
         let (tx, incoming) = tokio::sync::mpsc::channel(64);
         let (ack_topic, error_topic) = (

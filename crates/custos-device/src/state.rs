@@ -168,6 +168,8 @@ struct SessionFile {
     hub_static: String,
     session_key: String,
     joined_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hub_signing: Option<String>,
 }
 
 /// What a device keeps once it has joined a hub.
@@ -180,6 +182,8 @@ pub struct Session {
     pub session_key: Secret,
     /// When the device joined (Unix seconds).
     pub joined_at: i64,
+    /// The hub's Ed25519 key for device lists, received authenticated under the session.
+    pub hub_signing: Option<[u8; 32]>,
 }
 
 /// What a device keeps in its state directory.
@@ -243,6 +247,7 @@ impl DeviceState {
                     hub_static: key32(&s.hub_static)?,
                     session_key: Secret::from_bytes(key32(&s.session_key)?),
                     joined_at: s.joined_at,
+                    hub_signing: s.hub_signing.as_deref().map(key32).transpose()?,
                 })
             }
         };
@@ -272,6 +277,7 @@ impl DeviceState {
                 hub_static: hex::encode(s.hub_static),
                 session_key: hex::encode(s.session_key.expose()),
                 joined_at: s.joined_at,
+                hub_signing: s.hub_signing.map(hex::encode),
             }),
         };
         let text = Zeroizing::new(

@@ -108,6 +108,20 @@ async fn readings_survive_a_hub_outage_and_an_agent_restart_exactly_once() {
         Err(AgentError::NotJoined)
     ));
     agent.join(&url, 0).await.unwrap();
+    let info: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!("{url}/v1/hub"))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        agent.hub_signing_key().map(hex::encode),
+        info["signing_public"].as_str().map(str::to_string),
+        "the device pinned the hub's list-signing key, received under its session"
+    );
     let master = MasterSecret::new(Secret::from_bytes([0x4d; 32]));
     let kept = agent.provision(&year_keys(device, &master), at(0)).unwrap();
     assert!(kept > 1, "the device keeps a frontier, not the DPK");

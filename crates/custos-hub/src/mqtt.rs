@@ -66,6 +66,10 @@ pub async fn run<S: Store + 'static>(
     opts.set_manual_acks(true);
     // rumqttc refuses packets over 10 KiB unless told otherwise; a batch of readings is larger.
     opts.set_max_packet_size(Some(MAX_PACKET));
+    // Acks are small and awaited: without NODELAY, Nagle and delayed ACKs add tens of milliseconds per batch.
+    let mut net = opts.network_options();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
     let (client, mut events) = AsyncClient::new(opts, 256);
     let subscription = format!("$share/custos-hub/{}/+/up", config.prefix);
     let list_topic = format!("{}/device-list", config.prefix);

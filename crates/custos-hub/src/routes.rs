@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -40,6 +41,9 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
         .route("/v1/devices/{device}/records", get(records::<S>))
         .route("/v1/presence", get(presence::<S>))
         .route("/v1/device-list", get(device_list::<S>))
+        .route("/v1/devices/{device}/hub-key", get(hub_key::<S>))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(hub)
 }
@@ -63,7 +67,11 @@ async fn hub_info<S: Store>(State(hub): State<Arc<Hub<S>>>) -> Json<serde_json::
 }
 
 /// `Hello` → `handshake id (16) ‖ Response`.
-async fn hello<S: Store>(State(hub): State<Arc<Hub<S>>>, body: Bytes) -> Result<Vec<u8>, ApiError> {
+async fn hello<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<u8>, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let started = HubAwaitingCode::read_hello(hub.keys.noise(), fresh_secret(), &body).map_err(
         |e| match e {
             ProtoError::Handshake => ApiError::Unauthorized("Hello failed authentication".into()),
@@ -111,8 +119,9 @@ async fn hello<S: Store>(State(hub): State<Arc<Hub<S>>>, body: Bytes) -> Result<
 /// `handshake id (16) ‖ Finish` → `Welcome`; the device is admitted and the device list republished.
 async fn finish<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<u8>, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if body.len() < 16 {
         return Err(ApiError::BadRequest(
             "expected a 16-byte handshake id and Finish".into(),
@@ -150,7 +159,11 @@ async fn finish<S: Store>(
             now,
         )
         .await?;
-    hub.publish_device_list().await?;
+    // The device is admitted: it must get its Welcome even if re-signing the list fails now (the next
+    // admission or revocation signs it again, and MQTT hubs re-publish the newest one).
+    if let Err(e) = hub.publish_device_list().await {
+        tracing::error!(%e, "could not sign the device list after an admission");
+    }
     tracing::info!(device = %admitted.device, "device admitted");
     Ok(welcome)
 }
@@ -201,8 +214,9 @@ struct RecordsParams {
 async fn records<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     Path(device): Path<String>,
-    Query(p): Query<RecordsParams>,
+    p: Result<Query<RecordsParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let device = parse_device(&device)?;
     let limit = p.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     let q = RecordQuery {
@@ -237,8 +251,9 @@ struct PresenceParams {
 
 async fn presence<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Query(p): Query<PresenceParams>,
+    p: Result<Query<PresenceParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(p) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let threshold = p.offline_after.unwrap_or(300);
     if threshold <= 0 {
         return Err(ApiError::BadRequest(
@@ -259,6 +274,26 @@ async fn presence<S: Store>(
     Ok(Json(
         json!({"now": now, "offline_after": threshold, "devices": list}),
     ))
+}
+
+/// The hub's signing key for device lists, authenticated for `device` with its downlink key:
+/// `key (32) ‖ HMAC-SHA256(downlink key, "custos/v1/hub-key" ‖ device id ‖ key)[..16]`.
+async fn hub_key<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(device): Path<String>,
+) -> Result<Vec<u8>, ApiError> {
+    let device = parse_device(&device)?;
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
+    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(
+        custos_proto::uplink::seal_hub_key(&RustCrypto, &keys, device, &hub.keys.signing_public())
+            .to_vec(),
+    )
 }
 
 async fn device_list<S: Store>(

@@ -37,6 +37,9 @@ pub const WINDOW: u64 = 1024;
 pub const MAX_SEQ: u64 = (1 << 48) - 1;
 
 const UP_LABEL: &[u8] = b"custos/v1/uplink";
+const HUB_KEY_LABEL: &[u8] = b"custos/v1/hub-key";
+/// Length of an authenticated hub signing key.
+pub const HUB_KEY_LEN: usize = 32 + 16;
 const DOWN_LABEL: &[u8] = b"custos/v1/downlink";
 
 /// What the hub did with an uplink.
@@ -205,4 +208,42 @@ pub fn open_ack<C: Crypto>(
         _ => return Err(Error::InvalidValue("unknown ack verdict")),
     };
     Ok((read_seq(&msg[1..7]), verdict))
+}
+
+/// The hub's Ed25519 key for device lists, authenticated for `device` under the downlink key, so the device can
+/// pin it: `key ‖ HMAC-SHA256(downlink key, "custos/v1/hub-key" ‖ device id ‖ key)[..16]`.
+pub fn seal_hub_key<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    key: &[u8; 32],
+) -> [u8; HUB_KEY_LEN] {
+    let full = crypto.hmac_sha256(keys.down.expose(), &[HUB_KEY_LABEL, &device.0, key]);
+    let mut out = [0u8; HUB_KEY_LEN];
+    out[..32].copy_from_slice(key);
+    out[32..].copy_from_slice(&full[..16]);
+    out
+}
+
+/// Verifies [`seal_hub_key`]'s output and returns the key.
+pub fn open_hub_key<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    msg: &[u8],
+) -> Result<[u8; 32], Error> {
+    let msg: &[u8; HUB_KEY_LEN] = msg.try_into().map_err(|_| {
+        if msg.len() < HUB_KEY_LEN {
+            Error::Truncated
+        } else {
+            Error::TrailingBytes
+        }
+    })?;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&msg[..32]);
+    let want = seal_hub_key(crypto, keys, device, &key);
+    if !bool::from(want[32..].ct_eq(&msg[32..])) {
+        return Err(Error::Authentication);
+    }
+    Ok(key)
 }
