@@ -54,7 +54,7 @@ enum Command {
     /// The keeper's master secret.
     #[command(subcommand)]
     Master(MasterCmd),
-    /// Devices: make one at the factory.
+    /// Devices: make one at the factory, run the device agent.
     #[command(subcommand)]
     Device(DeviceCmd),
     /// The hub: serve its API, admit and revoke devices, list them.
