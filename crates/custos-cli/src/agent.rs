@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use custos_device::agent::{Agent, AgentError};
+use custos_device::agent::{Agent, AgentError, MqttLink, Published};
 use custos_device::keyfile;
 
 use crate::timearg;
@@ -34,6 +34,12 @@ pub struct RunArgs {
     /// Stop after this many readings, once the queue is sent (or the hub stays unreachable for 30 s).
     #[arg(long)]
     count: Option<u64>,
+    /// Publish over MQTT through this broker (e.g. mqtt://127.0.0.1:1883) instead of HTTP; joining still uses HTTP.
+    #[arg(long, env = "CUSTOS_MQTT_URL")]
+    mqtt: Option<String>,
+    /// The MQTT topic prefix the hub listens on.
+    #[arg(long, default_value = "custos", env = "CUSTOS_MQTT_PREFIX")]
+    mqtt_prefix: String,
 }
 
 enum Source {
@@ -129,6 +135,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let kept = agent.provision(&keys, now)?;
             eprintln!("provisioned: keeping {kept} secret(s), the frontier from {now}");
         }
+        let mut link = match &a.mqtt {
+            Some(url) => Some(MqttLink::connect(url, &a.mqtt_prefix, agent.device())?),
+            None => None,
+        };
         let mut taken = 0u64;
         let mut ticker = tokio::time::interval(every);
         loop {
@@ -143,7 +153,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let Some(reading) = source.next(t)? else { break };
             let seq = agent.seal(&reading, t)?;
             taken += 1;
-            match agent.publish().await {
+            match publish(&mut agent, link.as_mut()).await {
                 Ok(p) => eprintln!("reading {seq} sealed; hub stored {}, duplicates {}, queued {}", p.stored, p.duplicates, p.pending),
                 Err(AgentError::Unreachable(e)) => eprintln!("reading {seq} queued ({} waiting): hub unreachable: {e}", agent.queued()?.len()),
                 Err(e) => return Err(e.into()),
@@ -152,7 +162,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         // Drain the queue before stopping, for at most 30 s.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while !agent.queued()?.is_empty() {
-            match agent.publish().await {
+            match publish(&mut agent, link.as_mut()).await {
                 Ok(_) => {}
                 Err(AgentError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
                     tracing::debug!(%e, "retrying");
@@ -163,4 +173,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+async fn publish(agent: &mut Agent, link: Option<&mut MqttLink>) -> Result<Published, AgentError> {
+    match link {
+        Some(l) => agent.publish_mqtt(l).await,
+        None => agent.publish().await,
+    }
 }

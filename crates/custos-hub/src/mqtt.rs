@@ -19,6 +19,9 @@ use crate::{ApiError, Hub};
 /// The largest MQTT packet the hub accepts (and devices send): 1 MiB.
 pub const MAX_PACKET: u32 = 1 << 20;
 
+/// How many batches one hub stores at once from MQTT.
+pub const IN_FLIGHT: usize = 4;
+
 /// How the hub reaches the broker.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
@@ -75,6 +78,7 @@ pub async fn run<S: Store + 'static>(
     let list_topic = format!("{}/device-list", config.prefix);
     let mut published_list = 0i64;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -98,28 +102,14 @@ pub async fn run<S: Store + 'static>(
                     published_list = 0;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let Some(device) = device_of(&topic, &config.prefix) else {
-                        let _ = client.ack(&p).await;
-                        continue;
-                    };
-                    let reply = match device.parse() {
-                        Ok(id) => crate::routes::ingest(&hub, id, &p.payload, "mqtt").await,
-                        Err(_) => Err(ApiError::BadRequest(format!("`{device}` is not a device id"))),
-                    };
-                    match reply {
-                        Ok(acks) => {
-                            let _ = client.publish(format!("{}/{device}/ack", config.prefix), QoS::AtLeastOnce, false, acks).await;
-                            let _ = client.ack(&p).await;
-                        }
-                        // The store failed: leave the batch unacknowledged so the broker delivers it again.
-                        Err(ApiError::Internal(detail)) => tracing::error!(%detail, %device, "batch not stored"),
-                        Err(e) => {
-                            let body = serde_json::json!({"error": e.code(), "message": e.to_string()}).to_string();
-                            let _ = client.publish(format!("{}/{device}/error", config.prefix), QoS::AtLeastOnce, false, body).await;
-                            let _ = client.ack(&p).await;
-                        }
-                    }
+                    // Up to IN_FLIGHT batches are stored at once while the connection keeps reading; past that,
+                    // reading waits (back-pressure on the broker, not an unbounded queue here).
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let (hub, client, prefix) = (hub.clone(), client.clone(), config.prefix.clone());
+                    tokio::spawn(async move {
+                        handle(&hub, &client, &prefix, p).await;
+                        drop(permit);
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -131,4 +121,51 @@ pub async fn run<S: Store + 'static>(
     }
     let _ = client.disconnect().await;
     Ok(())
+}
+
+/// Stores one batch and answers the device; acknowledges it to the broker once it is settled.
+async fn handle<S: Store>(
+    hub: &Hub<S>,
+    client: &AsyncClient,
+    prefix: &str,
+    p: rumqttc::v5::mqttbytes::v5::Publish,
+) {
+    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+    let Some(device) = device_of(&topic, prefix) else {
+        let _ = client.ack(&p).await;
+        return;
+    };
+    let reply = match device.parse() {
+        Ok(id) => crate::routes::ingest(hub, id, &p.payload, "mqtt").await,
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "`{device}` is not a device id"
+        ))),
+    };
+    match reply {
+        Ok(acks) => {
+            let _ = client
+                .publish(
+                    format!("{prefix}/{device}/ack"),
+                    QoS::AtLeastOnce,
+                    false,
+                    acks,
+                )
+                .await;
+            let _ = client.ack(&p).await;
+        }
+        // The store failed: leave the batch unacknowledged so the broker delivers it again.
+        Err(ApiError::Internal(detail)) => tracing::error!(%detail, %device, "batch not stored"),
+        Err(e) => {
+            let body = serde_json::json!({"error": e.code(), "message": e.to_string()}).to_string();
+            let _ = client
+                .publish(
+                    format!("{prefix}/{device}/error"),
+                    QoS::AtLeastOnce,
+                    false,
+                    body,
+                )
+                .await;
+            let _ = client.ack(&p).await;
+        }
+    }
 }
