@@ -280,13 +280,12 @@ async fn admit(a: AdmitArgs) -> Result<()> {
 async fn revoke(a: DeviceArgs) -> Result<()> {
     let (store, keys) = a.at.open().await?;
     let changed = store.revoke(a.device, now()?).await?;
-    let hub = Hub::new(store.clone(), keys);
-    let list = hub
-        .publish_device_list()
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.close().await;
     if changed {
+        let hub = Hub::new(store.clone(), keys);
+        let list = hub
+            .publish_device_list()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         eprintln!(
             "device {} revoked; device list version {} signed without it",
             a.device, list.version
@@ -294,6 +293,7 @@ async fn revoke(a: DeviceArgs) -> Result<()> {
     } else {
         eprintln!("device {} was already revoked", a.device);
     }
+    store.close().await;
     Ok(())
 }
 

@@ -339,8 +339,19 @@ async fn ingest_stores_each_record_once_and_refuses_forgeries() {
         "a refused batch changed the store"
     );
 
-    // A revoked device is refused.
+    // A revoked device drops off the signed list, whose version goes up, and is refused.
+    let (_, before) = call(&f, "GET", "/v1/device-list", vec![]).await;
+    let before = verify_device_list(&before, &f.hub.keys().signing_public()).unwrap();
+    assert!(before.devices.contains(&DEV));
     f.hub.store().revoke(DEV, NOW).await.unwrap();
+    f.hub.publish_device_list().await.unwrap();
+    let (_, after) = call(&f, "GET", "/v1/device-list", vec![]).await;
+    let after = verify_device_list(&after, &f.hub.keys().signing_public()).unwrap();
+    assert!(
+        !after.devices.contains(&DEV),
+        "a revoked device is still on the list"
+    );
+    assert!(after.version > before.version);
     let (status, body) = call(
         &f,
         "POST",
