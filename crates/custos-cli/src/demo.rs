@@ -16,7 +16,7 @@ use clap::Args;
 use custos_device::Factory;
 use custos_device::agent::Agent;
 use custos_device::keyfile::{self, Keys};
-use custos_hub::serve::{ServeConfig, serve};
+use custos_hub::serve::ServeConfig;
 use custos_proto::admission::HANDSHAKE_BYTES;
 use custos_proto::record::OVERHEAD;
 use custos_proto::uplink::{LinkKeys, UPLINK_OVERHEAD, seal_uplink};
@@ -98,30 +98,14 @@ async fn story(args: &DemoArgs) -> Result<()> {
 
     // The hub, on the embedded default: SQLite in its data directory.
     let hub_dir = work.path().join("hub");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let config = ServeConfig {
+    let running = custos_hub::serve::spawn(ServeConfig {
         data_dir: hub_dir.clone(),
         listen: "127.0.0.1:0".parse()?,
         database: None,
         mqtt: None,
-    };
-    let server = tokio::spawn(async move {
-        serve(
-            &config,
-            async move {
-                let _ = stopped.await;
-            },
-            move |a| {
-                let _ = ready_tx.send(a);
-            },
-        )
-        .await
-    });
-    let url = format!(
-        "http://{}",
-        ready_rx.await.context("the hub did not start")?
-    );
+    })
+    .await?;
+    let url = running.url();
     say(
         "hub",
         format!("serving {url}, SQLite in its data directory"),
@@ -391,8 +375,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     );
 
     // Shut the hub down and scan its data directory for any key that opens a record, and for plaintext.
-    let _ = stop.send(());
-    server.await??;
+    running.stop().await?;
     store.close().await;
     let (secrets, found) = scan(&hub_dir, &fleet, &master, month_start, month_end)?;
     ensure!(

@@ -8,53 +8,27 @@ use std::path::Path;
 use custos_device::Factory;
 use custos_device::agent::{Agent, AgentError};
 use custos_device::keyfile::Keys;
-use custos_hub::serve::{ServeConfig, serve};
+use custos_hub::serve::{Running, ServeConfig, spawn};
 use custos_proto::{
     DeviceId, Epoch, MasterSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret, Span, Suite,
     TreeSpec, UnixTime,
 };
 use custos_store::{AnyStore, PendingAdmission, RecordQuery, Store};
 use rand_core::OsRng;
-use tokio::sync::oneshot;
 
-struct RunningHub {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-async fn start_hub(data: &Path, listen: SocketAddr) -> RunningHub {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let config = ServeConfig {
+async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
+    spawn(ServeConfig {
         data_dir: data.to_path_buf(),
         listen,
         database: None,
         mqtt: None,
-    };
-    let task = tokio::spawn(async move {
-        serve(
-            &config,
-            async move {
-                let _ = stopped.await;
-            },
-            move |a| {
-                let _ = ready_tx.send(a);
-            },
-        )
-        .await
-        .unwrap();
-    });
-    RunningHub {
-        addr: ready_rx.await.unwrap(),
-        stop,
-        task,
-    }
+    })
+    .await
+    .unwrap()
 }
 
-async fn stop_hub(h: RunningHub) {
-    let _ = h.stop.send(());
-    h.task.await.unwrap();
+async fn stop_hub(h: Running) {
+    h.stop().await.unwrap();
 }
 
 fn year_keys(device: DeviceId, master: &MasterSecret) -> Keys {

@@ -142,3 +142,53 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
 }
+
+/// A hub serving in the background of this process (the demo, tests).
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Running {
+    /// The hub's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the hub gracefully and waits until it has.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Starts a hub in the background and returns once it listens.
+pub async fn spawn(config: ServeConfig) -> Result<Running, ServeError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        serve(
+            &config,
+            async move {
+                let _ = stopped.await;
+            },
+            move |addr| {
+                let _ = ready_tx.send(addr);
+            },
+        )
+        .await
+    });
+    match ready_rx.await {
+        Ok(addr) => Ok(Running { addr, stop, task }),
+        // The server ended before it listened: return its error.
+        Err(_) => match task.await {
+            Ok(Err(e)) => Err(e),
+            _ => Err(ServeError::Listen {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source: std::io::Error::other("the hub stopped before it listened"),
+            }),
+        },
+    }
+}
