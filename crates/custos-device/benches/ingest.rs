@@ -89,7 +89,7 @@ async fn raw_insert(url: &str, device: DeviceId, first: u64) -> Duration {
     started.elapsed()
 }
 
-async fn backend(name: &str, location: &str, raw_url: &str) {
+async fn backend(name: &str, location: &str, raw_url: &str, broker_port: u16) {
     let dir = tempfile::tempdir().unwrap();
     let store = AnyStore::open(location).await.unwrap();
     let hub = Hub::new(store.clone(), HubKeys::generate());
@@ -111,7 +111,7 @@ async fn backend(name: &str, location: &str, raw_url: &str) {
     OsRng.fill_bytes(&mut tag);
     let prefix = format!("custos-bench-{}", hex::encode(tag));
     let config = MqttConfig {
-        url: "mqtt://127.0.0.1:1883".into(),
+        url: format!("mqtt://127.0.0.1:{broker_port}"),
         prefix: prefix.clone(),
         client_id: format!("{prefix}-hub"),
     };
@@ -133,10 +133,16 @@ async fn backend(name: &str, location: &str, raw_url: &str) {
     agent.join(&url, 0).await.unwrap();
     let session = DeviceState::read(&dev_dir).unwrap().session.unwrap();
     let link = LinkKeys::derive(&RustCrypto, &session.session_key).unwrap();
-    let mqtt = MqttLink::connect("mqtt://127.0.0.1:1883", &prefix, made.device).unwrap();
+    let mqtt = MqttLink::connect(
+        &format!("mqtt://127.0.0.1:{broker_port}"),
+        &prefix,
+        made.device,
+    )
+    .unwrap();
 
     // A lean MQTT client for the load: the hub is measured, not the agent's queue.
-    let mut opts = rumqttc::v5::MqttOptions::new(format!("{prefix}-load"), "127.0.0.1", 1883);
+    let mut opts =
+        rumqttc::v5::MqttOptions::new(format!("{prefix}-load"), "127.0.0.1", broker_port);
     opts.set_max_packet_size(Some(1 << 20));
     let mut net = opts.network_options();
     net.set_tcp_nodelay(true);
@@ -224,7 +230,7 @@ async fn backend(name: &str, location: &str, raw_url: &str) {
         median(agent_http),
     );
     println!(
-        "{name:<10} raw insert {r:>7.0} rows/s | HTTP {h:>7.0} rows/s, ratio {:.2} | MQTT {m:>7.0} rows/s, ratio {:.2} | agent over HTTP, with its on-disk queue, {a:>6.0} rows/s",
+        "{name:<27} raw insert {r:>7.0} rows/s | HTTP {h:>7.0} rows/s, ratio {:.2} | MQTT {m:>7.0} rows/s, ratio {:.2} | agent over HTTP, with its on-disk queue, {a:>6.0} rows/s",
         h / r,
         m / r
     );
@@ -317,12 +323,23 @@ fn main() {
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = dir.path().join("bench.db");
-        backend(
-            "SQLite",
-            sqlite.to_str().unwrap(),
-            &format!("sqlite://{}", sqlite.display()),
-        )
-        .await;
+        // The machine's Mosquitto with its defaults, and a private one with `set_tcp_nodelay true`, as a
+        // production broker should run: without it, Nagle's algorithm and delayed ACKs stall some batches.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        let settings = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n");
+        std::fs::write(&conf, settings).unwrap();
+        let mut broker = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let lite = format!("sqlite://{}", sqlite.display());
+        backend("SQLite, machine broker", sqlite.to_str().unwrap(), &lite, 1883).await;
+        backend("SQLite, NODELAY broker", sqlite.to_str().unwrap(), &lite, port).await;
         let admin_url = std::env::var("CUSTOS_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
         let mut tag = [0u8; 6];
@@ -334,7 +351,10 @@ fn main() {
             .await
             .unwrap();
         let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
-        backend("PostgreSQL", &url, &url).await;
+        backend("PostgreSQL, machine broker", &url, &url, 1883).await;
+        backend("PostgreSQL, NODELAY broker", &url, &url, port).await;
+        let _ = broker.kill();
+        let _ = broker.wait();
         sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await
