@@ -229,7 +229,7 @@ async fn two_hubs_on_one_postgres_share_the_topics_and_store_each_record_once() 
         let (stop_tx, stop) = watch::channel(false);
         let (hub_a, url_a) = start_hub(a.clone(), SHARED_BROKER, &prefix, stop.clone()).await;
         let (hub_b, _) = start_hub(b.clone(), SHARED_BROKER, &prefix, stop).await;
-        tokio::time::sleep(Duration::from_millis(500)).await; // both subscribed
+        tokio::time::sleep(Duration::from_millis(1500)).await; // both subscribed
         let (mut agent, id) = device(&a, &url_a, &dir.path().join("dev")).await;
         let mut link = MqttLink::connect(SHARED_BROKER, &prefix, id).unwrap();
         let mut stored = 0;
