@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use custos_device::agent::{Agent, AgentError, MqttLink, Published};
+use custos_device::agent::{Agent, AgentError, ListUpdate, MqttLink, Published};
 use custos_device::keyfile;
 
 use crate::timearg;
@@ -135,6 +135,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let kept = agent.provision(&keys, now)?;
             eprintln!("provisioned: keeping {kept} secret(s), the frontier from {now}");
         }
+        check_list(agent.refresh_device_list().await)?;
+        let mut listed_at = tokio::time::Instant::now();
         let mut link = match &a.mqtt {
             Some(url) => Some(MqttLink::connect(url, &a.mqtt_prefix, agent.device())?),
             None => None,
@@ -153,8 +155,18 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let Some(reading) = source.next(t)? else { break };
             let seq = agent.seal(&reading, t)?;
             taken += 1;
+            // Over HTTP the device asks for the list now and then; over MQTT the hub pushes it.
+            if link.is_none() && listed_at.elapsed() >= LIST_EVERY {
+                check_list(agent.refresh_device_list().await)?;
+                listed_at = tokio::time::Instant::now();
+            }
             match publish(&mut agent, link.as_mut()).await {
-                Ok(p) => eprintln!("reading {seq} sealed; hub stored {}, duplicates {}, queued {}", p.stored, p.duplicates, p.pending),
+                Ok(p) => {
+                    if let Some(u) = p.list {
+                        check_list(Ok(u))?;
+                    }
+                    eprintln!("reading {seq} sealed; hub stored {}, duplicates {}, queued {}", p.stored, p.duplicates, p.pending)
+                }
                 Err(AgentError::Unreachable(e)) => eprintln!("reading {seq} queued ({} waiting): hub unreachable: {e}", agent.queued()?.len()),
                 Err(e) => return Err(e.into()),
             }
@@ -173,6 +185,32 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// How often an agent on HTTP fetches the hub's device list.
+const LIST_EVERY: Duration = Duration::from_secs(60);
+
+/// Stops the agent once the hub's signed device list leaves this device out; other failures to get a list
+/// are only logged, since publishing does not depend on them.
+fn check_list(update: Result<ListUpdate, AgentError>) -> Result<()> {
+    match update {
+        Ok(u) if !u.authorized => bail!(
+            "this device is not on the hub's signed device list (version {}): it was revoked; stopping",
+            u.version
+        ),
+        Ok(u) if u.changed => {
+            eprintln!(
+                "device list version {} checked: this device is authorized",
+                u.version
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::warn!(%e, "no device list checked");
+            Ok(())
+        }
+    }
 }
 
 async fn publish(agent: &mut Agent, link: Option<&mut MqttLink>) -> Result<Published, AgentError> {

@@ -146,3 +146,77 @@ fn a_hub_killed_mid_stream_loses_and_duplicates_nothing() {
         "every reading once, in order"
     );
 }
+
+#[test]
+fn a_revoked_device_stops_on_the_signed_device_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let made: serde_json::Value = serde_json::from_slice(&custos(
+        d,
+        &["device", "make", "--state-dir", "dev", "--json"],
+    ))
+    .unwrap();
+    let device = made["device"].as_str().unwrap().to_string();
+    let code = made["join_code"].as_str().unwrap();
+    custos(
+        d,
+        &[
+            "hub",
+            "admit",
+            "--data-dir",
+            "hub",
+            "--device",
+            &device,
+            "--code",
+            code,
+        ],
+    );
+    custos(d, &["master", "new"]);
+    custos(
+        d,
+        &[
+            "dpk", "new", "--device", &device, "--epoch", "1", "-o", "dpk.json",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut hub = start_hub(d, port);
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "device",
+            "run",
+            "--state-dir",
+            "dev",
+            "--every",
+            "100ms",
+            "--count",
+            "2",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_custos"))
+            .args(&args)
+            .current_dir(d)
+            .output()
+            .unwrap()
+    };
+    let first = run(&["--hub", &url, "--keys", "dpk.json"]);
+    let text = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{text}");
+    assert!(text.contains("this device is authorized"), "{text}");
+
+    custos(
+        d,
+        &["hub", "revoke", "--data-dir", "hub", "--device", &device],
+    );
+    let second = run(&[]);
+    let text = String::from_utf8_lossy(&second.stderr);
+    hub.kill().unwrap();
+    hub.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(text.contains("not on the hub's signed device list"), "{text}");
+    assert!(!text.contains("sealed"), "sealed after revocation: {text}");
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use custos_proto::admission::DeviceAwaitingResponse;
+use custos_proto::cose::DeviceList;
 use custos_proto::record::OVERHEAD;
 use custos_proto::uplink::{ACK_LEN, LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_uplink};
 use custos_proto::{DeviceId, LeafKey, RustCrypto, Secret, UnixTime};
@@ -70,6 +71,28 @@ pub enum AgentError {
     /// The key file belongs to another device.
     #[error("the key file is for device {0}, not this one")]
     WrongDevice(DeviceId),
+    /// The device does not have the hub's signing key yet, so it cannot check a device list.
+    #[error("the hub's signing key is not pinned yet; cannot check a device list")]
+    NoHubKey,
+    /// A device list older than one already accepted: a replay, or a hub rolled back.
+    #[error("device list version {got} is older than version {have}, already accepted")]
+    StaleList {
+        /// The version the device holds.
+        have: i64,
+        /// The version offered.
+        got: i64,
+    },
+}
+
+/// What a device list told the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListUpdate {
+    /// The version now held.
+    pub version: i64,
+    /// Whether it is newer than the one held before.
+    pub changed: bool,
+    /// Whether this device is on it. A device that is not has been revoked: the hub refuses its messages.
+    pub authorized: bool,
 }
 
 /// A queued message: its sequence number and its file.
@@ -86,6 +109,8 @@ pub struct Published {
     pub too_old: usize,
     /// Still queued.
     pub pending: usize,
+    /// A device list that arrived meanwhile (over MQTT) and was accepted.
+    pub list: Option<ListUpdate>,
 }
 
 /// A device agent over its state directory.
@@ -154,14 +179,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(AgentError::Refused {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(refusal(status.as_u16(), &bytes));
         }
         Ok(bytes.to_vec())
     }
@@ -213,11 +231,60 @@ impl Agent {
         Ok(())
     }
 
-    /// Fetches the hub's key for device lists, authenticated under the session, and pins it.
-    pub async fn fetch_hub_key(&mut self) -> Result<[u8; 32], AgentError> {
+    /// The last device list this device accepted, if any.
+    pub fn device_list(&self) -> Result<Option<DeviceList>, AgentError> {
+        let path = self.dir.join("device-list.cose");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StateError::Io { path, source: e }.into()),
+        };
+        let key = self.hub_signing_key().ok_or(AgentError::NoHubKey)?;
+        Ok(Some(DeviceList::verify(&RustCrypto, &bytes, &key)?))
+    }
+
+    /// Checks a signed device list from the hub (over HTTP or the retained MQTT message) against the pinned
+    /// signing key and keeps it if it is newer. Refuses a forged list and one older than the list held, so a
+    /// replayed list cannot bring back a revoked device.
+    pub fn accept_device_list(&mut self, bytes: &[u8]) -> Result<ListUpdate, AgentError> {
+        let key = self.hub_signing_key().ok_or(AgentError::NoHubKey)?;
+        let list = DeviceList::verify(&RustCrypto, bytes, &key)?;
+        let have = self.device_list()?.map(|l| l.version);
+        if let Some(have) = have.filter(|&h| h > list.version) {
+            return Err(AgentError::StaleList {
+                have,
+                got: list.version,
+            });
+        }
+        let changed = have != Some(list.version);
+        if changed {
+            write_atomic(&self.dir.join("device-list.cose"), bytes)?;
+        }
+        let authorized = list.contains(self.state.device);
+        if changed && !authorized {
+            tracing::warn!(
+                version = list.version,
+                "this device is not on the hub's device list: revoked"
+            );
+        }
+        Ok(ListUpdate {
+            version: list.version,
+            changed,
+            authorized,
+        })
+    }
+
+    /// Fetches the hub's current device list over HTTP and accepts it (see [`Agent::accept_device_list`]).
+    pub async fn refresh_device_list(&mut self) -> Result<ListUpdate, AgentError> {
+        if self.hub_signing_key().is_none() {
+            self.fetch_hub_key().await?;
+        }
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
-        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
-        let url = format!("{}/v1/devices/{}/hub-key", session.hub, self.state.device);
+        let bytes = self.get(&format!("{}/v1/device-list", session.hub)).await?;
+        self.accept_device_list(&bytes)
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, AgentError> {
         let resp = self
             .http
             .get(url)
@@ -230,11 +297,17 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         if !status.is_success() {
-            return Err(AgentError::Refused {
-                status: status.as_u16(),
-                message: String::from_utf8_lossy(&body).into_owned(),
-            });
+            return Err(refusal(status.as_u16(), &body));
         }
+        Ok(body.to_vec())
+    }
+
+    /// Fetches the hub's key for device lists, authenticated under the session, and pins it.
+    pub async fn fetch_hub_key(&mut self) -> Result<[u8; 32], AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let url = format!("{}/v1/devices/{}/hub-key", session.hub, self.state.device);
+        let body = self.get(&url).await?;
         let key = custos_proto::uplink::open_hub_key(&RustCrypto, &link, self.state.device, &body)?;
         if let Some(s) = self.state.session.as_mut() {
             s.hub_signing = Some(key);
@@ -423,26 +496,29 @@ impl Agent {
             if batch.is_empty() {
                 break;
             }
-            // Forget answers to earlier batches that arrived late.
-            while mqtt.incoming.try_recv().is_ok() {}
+            // Forget answers to earlier batches that arrived late, but take in device lists.
+            while let Ok(msg) = mqtt.incoming.try_recv() {
+                self.on_mqtt_list(msg, &mut report);
+            }
             mqtt.client
                 .publish(mqtt.topic("up"), QoS::AtLeastOnce, false, body)
                 .await
                 .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-            let answer = tokio::time::timeout(Duration::from_secs(10), mqtt.incoming.recv())
-                .await
-                .map_err(|_| AgentError::Unreachable("no answer from a hub within 10 s".into()))?
-                .ok_or_else(|| AgentError::Unreachable("MQTT connection closed".into()))?;
-            match answer {
-                (kind, payload) if kind == "ack" => {
-                    self.settle(&link, &batch, &payload, &mut report)?
-                }
-                (_, payload) => {
-                    let message = serde_json::from_slice::<serde_json::Value>(&payload)
-                        .ok()
-                        .and_then(|v| v["message"].as_str().map(str::to_string))
-                        .unwrap_or_else(|| String::from_utf8_lossy(&payload).into_owned());
-                    return Err(AgentError::Refused { status: 0, message });
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let answer = tokio::time::timeout_at(deadline, mqtt.incoming.recv())
+                    .await
+                    .map_err(|_| {
+                        AgentError::Unreachable("no answer from a hub within 10 s".into())
+                    })?
+                    .ok_or_else(|| AgentError::Unreachable("MQTT connection closed".into()))?;
+                match answer {
+                    (Incoming::Ack, payload) => {
+                        self.settle(&link, &batch, &payload, &mut report)?;
+                        break;
+                    }
+                    (Incoming::Error, payload) => return Err(refusal(0, &payload)),
+                    list @ (Incoming::DeviceList, _) => self.on_mqtt_list(list, &mut report),
                 }
             }
         }
@@ -451,10 +527,56 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Takes in a device list that arrived over MQTT. Anyone who can publish to the broker can put bytes there,
+    /// so a list that fails its checks is logged and ignored, never fatal.
+    fn on_mqtt_list(&mut self, (kind, payload): (Incoming, Vec<u8>), report: &mut Published) {
+        if kind != Incoming::DeviceList {
+            return;
+        }
+        match self.accept_device_list(&payload) {
+            Ok(update) => report.list = Some(update),
+            Err(e) => tracing::warn!(%e, "ignoring a device list from the broker"),
+        }
+    }
+
+    /// Waits up to `wait` for device lists on MQTT (the hub keeps the latest one retained, so a fresh connection
+    /// gets it at once) and takes in each one; returns the last update.
+    pub async fn watch_device_list(
+        &mut self,
+        mqtt: &mut MqttLink,
+        wait: Duration,
+    ) -> Option<ListUpdate> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut report = Published::default();
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, mqtt.incoming.recv()).await {
+            self.on_mqtt_list(msg, &mut report);
+        }
+        report.list
+    }
+}
+
+/// What arrived for the device over MQTT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Incoming {
+    Ack,
+    Error,
+    DeviceList,
+}
+
+/// The hub's refusal: its JSON `message`, or the body as text.
+fn refusal(status: u16, body: &[u8]) -> AgentError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    AgentError::Refused { status, message }
+}
+
 /// A device's connection to an MQTT broker: publishes to `{prefix}/{device}/up`, receives acks and refusals.
 pub struct MqttLink {
     client: AsyncClient,
-    incoming: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>,
+    incoming: tokio::sync::mpsc::Receiver<(Incoming, Vec<u8>)>,
     prefix: String,
     device: DeviceId,
     task: tokio::task::JoinHandle<()>,
@@ -463,19 +585,13 @@ pub struct MqttLink {
 impl MqttLink {
     /// Connects to `mqtt://host:port` for `device`; reconnects on its own in the background.
     pub fn connect(url: &str, prefix: &str, device: DeviceId) -> Result<Self, AgentError> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| AgentError::Unreachable(format!("`{url}` is not an mqtt:// URL")))?;
-        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-            Some((h, p)) => (
-                h.to_string(),
-                p.parse()
-                    .map_err(|_| AgentError::Unreachable(format!("bad port in `{url}`")))?,
-            ),
-            None => (rest.to_string(), 1883),
-        };
-        let mut opts =
-            MqttOptions::new(format!("custos-dev-{}", hex::encode(device.0)), host, port);
+        let (host, port) = custos_proto::codec::mqtt_endpoint(url)
+            .map_err(|e| AgentError::Unreachable(format!("`{url}`: {e}")))?;
+        let mut opts = MqttOptions::new(
+            format!("custos-dev-{}", hex::encode(device.0)),
+            host.to_string(),
+            port,
+        );
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(Some(1 << 20));
         let mut net = opts.network_options();
@@ -483,9 +599,10 @@ impl MqttLink {
         opts.set_network_options(net);
         let (client, mut events) = AsyncClient::new(opts, 64);
         let (tx, incoming) = tokio::sync::mpsc::channel(64);
-        let (ack_topic, error_topic) = (
+        let (ack_topic, error_topic, list_topic) = (
             format!("{prefix}/{device}/ack"),
             format!("{prefix}/{device}/error"),
+            format!("{prefix}/device-list"),
         );
         let sub = client.clone();
         let task = tokio::spawn(async move {
@@ -494,15 +611,20 @@ impl MqttLink {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         let _ = sub.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
                         let _ = sub.subscribe(error_topic.clone(), QoS::AtLeastOnce).await;
+                        let _ = sub.subscribe(list_topic.clone(), QoS::AtLeastOnce).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic);
-                        let kind = if topic == ack_topic { "ack" } else { "error" };
-                        if tx
-                            .send((kind.to_string(), p.payload.to_vec()))
-                            .await
-                            .is_err()
-                        {
+                        let kind = if topic == ack_topic {
+                            Incoming::Ack
+                        } else if topic == error_topic {
+                            Incoming::Error
+                        } else if topic == list_topic {
+                            Incoming::DeviceList
+                        } else {
+                            continue;
+                        };
+                        if tx.send((kind, p.payload.to_vec())).await.is_err() {
                             break;
                         }
                     }

@@ -9,9 +9,10 @@ use custos_device::Factory;
 use custos_device::agent::{Agent, AgentError};
 use custos_device::keyfile::Keys;
 use custos_hub::serve::{Running, ServeConfig, spawn};
+use custos_proto::cose::DeviceList;
 use custos_proto::{
-    DeviceId, Epoch, MasterSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret, Span, Suite,
-    TreeSpec, UnixTime,
+    Crypto, DeviceId, Epoch, MasterSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret,
+    Span, Suite, TreeSpec, UnixTime,
 };
 use custos_store::{AnyStore, PendingAdmission, RecordQuery, Store};
 use rand_core::OsRng;
@@ -204,5 +205,73 @@ async fn a_device_with_a_wrong_code_is_told_why_and_stays_unjoined() {
         !Agent::open(&dir.path().join("device")).unwrap().joined(),
         "a failed join was saved"
     );
+    stop_hub(hub).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dir.path().join("device")).unwrap();
+    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
+    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store
+        .put_admission(&PendingAdmission {
+            device: made.device,
+            join_code: made.join_code,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    agent.join(&hub.url(), 0).await.unwrap();
+    let first = agent.refresh_device_list().await.unwrap();
+    assert!(first.authorized && first.changed);
+    let captured = reqwest::get(format!("{}/v1/device-list", hub.url()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    // A list signed by anyone but the pinned hub key is refused, whatever it claims.
+    let forged = DeviceList {
+        version: first.version + 10,
+        issued_at: 0,
+        devices: vec![made.device],
+    }
+    .sign(|tbs| RustCrypto.ed25519_sign(&Secret::from_bytes([9; 32]), tbs))
+    .unwrap();
+    assert!(matches!(
+        agent.accept_device_list(&forged),
+        Err(AgentError::Protocol(custos_proto::Error::Signature))
+    ));
+
+    // The operator revokes the device: the next list leaves it out, and the agent sees it.
+    assert!(store.revoke(made.device, 1).await.unwrap());
+    let keys = custos_hub::HubKeys::load_or_create(&hub_dir).unwrap();
+    custos_hub::Hub::new(store.clone(), keys)
+        .publish_device_list()
+        .await
+        .unwrap();
+    let revoked = agent.refresh_device_list().await.unwrap();
+    assert!(!revoked.authorized && revoked.changed);
+    assert!(revoked.version > first.version);
+
+    // Replaying the older list, which still names the device, does not bring it back, and survives a restart.
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    match agent.accept_device_list(&captured) {
+        Err(AgentError::StaleList { have, got }) => {
+            assert_eq!((have, got), (revoked.version, first.version))
+        }
+        other => panic!("expected a stale list, got {other:?}"),
+    }
+    let held = agent.device_list().unwrap().unwrap();
+    assert!(!held.contains(made.device));
+    store.close().await;
     stop_hub(hub).await;
 }

@@ -198,13 +198,61 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
     let error = error.expect("no refusal on the error topic");
     assert!(error.contains("announced"), "{error}");
     // The retained, signed device list names the device.
-    let list = custos_hub::verify_device_list(
+    let list = custos_hub::DeviceList::verify(
+        &custos_proto::RustCrypto,
         &list.expect("no retained device list"),
         &hub.keys().signing_public(),
     )
     .unwrap();
     assert!(list.devices.contains(&id));
     assert_eq!(seqs(&store, id).await.len(), 300);
+
+    // The agent takes the pushed list in; a forged one on the topic is ignored.
+    let forged = custos_hub::DeviceList {
+        version: list.version + 100,
+        issued_at: 0,
+        devices: vec![],
+    }
+    .sign(|tbs| {
+        custos_proto::Crypto::ed25519_sign(
+            &custos_proto::RustCrypto,
+            &Secret::from_bytes([9; 32]),
+            tbs,
+        )
+    })
+    .unwrap();
+    probe
+        .publish(
+            format!("{prefix}/device-list"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            forged,
+        )
+        .await
+        .unwrap();
+    agent
+        .watch_device_list(&mut link, Duration::from_secs(1))
+        .await;
+    let held = agent
+        .device_list()
+        .unwrap()
+        .expect("no list taken in over MQTT");
+    assert!(held.contains(id) && held.version < list.version + 100);
+
+    // Revoked: the hub re-publishes the retained list within seconds, and the agent learns it is off it.
+    assert!(store.revoke(id, 1).await.unwrap());
+    hub.publish_device_list().await.unwrap();
+    let mut update = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while update.is_none_or(|u: custos_device::agent::ListUpdate| u.authorized)
+        && tokio::time::Instant::now() < deadline
+    {
+        update = agent
+            .watch_device_list(&mut link, Duration::from_secs(1))
+            .await
+            .or(update);
+    }
+    assert!(!update.expect("no list after the revocation").authorized);
     let _ = stop_tx.send(true);
 }
 

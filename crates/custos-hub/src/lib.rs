@@ -6,7 +6,6 @@
 //! drive without a socket.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-mod devicelist;
 mod error;
 mod keys;
 pub mod mqtt;
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 use custos_proto::admission::HubAwaitingFinish;
 use custos_store::Store;
 
-pub use devicelist::{DeviceList, verify_device_list};
+pub use custos_proto::cose::DeviceList;
 pub use error::ApiError;
 pub use keys::HubKeys;
 pub use routes::{app, ingest};
@@ -94,7 +93,9 @@ impl<S: Store> Hub<S> {
                     .map(|d| d.device)
                     .collect(),
             };
-            let signed = list.sign(&self.keys)?;
+            let signed = list
+                .sign(|tbs| self.keys.sign(tbs))
+                .map_err(|e| ApiError::Internal(format!("signing the device list: {e}")))?;
             if self.store.put_device_list(version, &signed).await? {
                 return Ok(list);
             }

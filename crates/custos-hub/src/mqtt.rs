@@ -35,17 +35,9 @@ pub struct MqttConfig {
 
 /// Splits `mqtt://host:port` (port defaults to 1883).
 pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| format!("`{url}` is not an mqtt:// URL"))?;
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) => Ok((
-            host.to_string(),
-            port.parse().map_err(|_| format!("bad port in `{url}`"))?,
-        )),
-        None => Ok((rest.to_string(), 1883)),
-    }
+    custos_proto::codec::mqtt_endpoint(url)
+        .map(|(host, port)| (host.to_string(), port))
+        .map_err(|e| format!("`{url}`: {e}"))
 }
 
 fn device_of(topic: &str, prefix: &str) -> Option<String> {

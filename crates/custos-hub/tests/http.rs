@@ -7,7 +7,11 @@ use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
-use custos_hub::{Hub, HubKeys, app, verify_device_list};
+use custos_hub::{DeviceList, Hub, HubKeys, app};
+
+fn verify_device_list(bytes: &[u8], key: &[u8; 32]) -> Result<DeviceList, custos_proto::Error> {
+    DeviceList::verify(&RustCrypto, bytes, key)
+}
 use custos_proto::admission::{Admitted, DeviceAwaitingResponse};
 use custos_proto::record::OVERHEAD;
 use custos_proto::uplink::{LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_uplink};

@@ -59,3 +59,46 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Splits a broker address `mqtt://host[:port][/]` into host and port (1883 when absent). Hub and device agent
+/// share it so both read broker addresses the same way.
+pub fn mqtt_endpoint(url: &str) -> Result<(&str, u16), Error> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or(Error::InvalidValue("not an mqtt:// URL"))?
+        .trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse()
+                .map_err(|_| Error::InvalidValue("the port in the mqtt:// URL is not a number"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(Error::InvalidValue("no host in the mqtt:// URL"));
+    }
+    Ok((host, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_endpoints() {
+        assert_eq!(
+            mqtt_endpoint("mqtt://127.0.0.1:1884/"),
+            Ok(("127.0.0.1", 1884))
+        );
+        assert_eq!(mqtt_endpoint("mqtt://broker"), Ok(("broker", 1883)));
+        for bad in [
+            "http://x:1",
+            "mqtt://x:port",
+            "mqtt://:1883",
+            "mqtt://x:70000",
+        ] {
+            assert!(mqtt_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -58,6 +58,8 @@ pub enum Error {
     /// A handshake message failed: a wrong code, an altered or replayed message, or a peer that is not the one
     /// pinned. Nothing of the session is kept.
     Handshake,
+    /// A signature does not verify with the key it must come from.
+    Signature,
     /// A protocol message arrived that this state does not expect.
     UnexpectedMessage {
         /// The message type expected.
@@ -106,6 +108,7 @@ impl fmt::Display for Error {
             Self::Handshake => f.write_str(
                 "handshake failed: wrong code, an altered or replayed message, or not the expected peer",
             ),
+            Self::Signature => f.write_str("signature does not verify with the expected key"),
             Self::UnexpectedMessage { expected, got } => {
                 write!(f, "unexpected message type {got:#04x} (expected {expected:#04x})")
             }

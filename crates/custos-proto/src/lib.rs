@@ -9,6 +9,8 @@
 //! - [`uplink`]: device ↔ hub messages, authenticated with the server–device key, with sequence numbers.
 //! - [`admission`]: the device's join handshake with the hub, keyed by its one-time join code (feature
 //!   `admission`, on by default; it needs a heap).
+//! - [`cose`]: signed statements (COSE_Sign1, EdDSA) such as the hub's authorized-device list (feature `cose`,
+//!   on by default; it needs a heap).
 //!
 //! ```
 //! use custos_proto::{DeviceId, Epoch, MasterSecret, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime};
@@ -44,7 +46,7 @@
 #![no_std]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-#[cfg(feature = "admission")]
+#[cfg(feature = "alloc")]
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
@@ -52,6 +54,8 @@ extern crate std;
 #[cfg(feature = "admission")]
 pub mod admission;
 pub mod codec;
+#[cfg(feature = "cose")]
+pub mod cose;
 pub mod cover;
 pub mod crypto;
 mod error;
