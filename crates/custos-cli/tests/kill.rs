@@ -217,6 +217,9 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
     hub.kill().unwrap();
     hub.wait().unwrap();
     assert_eq!(second.status.code(), Some(1), "{text}");
-    assert!(text.contains("not on the hub's signed device list"), "{text}");
+    assert!(
+        text.contains("not on the hub's signed device list"),
+        "{text}"
+    );
     assert!(!text.contains("sealed"), "sealed after revocation: {text}");
 }

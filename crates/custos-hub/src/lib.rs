@@ -28,15 +28,26 @@ pub use routes::{app, ingest};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most admission handshakes in progress at once; more are refused until some finish or time out.
 pub const MAX_PENDING_HANDSHAKES: usize = 10_000;
+/// The most handshakes in progress for one device; a further Hello displaces that device's oldest. Only devices
+/// with a pending admission get this far, so the table holds at most this many per registered device, and
+/// nobody can fill it for other devices.
+pub const MAX_PENDING_PER_DEVICE: usize = 4;
 /// The largest request body, bytes.
 pub const MAX_BODY: usize = 4 << 20;
+
+/// A handshake between `Hello` and `Finish`.
+struct Pending {
+    device: custos_proto::DeviceId,
+    state: HubAwaitingFinish,
+    started: Instant,
+}
 
 /// The hub's state, shared by every request.
 pub struct Hub<S> {
     store: S,
     keys: HubKeys,
     /// Admission handshakes between `Hello` and `Finish`, by handshake id.
-    pending: Mutex<HashMap<[u8; 16], (HubAwaitingFinish, Instant)>>,
+    pending: Mutex<HashMap<[u8; 16], Pending>>,
     clock: fn() -> i64,
     /// Uplink batches this hub took in (HTTP and MQTT), for operators and tests.
     batches: std::sync::atomic::AtomicU64,
@@ -72,6 +83,11 @@ impl<S: Store> Hub<S> {
     /// How many uplink batches this hub has taken in since it started.
     pub fn batches_ingested(&self) -> u64 {
         self.batches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many admission handshakes wait for their `Finish` (timed-out ones included until the next `Hello`).
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.pending.lock().map_or(0, |m| m.len())
     }
 
     fn now(&self) -> i64 {

@@ -22,7 +22,10 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::{ApiError, HANDSHAKE_TIMEOUT, Hub, MAX_BODY, MAX_PENDING_HANDSHAKES};
+use crate::{
+    ApiError, HANDSHAKE_TIMEOUT, Hub, MAX_BODY, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_DEVICE,
+    Pending,
+};
 
 /// The most messages in one uplink batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -104,11 +107,26 @@ async fn hello<S: Store>(
             .pending
             .lock()
             .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?;
-        map.retain(|_, (_, at)| at.elapsed() < HANDSHAKE_TIMEOUT);
-        if map.len() >= MAX_PENDING_HANDSHAKES {
+        map.retain(|_, p| p.started.elapsed() < HANDSHAKE_TIMEOUT);
+        let mut mine: Vec<_> = map
+            .iter()
+            .filter(|(_, p)| p.device == device)
+            .map(|(k, p)| (p.started, *k))
+            .collect();
+        if mine.len() >= MAX_PENDING_PER_DEVICE {
+            mine.sort();
+            map.remove(&mine[0].1);
+        } else if map.len() >= MAX_PENDING_HANDSHAKES {
             return Err(ApiError::Busy);
         }
-        map.insert(id, (awaiting, Instant::now()));
+        map.insert(
+            id,
+            Pending {
+                device,
+                state: awaiting,
+                started: Instant::now(),
+            },
+        );
     }
     tracing::info!(%device, "admission started");
     let mut out = id.to_vec();
@@ -128,7 +146,11 @@ async fn finish<S: Store>(
         ));
     }
     let (id, msg) = body.split_at(16);
-    let (awaiting, started) = hub
+    let Pending {
+        state: awaiting,
+        started,
+        ..
+    } = hub
         .pending
         .lock()
         .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?

@@ -191,6 +191,38 @@ async fn wrong_expired_and_unknown_codes_admit_nothing() {
 }
 
 #[tokio::test]
+async fn a_flood_of_hellos_neither_fills_the_table_nor_blocks_the_device() {
+    let f = fixture().await;
+    register(&f, DEV, NOW + 600).await;
+    // Hello carries no proof of the code, so anyone who read the label can send it, as often as they like.
+    for i in 0..50u8 {
+        let (_, hello) = DeviceAwaitingResponse::start(
+            DEV,
+            &Secret::from_bytes([i; 32]),
+            &[0xEE; 16],
+            fresh(i),
+            None,
+        )
+        .unwrap();
+        let (status, _) = call(&f, "POST", "/v1/admission/hello", hello).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(f.hub.handshakes_in_progress() <= custos_hub::MAX_PENDING_PER_DEVICE);
+    }
+    // Devices without a pending admission get no entry at all.
+    let other = DeviceId([9; 8]);
+    let (_, hello) =
+        DeviceAwaitingResponse::start(other, &fresh(2), &CODE, fresh(3), None).unwrap();
+    let (status, _) = call(&f, "POST", "/v1/admission/hello", hello).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.hub.handshakes_in_progress(),
+        custos_hub::MAX_PENDING_PER_DEVICE
+    );
+    // The real device still joins.
+    join(&f, DEV, &CODE).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_replayed_finish_is_refused() {
     let f = fixture().await;
     register(&f, DEV, NOW + 600).await;
