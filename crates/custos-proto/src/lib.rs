@@ -59,8 +59,12 @@ pub mod cose;
 pub mod cover;
 pub mod crypto;
 mod error;
+#[cfg(feature = "pairing")]
+pub mod pairing;
 pub mod record;
 pub mod schedule;
+#[cfg(feature = "sharing")]
+pub mod sharing;
 mod secret;
 pub mod time;
 pub mod tree;
