@@ -60,6 +60,8 @@ pub enum Error {
     Handshake,
     /// A signature does not verify with the key it must come from.
     Signature,
+    /// A signed statement (a request, a grant) is past its expiry.
+    Expired,
     /// A protocol message arrived that this state does not expect.
     UnexpectedMessage {
         /// The message type expected.
@@ -109,6 +111,7 @@ impl fmt::Display for Error {
                 "handshake failed: wrong code, an altered or replayed message, or not the expected peer",
             ),
             Self::Signature => f.write_str("signature does not verify with the expected key"),
+            Self::Expired => f.write_str("the statement has expired"),
             Self::UnexpectedMessage { expected, got } => {
                 write!(f, "unexpected message type {got:#04x} (expected {expected:#04x})")
             }
