@@ -165,6 +165,23 @@ pub struct Presence {
     pub address: String,
 }
 
+/// An application's signed sharing request, as the hub keeps it for the owner's keeper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRequest {
+    /// Store-wide, increasing: the keeper's inbox cursor.
+    pub seq: i64,
+    /// The request id (SHA-256 of `signed`).
+    pub id: [u8; 32],
+    /// The owner it is addressed to (the keeper's signing key).
+    pub owner: [u8; 32],
+    /// The COSE_Sign1 request.
+    pub signed: Vec<u8>,
+    /// When the hub took it in.
+    pub received_at: i64,
+    /// When it expires.
+    pub expires_at: i64,
+}
+
 /// The hub's storage. Every method is atomic.
 pub trait Store: Send + Sync {
     /// Registers `a`, replacing a pending admission of the same device. Fails if the device is already admitted.
@@ -226,6 +243,51 @@ pub trait Store: Send + Sync {
 
     /// The newest signed device list.
     fn device_list(&self) -> impl Future<Output = Result<Option<(i64, Vec<u8>)>>> + Send;
+
+    /// Keeps a sharing request (`seq` is ignored); false if a request with that id is already there.
+    fn put_request(&self, r: &StoredRequest) -> impl Future<Output = Result<bool>> + Send;
+
+    /// A stored request by id.
+    fn request(&self, id: [u8; 32]) -> impl Future<Output = Result<Option<StoredRequest>>> + Send;
+
+    /// The owner's requests after `after` (a `seq`) that are not answered and not expired at `now`, oldest first.
+    fn inbox(
+        &self,
+        owner: [u8; 32],
+        after: i64,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StoredRequest>>> + Send;
+
+    /// Keeps the answer (grant or denial) to a stored request; false if it already has one (answers are final).
+    fn put_answer(
+        &self,
+        request: [u8; 32],
+        signed: &[u8],
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The answer to a request, if there is one.
+    fn answer(&self, request: [u8; 32]) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Appends an opaque message to a relay mailbox; returns its `seq`.
+    fn relay_push(
+        &self,
+        mailbox: &str,
+        body: &[u8],
+        at: i64,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// Messages of a mailbox after `after`, oldest first.
+    fn relay_fetch(
+        &self,
+        mailbox: &str,
+        after: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(i64, Vec<u8>)>>> + Send;
+
+    /// Deletes a mailbox's messages up to and including `upto`; returns how many.
+    fn relay_ack(&self, mailbox: &str, upto: i64) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -306,5 +368,40 @@ impl Store for AnyStore {
     }
     async fn device_list(&self) -> Result<Option<(i64, Vec<u8>)>> {
         delegate!(self, device_list())
+    }
+    async fn put_request(&self, r: &StoredRequest) -> Result<bool> {
+        delegate!(self, put_request(r))
+    }
+    async fn request(&self, id: [u8; 32]) -> Result<Option<StoredRequest>> {
+        delegate!(self, request(id))
+    }
+    async fn inbox(
+        &self,
+        owner: [u8; 32],
+        after: i64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredRequest>> {
+        delegate!(self, inbox(owner, after, now, limit))
+    }
+    async fn put_answer(&self, request: [u8; 32], signed: &[u8], at: i64) -> Result<bool> {
+        delegate!(self, put_answer(request, signed, at))
+    }
+    async fn answer(&self, request: [u8; 32]) -> Result<Option<Vec<u8>>> {
+        delegate!(self, answer(request))
+    }
+    async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64) -> Result<i64> {
+        delegate!(self, relay_push(mailbox, body, at))
+    }
+    async fn relay_fetch(
+        &self,
+        mailbox: &str,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
+        delegate!(self, relay_fetch(mailbox, after, limit))
+    }
+    async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
+        delegate!(self, relay_ack(mailbox, upto))
     }
 }

@@ -14,7 +14,7 @@ use sqlx::sqlite::{
 
 use crate::{
     Device, NewRecord, PendingAdmission, Presence, RecordQuery, Result, Store, StoreError,
-    StoredRecord,
+    StoredRecord, StoredRequest,
 };
 
 /// The store on SQLite: one file, the embedded default.
@@ -115,6 +115,17 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 macro_rules! sql_store {
     ($store:ty, $row:ty, $db:ty) => {
         impl $store {
+            fn request_row(row: &$row) -> Result<StoredRequest> {
+                Ok(StoredRequest {
+                    seq: row.try_get("seq")?,
+                    id: key(row.try_get("id")?)?,
+                    owner: key(row.try_get("owner")?)?,
+                    signed: row.try_get("signed")?,
+                    received_at: row.try_get("received_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            }
+
             fn device_row(row: &$row) -> Result<Device> {
                 Ok(Device {
                     device: device_id(row.try_get("device")?)?,
@@ -375,6 +386,106 @@ macro_rules! sql_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 row.map(|row| Ok((row.try_get("version")?, row.try_get("signed")?))).transpose()
+            }
+
+            async fn put_request(&self, r: &StoredRequest) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO sharing_requests (id, owner, signed, received_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&r.id[..])
+                .bind(&r.owner[..])
+                .bind(&r.signed[..])
+                .bind(r.received_at)
+                .bind(r.expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn request(&self, id: [u8; 32]) -> Result<Option<StoredRequest>> {
+                let row = sqlx::query(
+                    "SELECT seq, id, owner, signed, received_at, expires_at FROM sharing_requests WHERE id = $1",
+                )
+                .bind(&id[..])
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::request_row).transpose()
+            }
+
+            async fn inbox(&self, owner: [u8; 32], after: i64, now: i64, limit: u32) -> Result<Vec<StoredRequest>> {
+                let rows = sqlx::query(
+                    "SELECT seq, id, owner, signed, received_at, expires_at FROM sharing_requests r \
+                     WHERE owner = $1 AND seq > $2 AND expires_at > $3 \
+                     AND NOT EXISTS (SELECT 1 FROM sharing_answers a WHERE a.request = r.id) \
+                     ORDER BY seq LIMIT $4",
+                )
+                .bind(&owner[..])
+                .bind(after)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::request_row).collect()
+            }
+
+            async fn put_answer(&self, request: [u8; 32], signed: &[u8], at: i64) -> Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO sharing_answers (request, signed, answered_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (request) DO NOTHING",
+                )
+                .bind(&request[..])
+                .bind(signed)
+                .bind(at)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                        Err(StoreError::InvalidInput("no such request"))
+                    }
+                    other => Ok(other?.rows_affected() == 1),
+                }
+            }
+
+            async fn answer(&self, request: [u8; 32]) -> Result<Option<Vec<u8>>> {
+                let row = sqlx::query("SELECT signed FROM sharing_answers WHERE request = $1")
+                    .bind(&request[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| Ok(row.try_get("signed")?)).transpose()
+            }
+
+            async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64) -> Result<i64> {
+                let row = sqlx::query(
+                    "INSERT INTO relay (mailbox, body, created_at) VALUES ($1, $2, $3) RETURNING seq",
+                )
+                .bind(mailbox)
+                .bind(body)
+                .bind(at)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get("seq")?)
+            }
+
+            async fn relay_fetch(&self, mailbox: &str, after: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>> {
+                let rows = sqlx::query(
+                    "SELECT seq, body FROM relay WHERE mailbox = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                )
+                .bind(mailbox)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| Ok((row.try_get("seq")?, row.try_get("body")?))).collect()
+            }
+
+            async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
+                let done = sqlx::query("DELETE FROM relay WHERE mailbox = $1 AND seq <= $2")
+                    .bind(mailbox)
+                    .bind(upto)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

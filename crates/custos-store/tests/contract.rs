@@ -8,6 +8,7 @@ use anyhow::{Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
     Device, NewRecord, PendingAdmission, PgStore, RecordQuery, SqliteStore, Store, StoreError,
+    StoredRequest,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Connection;
@@ -253,6 +254,78 @@ async fn device_list_versions_only_go_up<S: Store>(s: S) -> Result<()> {
     Ok(())
 }
 
+fn req(id: u8, owner: u8, expires_at: i64) -> StoredRequest {
+    StoredRequest {
+        seq: 0,
+        id: [id; 32],
+        owner: [owner; 32],
+        signed: vec![id; 100],
+        received_at: NOW,
+        expires_at,
+    }
+}
+
+async fn the_inbox_holds_open_requests_until_answered_or_expired<S: Store>(s: S) -> Result<()> {
+    ensure!(s.put_request(&req(1, 7, NOW + 100)).await?);
+    ensure!(s.put_request(&req(2, 7, NOW + 10)).await?);
+    ensure!(s.put_request(&req(3, 8, NOW + 100)).await?);
+    ensure!(s.put_request(&req(4, 7, NOW + 100)).await?);
+    ensure!(
+        !s.put_request(&req(1, 7, NOW + 100)).await?,
+        "a request stored twice"
+    );
+    let ids = |v: Vec<StoredRequest>| v.iter().map(|r| r.id[0]).collect::<Vec<_>>();
+    ensure!(ids(s.inbox([7; 32], 0, NOW, 10).await?) == vec![1, 2, 4]);
+    ensure!(
+        ids(s.inbox([8; 32], 0, NOW, 10).await?) == vec![3],
+        "another owner's requests"
+    );
+    ensure!(
+        ids(s.inbox([7; 32], 0, NOW + 50, 10).await?) == vec![1, 4],
+        "an expired request"
+    );
+    let page = s.inbox([7; 32], 0, NOW, 1).await?;
+    ensure!(
+        ids(s.inbox([7; 32], page[0].seq, NOW, 10).await?) == vec![2, 4],
+        "paging"
+    );
+    // Answered requests leave the inbox; answers are final.
+    ensure!(s.put_answer([1; 32], b"grant", NOW).await?);
+    ensure!(
+        !s.put_answer([1; 32], b"another grant", NOW).await?,
+        "an answer replaced"
+    );
+    ensure!(s.answer([1; 32]).await? == Some(b"grant".to_vec()));
+    ensure!(s.answer([4; 32]).await?.is_none());
+    ensure!(ids(s.inbox([7; 32], 0, NOW, 10).await?) == vec![2, 4]);
+    ensure!(
+        matches!(
+            s.put_answer([9; 32], b"grant", NOW).await,
+            Err(StoreError::InvalidInput(_))
+        ),
+        "an answer to no request"
+    );
+    ensure!(s.request([3; 32]).await?.map(|r| r.owner) == Some([8; 32]));
+    Ok(())
+}
+
+async fn relay_mailboxes_deliver_in_order_until_acknowledged<S: Store>(s: S) -> Result<()> {
+    let a = s.relay_push("dev/1/to-device", b"one", NOW).await?;
+    let b = s.relay_push("dev/1/to-device", b"two", NOW).await?;
+    s.relay_push("dev/2/to-device", b"other", NOW).await?;
+    ensure!(a < b);
+    let got = s.relay_fetch("dev/1/to-device", 0, 10).await?;
+    ensure!(got == vec![(a, b"one".to_vec()), (b, b"two".to_vec())]);
+    ensure!(s.relay_fetch("dev/1/to-device", a, 10).await? == vec![(b, b"two".to_vec())]);
+    ensure!(s.relay_ack("dev/1/to-device", a).await? == 1);
+    ensure!(s.relay_fetch("dev/1/to-device", 0, 10).await?.len() == 1);
+    ensure!(
+        s.relay_fetch("dev/2/to-device", 0, 10).await?.len() == 1,
+        "another mailbox changed"
+    );
+    Ok(())
+}
+
 async fn two_writers_store_each_record_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
     admit(&s, 1).await?;
     let records: Vec<NewRecord> = (0..200).map(|i| record(1, i, 10)).collect();
@@ -353,4 +426,6 @@ contract!(
     revocation_and_presence,
     device_list_versions_only_go_up,
     two_writers_store_each_record_once,
+    the_inbox_holds_open_requests_until_answered_or_expired,
+    relay_mailboxes_deliver_in_order_until_acknowledged,
 );
