@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The path exists, but not for this method.
     #[error("method not allowed on this endpoint; see docs/api.md")]
     MethodNotAllowed,
+    /// The state does not allow it (e.g. a request that already has its answer).
+    #[error("{0}")]
+    Conflict(String),
     /// Too many admissions in progress, or a lost race; try again.
     #[error("busy, try again")]
     Busy,
@@ -45,6 +48,7 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -11,6 +11,7 @@ mod keys;
 pub mod mqtt;
 mod routes;
 pub mod serve;
+pub mod sharing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -90,7 +91,7 @@ impl<S: Store> Hub<S> {
         self.pending.lock().map_or(0, |m| m.len())
     }
 
-    fn now(&self) -> i64 {
+    pub(crate) fn now(&self) -> i64 {
         (self.clock)()
     }
 

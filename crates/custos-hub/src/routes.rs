@@ -45,6 +45,13 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
         .route("/v1/presence", get(presence::<S>))
         .route("/v1/device-list", get(device_list::<S>))
         .route("/v1/devices/{device}/hub-key", get(hub_key::<S>))
+        .route("/v1/requests", post(crate::sharing::post_request::<S>))
+        .route(
+            "/v1/requests/{id}/answer",
+            get(crate::sharing::get_answer::<S>),
+        )
+        .route("/v1/owners/{owner}/inbox", get(crate::sharing::inbox::<S>))
+        .route("/v1/answers", post(crate::sharing::post_answer::<S>))
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -579,3 +579,65 @@ pub fn kind(bytes: &[u8]) -> Result<&'static str, Error> {
         _ => Err(Error::InvalidValue("not a Custos sharing statement")),
     }
 }
+
+/// Content type of a keeper's access token.
+pub const ACCESS: &str = "application/custos-access+cbor";
+/// How far an access token's time may lie from the hub's clock, seconds.
+pub const ACCESS_SKEW: u64 = 120;
+
+/// A keeper's short-lived proof, to the hub, that it holds the owner's key: COSE_Sign1 over
+/// `[version, owner, scope, at]`, where `scope` names the one operation (e.g. `GET /v1/owners/{owner}/inbox`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessToken {
+    /// The owner (the keeper's Ed25519 key).
+    pub owner: [u8; 32],
+    /// The operation it allows.
+    pub scope: String,
+    /// When it was made.
+    pub at: UnixTime,
+}
+
+impl AccessToken {
+    /// Signs the token with the keeper's key.
+    pub fn sign(&self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> Result<Vec<u8>, Error> {
+        let payload = Value::Array(alloc::vec![
+            Value::Integer(VERSION.into()),
+            b(&self.owner),
+            Value::Text(self.scope.clone()),
+            u(self.at.secs()),
+        ]);
+        sign1(ACCESS, to_cbor(&payload)?, sign)
+    }
+
+    /// Checks a token for `owner` and `scope` at `now`: the owner's signature, the scope, and a time within
+    /// [`ACCESS_SKEW`] of `now`.
+    pub fn verify<C: Crypto>(
+        c: &C,
+        bytes: &[u8],
+        owner: &[u8; 32],
+        scope: &str,
+        now: UnixTime,
+    ) -> Result<Self, Error> {
+        let items = array_from_cbor(&verify1(c, bytes, ACCESS, owner)?)?;
+        let [version, token_owner, token_scope, at] = items.as_slice() else {
+            return Err(Error::InvalidValue(
+                "a token is [version, owner, scope, at]",
+            ));
+        };
+        check_version(version)?;
+        let token = Self {
+            owner: bytes_n(token_owner, "owner is not 32 bytes")?,
+            scope: text(token_scope, MAX_PURPOSE_TEXT, "scope is not text")?,
+            at: time(at, "at is not a time")?,
+        };
+        if token.owner != *owner || token.scope != scope {
+            return Err(Error::InvalidValue(
+                "the token is for another owner or operation",
+            ));
+        }
+        if token.at.secs().abs_diff(now.secs()) > ACCESS_SKEW {
+            return Err(Error::Expired);
+        }
+        Ok(token)
+    }
+}

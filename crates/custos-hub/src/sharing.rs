@@ -1,0 +1,216 @@
+//! The sharing broker: applications post signed requests, each owner's keeper fetches its inbox and posts signed
+//! answers, and applications fetch the answer to their request. The hub checks every signature it can (so it
+//! never stores a forgery) but holds nothing that opens a grant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use custos_proto::sharing::{self, AccessToken, Denial, Grant, SharingRequest};
+use custos_proto::{RustCrypto, UnixTime};
+use custos_store::{Store, StoredRequest};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, Hub};
+
+/// The longest an application may wait for an answer in one call, seconds.
+pub const MAX_WAIT: u64 = 30;
+/// The most requests one inbox page returns.
+pub const MAX_INBOX_PAGE: u32 = 100;
+
+fn unix(secs: i64) -> Result<UnixTime, ApiError> {
+    u64::try_from(secs)
+        .ok()
+        .and_then(|s| UnixTime::new(s).ok())
+        .ok_or_else(|| ApiError::Internal("the hub's clock is out of range".into()))
+}
+
+fn hex32(text: &str, what: &str) -> Result<[u8; 32], ApiError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a {what} (64 hex digits)")))?;
+    Ok(out)
+}
+
+fn cose(bytes: Vec<u8>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/cose; cose-type=\"cose-sign1\"",
+        )],
+        bytes,
+    )
+}
+
+/// `POST /v1/requests`: an application's signed sharing request, kept for the owner's keeper until it expires.
+pub(crate) async fn post_request<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let now = hub.now();
+    let v = SharingRequest::verify(&RustCrypto, &body, unix(now)?).map_err(|e| match e {
+        custos_proto::Error::Signature => ApiError::Unauthorized(
+            "the request's signature does not verify with its app key".into(),
+        ),
+        custos_proto::Error::Expired => ApiError::BadRequest("the request has expired".into()),
+        other => ApiError::BadRequest(format!("malformed sharing request: {other}")),
+    })?;
+    let fresh = hub
+        .store
+        .put_request(&StoredRequest {
+            seq: 0,
+            id: v.id,
+            owner: v.request.owner,
+            signed: body.to_vec(),
+            received_at: now,
+            expires_at: i64::try_from(v.request.expires.secs()).unwrap_or(i64::MAX),
+        })
+        .await?;
+    tracing::info!(id = %hex::encode(v.id), app = %v.request.app_name, fresh, "sharing request");
+    let status = if fresh {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({"id": hex::encode(v.id)}))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WaitQuery {
+    wait: Option<u64>,
+}
+
+/// `GET /v1/requests/{id}/answer[?wait=s]`: the keeper's signed answer (grant or denial), waiting up to `wait`
+/// seconds for it.
+pub(crate) async fn get_answer<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let id = hex32(&id, "request id")?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(answer) = hub.store.answer(id).await? {
+            return Ok(cose(answer));
+        }
+        if hub.store.request(id).await?.is_none() {
+            return Err(ApiError::NotFound("no such request".into()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::NotFound("not answered yet".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InboxQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// The scope an access token must name to read `owner`'s inbox.
+pub fn inbox_scope(owner: &[u8; 32]) -> String {
+    format!("GET /v1/owners/{}/inbox", hex::encode(owner))
+}
+
+/// `GET /v1/owners/{owner}/inbox`: the owner's open requests, for its keeper only (`Authorization: Custos <token>`,
+/// a hex COSE_Sign1 [`AccessToken`] by the owner's key).
+pub(crate) async fn inbox<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path(owner): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<InboxQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let owner = hex32(&owner, "owner key")?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Custos "))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "an inbox needs `Authorization: Custos <token>` from the owner's keeper".into(),
+            )
+        })?;
+    let token = hex::decode(token.trim())
+        .map_err(|_| ApiError::Unauthorized("the access token is not hex".into()))?;
+    let now = hub.now();
+    AccessToken::verify(
+        &RustCrypto,
+        &token,
+        &owner,
+        &inbox_scope(&owner),
+        unix(now)?,
+    )
+    .map_err(|e| match e {
+        custos_proto::Error::Expired => ApiError::Unauthorized(
+            "the access token is too old or from the future (check the keeper's clock)".into(),
+        ),
+        other => ApiError::Unauthorized(format!("access token refused: {other}")),
+    })?;
+    let limit = q.limit.unwrap_or(MAX_INBOX_PAGE).clamp(1, MAX_INBOX_PAGE);
+    let items = hub
+        .store
+        .inbox(owner, q.after.unwrap_or(0), now, limit)
+        .await?;
+    let next = items.last().map(|r| r.seq);
+    let requests: Vec<_> = items
+        .iter()
+        .map(|r| {
+            json!({"seq": r.seq, "id": hex::encode(r.id), "received_at": r.received_at,
+                   "request": hex::encode(&r.signed)})
+        })
+        .collect();
+    Ok(Json(json!({"requests": requests, "next": next})))
+}
+
+/// `POST /v1/answers`: a keeper's signed grant or denial. The hub checks it is signed by the owner the request
+/// was addressed to, then keeps it for the application; the first answer is final.
+pub(crate) async fn post_answer<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let kind =
+        sharing::kind(&body).map_err(|e| ApiError::BadRequest(format!("malformed answer: {e}")))?;
+    if kind != sharing::GRANT && kind != sharing::DENIAL {
+        return Err(ApiError::BadRequest(
+            "a sharing request is not an answer: post it to /v1/requests".into(),
+        ));
+    }
+    let id = Grant::request_id_unverified(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed answer: {e}")))?;
+    let request =
+        hub.store.request(id).await?.ok_or_else(|| {
+            ApiError::NotFound("the answer names no request this hub holds".into())
+        })?;
+    let checked = match kind {
+        sharing::GRANT => {
+            custos_proto::cose::verify1(&RustCrypto, &body, sharing::GRANT, &request.owner)
+                .map(|_| ())
+        }
+        sharing::DENIAL => Denial::verify(&RustCrypto, &body, &request.owner).map(|_| ()),
+        _ => Err(custos_proto::Error::InvalidValue("not an answer")),
+    };
+    checked.map_err(|e| match e {
+        custos_proto::Error::Signature => {
+            ApiError::Unauthorized("the answer is not signed by the request's owner".into())
+        }
+        other => ApiError::BadRequest(format!("malformed answer: {other}")),
+    })?;
+    if !hub.store.put_answer(id, &body, hub.now()).await? {
+        return Err(ApiError::Conflict("the request is already answered".into()));
+    }
+    tracing::info!(id = %hex::encode(id), kind, "sharing answer");
+    Ok((StatusCode::CREATED, Json(json!({"id": hex::encode(id)}))))
+}
