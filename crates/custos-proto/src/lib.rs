@@ -63,9 +63,9 @@ mod error;
 pub mod pairing;
 pub mod record;
 pub mod schedule;
+mod secret;
 #[cfg(feature = "sharing")]
 pub mod sharing;
-mod secret;
 pub mod time;
 pub mod tree;
 pub mod uplink;

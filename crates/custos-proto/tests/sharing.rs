@@ -290,7 +290,11 @@ fn request_and_grant_sizes() {
             grant.len()
         );
         // The texts are the application's to choose; everything else is fixed.
-        assert!(signed.len() - texts < 280, "{what}: request {} B", signed.len());
+        assert!(
+            signed.len() - texts < 280,
+            "{what}: request {} B",
+            signed.len()
+        );
         assert!(base < 250, "{what}: grant without its secrets {base} B");
     }
 }
