@@ -1,1 +1,7 @@
 //! The keeper: the user's key manager. It decides, request by request, who may read which slice of time.
+//!
+//! - [`policy`]: the user's consent policy file (allow up to N days, ask, or deny, per application and purpose).
+//! - [`consent`]: the hash-chained, signed log of every decision the keeper makes.
+
+pub mod consent;
+pub mod policy;
