@@ -462,27 +462,57 @@ fn sharing_wait_cap() -> u64 {
     30
 }
 
-/// One opened record.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Opened {
-    /// Its header: device, epoch, leaf period, nonce.
-    pub header: RecordHeader,
-    /// The reading.
-    pub plaintext: Vec<u8>,
+/// Records per unit of parallel work: large enough that each worker derives a leaf key once per leaf period and
+/// allocates twice per chunk, not per record.
+const CHUNK: usize = 2048;
+
+/// What one worker opened: the plaintexts back to back, and per record its header or error and where its
+/// plaintext lies.
+struct Chunk {
+    plain: Vec<u8>,
+    items: Vec<(Result<RecordHeader, custos_proto::Error>, usize, usize)>,
 }
 
-/// Records per unit of parallel work: large enough that each worker derives a leaf key once per leaf period.
-const CHUNK: usize = 1024;
+/// The result of [`decrypt_all`], in the order of the records given.
+pub struct Decrypted {
+    chunks: Vec<Chunk>,
+}
+
+impl Decrypted {
+    /// How many records were given.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(|c| c.items.len()).sum()
+    }
+
+    /// Whether no records were given.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many opened.
+    pub fn opened(&self) -> usize {
+        self.iter().filter(Result::is_ok).count()
+    }
+
+    /// Each record's header and plaintext, or why it did not open.
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = Result<(RecordHeader, &[u8]), custos_proto::Error>> + '_ {
+        self.chunks.iter().flat_map(|c| {
+            c.items.iter().map(|(r, start, len)| match r {
+                Ok(h) => Ok((*h, &c.plain[*start..*start + *len])),
+                Err(e) => Err(*e),
+            })
+        })
+    }
+}
 
 /// Opens `records` with the secrets of `trees`, on all of rayon's threads, keeping their order. Each record
 /// either opens (authenticated, inside the grant) or gives its error; a record that fails releases nothing.
-pub fn decrypt_all(
-    trees: &[GrantedTree],
-    records: &[Vec<u8>],
-) -> Vec<Result<Opened, custos_proto::Error>> {
-    records
+pub fn decrypt_all(trees: &[GrantedTree], records: &[Vec<u8>]) -> Decrypted {
+    let chunks = records
         .par_chunks(CHUNK)
-        .flat_map_iter(|chunk| {
+        .map(|chunk| {
             let mut openers: Vec<_> = trees
                 .iter()
                 .map(|t| {
@@ -493,23 +523,36 @@ pub fn decrypt_all(
                     )
                 })
                 .collect();
-            chunk
-                .iter()
-                .map(|record| {
-                    let header = RecordHeader::peek(record)?;
+            let size = chunk.iter().map(|r| r.len().saturating_sub(OVERHEAD)).sum();
+            let mut out = Chunk {
+                plain: Vec::with_capacity(size),
+                items: Vec::with_capacity(chunk.len()),
+            };
+            for record in chunk {
+                let start = out.plain.len();
+                let n = record.len().saturating_sub(OVERHEAD);
+                out.plain.resize(start + n, 0);
+                let opened = RecordHeader::peek(record).and_then(|header| {
                     let (_, _, opener) = openers
                         .iter_mut()
                         .find(|(d, e, _)| *d == header.device && *e == header.epoch)
                         .ok_or(custos_proto::Error::NotGranted { leaf: header.leaf })?;
-                    let mut out = vec![0u8; record.len().saturating_sub(OVERHEAD)];
-                    let (header, n) = opener.open(record, &mut out)?;
-                    out.truncate(n);
-                    Ok(Opened {
-                        header,
-                        plaintext: out,
-                    })
-                })
-                .collect::<Vec<_>>()
+                    opener.open(record, &mut out.plain[start..])
+                });
+                match opened {
+                    Ok((header, len)) => {
+                        out.plain.truncate(start + len);
+                        out.items.push((Ok(header), start, len));
+                    }
+                    Err(e) => {
+                        // The opener zeroed the space; give it back.
+                        out.plain.truncate(start);
+                        out.items.push((Err(e), start, 0));
+                    }
+                }
+            }
+            out
         })
-        .collect()
+        .collect();
+    Decrypted { chunks }
 }
