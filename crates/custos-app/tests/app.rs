@@ -216,10 +216,10 @@ async fn an_application_gets_exactly_its_week_and_the_hub_cannot_redirect_it() {
     let opened = decrypt_all(&trees, &everything);
     let ok = opened.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 7 * 24, "weeks 1 and 3, or the other device, opened");
-    for r in opened.iter().flatten() {
-        assert_eq!(r.header.device, DEV);
+    for (header, _) in opened.iter().flatten() {
+        assert_eq!(header.device, DEV);
         let t = spec(DEV)
-            .node_span(spec(DEV).leaf_node(r.header.leaf))
+            .node_span(spec(DEV).leaf_node(header.leaf))
             .unwrap();
         assert!(week2.includes(t));
     }
