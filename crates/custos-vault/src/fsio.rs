@@ -12,7 +12,7 @@ use crate::VaultError;
 
 /// Writes `bytes` to `path`, which must not exist yet. The no-clobber check and the write are one atomic step
 /// (a hard link fails if the name is taken), so two processes cannot both think they created the file.
-pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     let temp = Temp::write(path, bytes)?;
     fs::hard_link(&temp.path, path).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => VaultError::AlreadyExists(path.to_path_buf()),
@@ -23,7 +23,7 @@ pub(crate) fn write_new(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
 }
 
 /// Replaces `path` with `bytes` in one step; the caller has made sure replacing is what was asked.
-pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
     let mut temp = Temp::write(path, bytes)?;
     fs::rename(&temp.path, path).map_err(|e| VaultError::io(path, e))?;
     temp.renamed = true;
@@ -31,7 +31,7 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
 }
 
 /// Reads at most `limit` bytes; a longer file is refused rather than read.
-pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, VaultError> {
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, VaultError> {
     let file = File::open(path).map_err(|e| VaultError::io(path, e))?;
     let mut bytes = Vec::new();
     file.take(limit + 1)

@@ -15,7 +15,7 @@
 
 mod error;
 mod file;
-mod fsio;
+pub mod fsio;
 mod kdf;
 mod software;
 

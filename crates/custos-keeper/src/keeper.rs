@@ -1,0 +1,749 @@
+//! The keeper over its state directory: the vault, the devices it provisioned, the policy, the consent log, the
+//! requests waiting for the user, and the answers not yet delivered.
+//!
+//! Layout (all owner-only): `vault.json` (master secret and signing key, encrypted), `devices.json` (each
+//! device's DPK epochs: tree and suite), `apps.json` (application names pinned to their keys on first sight),
+//! `policy.toml` (optional; without it every request is asked), `consent.log` and `consent.head`, `pending/`
+//! (requests the user has not decided: `{id}.cose`) and `outbox/` (signed answers not yet accepted by the hub).
+//!
+//! Every decision is appended to the consent log before its answer leaves, and an answer stays in `outbox/`
+//! until the hub has it: a keeper that stops at any point loses no request and no answer, and never answers one
+//! request twice.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use custos_proto::sharing::{
+    AccessToken, Denial, Grant, GrantedTree, SharingRequest, VerifiedRequest, statement_id,
+};
+use custos_proto::{
+    DeviceId, Epoch, NodeId, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime,
+};
+use custos_vault::{SoftwareVault, Vault, VaultError, fsio};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::consent::{ConsentError, ConsentLog, DecidedBy, Head, NewEntry, Outcome};
+use crate::policy::{Action, Policy, PolicyError, Query, range_days};
+
+/// What can go wrong in the keeper.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeeperError {
+    /// The vault.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The consent log.
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
+    /// The policy file.
+    #[error("policy.toml: {0}")]
+    Policy(#[from] PolicyError),
+    /// A state file.
+    #[error("{path}: {why}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// A request, grant or key operation failed its checks.
+    #[error("{0}")]
+    Protocol(#[from] custos_proto::Error),
+    /// No pending request with that id.
+    #[error("no pending request {0}; `custos keeper inbox` lists them")]
+    NotPending(String),
+    /// The device is not one of this keeper's.
+    #[error("device {0} is not one of this keeper's devices; provision it first")]
+    UnknownDevice(DeviceId),
+    /// The hub could not be reached or refused.
+    #[error("hub: {0}")]
+    Hub(String),
+}
+
+type Result<T, E = KeeperError> = std::result::Result<T, E>;
+
+fn state_err(path: &Path, why: impl ToString) -> KeeperError {
+    KeeperError::State {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+}
+
+/// One DPK epoch of a device, as the keeper provisioned it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EpochRecord {
+    /// The DPK epoch.
+    pub epoch: u16,
+    /// The schedule, in its text form.
+    pub schedule: String,
+    /// The epoch's span, Unix seconds.
+    pub from: u64,
+    /// The end of the span (exclusive).
+    pub until: u64,
+    /// The record suite's name.
+    pub suite: String,
+}
+
+impl EpochRecord {
+    /// The tree of `device` in this epoch.
+    pub fn spec(&self, device: DeviceId) -> Result<TreeSpec, custos_proto::Error> {
+        let schedule: Schedule = self.schedule.parse()?;
+        TreeSpec::new(
+            device,
+            Epoch(self.epoch),
+            schedule,
+            Span::new(UnixTime::new(self.from)?, UnixTime::new(self.until)?)?,
+        )
+    }
+
+    /// The suite.
+    pub fn suite(&self) -> Result<Suite, custos_proto::Error> {
+        Suite::from_name(&self.suite).ok_or(custos_proto::Error::InvalidValue("unknown suite"))
+    }
+}
+
+/// A request waiting for the user, as `custos keeper inbox` shows it.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    /// The request id, hex.
+    pub id: String,
+    /// The checked request.
+    pub request: VerifiedRequest,
+    /// The name the keeper knows the application by (pinned to its key), if any.
+    pub known_as: Option<String>,
+    /// What the policy said (always `Ask` for a pending request) and why.
+    pub reason: String,
+}
+
+/// What became of one request during a sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Granted by policy: node secrets sent.
+    Granted {
+        /// Request id, hex.
+        id: String,
+        /// How many node secrets.
+        nodes: usize,
+        /// Who decided.
+        by: String,
+    },
+    /// Denied by policy.
+    Denied {
+        /// Request id, hex.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Waiting for the user.
+    Asked {
+        /// Request id, hex.
+        id: String,
+        /// Why the policy asks.
+        reason: String,
+    },
+    /// Refused without an answer (forged, expired, replayed, or for another owner).
+    Refused {
+        /// Request id, hex.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What one sync with the hub did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Each request taken from the inbox, and what became of it.
+    pub handled: Vec<Handled>,
+    /// Answers delivered to the hub (including ones left over from before).
+    pub delivered: usize,
+}
+
+/// The keeper.
+pub struct Keeper {
+    dir: PathBuf,
+    vault: Box<dyn Vault>,
+    policy: Policy,
+    log: ConsentLog,
+    devices: BTreeMap<String, Vec<EpochRecord>>,
+    apps: BTreeMap<String, String>,
+    http: reqwest::Client,
+}
+
+fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| state_err(path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(state_err(path, e)),
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| state_err(path, e))?;
+    Ok(fsio::replace(path, &bytes)?)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Keeper {
+    /// Makes a new keeper in `dir` with a fresh vault, unlocked by `unlock`.
+    pub fn init(
+        dir: &Path,
+        unlock: custos_vault::Unlock<'_>,
+        kdf: custos_vault::KdfParams,
+    ) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
+        SoftwareVault::create(&dir.join("vault.json"), unlock, kdf, &mut OsRng)?;
+        Self::open(dir, unlock)
+    }
+
+    /// Opens the keeper in `dir`. Refuses a consent log that was cut short (the pinned head is missing from it).
+    pub fn open(dir: &Path, unlock: custos_vault::Unlock<'_>) -> Result<Self> {
+        let vault = SoftwareVault::open(&dir.join("vault.json"), unlock)?;
+        Self::with_vault(dir, Box::new(vault))
+    }
+
+    /// Opens the keeper's state in `dir` around an already opened vault (a TPM-backed one, say).
+    pub fn with_vault(dir: &Path, vault: Box<dyn Vault>) -> Result<Self> {
+        let owner = vault.signing_public();
+        let policy_path = dir.join("policy.toml");
+        let policy = match fs::read_to_string(&policy_path) {
+            Ok(text) => Policy::from_toml(&text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Policy::default(),
+            Err(e) => return Err(state_err(&policy_path, e)),
+        };
+        let log = ConsentLog::open(dir.join("consent.log"), owner)?;
+        let head_path = dir.join("consent.head");
+        if let Some(pinned) = read_json::<Option<HeadFile>>(&head_path)? {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&pinned.hash, &mut hash).map_err(|e| state_err(&head_path, e))?;
+            log.check_head(&Head {
+                seq: pinned.seq,
+                hash,
+            })?;
+        }
+        for sub in ["pending", "outbox"] {
+            let p = dir.join(sub);
+            fs::create_dir_all(&p).map_err(|e| state_err(&p, e))?;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| KeeperError::Hub(e.to_string()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            vault,
+            policy,
+            log,
+            devices: read_json(&dir.join("devices.json"))?,
+            apps: read_json(&dir.join("apps.json"))?,
+            http,
+        })
+    }
+
+    /// The owner id: the keeper's Ed25519 public key. Applications address their requests to it.
+    pub fn owner(&self) -> [u8; 32] {
+        self.vault.signing_public()
+    }
+
+    /// The consent log.
+    pub fn log(&self) -> &ConsentLog {
+        &self.log
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The devices and their DPK epochs.
+    pub fn devices(&self) -> &BTreeMap<String, Vec<EpochRecord>> {
+        &self.devices
+    }
+
+    /// Registers a new DPK epoch for `device` and returns what to provision it with: the epoch's tree and the
+    /// forward-secure frontier at `now` (the device never gets secrets of time before `now`).
+    pub fn new_epoch(
+        &mut self,
+        spec: TreeSpec,
+        suite: Suite,
+        now: UnixTime,
+    ) -> Result<custos_proto::pairing::Provision> {
+        let key = spec.device().to_string();
+        let epochs = self.devices.entry(key).or_default();
+        if epochs.iter().any(|e| e.epoch == spec.epoch().0) {
+            return Err(custos_proto::Error::InvalidValue(
+                "this device already has that DPK epoch; DPKs are never reused",
+            )
+            .into());
+        }
+        let root = self.vault.derive(&spec, NodeId::ROOT)?;
+        let provision = custos_proto::pairing::Provision::frontier(
+            &RustCrypto,
+            spec,
+            suite,
+            core::slice::from_ref(&root),
+            now,
+        )?;
+        epochs.push(EpochRecord {
+            epoch: spec.epoch().0,
+            schedule: spec.schedule().to_string(),
+            from: spec.span().start().secs(),
+            until: spec.span().end().secs(),
+            suite: suite.name().unwrap_or("aes256gcm").into(),
+        });
+        write_json(&self.dir.join("devices.json"), &self.devices)?;
+        Ok(provision)
+    }
+
+    /// The next unused DPK epoch number of `device`.
+    pub fn next_epoch(&self, device: DeviceId) -> u16 {
+        self.devices
+            .get(&device.to_string())
+            .and_then(|e| e.iter().map(|r| r.epoch).max())
+            .map_or(1, |m| m.saturating_add(1))
+    }
+
+    fn sign(&self) -> impl FnOnce(&[u8]) -> [u8; 64] + '_ {
+        // The vault signs; a failure here (a TPM gone away) yields a signature that verifies nothing, and every
+        // caller checks what it signed before it is used (the consent log verifies its entries).
+        move |tbs| self.vault.sign(tbs).unwrap_or([0; 64])
+    }
+
+    /// The name to match policy rules by: the name pinned to this key, pinning the claimed one on first sight
+    /// unless another key already holds it.
+    fn known_name(&mut self, request: &SharingRequest) -> Result<Option<String>> {
+        let key = hex::encode(request.app_key);
+        if let Some(name) = self.apps.get(&key) {
+            return Ok(Some(name.clone()));
+        }
+        if self.apps.values().any(|n| *n == request.app_name) {
+            // Another key already goes by this name: an impostor, or a new key. Either way, not by name.
+            return Ok(None);
+        }
+        self.apps.insert(key, request.app_name.clone());
+        write_json(&self.dir.join("apps.json"), &self.apps)?;
+        Ok(Some(request.app_name.clone()))
+    }
+
+    fn already_decided(&self, id: &[u8; 32]) -> bool {
+        self.log.entries().iter().any(|e| e.body.request == *id)
+    }
+
+    /// Checks a request that arrived for this keeper: signature, expiry, addressee, replay, devices.
+    fn check(&self, bytes: &[u8], now: UnixTime) -> Result<VerifiedRequest, String> {
+        let v = SharingRequest::verify(&RustCrypto, bytes, now).map_err(|e| e.to_string())?;
+        if v.request.owner != self.owner() {
+            return Err("addressed to another owner".into());
+        }
+        if self.already_decided(&v.id) {
+            return Err("already decided (a replay)".into());
+        }
+        if let Some(d) = v
+            .request
+            .devices
+            .iter()
+            .find(|d| !self.devices.contains_key(&d.to_string()))
+        {
+            return Err(format!("device {d} is not one of this keeper's"));
+        }
+        Ok(v)
+    }
+
+    /// The secrets for `range` of the request's devices: per device and epoch, the minimal cover of the part of
+    /// the range, rounded inward to whole leaves, that the epoch spans. Never more than asked.
+    fn trees(&self, request: &SharingRequest, range: Span) -> Result<Vec<GrantedTree>> {
+        let mut trees = Vec::new();
+        for device in &request.devices {
+            let epochs = self
+                .devices
+                .get(&device.to_string())
+                .ok_or(KeeperError::UnknownDevice(*device))?;
+            for e in epochs {
+                let spec = e.spec(*device)?;
+                let Some(part) = range.intersect(spec.span()) else {
+                    continue;
+                };
+                let Some(part) = round_inward(&spec, part)? else {
+                    continue;
+                };
+                let nodes = spec
+                    .cover(part)?
+                    .map(|n| self.vault.derive(&spec, n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                trees.push(GrantedTree { spec, nodes });
+            }
+        }
+        Ok(trees)
+    }
+
+    fn entry(
+        v: &VerifiedRequest,
+        name: &str,
+        now: UnixTime,
+        outcome: Outcome,
+        by: DecidedBy,
+    ) -> NewEntry {
+        let r = &v.request;
+        NewEntry {
+            time: now.secs(),
+            request: v.id,
+            app_name: name.into(),
+            app_key: r.app_key,
+            devices: r.devices.clone(),
+            from: r.range.start().secs(),
+            until: r.range.end().secs(),
+            outcome,
+            purpose: r.purpose.clone(),
+            purpose_text: r.purpose_text.clone(),
+            retention: r.retention,
+            decided_by: by,
+        }
+    }
+
+    /// Logs the decision, pins the new head, and queues the signed answer for the hub.
+    fn record(&mut self, entry: NewEntry, answer: &[u8]) -> Result<()> {
+        let id = hex::encode(entry.request);
+        let vault = &self.vault;
+        self.log
+            .append(entry, |tbs| vault.sign(tbs).unwrap_or([0; 64]))?;
+        if let Some(head) = self.log.head() {
+            write_json(
+                &self.dir.join("consent.head"),
+                &Some(HeadFile {
+                    seq: head.seq,
+                    hash: hex::encode(head.hash),
+                }),
+            )?;
+        }
+        fsio::replace(&self.dir.join("outbox").join(format!("{id}.cose")), answer)?;
+        let _ = fs::remove_file(self.dir.join("pending").join(format!("{id}.cose")));
+        Ok(())
+    }
+
+    /// Grants `v` for `range` (the request's, or less), signed, logged and queued.
+    fn grant(
+        &mut self,
+        v: &VerifiedRequest,
+        name: &str,
+        range: Span,
+        by: DecidedBy,
+        now: UnixTime,
+    ) -> Result<Handled> {
+        let trees = self.trees(&v.request, range)?;
+        let nodes: usize = trees.iter().map(|t| t.nodes.len()).sum();
+        if nodes == 0 {
+            return self.deny(v, name, "no data keys cover that range", by, now);
+        }
+        let (mut from, mut until) = (u64::MAX, 0u64);
+        for t in &trees {
+            for n in &t.nodes {
+                let span = t.spec.node_span(n.node())?;
+                from = from.min(span.start().secs());
+                until = until.max(span.end().secs());
+            }
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(seed.as_mut());
+        let answer = Grant::seal(
+            &RustCrypto,
+            v,
+            &trees,
+            now,
+            &Secret::from_bytes(*seed),
+            self.sign(),
+        )?;
+        let outcome = Outcome::Granted {
+            from,
+            until,
+            nodes: u32::try_from(nodes).unwrap_or(u32::MAX),
+        };
+        self.record(Self::entry(v, name, now, outcome, by), &answer)?;
+        Ok(Handled::Granted {
+            id: hex::encode(v.id),
+            nodes,
+            by: by.to_string(),
+        })
+    }
+
+    fn deny(
+        &mut self,
+        v: &VerifiedRequest,
+        name: &str,
+        reason: &str,
+        by: DecidedBy,
+        now: UnixTime,
+    ) -> Result<Handled> {
+        let mut short = reason.to_string();
+        short.truncate(custos_proto::sharing::MAX_SHORT_TEXT);
+        while !short.is_char_boundary(short.len()) {
+            short.pop();
+        }
+        let answer = Denial {
+            request: v.id,
+            issued_at: now,
+            reason: short.clone(),
+        }
+        .sign(self.sign())?;
+        self.record(Self::entry(v, name, now, Outcome::Denied, by), &answer)?;
+        Ok(Handled::Denied {
+            id: hex::encode(v.id),
+            reason: short,
+        })
+    }
+
+    /// Applies the policy to a request that arrived (from the hub or a file): grants, denies, or keeps it for the
+    /// user. A request that fails its checks is refused without an answer.
+    pub fn consider(&mut self, bytes: &[u8], now: UnixTime) -> Result<Handled> {
+        let id = hex::encode(statement_id(bytes));
+        let v = match self.check(bytes, now) {
+            Ok(v) => v,
+            Err(reason) => return Ok(Handled::Refused { id, reason }),
+        };
+        let name = self.known_name(&v.request)?;
+        let days = range_days(v.request.range.start().secs(), v.request.range.end().secs());
+        let decision = self.policy.decide(&Query {
+            app_name: name.as_deref().unwrap_or(""),
+            app_key: &v.request.app_key,
+            purpose: &v.request.purpose,
+            days,
+        });
+        let shown = name.unwrap_or_else(|| format!("unverified \"{}\"", v.request.app_name));
+        let by = DecidedBy::policy(decision.rule);
+        match decision.action {
+            Action::Allow => self.grant(&v, &shown, v.request.range, by, now),
+            Action::Deny => {
+                let reason = match decision.rule {
+                    Some(n) => format!("denied by the owner's policy (rule {n})"),
+                    None => "denied by the owner's policy".to_string(),
+                };
+                self.deny(&v, &shown, &reason, by, now)
+            }
+            Action::Ask => {
+                fsio::replace(&self.dir.join("pending").join(format!("{id}.cose")), bytes)?;
+                Ok(Handled::Asked {
+                    id,
+                    reason: decision.reason,
+                })
+            }
+        }
+    }
+
+    /// The requests waiting for the user, oldest first. Expired ones are dropped (and logged as denied).
+    pub fn pending(&mut self, now: UnixTime) -> Result<Vec<Pending>> {
+        let dir = self.dir.join("pending");
+        let mut out = Vec::new();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| state_err(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cose"))
+            .collect();
+        names.sort();
+        for path in names {
+            let bytes = fs::read(&path).map_err(|e| state_err(&path, e))?;
+            let id = hex::encode(statement_id(&bytes));
+            match SharingRequest::verify(&RustCrypto, &bytes, now) {
+                Ok(request) => {
+                    let known_as = self
+                        .apps
+                        .get(&hex::encode(request.request.app_key))
+                        .cloned();
+                    let days = range_days(
+                        request.request.range.start().secs(),
+                        request.request.range.end().secs(),
+                    );
+                    let reason = self
+                        .policy
+                        .decide(&Query {
+                            app_name: known_as.as_deref().unwrap_or(""),
+                            app_key: &request.request.app_key,
+                            purpose: &request.request.purpose,
+                            days,
+                        })
+                        .reason;
+                    out.push(Pending {
+                        id,
+                        request,
+                        known_as,
+                        reason,
+                    })
+                }
+                Err(custos_proto::Error::Expired) => {
+                    fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
+                }
+                Err(e) => return Err(state_err(&path, e)),
+            }
+        }
+        out.sort_by_key(|p| p.request.request.expires);
+        Ok(out)
+    }
+
+    fn take_pending(&mut self, id: &str, now: UnixTime) -> Result<(VerifiedRequest, String)> {
+        let p = self
+            .pending(now)?
+            .into_iter()
+            .find(|p| p.id == id || (id.len() >= 8 && p.id.starts_with(id)))
+            .ok_or_else(|| KeeperError::NotPending(id.into()))?;
+        let name = p
+            .known_as
+            .unwrap_or_else(|| format!("unverified \"{}\"", p.request.request.app_name));
+        Ok((p.request, name))
+    }
+
+    /// The user approves pending request `id` (or a unique prefix of 8+ digits), for `range` if given (it must lie
+    /// within the request's) or else the whole request.
+    pub fn approve(&mut self, id: &str, range: Option<Span>, now: UnixTime) -> Result<Handled> {
+        let (v, name) = self.take_pending(id, now)?;
+        let range = match range {
+            Some(r) if v.request.range.includes(r) => r,
+            Some(_) => {
+                return Err(custos_proto::Error::InvalidValue(
+                    "the range to grant must lie within the range asked for",
+                )
+                .into());
+            }
+            None => v.request.range,
+        };
+        self.grant(&v, &name, range, DecidedBy::User, now)
+    }
+
+    /// The user denies pending request `id`.
+    pub fn deny_pending(&mut self, id: &str, now: UnixTime) -> Result<Handled> {
+        let (v, name) = self.take_pending(id, now)?;
+        self.deny(&v, &name, "denied by the owner", DecidedBy::User, now)
+    }
+
+    /// A short-lived token proving to the hub that this is the owner's keeper, for `scope`.
+    pub fn access_token(&self, scope: &str, now: UnixTime) -> Result<Vec<u8>> {
+        Ok(AccessToken {
+            owner: self.owner(),
+            scope: scope.into(),
+            at: now,
+        }
+        .sign(self.sign())?)
+    }
+
+    /// Delivers queued answers to the hub; keeps those the hub could not take. Returns how many it took.
+    pub async fn deliver(&mut self, hub: &str) -> Result<usize> {
+        let dir = self.dir.join("outbox");
+        let mut delivered = 0;
+        let mut paths: Vec<_> = fs::read_dir(&dir)
+            .map_err(|e| state_err(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cose"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let body = fs::read(&path).map_err(|e| state_err(&path, e))?;
+            let resp = self
+                .http
+                .post(format!("{}/v1/answers", hub.trim_end_matches('/')))
+                .header("content-type", "application/cose")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| KeeperError::Hub(e.to_string()))?;
+            let status = resp.status().as_u16();
+            // 409: the hub already has an answer to it (ours, delivered before a crash took the file).
+            if (200..300).contains(&status) || status == 409 {
+                fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
+                delivered += 1;
+            } else {
+                let text = resp.text().await.unwrap_or_default();
+                return Err(KeeperError::Hub(format!(
+                    "answer refused ({status}): {text}"
+                )));
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// One round with the hub: deliver queued answers, take every new request from the owner's inbox and
+    /// consider it, then deliver the new answers.
+    pub async fn sync(&mut self, hub: &str) -> Result<SyncReport> {
+        let hub = hub.trim_end_matches('/');
+        let mut report = SyncReport {
+            delivered: self.deliver(hub).await?,
+            ..SyncReport::default()
+        };
+        let owner = hex::encode(self.owner());
+        let mut after = 0i64;
+        loop {
+            let now = UnixTime::new(now_secs())?;
+            let scope = format!("GET /v1/owners/{owner}/inbox");
+            let token = hex::encode(self.access_token(&scope, now)?);
+            let resp = self
+                .http
+                .get(format!("{hub}/v1/owners/{owner}/inbox?after={after}"))
+                .header("authorization", format!("Custos {token}"))
+                .send()
+                .await
+                .map_err(|e| KeeperError::Hub(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| KeeperError::Hub(e.to_string()))?;
+            let body: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|e| KeeperError::Hub(format!("the inbox is not JSON: {e}")))?;
+            if status != 200 {
+                return Err(KeeperError::Hub(format!(
+                    "inbox refused ({status}): {}",
+                    body["message"]
+                )));
+            }
+            let items = body["requests"].as_array().cloned().unwrap_or_default();
+            for item in &items {
+                let Some(bytes) = item["request"].as_str().and_then(|h| hex::decode(h).ok()) else {
+                    // Not something the hub would send; nothing to decide on.
+                    continue;
+                };
+                let id = hex::encode(statement_id(&bytes));
+                // Already waiting for the user: the hub keeps it until answered, don't ask twice.
+                if self.dir.join("pending").join(format!("{id}.cose")).exists() {
+                    continue;
+                }
+                report.handled.push(self.consider(&bytes, now)?);
+            }
+            match body["next"].as_i64() {
+                Some(n) if !items.is_empty() => after = n,
+                _ => break,
+            }
+        }
+        report.delivered += self.deliver(hub).await?;
+        Ok(report)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadFile {
+    seq: u64,
+    hash: String,
+}
+
+/// `range` shrunk to whole leaves of `spec`, or `None` if no whole leaf fits.
+fn round_inward(spec: &TreeSpec, range: Span) -> Result<Option<Span>, custos_proto::Error> {
+    let leaf = spec.schedule().leaf();
+    let first = spec.leaf_at(range.start())?;
+    let start = if leaf.is_boundary(range.start()) {
+        range.start()
+    } else {
+        spec.node_span(spec.leaf_node(first + 1))
+            .map(|s| s.start())
+            .unwrap_or(range.end())
+    };
+    let end_leaf = spec.leaf_at(UnixTime::new(range.end().secs() - 1)?)?;
+    let end = if leaf.is_boundary(range.end()) || range.end() == spec.span().end() {
+        range.end()
+    } else {
+        spec.node_span(spec.leaf_node(end_leaf))?.start()
+    };
+    Ok(Span::new(start, end).ok())
+}
