@@ -68,6 +68,12 @@ pub enum AgentError {
         "the device holds no keys: provision it with --keys FILE (a DPK from `custos dpk new`)"
     )]
     NoKeys,
+    /// The device has no owner code, so it cannot pair.
+    #[error("the device has no owner code; it cannot pair with a keeper")]
+    NoOwnerCode,
+    /// No keeper paired within the time allowed.
+    #[error("no keeper paired within the time allowed")]
+    NotPaired,
     /// The key file belongs to another device.
     #[error("the key file is for device {0}, not this one")]
     WrongDevice(DeviceId),
@@ -272,6 +278,95 @@ impl Agent {
             changed,
             authorized,
         })
+    }
+
+    /// Waits up to `timeout` for the owner's keeper to pair through the hub's relay (Noise NNpsk0 keyed by the
+    /// owner code), takes the DPK epoch it provisions, keeping only the frontier at `now`, and acknowledges it.
+    /// Messages that do not authenticate (anyone may post to the relay) are skipped. Returns the provisioned
+    /// epoch and how many secrets the device now holds.
+    pub async fn await_pairing(
+        &mut self,
+        now: UnixTime,
+        timeout: Duration,
+    ) -> Result<(u16, usize), AgentError> {
+        use custos_client::{Direction, HubClient};
+        use custos_proto::pairing::DeviceAwaitingProvision;
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let code = Zeroizing::new(self.state.owner_code.ok_or(AgentError::NoOwnerCode)?);
+        let client = HubClient::new(&session.hub, Duration::from_secs(10))
+            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        let device = self.state.device;
+        let cursor_path = self.dir.join("pairing.cursor");
+        let mut cursor: i64 = fs::read_to_string(&cursor_path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut awaiting: Option<DeviceAwaitingProvision> = None;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(AgentError::NotPaired);
+            }
+            let got = client
+                .relay_recv(
+                    device,
+                    Direction::ToDevice,
+                    cursor,
+                    left.min(Duration::from_secs(10)),
+                )
+                .await
+                .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+            for (seq, msg) in got {
+                cursor = seq;
+                write_atomic(&cursor_path, seq.to_string().as_bytes())?;
+                if let Some(state) = awaiting.take() {
+                    match state.open_provision(&msg) {
+                        Ok((paired, provision)) => {
+                            let spec = *provision.tree();
+                            let keys = Keys {
+                                spec,
+                                suite: provision.suite(),
+                                nodes: provision.into_nodes(),
+                            };
+                            let held = self.provision(&keys, now)?;
+                            let ack = paired.seal_ack()?;
+                            client
+                                .relay_send(device, Direction::ToKeeper, &ack)
+                                .await
+                                .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+                            tracing::info!(
+                                epoch = spec.epoch().0,
+                                held,
+                                "paired and provisioned by the owner's keeper"
+                            );
+                            return Ok((spec.epoch().0, held));
+                        }
+                        // Not the Provision of this session: maybe a fresh PairInit, tried below.
+                        Err(e) => tracing::debug!(%e, "not a provision for this session"),
+                    }
+                }
+                let mut ephemeral = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(ephemeral.as_mut());
+                match DeviceAwaitingProvision::read_init(
+                    device,
+                    &code,
+                    Secret::from_bytes(*ephemeral),
+                    &msg,
+                ) {
+                    Ok((state, accept)) => {
+                        client
+                            .relay_send(device, Direction::ToKeeper, &accept)
+                            .await
+                            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+                        awaiting = Some(state);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%e, "ignoring a relayed message that is not a PairInit for this device")
+                    }
+                }
+            }
+        }
     }
 
     /// Fetches the hub's current device list over HTTP and accepts it (see [`Agent::accept_device_list`]).

@@ -194,7 +194,7 @@ pub struct DeviceState {
     pub identity: Secret,
     /// The join code, until the device has joined a hub.
     pub join_code: Option<[u8; 16]>,
-    /// The owner code, until the device is paired.
+    /// The owner code. Kept after pairing: every DPK rotation is a fresh pairing keyed by it.
     pub owner_code: Option<[u8; 16]>,
     /// The hub session, once joined.
     pub session: Option<Session>,

@@ -214,3 +214,77 @@ pub(crate) async fn post_answer<S: Store>(
     tracing::info!(id = %hex::encode(id), kind, "sharing answer");
     Ok((StatusCode::CREATED, Json(json!({"id": hex::encode(id)}))))
 }
+
+/// The most messages a pairing mailbox keeps; older ones are dropped as new ones arrive.
+pub const MAILBOX_DEPTH: usize = 64;
+/// The largest relayed pairing message, bytes (a Provision with a long frontier is a few KiB).
+pub const MAX_RELAYED: usize = 64 << 10;
+
+fn mailbox(device: &str, direction: &str) -> Result<String, ApiError> {
+    let device: custos_proto::DeviceId = device
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{device}` is not a device id")))?;
+    match direction {
+        "to-device" | "to-keeper" => Ok(format!("pairing/{device}/{direction}")),
+        _ => Err(ApiError::NotFound(
+            "a pairing mailbox is `to-device` or `to-keeper`".into(),
+        )),
+    }
+}
+
+/// `POST /v1/pairing/{device}/{direction}`: relays one opaque pairing message (Noise NNpsk0 keyed by the owner
+/// code, then sealed provisioning). The hub cannot read or forge them; anyone may post, and the receiver drops
+/// what does not authenticate.
+pub(crate) async fn relay_post<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path((device, direction)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mailbox = mailbox(&device, &direction)?;
+    if body.is_empty() || body.len() > MAX_RELAYED {
+        return Err(ApiError::BadRequest(format!(
+            "a pairing message is 1 to {MAX_RELAYED} bytes"
+        )));
+    }
+    let seq = hub.store.relay_push(&mailbox, &body, hub.now()).await?;
+    let kept = hub.store.relay_fetch(&mailbox, 0, 1000).await?;
+    if kept.len() > MAILBOX_DEPTH {
+        let (drop_upto, _) = kept[kept.len() - MAILBOX_DEPTH - 1];
+        hub.store.relay_ack(&mailbox, drop_upto).await?;
+    }
+    Ok((StatusCode::CREATED, Json(json!({"seq": seq}))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RelayQuery {
+    after: Option<i64>,
+    wait: Option<u64>,
+}
+
+/// `GET /v1/pairing/{device}/{direction}?after=SEQ&wait=S`: the mailbox's messages after `after`, waiting up to
+/// `wait` seconds for one.
+pub(crate) async fn relay_get<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    Path((device, direction)): Path<(String, String)>,
+    query: Result<Query<RelayQuery>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mailbox = mailbox(&device, &direction)?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    loop {
+        let got = hub
+            .store
+            .relay_fetch(&mailbox, q.after.unwrap_or(0), MAILBOX_DEPTH as u32)
+            .await?;
+        if !got.is_empty() || tokio::time::Instant::now() >= deadline {
+            let messages: Vec<_> = got
+                .iter()
+                .map(|(seq, body)| json!({"seq": seq, "body": hex::encode(body)}))
+                .collect();
+            return Ok(Json(json!({"messages": messages})));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

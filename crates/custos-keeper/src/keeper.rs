@@ -213,12 +213,7 @@ impl Keeper {
     /// Opens the keeper's state in `dir` around an already opened vault (a TPM-backed one, say).
     pub fn with_vault(dir: &Path, vault: Box<dyn Vault>) -> Result<Self> {
         let owner = vault.signing_public();
-        let policy_path = dir.join("policy.toml");
-        let policy = match fs::read_to_string(&policy_path) {
-            Ok(text) => Policy::from_toml(&text)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Policy::default(),
-            Err(e) => return Err(state_err(&policy_path, e)),
-        };
+        let policy = read_policy(dir)?;
         let log = ConsentLog::open(dir.join("consent.log"), owner)?;
         let head_path = dir.join("consent.head");
         if let Some(pinned) = read_json::<Option<HeadFile>>(&head_path)? {
@@ -276,31 +271,105 @@ impl Keeper {
         suite: Suite,
         now: UnixTime,
     ) -> Result<custos_proto::pairing::Provision> {
-        let key = spec.device().to_string();
-        let epochs = self.devices.entry(key).or_default();
-        if epochs.iter().any(|e| e.epoch == spec.epoch().0) {
+        let provision = self.prepare_epoch(spec, suite, now)?;
+        self.register_epoch(&spec, suite)?;
+        Ok(provision)
+    }
+
+    /// The provisioning for a DPK epoch not registered yet (refused if it is: DPKs are never reused).
+    fn prepare_epoch(
+        &self,
+        spec: TreeSpec,
+        suite: Suite,
+        now: UnixTime,
+    ) -> Result<custos_proto::pairing::Provision> {
+        let used = self
+            .devices
+            .get(&spec.device().to_string())
+            .is_some_and(|e| e.iter().any(|e| e.epoch == spec.epoch().0));
+        if used {
             return Err(custos_proto::Error::InvalidValue(
                 "this device already has that DPK epoch; DPKs are never reused",
             )
             .into());
         }
         let root = self.vault.derive(&spec, NodeId::ROOT)?;
-        let provision = custos_proto::pairing::Provision::frontier(
+        Ok(custos_proto::pairing::Provision::frontier(
             &RustCrypto,
             spec,
             suite,
             core::slice::from_ref(&root),
             now,
-        )?;
-        epochs.push(EpochRecord {
+        )?)
+    }
+
+    fn register_epoch(&mut self, spec: &TreeSpec, suite: Suite) -> Result<()> {
+        self.devices
+            .entry(spec.device().to_string())
+            .or_default()
+            .push(EpochRecord {
+                epoch: spec.epoch().0,
+                schedule: spec.schedule().to_string(),
+                from: spec.span().start().secs(),
+                until: spec.span().end().secs(),
+                suite: suite.name().unwrap_or("aes256gcm").into(),
+            });
+        write_json(&self.dir.join("devices.json"), &self.devices)
+    }
+
+    /// Pairs with `device` through the hub's relay, keyed by the device's owner code (Noise NNpsk0), and
+    /// provisions it with the new DPK epoch `spec` over that channel; the device keeps only the frontier at `now`.
+    /// Rotating to a new epoch is the same call with the next epoch. The hub relays ciphertext only.
+    pub async fn pair(
+        &mut self,
+        hub: &str,
+        spec: TreeSpec,
+        suite: Suite,
+        owner_code: &[u8; 16],
+        now: UnixTime,
+        timeout: std::time::Duration,
+    ) -> Result<Paired> {
+        use custos_client::{Direction, HubClient};
+        use custos_proto::pairing::KeeperAwaitingAccept;
+        let device = spec.device();
+        let provision = self.prepare_epoch(spec, suite, now)?;
+        let client = HubClient::new(hub, std::time::Duration::from_secs(10)).map_err(hub_err)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Only answers that arrive after our PairInit count: start past everything in the mailbox now.
+        let mut cursor = client
+            .relay_recv(device, Direction::ToKeeper, 0, std::time::Duration::ZERO)
+            .await
+            .map_err(hub_err)?
+            .last()
+            .map_or(0, |(seq, _)| *seq);
+        let mut ephemeral = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(ephemeral.as_mut());
+        let (awaiting, init) =
+            KeeperAwaitingAccept::start(device, owner_code, Secret::from_bytes(*ephemeral))?;
+        client
+            .relay_send(device, Direction::ToDevice, &init)
+            .await
+            .map_err(hub_err)?;
+        let accept = next_message(&client, device, &mut cursor, deadline).await?;
+        // Anyone can post to a mailbox; a message that is not the device's Accept fails authentication here.
+        let mut paired = awaiting.read_accept(&accept)?;
+        let sealed = paired.seal_provision(&provision)?;
+        client
+            .relay_send(device, Direction::ToDevice, &sealed)
+            .await
+            .map_err(hub_err)?;
+        loop {
+            let msg = next_message(&client, device, &mut cursor, deadline).await?;
+            if paired.open_ack(&msg).is_ok() {
+                break;
+            }
+        }
+        self.register_epoch(&spec, suite)?;
+        Ok(Paired {
+            device,
             epoch: spec.epoch().0,
-            schedule: spec.schedule().to_string(),
-            from: spec.span().start().secs(),
-            until: spec.span().end().secs(),
-            suite: suite.name().unwrap_or("aes256gcm").into(),
-        });
-        write_json(&self.dir.join("devices.json"), &self.devices)?;
-        Ok(provision)
+            secrets: provision.nodes().len(),
+        })
     }
 
     /// The next unused DPK epoch number of `device`.
@@ -669,6 +738,8 @@ impl Keeper {
     /// consider it, then deliver the new answers.
     pub async fn sync(&mut self, hub: &str) -> Result<SyncReport> {
         let hub = hub.trim_end_matches('/');
+        // The user may have edited the policy since: a broken file stops the round, it never falls back silently.
+        self.policy = read_policy(&self.dir)?;
         let mut report = SyncReport {
             delivered: self.deliver(hub).await?,
             ..SyncReport::default()
@@ -719,6 +790,61 @@ impl Keeper {
         }
         report.delivered += self.deliver(hub).await?;
         Ok(report)
+    }
+}
+
+/// A device paired and provisioned by [`Keeper::pair`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paired {
+    /// The device.
+    pub device: DeviceId,
+    /// The DPK epoch it now holds.
+    pub epoch: u16,
+    /// How many node secrets (its frontier) it was sent.
+    pub secrets: usize,
+}
+
+fn hub_err(e: custos_client::ClientError) -> KeeperError {
+    KeeperError::Hub(e.to_string())
+}
+
+/// The next message in the keeper's mailbox for `device` after `cursor`, waiting until `deadline`.
+async fn next_message(
+    client: &custos_client::HubClient,
+    device: DeviceId,
+    cursor: &mut i64,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>> {
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(KeeperError::Hub(format!(
+                "device {device} did not answer in time: is it running, online, and is the owner code right?"
+            )));
+        }
+        let got = client
+            .relay_recv(
+                device,
+                custos_client::Direction::ToKeeper,
+                *cursor,
+                left.min(std::time::Duration::from_secs(10)),
+            )
+            .await
+            .map_err(hub_err)?;
+        if let Some((seq, body)) = got.into_iter().next() {
+            *cursor = seq;
+            return Ok(body);
+        }
+    }
+}
+
+/// The policy in `dir/policy.toml`, or the default (ask about everything) if there is none.
+fn read_policy(dir: &Path) -> Result<Policy> {
+    let path = dir.join("policy.toml");
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Policy::from_toml(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Policy::default()),
+        Err(e) => Err(state_err(&path, e)),
     }
 }
 

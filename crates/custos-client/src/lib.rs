@@ -1,0 +1,175 @@
+//! A small HTTP client for the hub's API (`docs/api.md`), shared by the device agent, the keeper and
+//! applications, so that all three read the hub's refusals and relay its mailboxes the same way.
+
+use std::time::Duration;
+
+use custos_proto::DeviceId;
+
+/// Why a call to the hub failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The hub could not be reached (or the connection broke); the call may be retried.
+    #[error("hub unreachable: {0}")]
+    Unreachable(String),
+    /// The hub answered with an error.
+    #[error("hub refused ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The hub's `message`, or the body as text.
+        message: String,
+    },
+}
+
+/// The side of a pairing a mailbox delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Messages for the device (from the keeper).
+    ToDevice,
+    /// Messages for the keeper (from the device).
+    ToKeeper,
+}
+
+impl Direction {
+    fn path(self) -> &'static str {
+        match self {
+            Self::ToDevice => "to-device",
+            Self::ToKeeper => "to-keeper",
+        }
+    }
+}
+
+/// A hub's base URL and an HTTP client.
+#[derive(Clone, Debug)]
+pub struct HubClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl HubClient {
+    /// A client for the hub at `base` (e.g. `http://127.0.0.1:7180`); each call times out after `timeout` on top of
+    /// any long-poll wait it asks for.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout + Duration::from_secs(custos_max_wait()))
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The hub's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn finish(resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        if (200..300).contains(&status) {
+            Ok(body.to_vec())
+        } else {
+            Err(refusal(status, &body))
+        }
+    }
+
+    /// `GET {base}{path}`, with optional `Authorization`.
+    pub async fn get(&self, path: &str, auth: Option<&str>) -> Result<Vec<u8>, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        Self::finish(
+            req.send()
+                .await
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?,
+        )
+        .await
+    }
+
+    /// `POST {base}{path}` with a binary body.
+    pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Self::finish(resp).await
+    }
+
+    /// Relays one pairing message for `device` in `direction`; returns its mailbox position.
+    pub async fn relay_send(
+        &self,
+        device: DeviceId,
+        direction: Direction,
+        body: &[u8],
+    ) -> Result<i64, ClientError> {
+        let answer = self
+            .post(
+                &format!("/v1/pairing/{device}/{}", direction.path()),
+                body.to_vec(),
+            )
+            .await?;
+        json(&answer)?["seq"]
+            .as_i64()
+            .ok_or_else(|| ClientError::Unreachable("the hub's answer has no seq".into()))
+    }
+
+    /// The pairing messages for `device` in `direction` after position `after`, waiting up to `wait` for one.
+    pub async fn relay_recv(
+        &self,
+        device: DeviceId,
+        direction: Direction,
+        after: i64,
+        wait: Duration,
+    ) -> Result<Vec<(i64, Vec<u8>)>, ClientError> {
+        let answer = self
+            .get(
+                &format!(
+                    "/v1/pairing/{device}/{}?after={after}&wait={}",
+                    direction.path(),
+                    wait.as_secs().min(custos_max_wait())
+                ),
+                None,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for m in json(&answer)?["messages"].as_array().into_iter().flatten() {
+            if let (Some(seq), Some(body)) = (
+                m["seq"].as_i64(),
+                m["body"].as_str().and_then(|h| hex::decode(h).ok()),
+            ) {
+                out.push((seq, body));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The longest long-poll the hub grants, seconds.
+fn custos_max_wait() -> u64 {
+    30
+}
+
+fn json(body: &[u8]) -> Result<serde_json::Value, ClientError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ClientError::Unreachable(format!("the hub's answer is not JSON: {e}")))
+}
+
+/// A hub refusal from its status and body: the JSON `message`, or the body as text.
+pub fn refusal(status: u16, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    ClientError::Refused { status, message }
+}
