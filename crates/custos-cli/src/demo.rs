@@ -2,29 +2,37 @@
 //! printed.
 //!
 //! A real hub serves HTTP on loopback with SQLite in a temporary data directory. Devices are made at the
-//! "factory", admitted by the operator with their join codes, and join over HTTP; the keeper provisions each
-//! with its DPK, of which the device keeps only the forward-secure frontier. The devices stream a month of
-//! readings through their on-disk queues. An application is granted one week of one device, fetches records from
-//! the hub's API and opens exactly that week. The hub then plays the attacker, and its database is scanned for
-//! keys and plaintext. Any check that fails ends the demo with an error (exit code 1).
+//! "factory", admitted by the operator with their join codes, and join over HTTP. The user's keeper (a vault
+//! under a passphrase) pairs with each through the hub's relay using the owner code from the label, and
+//! provisions its DPK; the device keeps only the forward-secure frontier. The devices stream two months of
+//! readings (time compressed) through their on-disk queues. While the keeper is offline, an application asks for
+//! two months, a week and a day; back online, the keeper's policy grants the week and denies the day, and the
+//! user (played by the demo) approves the two months. The application opens exactly what was granted. The hub
+//! then plays the attacker, and its data directory is scanned for keys and plaintext. Any check that fails ends
+//! the demo with an error (exit code 1).
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
+use custos_app::{Answer, App, Ask, decrypt_all};
 use custos_device::Factory;
 use custos_device::agent::Agent;
-use custos_device::keyfile::{self, Keys};
+use custos_device::keyfile;
 use custos_hub::serve::ServeConfig;
+use custos_keeper::{Handled, Keeper};
 use custos_proto::admission::HANDSHAKE_BYTES;
 use custos_proto::record::OVERHEAD;
+use custos_proto::sharing::GrantedTree;
 use custos_proto::uplink::{LinkKeys, UPLINK_OVERHEAD, seal_uplink};
 use custos_proto::{
-    DeviceId, Epoch, Error, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto, Schedule,
-    Span, Suite, TreeSpec, UnixTime,
+    DeviceId, Epoch, Error, Opener, RecordHeader, RustCrypto, Schedule, Span, Suite, TreeSpec,
+    UnixTime,
 };
 use custos_store::{AnyStore, PendingAdmission, Store};
+use custos_vault::{KdfParams, Unlock};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_core::OsRng;
 use serde_json::json;
@@ -34,14 +42,14 @@ use crate::{random_secret, timearg};
 /// Options of `custos demo`.
 #[derive(Args)]
 pub struct DemoArgs {
-    /// The month the devices record, as YYYY-MM.
+    /// The first month the devices record, as YYYY-MM; they record two months from there.
     #[arg(long, default_value = "2026-03")]
     month: String,
     /// Minutes between two readings of a device.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1440))]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=1440))]
     every: u32,
     /// How many devices.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=20))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=20))]
     devices: u8,
     /// Print a JSON summary instead of the story.
     #[arg(long)]
@@ -70,29 +78,65 @@ struct Fleet {
     spec: TreeSpec,
 }
 
+/// The user's policy in the demo: the heating optimizer may read up to 31 days for energy purposes without
+/// asking; marketing is always refused; anything else is asked.
+const POLICY: &str = r#"default = "ask"
+
+[[rule]]
+app = "heating-optimizer"
+purpose = "energy.*"
+action = "allow"
+max_days = 31
+
+[[rule]]
+purpose = "marketing.*"
+action = "deny"
+"#;
+
+/// The demo's passphrase for the keeper's vault (Argon2id, 19 MiB).
+const PASSPHRASE: &str = "correct horse battery staple";
+
+fn month_after(t: UnixTime) -> Result<UnixTime> {
+    let (y, m, ..) = t.civil();
+    Ok(if m == 12 {
+        UnixTime::from_date(y + 1, 1, 1)?
+    } else {
+        UnixTime::from_date(y, m + 1, 1)?
+    })
+}
+
+fn wall_clock() -> Result<UnixTime> {
+    Ok(UnixTime::new(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?)
+}
+
 async fn story(args: &DemoArgs) -> Result<()> {
     let c = RustCrypto;
+    let started = std::time::Instant::now();
     let say = |who: &str, what: String| {
         if !args.json {
             println!("{who:<8} {what}");
         }
     };
-    let month_start =
-        timearg::parse(&format!("{}-01", args.month)).context("--month must be YYYY-MM")?;
-    let (y, m, ..) = month_start.civil();
-    let month_end = if m == 12 {
-        UnixTime::from_date(y + 1, 1, 1)?
+    let start = timearg::parse(&format!("{}-01", args.month)).context("--month must be YYYY-MM")?;
+    let (y, m, ..) = start.civil();
+    let middle = month_after(start)?;
+    let end = month_after(middle)?;
+    // One DPK epoch per calendar year (two if the two months cross into the next).
+    let next_year = UnixTime::from_date(y + 1, 1, 1)?;
+    let epoch_end = if end > next_year {
+        UnixTime::from_date(y + 2, 1, 1)?
     } else {
-        UnixTime::from_date(y, m + 1, 1)?
+        next_year
     };
-    let year = Span::new(
-        UnixTime::from_date(y, 1, 1)?,
-        UnixTime::from_date(y + 1, 1, 1)?,
-    )?;
+    let epoch_span = Span::new(UnixTime::from_date(y, 1, 1)?, epoch_end)?;
     let work = WorkDir::new()?;
     if !args.json {
         println!(
-            "Custos demo: a real hub on loopback, devices, the keeper and an application, in one process.\n"
+            "Custos demo: a real hub on loopback, devices, the user's keeper and an application, in one process.\n"
         );
     }
 
@@ -112,8 +156,22 @@ async fn story(args: &DemoArgs) -> Result<()> {
     );
     let store = AnyStore::open(&hub_dir.join("hub.db").to_string_lossy()).await?;
 
-    // The factory makes devices; the operator admits each with the join code from its label.
-    let master = MasterSecret::new(random_secret());
+    // The user's keeper: a vault under a passphrase, and a policy.
+    let keeper_dir = work.path().join("keeper");
+    let pass = Unlock::Passphrase(PASSPHRASE);
+    let mut keeper = Keeper::init(&keeper_dir, pass, KdfParams::default())?;
+    std::fs::write(keeper_dir.join("policy.toml"), POLICY)?;
+    let owner = keeper.owner();
+    say(
+        "keeper",
+        format!(
+            "vault created (Argon2id, 19 MiB); owner id {}…; policy: heating-optimizer may read ≤ 31 days for energy.*, marketing.* denied, the rest asked",
+            &hex::encode(owner)[..16]
+        ),
+    );
+
+    // The factory makes devices; the operator admits each with its join code; the keeper pairs with each through
+    // the hub's relay using the owner code, and provisions its DPK for the year.
     let mut fleet = Vec::new();
     let now = i64::try_from(timearg::now()?.secs())?;
     for i in 0..args.devices {
@@ -130,17 +188,32 @@ async fn story(args: &DemoArgs) -> Result<()> {
             .await?;
         let mut agent = Agent::open(&dir)?;
         agent.join(&url, now).await?;
-        let spec = TreeSpec::new(made.device, Epoch(1), Schedule::default(), year)?;
-        let dpk = Keys {
-            spec,
-            suite: Suite::AES256GCM,
-            nodes: vec![spec.root(&c, &master)?],
-        };
-        let kept = agent.provision(&dpk, month_start)?;
+        let spec = TreeSpec::new(made.device, Epoch(1), Schedule::default(), epoch_span)?;
+        let device_side = tokio::spawn(async move {
+            let r = agent.await_pairing(start, Duration::from_secs(30)).await;
+            (agent, r)
+        });
+        let paired = keeper
+            .pair(
+                &url,
+                spec,
+                Suite::AES256GCM,
+                &made.owner_code,
+                start,
+                Duration::from_secs(30),
+            )
+            .await?;
+        let (agent, held) = device_side.await?;
+        let (_, held) = held?;
+        ensure!(
+            held == paired.secrets,
+            "the device holds {held} secrets, the keeper sent {}",
+            paired.secrets
+        );
         say(
             "device",
             format!(
-                "{} made, admitted, joined over HTTP ({HANDSHAKE_BYTES}-byte handshake), keeps a frontier of {kept} secrets",
+                "{} made, admitted, joined ({HANDSHAKE_BYTES}-byte handshake), paired with the keeper by its owner code; keeps a frontier of {held} secrets",
                 made.device
             ),
         );
@@ -150,12 +223,11 @@ async fn story(args: &DemoArgs) -> Result<()> {
             spec,
         });
     }
-    let again = Agent::open(&work.path().join("device-0"))?;
-    ensure!(again.joined(), "device 0 forgot its session");
+    drop(keeper); // the keeper goes offline
 
-    // The devices stream the month through their on-disk queues.
+    // The devices stream two months through their on-disk queues.
     let step = u64::from(args.every) * 60;
-    let per_device = (month_end.secs() - month_start.secs()).div_ceil(step);
+    let per_device = (end.secs() - start.secs()).div_ceil(step);
     let total = per_device * u64::from(args.devices);
     let bar = if args.json {
         ProgressBar::hidden()
@@ -166,15 +238,15 @@ async fn story(args: &DemoArgs) -> Result<()> {
         ProgressStyle::with_template("device   sealing {pos}/{len} readings [{bar:30}] {elapsed}")?
             .progress_chars("=> "),
     );
-    let mut t = month_start;
+    let mut t = start;
     let mut sent = 0u64;
-    while t < month_end {
+    while t < end {
         for f in &mut fleet {
             f.agent.seal(reading(t).as_bytes(), t)?;
             bar.inc(1);
         }
         sent += 1;
-        if sent % 48 == 0 {
+        if sent % 96 == 0 {
             for f in &mut fleet {
                 f.agent.publish().await?;
             }
@@ -191,175 +263,273 @@ async fn story(args: &DemoArgs) -> Result<()> {
         );
     }
     bar.finish_and_clear();
-    let http = reqwest::Client::new();
-    let presence: serde_json::Value = serde_json::from_slice(
-        &http
-            .get(format!("{url}/v1/presence"))
-            .send()
-            .await?
-            .bytes()
-            .await?,
-    )?;
-    let online = presence["devices"]
-        .as_array()
-        .map_or(0, |d| d.iter().filter(|d| d["online"] == true).count());
-    ensure!(
-        online == fleet.len(),
-        "{online} of {} devices online",
-        fleet.len()
-    );
     say(
         "device",
         format!(
-            "{} devices sealed {total} readings, one every {} min, {month_start} .. {month_end}",
+            "{} devices sealed {total} readings, one every {} min, {start} .. {end}",
             fleet.len(),
             args.every
         ),
     );
     say(
         "hub",
-        format!(
-            "stored every record once ({OVERHEAD} + {UPLINK_OVERHEAD} bytes of overhead each); {online} devices online"
-        ),
+        format!("stored every record once ({OVERHEAD} + {UPLINK_OVERHEAD} bytes of overhead each)"),
     );
 
-    // An application asks for week 2 of the first device; the keeper answers with the minimal cover.
-    let first = &fleet[0];
+    // While the keeper is offline, an application asks three times.
+    let app = App::create(&work.path().join("app"), "heating-optimizer")?;
+    let expires = UnixTime::new(wall_clock()?.secs() + 7 * 86_400)?;
+    let ask = |device: DeviceId, range: Span, purpose: &str, text: &str| Ask {
+        owner,
+        devices: vec![device],
+        range,
+        purpose: purpose.into(),
+        purpose_text: text.into(),
+        retention: 30 * 86_400,
+        expires,
+    };
+    let (first, second) = (fleet[0].device, fleet[1].device);
+    let two_months = Span::new(start, end)?;
     let week2 = Span::new(
         UnixTime::from_date(y, m, 8)?,
         UnixTime::from_date(y, m, 15)?,
     )?;
-    let keeper_dpk = first.spec.root(&c, &master)?;
-    let grant: Vec<NodeSecret> = first
-        .spec
-        .cover(week2)?
-        .map(|n| first.spec.derive(&c, &keeper_dpk, n))
-        .collect::<Result<_, _>>()?;
+    let (my, mm, ..) = middle.civil();
+    let one_day = Span::new(
+        UnixTime::from_date(my, mm, 2)?,
+        UnixTime::from_date(my, mm, 3)?,
+    )?;
+    let req_months = app
+        .request(
+            &url,
+            &ask(
+                first,
+                two_months,
+                "energy.optimization",
+                "Learn the building's heating curve over two months",
+            ),
+        )
+        .await?;
+    let req_week = app
+        .request(
+            &url,
+            &ask(
+                first,
+                week2,
+                "energy.optimization",
+                "Tune the heating schedule to last week's occupancy",
+            ),
+        )
+        .await?;
+    let req_day = app
+        .request(
+            &url,
+            &ask(
+                second,
+                one_day,
+                "marketing.profile",
+                "Build an occupancy profile for advertisers",
+            ),
+        )
+        .await?;
     say(
         "app",
-        format!("asks for week 2 of device {}: {week2}", first.device),
+        format!(
+            "asks for two months of {first} ({two_months}), week 2 of {first} ({week2}) and one day of {second} for marketing"
+        ),
+    );
+    say(
+        "hub",
+        "stores the three signed requests for the owner; the keeper is offline".into(),
+    );
+
+    // The keeper comes back: policy first, then the user.
+    let mut keeper = Keeper::open(&keeper_dir, pass)?;
+    let report = keeper.sync(&url).await?;
+    let mut asked = 0;
+    for h in &report.handled {
+        match h {
+            Handled::Granted { id, nodes, by } => {
+                ensure!(
+                    *id == req_week.id,
+                    "the policy granted something other than the week"
+                );
+                say(
+                    "keeper",
+                    format!("{by} grants the week: {nodes} node secret, HPKE-sealed to the app"),
+                );
+            }
+            Handled::Denied { id, reason } => {
+                ensure!(
+                    *id == req_day.id,
+                    "the policy denied something other than the marketing day"
+                );
+                say("keeper", format!("denies the marketing day: {reason}"));
+            }
+            Handled::Asked { id, reason } => {
+                ensure!(
+                    *id == req_months.id,
+                    "the policy asked about something other than two months"
+                );
+                asked += 1;
+                say(
+                    "keeper",
+                    format!("asks the user about two months: {reason}"),
+                );
+            }
+            Handled::Refused { reason, .. } => {
+                bail!("the keeper refused a genuine request: {reason}")
+            }
+        }
+    }
+    ensure!(
+        report.handled.len() == 3 && asked == 1,
+        "the keeper handled {:?}",
+        report.handled
+    );
+    let pending = keeper.pending(wall_clock()?)?;
+    ensure!(pending.len() == 1, "{} requests pending", pending.len());
+    let p = &pending[0];
+    say(
+        "user",
+        format!(
+            "sees in the inbox: {} (key {}…) wants {} for \"{}\"; approves",
+            p.known_as.as_deref().unwrap_or("?"),
+            &hex::encode(p.request.request.app_key)[..8],
+            p.request.request.range,
+            p.request.request.purpose_text
+        ),
+    );
+    let approved = keeper.approve(&p.id, None, wall_clock()?)?;
+    ensure!(
+        matches!(approved, Handled::Granted { nodes: 2, .. }),
+        "two months granted as {approved:?}"
+    );
+    ensure!(
+        keeper.sync(&url).await?.delivered == 1,
+        "the approval was not delivered"
     );
     say(
         "keeper",
-        format!("grants the cover: {} node secret(s)", grant.len()),
+        "grants two months: 2 node secrets; every decision is in the signed consent log".into(),
     );
 
-    // The application fetches the device's whole month from the hub, page by page, and opens what it can.
-    let from_leaf = first.spec.leaf_at(month_start)?;
-    let until_leaf = first.spec.leaf_at(UnixTime::new(month_end.secs() - 1)?)? + 1;
-    let mut records: Vec<Vec<u8>> = Vec::new();
-    let mut after: Option<i64> = None;
-    loop {
-        let mut q = format!(
-            "{url}/v1/devices/{}/records?epoch=1&from_leaf={from_leaf}&until_leaf={until_leaf}&limit=500",
-            first.device
-        );
-        if let Some(a) = after {
-            q.push_str(&format!("&after={a}"));
-        }
-        let page: serde_json::Value =
-            serde_json::from_slice(&http.get(q).send().await?.bytes().await?)?;
-        for r in page["records"].as_array().context("records")? {
-            records.push(hex::decode(r["record"].as_str().context("record")?)?);
-        }
-        match page["next_after"].as_i64() {
-            Some(a) => after = Some(a),
-            None => break,
-        }
-    }
+    // The application opens exactly what it was granted.
+    let week = granted(app.wait(&req_week.id, Duration::from_secs(10)).await?)?;
+    let months = granted(app.wait(&req_months.id, Duration::from_secs(10)).await?)?;
+    let denied = match app.wait(&req_day.id, Duration::from_secs(10)).await? {
+        Answer::Denied(reason) => reason,
+        Answer::Granted(_) => bail!("the marketing day was granted"),
+    };
+    let first_month = app.fetch_records(&url, &months[0], two_months).await?;
     ensure!(
-        records.len() as u64 == per_device,
-        "fetched {} records, expected {per_device}",
-        records.len()
+        first_month.len() as u64 == per_device,
+        "fetched {} of {per_device} records",
+        first_month.len()
     );
-    let mut opener = Opener::new(&c, &first.spec, &grant);
-    let mut out = vec![0u8; 256];
-    let (mut opened, mut refused) = (0usize, 0usize);
-    for record in &records {
-        let leaf = RecordHeader::peek(record)?.leaf;
-        let period = first.spec.node_span(first.spec.leaf_node(leaf))?;
-        match opener.open(record, &mut out) {
-            Ok((_, n)) => {
-                ensure!(
-                    week2.includes(period),
-                    "opened a record of {period}, outside the grant"
-                );
-                let text = std::str::from_utf8(&out[..n])?;
-                ensure!(
-                    text.contains("temp_c"),
-                    "plaintext is not a reading: {text}"
-                );
-                opened += 1;
-            }
-            Err(Error::NotGranted { .. }) => {
-                ensure!(
-                    !week2.includes(period),
-                    "a record of {period} inside the grant did not open"
-                );
-                refused += 1;
-            }
-            Err(e) => bail!("unexpected failure on a record of {period}: {e}"),
-        }
-    }
-    let expected = (week2.end().secs() - week2.start().secs()) / step;
+    let opened_week = decrypt_all(&week, &first_month);
+    let week_count = (week2.end().secs() - week2.start().secs()) / step;
     ensure!(
-        opened as u64 == expected,
-        "opened {opened} records, expected {expected}"
+        opened_week.opened() as u64 == week_count,
+        "the week grant opened {} records",
+        opened_week.opened()
+    );
+    for r in opened_week.iter().flatten() {
+        let (h, text) = r;
+        let period = fleet[0].spec.node_span(fleet[0].spec.leaf_node(h.leaf))?;
+        ensure!(
+            week2.includes(period),
+            "the week grant opened a record of {period}"
+        );
+        ensure!(
+            std::str::from_utf8(text)?.contains("temp_c"),
+            "not a reading"
+        );
+    }
+    let opened_months = decrypt_all(&months, &first_month);
+    ensure!(
+        opened_months.opened() as u64 == per_device,
+        "the two-month grant opened {}",
+        opened_months.opened()
+    );
+    let other = app
+        .fetch_records(
+            &url,
+            &GrantedTree {
+                spec: fleet[1].spec,
+                nodes: vec![],
+            },
+            two_months,
+        )
+        .await?;
+    let cross = decrypt_all(&months, &other).opened() + decrypt_all(&week, &other).opened();
+    ensure!(
+        cross == 0,
+        "a grant for {first} opened {cross} records of {second}"
+    );
+    say(
+        "app",
+        format!("week grant: opened {week_count} of {per_device} records, exactly week 2"),
     );
     say(
         "app",
         format!(
-            "fetched {} records from the hub's API, opened {opened} (all of week 2), refused {refused}",
-            records.len()
+            "two-month grant: opened all {per_device}; of {second}'s {} records: none",
+            other.len()
         ),
     );
+    say("app", format!("the day: denied (\"{denied}\")"));
 
-    // The hub plays the attacker: it alters a byte, relabels a record's day, and forges a device message.
-    let idx = records
+    // The hub plays the attacker.
+    let (_, tree_week) = (0, &week[0]);
+    let mut opener = Opener::new(&c, &tree_week.spec, &tree_week.nodes);
+    let mut out = vec![0u8; 256];
+    let idx = first_month
         .iter()
         .position(|r| opener.open(r, &mut out).is_ok())
         .context("a week-2 record")?;
-    let mut altered = records[idx].clone();
+    let mut altered = first_month[idx].clone();
     let at = altered.len() - 20;
     altered[at] ^= 1;
-    let tamper = opener.open(&altered, &mut out);
     ensure!(
-        matches!(tamper, Err(Error::Authentication)),
-        "altered record was not rejected: {tamper:?}"
+        matches!(opener.open(&altered, &mut out), Err(Error::Authentication)),
+        "an altered record opened"
     );
-    let outside = records
+    let outside = first_month
         .iter()
         .position(|r| opener.open(r, &mut out).is_err())
         .context("a record outside week 2")?;
-    let mut moved = records[outside].clone();
-    moved[11..15].copy_from_slice(&RecordHeader::peek(&records[idx])?.leaf.to_be_bytes());
-    let swap = opener.open(&moved, &mut out);
+    let mut moved = first_month[outside].clone();
+    moved[11..15].copy_from_slice(&RecordHeader::peek(&first_month[idx])?.leaf.to_be_bytes());
     ensure!(
-        matches!(swap, Err(Error::Authentication)),
-        "relabelled record was not rejected: {swap:?}"
+        matches!(opener.open(&moved, &mut out), Err(Error::Authentication)),
+        "a relabelled record opened"
     );
-    say(
-        "hub",
-        "alters a byte of a week-2 record: rejected, no plaintext released".into(),
-    );
-    say(
-        "hub",
-        "relabels a week-1 record as a week-2 day: rejected (the header is authenticated)".into(),
-    );
-    let stranger = LinkKeys::derive(&c, &random_secret())?;
-    let mut forged = vec![0u8; records[0].len() + UPLINK_OVERHEAD];
-    seal_uplink(
-        &c,
-        &stranger,
-        first.device,
-        1 << 40,
-        &records[0],
-        &mut forged,
+    say("hub", "alters a byte of a week-2 record, relabels a week-1 record as week 2: both rejected, no plaintext".into());
+    let rival = App::create(&work.path().join("rival"), "ad-network")?;
+    let rival_req = rival
+        .request(
+            &url,
+            &ask(first, week2, "energy.optimization", "Same week, please"),
+        )
+        .await?;
+    let week_answer = std::fs::read(
+        work.path()
+            .join("app/answers")
+            .join(format!("{}.cose", req_week.id)),
     )?;
+    ensure!(
+        rival.open_answer(&rival_req.id, &week_answer).is_err(),
+        "a replayed grant opened for another app"
+    );
+    say("hub", "hands the week's grant to another application: refused (bound to the request, sealed to its key)".into());
+    let stranger = LinkKeys::derive(&c, &random_secret())?;
+    let mut forged = vec![0u8; first_month[0].len() + UPLINK_OVERHEAD];
+    seal_uplink(&c, &stranger, first, 1 << 40, &first_month[0], &mut forged)?;
     let mut body = (forged.len() as u16).to_be_bytes().to_vec();
     body.extend_from_slice(&forged);
-    let resp = http
-        .post(format!("{url}/v1/devices/{}/uplinks", first.device))
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/devices/{first}/uplinks"))
         .body(body)
         .send()
         .await?;
@@ -374,10 +544,26 @@ async fn story(args: &DemoArgs) -> Result<()> {
             .into(),
     );
 
+    // The consent log: three signed, chained decisions; one altered byte is caught.
+    let exported = keeper.log().export();
+    let entries = custos_keeper::consent::verify_export(&exported, &owner)?;
+    ensure!(entries.len() == 3, "{} consent entries", entries.len());
+    let text = String::from_utf8(exported.clone())?;
+    let tampered = text.replacen("\"denied\"", "\"granted\"", 1);
+    ensure!(
+        tampered != text
+            && custos_keeper::consent::verify_export(tampered.as_bytes(), &owner).is_err(),
+        "an altered consent log verified"
+    );
+    say(
+        "keeper",
+        "consent log: 3 entries, hash-chained and signed; an altered entry is detected".into(),
+    );
+
     // Shut the hub down and scan its data directory for any key that opens a record, and for plaintext.
     running.stop().await?;
     store.close().await;
-    let (secrets, found) = scan(&hub_dir, &fleet, &master, month_start, month_end)?;
+    let (secrets, found) = scan(&hub_dir, &fleet, &keeper, start, end)?;
     ensure!(
         found == 0,
         "the hub's data directory holds {found} record key(s) or plaintext reading(s)"
@@ -385,16 +571,18 @@ async fn story(args: &DemoArgs) -> Result<()> {
     say(
         "hub",
         format!(
-            "its data directory, scanned for {secrets} secrets (master, DPKs, stage and leaf keys) and for plaintext: none found"
+            "its data directory, scanned for {secrets} secrets (DPKs, stage and leaf keys) and for plaintext: none found"
         ),
     );
 
-    // Forward security: each device's key file now opens nothing of the month it recorded.
+    // Forward security: each device's key file now opens nothing of the two months it recorded.
     let mut leaks = 0;
+    let mut frontier = 0;
     for i in 0..fleet.len() {
         let held = keyfile::read_keys(&work.path().join(format!("device-{i}")).join("keys.json"))?;
-        let mut t = month_start;
-        while t < UnixTime::new(month_end.secs() - 86_400)? {
+        frontier = frontier.max(held.nodes.len());
+        let mut t = start;
+        while t < UnixTime::new(end.secs() - 86_400)? {
             if held
                 .spec
                 .holder(&held.nodes, held.spec.leaf_node(held.spec.leaf_at(t)?))?
@@ -411,30 +599,49 @@ async fn story(args: &DemoArgs) -> Result<()> {
     );
     say(
         "device",
-        "each keeps only its frontier on disk: none of its key files opens a past day of the month"
-            .into(),
+        "each keeps only its frontier: none of its key files opens a past day".into(),
     );
+    let app_nodes: usize = week
+        .iter()
+        .chain(months.iter())
+        .map(|t| t.nodes.len())
+        .sum();
+    let elapsed = started.elapsed();
 
     if args.json {
         println!(
             "{}",
             json!({"hub": url, "devices": fleet.len(), "records": total, "per_device": per_device,
-                "handshake_bytes": HANDSHAKE_BYTES, "grant": {"from": week2.start().to_string(), "until": week2.end().to_string(), "nodes": grant.len()},
-                "fetched": records.len(), "opened": opened, "refused": refused, "hub_keys_found": found, "tamper_rejected": true})
+                "handshake_bytes": HANDSHAKE_BYTES,
+                "requests": {"two_months": {"granted_nodes": 2, "by": "user"}, "week": {"granted_nodes": 1, "by": "policy rule 1", "opened": week_count},
+                             "day": {"denied": denied}},
+                "fetched": first_month.len(), "opened_week": week_count, "opened_months": per_device, "cross_device_opened": cross,
+                "consent_entries": entries.len(), "hub_keys_found": found, "app_node_secrets": app_nodes, "seconds": elapsed.as_secs_f64()})
         );
     } else {
         println!("\nwho       holds");
-        println!("keeper    the master secret (derives every DPK)");
-        println!("devices   each its frontier and its session key; nothing that opens a past day");
-        println!("hub       {total} ciphertexts, headers, session keys; 0 keys that open a record");
         println!(
-            "app       {} node secret(s): week 2 of one device; opened {opened} of {} records",
-            grant.len(),
-            records.len()
+            "keeper    the master secret and its signing key, in a vault under a passphrase; 3 signed consent entries"
         );
-        println!("\nall checks passed");
+        println!(
+            "devices   each its frontier (≤ {frontier} secrets) and its session key; nothing that opens a past day"
+        );
+        println!(
+            "hub       {total} ciphertexts, headers, session keys, requests and sealed answers; 0 keys that open a record"
+        );
+        println!(
+            "app       {app_nodes} node secrets: week 2 and two months of {first}; nothing of {second}"
+        );
+        println!("\nall checks passed in {:.1} s", elapsed.as_secs_f64());
     }
     Ok(())
+}
+
+fn granted(answer: Answer) -> Result<Vec<GrantedTree>> {
+    match answer {
+        Answer::Granted(trees) => Ok(trees),
+        Answer::Denied(reason) => bail!("denied: {reason}"),
+    }
 }
 
 /// A private temporary directory for the demo's hub and devices, removed when the demo ends.
@@ -466,19 +673,19 @@ impl Drop for WorkDir {
 }
 
 /// Counts, in every file of the hub's data directory, occurrences of any secret that opens a record of the
-/// fleet in the month, and of any plaintext reading. Returns (secrets looked for, occurrences found).
+/// fleet in `[from, until)` (the DPK, every stage secret and every leaf key, derived in the keeper's vault), and of
+/// any plaintext reading. Returns (secrets looked for, occurrences found).
 fn scan(
     dir: &Path,
     fleet: &[Fleet],
-    master: &MasterSecret,
+    keeper: &Keeper,
     from: UnixTime,
     until: UnixTime,
 ) -> Result<(usize, usize)> {
     let c = RustCrypto;
     let mut secrets: HashSet<[u8; 32]> = HashSet::new();
-    secrets.insert(*master.expose().expose());
     for f in fleet {
-        let dpk = f.spec.root(&c, master)?;
+        let dpk = keeper.node_secret(&f.spec, custos_proto::NodeId::ROOT)?;
         secrets.insert(*dpk.secret().expose());
         for depth in 1..=f.spec.leaf_depth() {
             let mut t = from;

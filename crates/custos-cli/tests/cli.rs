@@ -446,16 +446,26 @@ fn demo_runs_and_reports_what_each_party_holds() {
         b"",
     );
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let per_device = (31 + 30) * 12;
     assert_eq!(v["devices"], 2);
-    assert_eq!(v["records"], 2 * 31 * 12);
+    assert_eq!(v["records"], 2 * per_device);
     assert_eq!(
-        v["fetched"],
-        31 * 12,
-        "the app fetched the first device's month from the hub"
+        v["fetched"], per_device,
+        "the app fetched the first device's two months"
     );
-    assert_eq!(v["opened"], 7 * 12, "exactly week 2");
-    assert_eq!(v["refused"], 24 * 12);
-    assert_eq!(v["grant"]["nodes"], 1);
+    assert_eq!(v["opened_week"], 7 * 12, "exactly week 2");
+    assert_eq!(v["opened_months"], per_device);
+    assert_eq!(v["cross_device_opened"], 0);
+    assert_eq!(v["requests"]["two_months"]["granted_nodes"], 2);
+    assert_eq!(v["requests"]["week"]["granted_nodes"], 1);
+    assert!(
+        v["requests"]["day"]["denied"]
+            .as_str()
+            .unwrap()
+            .contains("policy")
+    );
+    assert_eq!(v["consent_entries"], 3);
+    assert_eq!(v["app_node_secrets"], 3);
     assert_eq!(v["hub_keys_found"], 0);
     assert!(v["hub"].as_str().unwrap().starts_with("http://127.0.0.1:"));
 }
