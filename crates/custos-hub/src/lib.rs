@@ -50,6 +50,9 @@ pub struct Hub<S> {
     /// Admission handshakes between `Hello` and `Finish`, by handshake id.
     pending: Mutex<HashMap<[u8; 16], Pending>>,
     clock: fn() -> i64,
+    /// Woken whenever this hub stores a sharing request, an answer or a relayed message, so long-polls return at
+    /// once; they also re-check the store now and then, for what other replicas stored.
+    changed: tokio::sync::Notify,
     /// Uplink batches this hub took in (HTTP and MQTT), for operators and tests.
     batches: std::sync::atomic::AtomicU64,
 }
@@ -68,6 +71,7 @@ impl<S: Store> Hub<S> {
             pending: Mutex::new(HashMap::new()),
             clock,
             batches: Default::default(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 

@@ -73,6 +73,7 @@ pub(crate) async fn post_request<S: Store>(
             expires_at: i64::try_from(v.request.expires.secs()).unwrap_or(i64::MAX),
         })
         .await?;
+    hub.changed.notify_waiters();
     tracing::info!(id = %hex::encode(v.id), app = %v.request.app_name, fresh, "sharing request");
     let status = if fresh {
         StatusCode::CREATED
@@ -99,6 +100,9 @@ pub(crate) async fn get_answer<S: Store>(
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        let changed = hub.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if let Some(answer) = hub.store.answer(id).await? {
             return Ok(cose(answer));
         }
@@ -108,7 +112,7 @@ pub(crate) async fn get_answer<S: Store>(
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::NotFound("not answered yet".into()));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_for_change(changed, deadline).await;
     }
 }
 
@@ -116,6 +120,7 @@ pub(crate) async fn get_answer<S: Store>(
 pub(crate) struct InboxQuery {
     after: Option<i64>,
     limit: Option<u32>,
+    wait: Option<u64>,
 }
 
 /// The scope an access token must name to read `owner`'s inbox.
@@ -159,10 +164,21 @@ pub(crate) async fn inbox<S: Store>(
         other => ApiError::Unauthorized(format!("access token refused: {other}")),
     })?;
     let limit = q.limit.unwrap_or(MAX_INBOX_PAGE).clamp(1, MAX_INBOX_PAGE);
-    let items = hub
-        .store
-        .inbox(owner, q.after.unwrap_or(0), now, limit)
-        .await?;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
+    let items = loop {
+        let changed = hub.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let items = hub
+            .store
+            .inbox(owner, q.after.unwrap_or(0), hub.now(), limit)
+            .await?;
+        if !items.is_empty() || tokio::time::Instant::now() >= deadline {
+            break items;
+        }
+        wait_for_change(changed, deadline).await;
+    };
     let next = items.last().map(|r| r.seq);
     let requests: Vec<_> = items
         .iter()
@@ -211,6 +227,7 @@ pub(crate) async fn post_answer<S: Store>(
     if !hub.store.put_answer(id, &body, hub.now()).await? {
         return Err(ApiError::Conflict("the request is already answered".into()));
     }
+    hub.changed.notify_waiters();
     tracing::info!(id = %hex::encode(id), kind, "sharing answer");
     Ok((StatusCode::CREATED, Json(json!({"id": hex::encode(id)}))))
 }
@@ -248,6 +265,7 @@ pub(crate) async fn relay_post<S: Store>(
         )));
     }
     let seq = hub.store.relay_push(&mailbox, &body, hub.now()).await?;
+    hub.changed.notify_waiters();
     let kept = hub.store.relay_fetch(&mailbox, 0, 1000).await?;
     if kept.len() > MAILBOX_DEPTH {
         let (drop_upto, _) = kept[kept.len() - MAILBOX_DEPTH - 1];
@@ -274,6 +292,9 @@ pub(crate) async fn relay_get<S: Store>(
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
     loop {
+        let changed = hub.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let got = hub
             .store
             .relay_fetch(&mailbox, q.after.unwrap_or(0), MAILBOX_DEPTH as u32)
@@ -285,6 +306,19 @@ pub(crate) async fn relay_get<S: Store>(
                 .collect();
             return Ok(Json(json!({"messages": messages})));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait_for_change(changed, deadline).await;
+    }
+}
+
+/// Waits for this hub to store something new, for at most 250 ms (another replica may have stored it), or until
+/// `deadline`.
+async fn wait_for_change(
+    changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    deadline: tokio::time::Instant,
+) {
+    let poll = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+    tokio::select! {
+        () = changed => {}
+        () = tokio::time::sleep_until(poll) => {}
     }
 }

@@ -229,7 +229,7 @@ impl Keeper {
             fs::create_dir_all(&p).map_err(|e| state_err(&p, e))?;
         }
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
+            .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| KeeperError::Hub(e.to_string()))?;
         Ok(Self {
@@ -743,6 +743,16 @@ impl Keeper {
     /// One round with the hub: deliver queued answers, take every new request from the owner's inbox and
     /// consider it, then deliver the new answers.
     pub async fn sync(&mut self, hub: &str) -> Result<SyncReport> {
+        self.sync_waiting(hub, std::time::Duration::ZERO).await
+    }
+
+    /// [`Keeper::sync`], but if no new request is there, waits up to `wait` (at most 30 s) for one to arrive:
+    /// what `keeper serve` loops on, so a request is answered as soon as it reaches the hub.
+    pub async fn sync_waiting(
+        &mut self,
+        hub: &str,
+        wait: std::time::Duration,
+    ) -> Result<SyncReport> {
         let hub = hub.trim_end_matches('/');
         // The user may have edited the policy since: a broken file stops the round, it never falls back silently.
         self.policy = read_policy(&self.dir)?;
@@ -751,14 +761,22 @@ impl Keeper {
             ..SyncReport::default()
         };
         let owner = hex::encode(self.owner());
-        let mut after = 0i64;
+        // Requests up to the cursor were considered already (decided, or pending with the user).
+        let cursor_path = self.dir.join("inbox.cursor");
+        let mut after: i64 = fs::read_to_string(&cursor_path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let mut wait = wait.as_secs();
         loop {
             let now = UnixTime::new(now_secs())?;
             let scope = format!("GET /v1/owners/{owner}/inbox");
             let token = hex::encode(self.access_token(&scope, now)?);
             let resp = self
                 .http
-                .get(format!("{hub}/v1/owners/{owner}/inbox?after={after}"))
+                .get(format!(
+                    "{hub}/v1/owners/{owner}/inbox?after={after}&wait={wait}"
+                ))
                 .header("authorization", format!("Custos {token}"))
                 .send()
                 .await
@@ -789,8 +807,12 @@ impl Keeper {
                 }
                 report.handled.push(self.consider(&bytes, now)?);
             }
+            wait = 0;
             match body["next"].as_i64() {
-                Some(n) if !items.is_empty() => after = n,
+                Some(n) if !items.is_empty() => {
+                    after = n;
+                    fsio::replace(&cursor_path, n.to_string().as_bytes())?;
+                }
                 _ => break,
             }
         }
