@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json.
+"""Independent check of docs/vectors/wire-v1.json and docs/vectors/sharing-v1.json.
 
-This is an independent implementation of the custos v1 wire formats, written from docs/wire.md alone
-(no Rust source was consulted). For every vector it recomputes the schedule encoding, the DPK, the
-node path, the AEAD key/nonce, the header and the sealed record; opens the expected records; computes
-the minimal covers; and shows that every corrupted record is rejected.
+This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
+docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
+and 9180, and, like the rest, imports no project code. For every record vector it recomputes the schedule
+encoding, the DPK, the node path, the AEAD key/nonce, the header and the sealed record; opens the expected
+records; computes the minimal covers; and shows that every corrupted record is rejected. For the sharing
+statements (§10) it rebuilds every CBOR payload and COSE_Sign1 by hand, re-signs and verifies them with
+Ed25519, runs the HPKE (RFC 9180) base-mode setup from the seeded ephemeral key, and opens every sealed
+node secret to the secret derived from the master secret.
 
 Usage (from the repository root):  python3 docs/vectors/verify.py
 Needs only the standard library plus `cryptography` (pip install cryptography).
@@ -18,7 +22,9 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 EPOCH = datetime(1970, 1, 1)
@@ -187,6 +193,216 @@ def open_record(key: bytes, record: bytes) -> bytes:
         raise ValueError("Authentication") from None
 
 
+# ---- §10 sharing statements -----------------------------------------------------------------
+def cbor(v) -> bytes:
+    """Deterministic CBOR (RFC 8949 §4.2.1) for the few types the statements use."""
+    def head(major: int, n: int) -> bytes:
+        if n < 24:
+            return bytes([major << 5 | n])
+        for ai, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+            if n < 1 << (8 * size):
+                return bytes([major << 5 | ai]) + n.to_bytes(size, "big")
+        raise ValueError("integer too large")
+    if isinstance(v, int):
+        return head(0, v) if v >= 0 else head(1, -1 - v)
+    if isinstance(v, bytes):
+        return head(2, len(v)) + v
+    if isinstance(v, str):
+        return head(3, len(v.encode())) + v.encode()
+    if isinstance(v, list):
+        return head(4, len(v)) + b"".join(map(cbor, v))
+    if isinstance(v, dict):
+        return head(5, len(v)) + b"".join(cbor(k) + cbor(x) for k, x in v.items())
+    raise TypeError(type(v))
+
+
+CONTENT_TYPES = {"request": "application/custos-request+cbor", "grant": "application/custos-grant+cbor",
+                 "denial": "application/custos-denial+cbor", "access": "application/custos-access+cbor"}
+
+
+def protected_header(kind: str) -> bytes:
+    return cbor({1: -8, 3: CONTENT_TYPES[kind]})  # alg: EdDSA, content type
+
+
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    return cbor(["Signature1", protected, b"", payload])
+
+
+def sign1(protected: bytes, payload: bytes, signature: bytes) -> bytes:
+    return cbor([protected, {}, payload, signature])
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+
+
+def x25519_public(secret: bytes) -> bytes:
+    return X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    return hmac.new(salt, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        out, counter = out + block, counter + 1
+    return out[:length]
+
+
+KEM_SUITE = b"KEM" + (0x0020).to_bytes(2, "big")  # DHKEM(X25519, HKDF-SHA256)
+HPKE_SUITE = b"HPKE" + (0x0020).to_bytes(2, "big") + (0x0001).to_bytes(2, "big") + (0x0002).to_bytes(2, "big")
+
+
+def labeled_extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+    return hkdf_extract(salt, b"HPKE-v1" + suite + label + ikm)
+
+
+def labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, length: int) -> bytes:
+    return hkdf_expand(prk, length.to_bytes(2, "big") + b"HPKE-v1" + suite + label + info, length)
+
+
+def ephemeral_ikm(seed: bytes, counter: int = 0) -> bytes:
+    """The seeded generator's block `counter`; HPKE's DeriveKeyPair takes the first 32 bytes."""
+    return hmac.new(seed, b"custos/v1/hpke-ephemeral" + counter.to_bytes(4, "big"), hashlib.sha256).digest()
+
+
+def derive_keypair(ikm: bytes):
+    """RFC 9180 §7.1.3, X25519: sk = LabeledExpand(LabeledExtract("", "dkp_prk", ikm), "sk", "", 32)."""
+    sk = labeled_expand(KEM_SUITE, labeled_extract(KEM_SUITE, b"", b"dkp_prk", ikm), b"sk", b"", 32)
+    return sk, x25519_public(sk)
+
+
+def hpke_context(dh: bytes, enc: bytes, pk_r: bytes, info: bytes) -> dict:
+    """DHKEM's ExtractAndExpand, then KeySchedule in base mode (no PSK): key and base_nonce."""
+    eae_prk = labeled_extract(KEM_SUITE, b"", b"eae_prk", dh)
+    shared_secret = labeled_expand(KEM_SUITE, eae_prk, b"shared_secret", enc + pk_r, 32)
+    context = bytes([0]) + labeled_extract(HPKE_SUITE, b"", b"psk_id_hash", b"") + \
+        labeled_extract(HPKE_SUITE, b"", b"info_hash", info)
+    secret = labeled_extract(HPKE_SUITE, shared_secret, b"secret", b"")
+    return dict(shared_secret=shared_secret, key=labeled_expand(HPKE_SUITE, secret, b"key", context, 32),
+                base_nonce=labeled_expand(HPKE_SUITE, secret, b"base_nonce", context, 12))
+
+
+def seq_nonce(base_nonce: bytes, seq: int) -> bytes:
+    return bytes(a ^ b for a, b in zip(base_nonce, seq.to_bytes(12, "big")))
+
+
+def node_aad(device: bytes, epoch: int, depth: int, index: int) -> bytes:
+    return device + epoch.to_bytes(2, "big") + bytes([depth]) + index.to_bytes(8, "big")
+
+
+def node_secret(dpk: bytes, stages, depth: int, start: int) -> bytes:
+    """The secret of the node at `depth` whose extent starts at `start` (depth 0: the DPK)."""
+    return dpk if depth == 0 else bytes.fromhex(derive_path(dpk, stages, start)[depth - 1]["secret"])
+
+
+def check_statement(n: str, kind: str, payload: bytes, seed: bytes, public: bytes, exp: dict) -> bytes:
+    """Rebuild a COSE_Sign1 around `payload`, re-sign it (Ed25519 is deterministic), verify it; returns the bytes."""
+    compare(f"{n}: public key of the signing seed", ed25519_public(seed).hex(), public.hex())
+    protected = protected_header(kind)
+    compare(f"{n}: protected header", protected.hex(), exp["protected"])
+    compare(f"{n}: payload", payload.hex(), exp["payload"])
+    tbs = sig_structure(protected, payload)
+    compare(f"{n}: Sig_structure", tbs.hex(), exp["sig_structure"])
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(tbs)
+    compare(f"{n}: signature", signature.hex(), exp["signature"])
+    signed = bytes.fromhex(exp["signed"])
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(bytes.fromhex(exp["signature"]), tbs)
+        check(f"{n}: signature verifies", True)
+    except InvalidSignature:
+        check(f"{n}: signature verifies", False, "invalid signature")
+    compare(f"{n}: COSE_Sign1", sign1(protected, payload, signature).hex(), exp["signed"])
+    compare(f"{n}: size", len(signed), exp["size"])
+    return signed
+
+
+def run_sharing(v: dict):
+    keys = {k: bytes.fromhex(x) for k, x in v["keys"].items()}
+    tree = v["tree"]
+    device, epoch = bytes.fromhex(tree["device"].replace("-", "")), tree["epoch"]
+    stages = parse_schedule(tree["schedule"])
+    compare("sharing: schedule_bytes", encode_schedule(stages).hex(), tree["schedule_bytes"])
+    compare("sharing: reply public key", x25519_public(keys["reply_secret"]).hex(), keys["reply_public"].hex())
+    dpk = expand(keys["master"], dpk_info(device, epoch))
+    now = v["now"]
+    ids = {}
+    for case in v["cases"]:
+        n = f"sharing {case['name']}"
+        inp, exp = case["request"]["input"], case["request"]["expect"]
+        app_key, owner, reply_key = (bytes.fromhex(inp[k]) for k in ("app_key", "owner", "reply_key"))
+        devices = [bytes.fromhex(d.replace("-", "")) for d in inp["devices"]]
+        compare(f"{n}: owner is the keeper", owner.hex(), keys["keeper_public"].hex())
+        compare(f"{n}: reply key", reply_key.hex(), keys["reply_public"].hex())
+        payload = cbor([1, app_key, inp["app_name"], owner, devices, inp["from"], inp["until"], inp["purpose"],
+                        inp["purpose_text"], inp["retention"], reply_key, bytes.fromhex(inp["nonce"]), inp["expires"]])
+        signed = check_statement(f"{n} request", "request", payload, keys["app_seed"], app_key, exp)
+        request_id = hashlib.sha256(signed).digest()
+        compare(f"{n}: request id", request_id.hex(), exp["id"])
+        ids[case["name"]] = request_id
+        check(f"{n}: valid at `now`, for at most 90 days", now < inp["expires"] <= now + 90 * 86400)
+        check(f"{n}: shape", 1 <= len(devices) <= 64 and 0 < len(inp["purpose"].encode()) <= 64
+              and len(inp["app_name"].encode()) <= 64 and len(inp["purpose_text"].encode()) <= 512)
+
+        # The grant: the cover of the whole range, sealed with HPKE to the reply key.
+        gexp, hp = case["grant"]["expect"], case["grant"]["expect"]["hpke"]
+        info = b"custos/v1/grant" + request_id
+        compare(f"{n}: hpke info", info.hex(), hp["info"])
+        ikm = ephemeral_ikm(keys["hpke_seed"])
+        compare(f"{n}: hpke ikm (generator block 0)", ikm.hex(), hp["ikm"])
+        sk_e, enc = derive_keypair(ikm)
+        compare(f"{n}: hpke ephemeral secret", sk_e.hex(), hp["ephemeral_secret"])
+        compare(f"{n}: hpke enc", enc.hex(), hp["enc"])
+        dh = X25519PrivateKey.from_private_bytes(sk_e).exchange(X25519PublicKey.from_public_bytes(reply_key))
+        compare(f"{n}: hpke dh", dh.hex(), hp["dh"])
+        ctx = hpke_context(dh, enc, reply_key, info)
+        for field in ("shared_secret", "key", "base_nonce"):
+            compare(f"{n}: hpke {field}", ctx[field].hex(), hp[field])
+        # The application's side: the reply secret and enc alone give the same context.
+        reply = X25519PrivateKey.from_private_bytes(keys["reply_secret"])
+        dh_r = reply.exchange(X25519PublicKey.from_public_bytes(enc))
+        ctx_r = hpke_context(dh_r, enc, reply_key, info)
+        compare(f"{n}: hpke context, receiver side", ctx_r, ctx)
+        want = cover(stages, tree["valid_from"], tree["valid_until"], inp["from"], inp["until"])
+        compare(f"{n}: granted nodes are the cover", [(x["depth"], x["index"], x["period"]) for x in gexp["nodes"]],
+                [(c["depth"], c["index"], c["period"]) for c in want])
+        items = []
+        for seq, (node, c) in enumerate(zip(gexp["nodes"], want)):
+            start = calendar.timegm(datetime.strptime(c["period"][0], "%Y-%m-%dT%H:%M:%SZ").timetuple())
+            secret = node_secret(dpk, stages, c["depth"], start)
+            compare(f"{n}: node {seq} secret", secret.hex(), node["secret"])
+            aad = node_aad(device, epoch, c["depth"], c["index"])
+            compare(f"{n}: node {seq} aad", aad.hex(), node["aad"])
+            nonce = seq_nonce(ctx["base_nonce"], seq)
+            compare(f"{n}: node {seq} nonce", nonce.hex(), node["nonce"])
+            sealed = AESGCM(ctx["key"]).encrypt(nonce, secret, aad)
+            compare(f"{n}: node {seq} sealed", sealed.hex(), node["sealed"])
+            try:
+                opened = AESGCM(ctx_r["key"]).decrypt(seq_nonce(ctx_r["base_nonce"], seq),
+                                                      bytes.fromhex(node["sealed"]), aad)
+                compare(f"{n}: node {seq} opens with the reply secret", opened.hex(), secret.hex())
+            except InvalidTag:
+                check(f"{n}: node {seq} opens with the reply secret", False, "tag")
+            items.append([c["depth"], c["index"], sealed])
+        granted = [device, epoch, encode_schedule(stages), tree["valid_from"], tree["valid_until"], items]
+        payload = cbor([1, request_id, case["grant"]["input"]["issued_at"], enc, [granted]])
+        check_statement(f"{n} grant", "grant", payload, keys["keeper_seed"], keys["keeper_public"], gexp)
+
+    d = v["denial"]
+    compare("sharing denial: names the one-week request", d["input"]["request"], ids["one week"].hex())
+    payload = cbor([1, bytes.fromhex(d["input"]["request"]), d["input"]["issued_at"], d["input"]["reason"]])
+    check_statement("sharing denial", "denial", payload, keys["keeper_seed"], keys["keeper_public"], d["expect"])
+
+    t = v["access_token"]
+    owner = bytes.fromhex(t["input"]["owner"])
+    compare("sharing access token: inbox scope", t["input"]["scope"], f"GET /v1/owners/{owner.hex()}/inbox")
+    payload = cbor([1, owner, t["input"]["scope"], t["input"]["at"]])
+    check_statement("sharing access token", "access", payload, keys["keeper_seed"], owner, t["expect"])
+
+
 # ---- driver ---------------------------------------------------------------------------------
 results = []
 
@@ -258,6 +474,7 @@ def main() -> int:
             check(f"reject {bad['why']}", False, "record was accepted")
         except ValueError as e:
             check(f"reject {bad['why']} -> {e}", True)
+    run_sharing(json.loads((Path(__file__).resolve().parent / "sharing-v1.json").read_text()))
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
