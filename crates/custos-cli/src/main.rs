@@ -19,8 +19,10 @@ use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
 mod agent;
+mod app;
 mod demo;
 mod hub;
+mod keeper;
 mod timearg;
 
 use custos_device::keyfile::{self, Keys};
@@ -60,6 +62,12 @@ enum Command {
     /// The hub: serve its API, admit and revoke devices, list them.
     #[command(subcommand)]
     Hub(hub::HubCmd),
+    /// The keeper, the user's key manager: its vault, devices, consent policy, requests, decisions and log.
+    #[command(subcommand)]
+    Keeper(keeper::KeeperCmd),
+    /// An application: ask an owner for a slice of time, wait for the answer, fetch and decrypt what was granted.
+    #[command(subcommand)]
+    App(app::AppCmd),
     /// Data protection keys (DPKs), derived from the master secret per device and epoch.
     #[command(subcommand)]
     Dpk(DpkCmd),
@@ -273,6 +281,8 @@ fn main() -> ExitCode {
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
         Command::Device(DeviceCmd::Run(args)) => agent::run(&args),
         Command::Hub(cmd) => hub::run(cmd),
+        Command::Keeper(cmd) => return keeper::run(cmd),
+        Command::App(cmd) => return app::run(cmd),
         Command::Dpk(DpkCmd::New(args)) => dpk_new(&args),
         Command::Schedule(args) => schedule(&args),
         Command::Cover(args) => cover(&args),
