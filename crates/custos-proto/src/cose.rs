@@ -55,6 +55,17 @@ pub fn verify1<C: Crypto>(
 ) -> Result<Vec<u8>, Error> {
     let sign1 =
         CoseSign1::from_slice(bytes).map_err(|_| Error::InvalidValue("not a COSE_Sign1"))?;
+    // One encoding per statement: ids are hashes of the signed bytes, so a relay that re-encodes a statement
+    // (longer length heads, say) must not get a second id for it past the signature.
+    let canonical = sign1
+        .clone()
+        .to_vec()
+        .map_err(|_| Error::InvalidValue("not a COSE_Sign1"))?;
+    if canonical != bytes {
+        return Err(Error::InvalidValue(
+            "COSE_Sign1 is not in its canonical encoding",
+        ));
+    }
     let header = &sign1.protected.header;
     if header.alg
         != Some(coset::RegisteredLabelWithPrivate::Assigned(

@@ -415,12 +415,13 @@ impl Grant {
             return Err(Error::InvalidValue("the grant is not from the owner asked"));
         }
         let items = array_from_cbor(&payload)?;
-        let [version, id, _issued_at, enc, Value::Array(trees)] = items.as_slice() else {
+        let [version, id, issued_at, enc, Value::Array(trees)] = items.as_slice() else {
             return Err(Error::InvalidValue(
                 "a grant is [version, request id, issued at, enc, trees]",
             ));
         };
         check_version(version)?;
+        time(issued_at, "issued_at is not a time")?;
         if bytes_n::<32>(id, "request id is not 32 bytes")? != request.id {
             return Err(Error::InvalidValue("the grant answers another request"));
         }
@@ -600,6 +601,9 @@ pub struct AccessToken {
 impl AccessToken {
     /// Signs the token with the keeper's key.
     pub fn sign(&self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> Result<Vec<u8>, Error> {
+        if self.scope.len() > MAX_PURPOSE_TEXT {
+            return Err(Error::InvalidValue("scope over 512 bytes"));
+        }
         let payload = Value::Array(alloc::vec![
             Value::Integer(VERSION.into()),
             b(&self.owner),

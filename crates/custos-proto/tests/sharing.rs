@@ -298,3 +298,34 @@ fn request_and_grant_sizes() {
         assert!(base < 250, "{what}: grant without its secrets {base} B");
     }
 }
+
+/// A relay that re-encodes a request (here: the payload's length head in a longer form) keeps the signature valid
+/// but would change the request's id; such encodings are refused, so a request has exactly one id.
+#[test]
+fn a_re_encoded_request_is_refused() {
+    let signed = request(span(day(2026, 3, 8), day(2026, 3, 15)), vec![DEV])
+        .sign(signer(APP))
+        .unwrap();
+    // COSE_Sign1 = [protected bstr, unprotected map, payload bstr, signature bstr]; find the payload's head.
+    assert_eq!(
+        (signed[0], signed[1]),
+        (0x84, 0x58),
+        "array of 4, protected bstr with a 1-byte length"
+    );
+    let plen = signed[2] as usize;
+    let at = 3 + plen + 1; // after the protected bytes and the empty map `a0`
+    assert_eq!(
+        signed[at], 0x58,
+        "payload head is bstr with a 1-byte length"
+    );
+    let len = signed[at + 1];
+    let mut longer = signed[..at].to_vec();
+    longer.push(0x59); // the same length in 2 bytes
+    longer.extend_from_slice(&u16::from(len).to_be_bytes());
+    longer.extend_from_slice(&signed[at + 2..]);
+    assert_ne!(statement_id(&longer), statement_id(&signed));
+    assert!(matches!(
+        SharingRequest::verify(&C, &longer, now()),
+        Err(Error::InvalidValue(_))
+    ));
+}
