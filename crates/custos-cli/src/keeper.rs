@@ -603,18 +603,13 @@ impl DirLock {
     /// Takes the lock, waiting for another command to finish.
     fn take(dir: &Path) -> Result<Self> {
         let file = Self::open_file(dir)?;
-        #[cfg(unix)]
-        {
-            use rustix::fs::{FlockOperation, flock};
-            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-                eprintln!(
-                    "waiting for another `custos keeper` command on {} to finish",
-                    dir.display()
-                );
-                flock(&file, FlockOperation::LockExclusive)
-                    .map_err(std::io::Error::from)
-                    .with_context(|| format!("cannot lock {}", dir.display()))?;
-            }
+        if file.try_lock().is_err() {
+            eprintln!(
+                "waiting for another `custos keeper` command on {} to finish",
+                dir.display()
+            );
+            file.lock()
+                .with_context(|| format!("cannot lock {}", dir.display()))?;
         }
         Ok(Self { _file: file })
     }
@@ -622,12 +617,8 @@ impl DirLock {
     /// Takes the lock if it is free.
     fn try_take(dir: &Path) -> Result<Option<Self>> {
         let file = Self::open_file(dir)?;
-        #[cfg(unix)]
-        {
-            use rustix::fs::{FlockOperation, flock};
-            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
-                return Ok(None);
-            }
+        if file.try_lock().is_err() {
+            return Ok(None);
         }
         Ok(Some(Self { _file: file }))
     }
