@@ -509,13 +509,14 @@ fn write_record(
 fn fetch(a: &FetchArgs) -> Result<()> {
     let hub = hub_url(&a.hub)?;
     let timeout = Duration::from_secs(parse_duration("--timeout", &a.timeout, true)?);
-    if let Some(path) = &a.out {
-        if path.exists() && !a.force {
-            bail!(
-                "{} already exists; pass --force to overwrite it",
-                path.display()
-            );
-        }
+    if let Some(path) = &a.out
+        && path.exists()
+        && !a.force
+    {
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            path.display()
+        );
     }
     let app = open(&a.at.dir)?;
     let id = resolve(&app, &a.at.dir, &a.id)?;

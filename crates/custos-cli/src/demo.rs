@@ -246,7 +246,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
             bar.inc(1);
         }
         sent += 1;
-        if sent % 96 == 0 {
+        if sent.is_multiple_of(96) {
             for f in &mut fleet {
                 f.agent.publish().await?;
             }

@@ -703,21 +703,21 @@ fn init(a: &InitArgs) -> Result<()> {
         }
         None => KdfParams::default(),
     };
-    if a.new_key_file {
-        if let Some(path) = &a.unlock.key_file {
-            custos_vault::create_key_file(path, &mut OsRng).map_err(|e| match e {
-                VaultError::AlreadyExists(p) => anyhow::anyhow!(
-                    "{} already exists; drop --new-key-file to use it, or name a new file",
-                    p.display()
-                ),
-                other => other.into(),
-            })?;
-            eprintln!(
-                "wrote a new key file to {} (mode 0600); keep it off the disk the keeper's directory is \
+    if a.new_key_file
+        && let Some(path) = &a.unlock.key_file
+    {
+        custos_vault::create_key_file(path, &mut OsRng).map_err(|e| match e {
+            VaultError::AlreadyExists(p) => anyhow::anyhow!(
+                "{} already exists; drop --new-key-file to use it, or name a new file",
+                p.display()
+            ),
+            other => other.into(),
+        })?;
+        eprintln!(
+            "wrote a new key file to {} (mode 0600); keep it off the disk the keeper's directory is \
                  backed up to",
-                path.display()
-            );
-        }
+            path.display()
+        );
     }
     let unlocker = Unlocker::from_args(&a.unlock)?;
     private_dir(dir)?;

@@ -77,13 +77,12 @@ pub async fn run<S: Store + 'static>(
             () = &mut shutdown => break,
             _ = tick.tick() => {
                 // Keep the retained device list current, whichever hub or command changed it.
-                if let Ok(Some((version, signed))) = hub.store.device_list().await {
-                    if version > published_list
+                if let Ok(Some((version, signed))) = hub.store.device_list().await
+                    && version > published_list
                         && client.publish(list_topic.clone(), QoS::AtLeastOnce, true, signed).await.is_ok()
                     {
                         published_list = version;
                     }
-                }
             }
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {

@@ -777,10 +777,10 @@ fn check_body(b: &NewEntry) -> Result<(), &'static str> {
     if b.devices.len() > MAX_DEVICES {
         return Err("more than 65535 devices");
     }
-    if let Outcome::Granted { from, until, .. } = b.outcome {
-        if from >= until {
-            return Err("the granted range is empty (granted_from must be before granted_until)");
-        }
+    if let Outcome::Granted { from, until, .. } = b.outcome
+        && from >= until
+    {
+        return Err("the granted range is empty (granted_from must be before granted_until)");
     }
     if b.decided_by == DecidedBy::PolicyRule(0) {
         return Err("policy rules are numbered from 1");

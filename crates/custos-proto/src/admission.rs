@@ -255,10 +255,10 @@ impl DeviceAwaitingResponse {
             return Err(Error::Handshake);
         }
         let hub = peer_static(&self.hs)?;
-        if let Some(pinned) = self.pinned_hub {
-            if !bool::from(pinned.ct_eq(&hub)) {
-                return Err(Error::Handshake);
-            }
+        if let Some(pinned) = self.pinned_hub
+            && !bool::from(pinned.ct_eq(&hub))
+        {
+            return Err(Error::Handshake);
         }
         let finish = noise_write(&mut self.hs, FINISH, &[], FINISH_LEN)?;
         let (session_key, welcome_key, handshake_hash) = keys(&mut self.hs)?;

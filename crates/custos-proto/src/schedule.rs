@@ -144,10 +144,10 @@ impl Stage {
         let secs = |n: NonZeroU32| u64::from(n.get());
         match (outer, self) {
             (Fixed(o), Fixed(i)) => secs(o) > secs(i) && secs(o) % secs(i) == 0,
-            (Hour, Fixed(i)) => secs(i) < HOUR && HOUR % secs(i) == 0,
-            (Day, Fixed(i)) => secs(i) < DAY && DAY % secs(i) == 0,
+            (Hour, Fixed(i)) => secs(i) < HOUR && HOUR.is_multiple_of(secs(i)),
+            (Day, Fixed(i)) => secs(i) < DAY && DAY.is_multiple_of(secs(i)),
             // Week, month and year boundaries all fall on midnights.
-            (_, Fixed(i)) => secs(i) <= DAY && DAY % secs(i) == 0,
+            (_, Fixed(i)) => secs(i) <= DAY && DAY.is_multiple_of(secs(i)),
             (Fixed(o), Hour) => secs(o) > HOUR && secs(o) % HOUR == 0,
             (Fixed(o), Day) => secs(o) > DAY && secs(o) % DAY == 0,
             // Fixed periods never line up with weeks of the month, months or years.

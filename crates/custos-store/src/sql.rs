@@ -42,10 +42,10 @@ impl SqliteStore {
                 .create_new(true)
                 .mode(0o600)
                 .open(path);
-            if let Err(e) = created {
-                if e.kind() != std::io::ErrorKind::AlreadyExists {
-                    return Err(StoreError::Database(sqlx::Error::Io(e)));
-                }
+            if let Err(e) = created
+                && e.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(StoreError::Database(sqlx::Error::Io(e)));
             }
         }
         let options = SqliteConnectOptions::new()
