@@ -37,6 +37,13 @@ pub struct RunArgs {
     /// Publish over MQTT through this broker (e.g. mqtt://127.0.0.1:1883) instead of HTTP; joining still uses HTTP.
     #[arg(long, env = "CUSTOS_MQTT_URL")]
     mqtt: Option<String>,
+    /// Wait for the owner's keeper to pair (`custos keeper pair`) and provision a DPK epoch before streaming,
+    /// even if the device holds keys already: how a device takes a new epoch. A device without keys always waits.
+    #[arg(long)]
+    pair: bool,
+    /// How long to wait for the keeper to pair.
+    #[arg(long, default_value = "10m")]
+    pair_timeout: String,
     /// The MQTT topic prefix the hub listens on.
     #[arg(long, default_value = "custos", env = "CUSTOS_MQTT_PREFIX")]
     mqtt_prefix: String,
@@ -134,6 +141,16 @@ pub fn run(a: &RunArgs) -> Result<()> {
             let keys = keyfile::read_keys(path)?;
             let kept = agent.provision(&keys, now)?;
             eprintln!("provisioned: keeping {kept} secret(s), the frontier from {now}");
+        }
+        if a.pair || (!agent.has_keys() && a.keys.is_none()) {
+            let wait = interval(&a.pair_timeout)?;
+            eprintln!(
+                "device {} waits for its owner's keeper to pair (`custos keeper pair` with the owner code on the label), up to {}",
+                agent.device(),
+                a.pair_timeout
+            );
+            let (epoch, held) = agent.await_pairing(timearg::now()?, wait).await?;
+            eprintln!("paired: DPK epoch {epoch}, keeping a frontier of {held} secret(s)");
         }
         check_list(agent.refresh_device_list().await)?;
         let mut listed_at = tokio::time::Instant::now();

@@ -73,6 +73,17 @@ pub enum KeeperCmd {
         Hand the file to the device over a trusted path, then delete it. An epoch number is never reused."
     )]
     Provision(ProvisionArgs),
+    /// Pair with a device through the hub using the owner code from its label, and provision its next DPK
+    /// epoch over that channel (the device keeps only the frontier from now).
+    #[command(
+        long_about = "Pair with a device through the hub's relay, keyed by the owner code printed on the \
+        device's label (Noise NNpsk0: the hub relays ciphertext and never learns the code or the keys), then \
+        provision the device's next DPK epoch over that channel. The device (`custos device run`, which waits for \
+        its keeper when it holds no keys) keeps only the forward-secure frontier from now.\n\n\
+        Run it again with a later epoch to rotate the device to a new DPK. The epoch is registered only once the \
+        device has acknowledged it."
+    )]
+    Pair(PairArgs),
     /// One round with the hub: deliver queued answers, take new requests, apply the policy, deliver the
     /// answers; prints what was granted, denied, asked and refused.
     Sync(SyncArgs),
@@ -188,6 +199,22 @@ pub struct ProvisionArgs {
     at: DirArg,
     #[command(flatten)]
     unlock: UnlockArgs,
+    #[command(flatten)]
+    e: EpochArgs,
+    /// Where to write the device's key file.
+    #[arg(short, long, value_name = "FILE")]
+    out: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The DPK epoch a device is provisioned with (`keeper provision`, `keeper pair`).
+#[derive(Args)]
+pub struct EpochArgs {
     /// The device id: 16 hex digits, e.g. 00-11-22-33-44-55-66-77.
     #[arg(long)]
     device: DeviceId,
@@ -206,12 +233,25 @@ pub struct ProvisionArgs {
     /// AEAD suite the device seals with: aes256gcm or chacha20poly1305.
     #[arg(long, default_value = "aes256gcm", value_parser = crate::parse_suite)]
     suite: Suite,
-    /// Where to write the device's key file.
-    #[arg(short, long, value_name = "FILE")]
-    out: PathBuf,
-    /// Overwrite an existing file.
-    #[arg(long)]
-    force: bool,
+}
+
+/// `custos keeper pair`.
+#[derive(Args)]
+pub struct PairArgs {
+    #[command(flatten)]
+    at: DirArg,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+    #[command(flatten)]
+    hub: HubArg,
+    #[command(flatten)]
+    e: EpochArgs,
+    /// The device's owner code, from its label (32 hex digits, dashes allowed).
+    #[arg(long, env = "CUSTOS_OWNER_CODE", value_name = "CODE")]
+    owner_code: String,
+    /// How long to wait for the device.
+    #[arg(long, default_value = "2m")]
+    timeout: String,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -665,6 +705,7 @@ pub fn run(cmd: KeeperCmd) -> ExitCode {
         KeeperCmd::Id(a) => id(&a),
         KeeperCmd::Policy(a) => policy(&a),
         KeeperCmd::Provision(a) => provision(&a),
+        KeeperCmd::Pair(a) => pair(&a),
         KeeperCmd::Sync(a) => sync(&a),
         KeeperCmd::Serve(a) => serve(&a),
         KeeperCmd::Inbox(a) => inbox(&a),
@@ -846,13 +887,13 @@ fn policy(a: &PolicyArgs) -> Result<()> {
     Ok(())
 }
 
-fn provision(a: &ProvisionArgs) -> Result<()> {
-    let now = now()?;
-    let from = match &a.epoch_from {
+/// The epoch's span from the flags: by default from the start of this month for a year.
+fn epoch_span(e: &EpochArgs, now: UnixTime) -> Result<Span> {
+    let from = match &e.epoch_from {
         Some(t) => time_arg("--epoch-from", t)?,
         None => crate::start_of_month(now)?,
     };
-    let until = match &a.epoch_until {
+    let until = match &e.epoch_until {
         Some(t) => time_arg("--epoch-until", t)?,
         None => {
             let (y, m, d, ..) = from.civil();
@@ -870,6 +911,66 @@ fn provision(a: &ProvisionArgs) -> Result<()> {
             "the epoch ends at {until}, before now: there is nothing left to provision"
         )));
     }
+    Ok(span)
+}
+
+/// The epoch's tree: the device's next epoch (or the one asked for) over `span`.
+fn epoch_tree(keeper: &Keeper, e: &EpochArgs, span: Span) -> Result<TreeSpec> {
+    let epoch = e.epoch.unwrap_or_else(|| keeper.next_epoch(e.device));
+    TreeSpec::new(e.device, Epoch(epoch), e.schedule, span).map_err(|err| {
+        usage(format!(
+            "the epoch must start and end on boundaries of the schedule's leaf stage ({}): {err}",
+            e.schedule.leaf()
+        ))
+    })
+}
+
+fn pair(a: &PairArgs) -> Result<()> {
+    let now = now()?;
+    let span = epoch_span(&a.e, now)?;
+    let code = custos_device::parse_code(&a.owner_code).ok_or_else(|| {
+        usage("--owner-code must be 32 hex digits (dashes allowed), as on the device's label")
+    })?;
+    let timeout = Duration::from_secs(parse_duration("--timeout", &a.timeout, false)?);
+    let hub = hub_url(&a.hub.hub)?;
+    let unlocker = Unlocker::from_args(&a.unlock)?;
+    let (mut keeper, _lock) = open(&a.at.dir, &unlocker)?;
+    let spec = epoch_tree(&keeper, &a.e, span)?;
+    if !a.json {
+        eprintln!(
+            "pairing with device {} through {hub}: waiting up to {} for it",
+            a.e.device, a.timeout
+        );
+    }
+    let paired = runtime()?
+        .block_on(keeper.pair(&hub, spec, a.e.suite, &code, now, timeout))
+        .map_err(|e| match e {
+            KeeperError::Protocol(p) => {
+                usage(format!("device {} epoch {}: {p}", a.e.device, spec.epoch()))
+            }
+            other => keeper_err(other),
+        })?;
+    if a.json {
+        println!(
+            "{}",
+            json!({"device": paired.device.to_string(), "epoch": paired.epoch, "schedule": a.e.schedule.to_string(),
+                "valid_from": span.start().to_string(), "valid_until": span.end().to_string(),
+                "frontier_from": now.to_string(), "secrets": paired.secrets})
+        );
+    } else {
+        eprintln!(
+            "device {} paired and provisioned with DPK epoch {} ({}, valid {span}): it holds {} secret(s), the \
+             frontier from {now}",
+            paired.device, paired.epoch, a.e.schedule, paired.secrets
+        );
+    }
+    Ok(())
+}
+
+fn provision(a: &ProvisionArgs) -> Result<()> {
+    let now = now()?;
+    let span = epoch_span(&a.e, now)?;
+    let (from, until) = (span.start(), span.end());
     if a.out.exists() && !a.force {
         bail!(
             "{} already exists; pass --force to overwrite it",
@@ -878,17 +979,14 @@ fn provision(a: &ProvisionArgs) -> Result<()> {
     }
     let unlocker = Unlocker::from_args(&a.unlock)?;
     let (mut keeper, _lock) = open(&a.at.dir, &unlocker)?;
-    let epoch = a.epoch.unwrap_or_else(|| keeper.next_epoch(a.device));
-    let spec = TreeSpec::new(a.device, Epoch(epoch), a.schedule, span).map_err(|e| {
-        usage(format!(
-            "the epoch must start and end on boundaries of the schedule's leaf stage ({}): {e}",
-            a.schedule.leaf()
-        ))
-    })?;
-    let provision = keeper.new_epoch(spec, a.suite, now).map_err(|e| match e {
-        KeeperError::Protocol(p) => usage(format!("device {} epoch {epoch}: {p}", a.device)),
-        other => keeper_err(other),
-    })?;
+    let spec = epoch_tree(&keeper, &a.e, span)?;
+    let epoch = spec.epoch().0;
+    let provision = keeper
+        .new_epoch(spec, a.e.suite, now)
+        .map_err(|e| match e {
+            KeeperError::Protocol(p) => usage(format!("device {} epoch {epoch}: {p}", a.e.device)),
+            other => keeper_err(other),
+        })?;
     let tree = *provision.tree();
     let suite = provision.suite();
     let nodes = provision.into_nodes();
@@ -906,17 +1004,17 @@ fn provision(a: &ProvisionArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            json!({"file": a.out, "device": a.device.to_string(), "epoch": epoch, "schedule": a.schedule.to_string(),
-                "suite": a.suite.to_string(), "valid_from": from.to_string(), "valid_until": until.to_string(),
+            json!({"file": a.out, "device": a.e.device.to_string(), "epoch": epoch, "schedule": a.e.schedule.to_string(),
+                "suite": a.e.suite.to_string(), "valid_from": from.to_string(), "valid_until": until.to_string(),
                 "frontier_from": now.to_string(), "secrets": count})
         );
     } else {
         eprintln!(
             "device {} epoch {epoch} ({}, {}, valid {span}) registered; wrote its frontier from {now} ({count} \
              secret(s)) to {} (mode 0600): start the device with `custos device run --keys {}`, then delete it",
-            a.device,
-            a.schedule,
-            a.suite,
+            a.e.device,
+            a.e.schedule,
+            a.e.suite,
             a.out.display(),
             a.out.display()
         );

@@ -843,3 +843,143 @@ fn bad_input_exits_2_with_a_clear_message() {
     let short = fails(d, &["app", "wait", "--dir", "app", "01ab"], 2);
     assert!(short.contains("at least 8"), "{short}");
 }
+
+#[test]
+fn keeper_pair_provisions_a_waiting_device_through_the_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let hub = start_hub(d, port);
+    ok(
+        d,
+        &["keeper", "init", "--dir", "keeper", "--kdf-memory", "64"],
+    );
+    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
+    let device = made["device"].as_str().unwrap().to_string();
+    let owner_code = made["owner_code"].as_str().unwrap().to_string();
+    ok(
+        d,
+        &[
+            "hub",
+            "admit",
+            "--data-dir",
+            "hub",
+            "--device",
+            &device,
+            "--code",
+            made["join_code"].as_str().unwrap(),
+        ],
+    );
+    // The device joins and, holding no keys, waits for its keeper.
+    let agent = command(
+        d,
+        &[
+            "device",
+            "run",
+            "--state-dir",
+            "dev",
+            "--hub",
+            &url,
+            "--every",
+            "200ms",
+            "--count",
+            "3",
+            "--pair-timeout",
+            "60s",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+
+    // A wrong owner code gets nowhere, and registers nothing.
+    let mut wrong = owner_code.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let err = fails(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            &wrong,
+            "--timeout",
+            "3s",
+        ],
+        1,
+    );
+    assert!(err.contains("did not answer"), "{err}");
+    let bad = fails(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            "xyz",
+        ],
+        2,
+    );
+    assert!(bad.contains("--owner-code must be 32 hex digits"), "{bad}");
+
+    // The right code: paired, provisioned, and the device streams.
+    let paired = json(&ok(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            &owner_code,
+            "--json",
+        ],
+    ));
+    assert_eq!(paired["epoch"], 1);
+    assert!(paired["secrets"].as_u64().unwrap() >= 1);
+    let out = agent.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("paired: DPK epoch 1"), "{text}");
+    assert!(text.contains("reading 2 sealed"), "{text}");
+    // The epoch is registered: pairing epoch 1 again is refused before anything is sent.
+    let again = fails(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            &owner_code,
+            "--epoch",
+            "1",
+            "--timeout",
+            "2s",
+        ],
+        2,
+    );
+    assert!(again.contains("never reused"), "{again}");
+    stop(hub);
+}

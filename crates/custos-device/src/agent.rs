@@ -165,6 +165,11 @@ impl Agent {
         self.state.device
     }
 
+    /// Whether the device holds data keys (a provisioned DPK epoch's frontier).
+    pub fn has_keys(&self) -> bool {
+        self.keys.is_some()
+    }
+
     /// Whether the device has joined a hub.
     pub fn joined(&self) -> bool {
         self.state.session.is_some()
