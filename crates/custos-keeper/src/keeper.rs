@@ -232,7 +232,7 @@ impl Keeper {
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| KeeperError::Hub(e.to_string()))?;
-        Ok(Self {
+        let keeper = Self {
             dir: dir.to_path_buf(),
             vault,
             policy,
@@ -240,7 +240,9 @@ impl Keeper {
             devices: read_json(&dir.join("devices.json"))?,
             apps: read_json(&dir.join("apps.json"))?,
             http,
-        })
+        };
+        keeper.settle_staged()?;
+        Ok(keeper)
     }
 
     /// The owner id: the keeper's Ed25519 public key. Applications address their requests to it.
@@ -484,8 +486,15 @@ impl Keeper {
     }
 
     /// Logs the decision, pins the new head, and queues the signed answer for the hub.
+    ///
+    /// The answer is staged first (`outbox/{id}.staged`), then the decision is logged, then the answer is moved
+    /// into the outbox. A crash in between is settled when the keeper opens: a staged answer whose decision is in
+    /// the log goes to the outbox; one whose decision is not is dropped, and the request, still unanswered at the
+    /// hub, is considered again. So no answer leaves without its log entry, and none is lost.
     fn record(&mut self, entry: NewEntry, answer: &[u8]) -> Result<()> {
         let id = hex::encode(entry.request);
+        let staged = self.dir.join("outbox").join(format!("{id}.staged"));
+        fsio::replace(&staged, answer)?;
         let vault = &self.vault;
         self.log
             .append(entry, |tbs| vault.sign(tbs).unwrap_or([0; 64]))?;
@@ -498,8 +507,33 @@ impl Keeper {
                 }),
             )?;
         }
-        fsio::replace(&self.dir.join("outbox").join(format!("{id}.cose")), answer)?;
+        let queued = self.dir.join("outbox").join(format!("{id}.cose"));
+        fs::rename(&staged, &queued).map_err(|e| state_err(&queued, e))?;
         let _ = fs::remove_file(self.dir.join("pending").join(format!("{id}.cose")));
+        Ok(())
+    }
+
+    /// Settles answers a crash left staged (see [`Keeper::record`]).
+    fn settle_staged(&self) -> Result<()> {
+        let dir = self.dir.join("outbox");
+        for entry in fs::read_dir(&dir).map_err(|e| state_err(&dir, e))? {
+            let path = entry.map_err(|e| state_err(&dir, e))?.path();
+            if path.extension().is_none_or(|x| x != "staged") {
+                continue;
+            }
+            let mut id = [0u8; 32];
+            let logged = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|s| hex::decode_to_slice(s, &mut id).is_ok())
+                && self.already_decided(&id);
+            if logged {
+                let queued = path.with_extension("cose");
+                fs::rename(&path, &queued).map_err(|e| state_err(&queued, e))?;
+            } else {
+                fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
+            }
+        }
         Ok(())
     }
 
@@ -593,7 +627,14 @@ impl Keeper {
         let shown = name.unwrap_or_else(|| format!("unverified \"{}\"", v.request.app_name));
         let by = DecidedBy::policy(decision.rule);
         match decision.action {
-            Action::Allow => self.grant(&v, &shown, v.request.range, by, now),
+            // A request the policy allows but that cannot be granted as asked (too many secrets, say) is denied,
+            // with the reason: left unanswered, it would stop every later sync.
+            Action::Allow => match self.grant(&v, &shown, v.request.range, by, now) {
+                Err(KeeperError::Protocol(e)) => {
+                    self.deny(&v, &shown, &format!("cannot be granted: {e}"), by, now)
+                }
+                other => other,
+            },
             Action::Deny => {
                 let reason = match decision.rule {
                     Some(n) => format!("denied by the owner's policy (rule {n})"),
@@ -611,7 +652,7 @@ impl Keeper {
         }
     }
 
-    /// The requests waiting for the user, oldest first. Expired ones are dropped (and logged as denied).
+    /// The requests waiting for the user, oldest first. Expired ones are dropped: nobody can use an answer to them.
     pub fn pending(&mut self, now: UnixTime) -> Result<Vec<Pending>> {
         let dir = self.dir.join("pending");
         let mut out = Vec::new();
@@ -730,10 +771,19 @@ impl Keeper {
             if (200..300).contains(&status) || status == 409 {
                 fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
                 delivered += 1;
+            } else if (400..500).contains(&status) {
+                // The hub will never take it (it lost the request, say): set it aside, so that it does not hold
+                // up the answers behind it, and keep it for the user to look at.
+                let text = resp.text().await.unwrap_or_default();
+                let aside = dir.join("refused");
+                fs::create_dir_all(&aside).map_err(|e| state_err(&aside, e))?;
+                let target = aside.join(path.file_name().unwrap_or_default());
+                fs::rename(&path, &target).map_err(|e| state_err(&target, e))?;
+                tracing::warn!(status, %text, file = %target.display(), "the hub refused an answer; set aside");
             } else {
                 let text = resp.text().await.unwrap_or_default();
                 return Err(KeeperError::Hub(format!(
-                    "answer refused ({status}): {text}"
+                    "answer not taken ({status}): {text}; it stays queued"
                 )));
             }
         }

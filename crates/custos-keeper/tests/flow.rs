@@ -276,3 +276,106 @@ async fn offline_keeper_policy_user_and_application() {
     store.close().await;
     hub.stop().await.unwrap();
 }
+
+/// Without a hub: ranges are rounded inward and clipped, never widened; the user cannot grant outside the
+/// request; a crash between logging a decision and queueing its answer loses nothing.
+#[test]
+fn ranges_never_widen_and_a_crash_loses_no_answer() {
+    use custos_proto::sharing::{Grant, SharingRequest, statement_id};
+    use custos_proto::{Crypto, Secret};
+
+    let dir = tempfile::tempdir().unwrap();
+    let kdir = dir.path().join("keeper");
+    let keeper = Keeper::init(&kdir, PASS, KdfParams::new(256, 1, 1).unwrap()).unwrap();
+    std::fs::write(kdir.join("policy.toml"), "default = \"allow\"\n").unwrap();
+    drop(keeper);
+    let mut keeper = open_keeper(&kdir);
+    let year = span(date(1, 1), UnixTime::from_date(2027, 1, 1).unwrap());
+    let spec = TreeSpec::new(DEV, Epoch(1), Schedule::default(), year).unwrap();
+    keeper
+        .new_epoch(spec, Suite::AES256GCM, date(1, 1))
+        .unwrap();
+
+    let c = RustCrypto;
+    let app = Secret::from_bytes([4; 32]);
+    let reply = Secret::from_bytes([5; 32]);
+    let owner = keeper.owner();
+    let request = |range: Span, nonce: u8| {
+        SharingRequest {
+            app_key: c.ed25519_public(&app),
+            app_name: "tester".into(),
+            owner,
+            devices: vec![DEV],
+            range,
+            purpose: "test".into(),
+            purpose_text: "test".into(),
+            retention: 1,
+            reply_key: c.x25519_public(&reply),
+            nonce: [nonce; 16],
+            expires: UnixTime::new(wall().secs() + 3600).unwrap(),
+        }
+        .sign(|tbs| c.ed25519_sign(&app, tbs))
+        .unwrap()
+    };
+
+    // Noon March 8 to noon March 15: only the six whole days in between are granted.
+    let odd = span(
+        UnixTime::new(date(3, 8).secs() + 43_200).unwrap(),
+        UnixTime::new(date(3, 15).secs() + 43_200).unwrap(),
+    );
+    let signed = request(odd, 1);
+    let id = hex::encode(statement_id(&signed));
+    assert!(matches!(
+        keeper.consider(&signed, wall()).unwrap(),
+        Handled::Granted { .. }
+    ));
+    let answer = std::fs::read(kdir.join("outbox").join(format!("{id}.cose"))).unwrap();
+    let v = SharingRequest::verify(&c, &signed, wall()).unwrap();
+    let trees = Grant::open(&c, &answer, &owner, &v, &reply).unwrap();
+    let (mut from, mut until) = (u64::MAX, 0);
+    for n in &trees[0].nodes {
+        let s = trees[0].spec.node_span(n.node()).unwrap();
+        from = from.min(s.start().secs());
+        until = until.max(s.end().secs());
+    }
+    assert_eq!((from, until), (date(3, 9).secs(), date(3, 15).secs()));
+
+    // A crash after the decision was logged but before its answer was queued: the answer is queued on reopen.
+    let queued = kdir.join("outbox").join(format!("{id}.cose"));
+    let staged = kdir.join("outbox").join(format!("{id}.staged"));
+    std::fs::rename(&queued, &staged).unwrap();
+    // And a crash before an answer was logged: that answer is dropped (the request will be considered again).
+    let unlogged = kdir
+        .join("outbox")
+        .join(format!("{}.staged", "ab".repeat(32)));
+    std::fs::write(&unlogged, b"answer that never was").unwrap();
+    drop(keeper);
+    let keeper = open_keeper(&kdir);
+    assert!(
+        queued.exists() && !staged.exists(),
+        "a logged answer was lost"
+    );
+    assert!(
+        !unlogged.exists(),
+        "an answer without its log entry was kept"
+    );
+
+    // The user cannot approve more than was asked.
+    std::fs::write(kdir.join("policy.toml"), "default = \"ask\"\n").unwrap();
+    drop(keeper);
+    let mut keeper = open_keeper(&kdir);
+    let week = span(date(3, 8), date(3, 15));
+    let asked = request(week, 2);
+    assert!(matches!(
+        keeper.consider(&asked, wall()).unwrap(),
+        Handled::Asked { .. }
+    ));
+    let aid = hex::encode(statement_id(&asked));
+    let wider = span(date(3, 1), date(3, 15));
+    assert!(keeper.approve(&aid, Some(wider), wall()).is_err());
+    let narrower = span(date(3, 9), date(3, 10));
+    assert!(matches!(
+        keeper.approve(&aid, Some(narrower), wall()).unwrap(),
+        Handled::Granted { nodes: 1, .. }
+    ));
+}
