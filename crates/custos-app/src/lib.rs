@@ -240,11 +240,10 @@ impl App {
     }
 
     fn refused(status: u16, body: &[u8]) -> AppError {
-        let message = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-        AppError::Refused { status, message }
+        AppError::Refused {
+            status,
+            message: custos_client::hub_message(body),
+        }
     }
 
     /// Signs `ask` with a fresh reply key, keeps the reply secret, and posts the request to `hub`.

@@ -51,7 +51,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Play the whole story in one process: a device seals a month, an application opens exactly one week.
+    /// Play the whole story in one process: devices join and pair, the keeper's policy and its user decide, an
+    /// application opens exactly what was granted, and the hub's attacks fail.
     Demo(demo::DemoArgs),
     /// The keeper's master secret.
     #[command(subcommand)]

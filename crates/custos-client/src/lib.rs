@@ -165,11 +165,18 @@ fn json(body: &[u8]) -> Result<serde_json::Value, ClientError> {
         .map_err(|e| ClientError::Unreachable(format!("the hub's answer is not JSON: {e}")))
 }
 
-/// A hub refusal from its status and body: the JSON `message`, or the body as text.
-pub fn refusal(status: u16, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
+/// The hub's message in an error body: its JSON `message`, or the body as text.
+pub fn hub_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    ClientError::Refused { status, message }
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+/// A hub refusal from its status and body.
+pub fn refusal(status: u16, body: &[u8]) -> ClientError {
+    ClientError::Refused {
+        status,
+        message: hub_message(body),
+    }
 }

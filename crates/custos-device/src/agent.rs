@@ -666,11 +666,10 @@ enum Incoming {
 
 /// The hub's refusal: its JSON `message`, or the body as text.
 fn refusal(status: u16, body: &[u8]) -> AgentError {
-    let message = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-    AgentError::Refused { status, message }
+    AgentError::Refused {
+        status,
+        message: custos_client::hub_message(body),
+    }
 }
 
 /// A device's connection to an MQTT broker: publishes to `{prefix}/{device}/up`, receives acks and refusals.
