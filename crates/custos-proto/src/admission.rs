@@ -24,13 +24,8 @@
 //! code), device id, 32)`. Each step consumes its state; ephemeral keys are passed in, so the caller owns
 //! randomness. The hub decides single use and expiry (it keeps the codes); this module only runs the handshake.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::cell::Cell;
 
-use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{Builder, HandshakeState};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -74,63 +69,12 @@ pub struct Admitted {
     pub handshake_hash: [u8; 32],
 }
 
-/// A snow RNG that yields exactly the one ephemeral key the caller passed in.
-struct OneEphemeral(Option<[u8; 32]>);
-
-impl Random for OneEphemeral {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        match self.0.take() {
-            Some(mut e) if dest.len() == e.len() => {
-                dest.copy_from_slice(&e);
-                e.zeroize();
-                Ok(())
-            }
-            _ => Err(snow::Error::Rng),
-        }
-    }
-}
-
-impl Drop for OneEphemeral {
-    fn drop(&mut self) {
-        if let Some(e) = self.0.as_mut() {
-            e.zeroize();
-        }
-    }
-}
-
-/// Resolves snow's RNG to the caller's ephemeral key, everything else to snow's RustCrypto backend.
-struct Entropy(Cell<Option<[u8; 32]>>);
-
-impl CryptoResolver for Entropy {
-    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(OneEphemeral(self.0.take())))
-    }
-    fn resolve_dh(&self, _: &DHChoice) -> Option<Box<dyn Dh>> {
-        None
-    }
-    fn resolve_hash(&self, _: &HashChoice) -> Option<Box<dyn Hash>> {
-        None
-    }
-    fn resolve_cipher(&self, _: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        None
-    }
-}
-
 fn builder(ephemeral: Secret) -> Result<Builder<'static>, Error> {
-    let params = PATTERN.parse().map_err(|_| Error::Crypto)?;
-    let resolver = FallbackResolver::new(
-        Box::new(Entropy(Cell::new(Some(*ephemeral.expose())))),
-        Box::new(DefaultResolver),
-    );
-    Ok(Builder::with_resolver(params, Box::new(resolver)))
+    crate::noise::builder(PATTERN, ephemeral)
 }
 
 fn psk(device: DeviceId, code: &[u8; JOIN_CODE_LEN]) -> Result<Secret, Error> {
-    let c = RustCrypto;
-    let prk = c.hkdf_extract(PSK_SALT, code);
-    let mut psk = Secret::zero();
-    c.hkdf_expand(prk.expose(), &[&device.0], psk.expose_mut())?;
-    Ok(psk)
+    crate::noise::code_psk(PSK_SALT, device, code)
 }
 
 /// The session key and the `Welcome` AEAD key of a finished handshake.

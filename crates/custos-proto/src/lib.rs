@@ -59,6 +59,8 @@ pub mod cose;
 pub mod cover;
 pub mod crypto;
 mod error;
+#[cfg(any(feature = "admission", feature = "pairing"))]
+mod noise;
 #[cfg(feature = "pairing")]
 pub mod pairing;
 pub mod record;

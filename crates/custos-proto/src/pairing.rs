@@ -37,13 +37,8 @@
 //! Ephemeral keys are passed in, so the caller owns randomness. Byte layouts and a test vector are in
 //! `docs/wire.md` §9. This module never does I/O and never releases the code, a key or a node secret.
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::cell::Cell;
 
-use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
 use snow::{Builder, HandshakeState};
 use zeroize::Zeroize;
 
@@ -92,48 +87,6 @@ const ACK_LABEL: &[u8] = b"custos/v1/provision-ack";
 /// The fixed fields of a `Provision` body: epoch, valid from, valid until, suite, node count.
 const BODY_FIXED: usize = 2 + 8 + 8 + 1 + 2;
 
-/// A snow RNG that yields exactly the one ephemeral key the caller passed in.
-struct OneEphemeral(Option<[u8; 32]>);
-
-impl Random for OneEphemeral {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        match self.0.take() {
-            Some(mut e) if dest.len() == e.len() => {
-                dest.copy_from_slice(&e);
-                e.zeroize();
-                Ok(())
-            }
-            _ => Err(snow::Error::Rng),
-        }
-    }
-}
-
-impl Drop for OneEphemeral {
-    fn drop(&mut self) {
-        if let Some(e) = self.0.as_mut() {
-            e.zeroize();
-        }
-    }
-}
-
-/// Resolves snow's RNG to the caller's ephemeral key, everything else to snow's RustCrypto backend.
-struct Entropy(Cell<Option<[u8; 32]>>);
-
-impl CryptoResolver for Entropy {
-    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(OneEphemeral(self.0.take())))
-    }
-    fn resolve_dh(&self, _: &DHChoice) -> Option<Box<dyn Dh>> {
-        None
-    }
-    fn resolve_hash(&self, _: &HashChoice) -> Option<Box<dyn Hash>> {
-        None
-    }
-    fn resolve_cipher(&self, _: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        None
-    }
-}
-
 /// The prologue of a pairing with `device`.
 fn prologue(device: DeviceId) -> [u8; PROLOGUE.len() + 8] {
     let mut p = [0u8; PROLOGUE.len() + 8];
@@ -149,14 +102,9 @@ fn handshake(
     ephemeral: Secret,
     initiator: bool,
 ) -> Result<HandshakeState, Error> {
-    let params = PATTERN.parse().map_err(|_| Error::Crypto)?;
-    let resolver = FallbackResolver::new(
-        Box::new(Entropy(Cell::new(Some(*ephemeral.expose())))),
-        Box::new(DefaultResolver),
-    );
     let psk = psk(device, code)?;
     let prologue = prologue(device);
-    let builder = Builder::with_resolver(params, Box::new(resolver))
+    let builder = crate::noise::builder(PATTERN, ephemeral)?
         .prologue(&prologue)
         .and_then(|b| b.psk(0, psk.expose()));
     let hs = if initiator {
@@ -170,11 +118,7 @@ fn handshake(
 /// `HKDF-Expand(HKDF-Extract("custos/v1/owner-psk", code), device id, 32)`: the join code's derivation under
 /// another salt, so an owner code and a join code never give the same PSK.
 fn psk(device: DeviceId, code: &[u8; OWNER_CODE_LEN]) -> Result<Secret, Error> {
-    let c = RustCrypto;
-    let prk = c.hkdf_extract(PSK_SALT, code);
-    let mut psk = Secret::zero();
-    c.hkdf_expand(prk.expose(), &[&device.0], psk.expose_mut())?;
-    Ok(psk)
+    crate::noise::code_psk(PSK_SALT, device, code)
 }
 
 /// What a finished handshake yields: the user–device key, the two transport keys and the transcript hash.
