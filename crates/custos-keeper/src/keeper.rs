@@ -199,7 +199,7 @@ impl Keeper {
         unlock: custos_vault::Unlock<'_>,
         kdf: custos_vault::KdfParams,
     ) -> Result<Self> {
-        fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
+        private_dir(dir)?;
         SoftwareVault::create(&dir.join("vault.json"), unlock, kdf, &mut OsRng)?;
         Self::open(dir, unlock)
     }
@@ -226,7 +226,7 @@ impl Keeper {
         }
         for sub in ["pending", "outbox"] {
             let p = dir.join(sub);
-            fs::create_dir_all(&p).map_err(|e| state_err(&p, e))?;
+            private_dir(&p)?;
         }
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
@@ -776,7 +776,7 @@ impl Keeper {
                 // up the answers behind it, and keep it for the user to look at.
                 let text = resp.text().await.unwrap_or_default();
                 let aside = dir.join("refused");
-                fs::create_dir_all(&aside).map_err(|e| state_err(&aside, e))?;
+                private_dir(&aside)?;
                 let target = aside.join(path.file_name().unwrap_or_default());
                 fs::rename(&path, &target).map_err(|e| state_err(&target, e))?;
                 tracing::warn!(status, %text, file = %target.display(), "the hub refused an answer; set aside");
@@ -914,6 +914,15 @@ async fn next_message(
             return Ok(body);
         }
     }
+}
+
+/// Creates `dir` (and its parents) owner-only if it does not exist: the keeper's state says who asked for what.
+fn private_dir(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| state_err(dir, e))
 }
 
 /// The policy in `dir/policy.toml`, or the default (ask about everything) if there is none.

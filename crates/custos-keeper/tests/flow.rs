@@ -103,6 +103,12 @@ async fn offline_keeper_policy_user_and_application() {
     let kdir = dir.path().join("keeper");
     let mut keeper = Keeper::init(&kdir, PASS, KdfParams::new(256, 1, 1).unwrap()).unwrap();
     std::fs::write(kdir.join("policy.toml"), POLICY).unwrap();
+    #[cfg(unix)]
+    for sub in ["", "pending", "outbox"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(kdir.join(sub)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "keeper directory `{sub}` is not owner-only");
+    }
     let year = span(date(1, 1), UnixTime::from_date(2027, 1, 1).unwrap());
     let spec = TreeSpec::new(DEV, Epoch(1), Schedule::default(), year).unwrap();
     let provision = keeper
