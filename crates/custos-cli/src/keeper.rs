@@ -1105,10 +1105,27 @@ fn serve(a: &ServeArgs) -> Result<()> {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let client = custos_client::HubClient::new(&hub, Duration::from_secs(10)).ok();
+        let mut watch: Option<custos_keeper::InboxWatch> = None;
         loop {
+            // The next round comes at the next tick, or as soon as a new request reaches the hub.
+            let woken = async {
+                match (&watch, &client) {
+                    (Some(w), Some(client)) => loop {
+                        match w.wait(client, Duration::from_secs(25)).await {
+                            Ok(true) => break,
+                            Ok(false) => {}
+                            // A token past its two minutes, or the hub away: the ticker takes over.
+                            Err(_) => std::future::pending::<()>().await,
+                        }
+                    },
+                    _ => std::future::pending::<()>().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break,
                 _ = ticker.tick() => {}
+                () = woken => {}
             }
             let result = tokio::select! {
                 () = &mut shutdown => break,
@@ -1118,7 +1135,8 @@ fn serve(a: &ServeArgs) -> Result<()> {
                 Ok(None) => {
                     tracing::info!("another `custos keeper` command holds the directory; next round later");
                 }
-                Ok(Some(report)) => {
+                Ok(Some((report, next))) => {
+                    watch = next;
                     if failing {
                         tracing::info!(%hub, "hub reachable again");
                         failing = false;
@@ -1153,14 +1171,22 @@ enum RoundError {
     Other(anyhow::Error),
 }
 
-/// One round of `serve`: `None` when another command holds the directory.
-async fn round(dir: &Path, u: &Unlocker, hub: &str) -> Result<Option<SyncReport>, RoundError> {
+/// One round of `serve`: `None` when another command holds the directory. Also returns what to wait on for
+/// the next request.
+async fn round(
+    dir: &Path,
+    u: &Unlocker,
+    hub: &str,
+) -> Result<Option<(SyncReport, Option<custos_keeper::InboxWatch>)>, RoundError> {
     let Some(_lock) = DirLock::try_take(dir).map_err(RoundError::Other)? else {
         return Ok(None);
     };
     let mut keeper = Keeper::open(dir, u.unlock()).map_err(|e| RoundError::Other(e.into()))?;
     match keeper.sync(hub).await {
-        Ok(r) => Ok(Some(r)),
+        Ok(r) => {
+            let watch = now().ok().and_then(|t| keeper.watch(t).ok());
+            Ok(Some((r, watch)))
+        }
         Err(KeeperError::Hub(e)) => Err(RoundError::Hub(format!("hub: {e}"))),
         Err(e) => Err(RoundError::Other(e.into())),
     }

@@ -983,3 +983,104 @@ fn keeper_pair_provisions_a_waiting_device_through_the_hub() {
     assert!(again.contains("never reused"), "{again}");
     stop(hub);
 }
+
+/// `keeper serve` answers a request as soon as it reaches the hub, not at its next tick: between rounds it
+/// long-polls the inbox (here the tick is an hour away).
+#[test]
+fn keeper_serve_answers_at_once_between_rounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let hub = start_hub(d, port);
+    let owner = ok(
+        d,
+        &[
+            "keeper",
+            "init",
+            "--dir",
+            "keeper",
+            "--key-file",
+            "keeper.key",
+            "--new-key-file",
+        ],
+    )
+    .trim()
+    .to_string();
+    let device = "02-00-5e-10-00-00-00-02";
+    ok(
+        d,
+        &[
+            "keeper",
+            "provision",
+            "--dir",
+            "keeper",
+            "--key-file",
+            "keeper.key",
+            "--device",
+            device,
+            "-o",
+            "dpk.json",
+        ],
+    );
+    std::fs::write(d.join("keeper/policy.toml"), "default = \"allow\"\n").unwrap();
+    let mut serve = command(
+        d,
+        &[
+            "keeper",
+            "serve",
+            "--dir",
+            "keeper",
+            "--key-file",
+            "keeper.key",
+            "--hub",
+            &url,
+            "--every",
+            "1h",
+        ],
+    )
+    .env_remove("CUSTOS_KEEPER_PASSPHRASE")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500)); // the first round, at start
+    ok(d, &["app", "new", "--dir", "app", "--name", "dashboard"]);
+    let today = wall() / 86_400 * 86_400;
+    let id = ok(
+        d,
+        &[
+            "app",
+            "request",
+            "--dir",
+            "app",
+            "--hub",
+            &url,
+            "--owner",
+            &owner,
+            "--device",
+            device,
+            "--from",
+            &format!("@{today}"),
+            "--until",
+            &format!("@{}", today + 86_400),
+            "--purpose",
+            "display",
+            "--purpose-text",
+            "Show today",
+        ],
+    )
+    .trim()
+    .to_string();
+    let started = Instant::now();
+    let granted = ok(d, &["app", "wait", "--dir", "app", &id, "--timeout", "15s"]);
+    assert!(granted.contains("granted"), "{granted}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}",
+        started.elapsed()
+    );
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    stop(hub);
+}

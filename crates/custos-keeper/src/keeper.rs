@@ -746,6 +746,22 @@ impl Keeper {
         .sign(self.sign())?)
     }
 
+    /// What it takes to wait for the next request without holding the keeper open: the inbox cursor and an access
+    /// token (valid for two minutes). `keeper serve` waits on it between rounds, so that it answers a request as
+    /// soon as it reaches the hub, while the user's own commands can still take the keeper's directory.
+    pub fn watch(&self, now: UnixTime) -> Result<InboxWatch> {
+        let owner = hex::encode(self.owner());
+        let after: i64 = fs::read_to_string(self.dir.join("inbox.cursor"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        let token = self.access_token(&format!("GET /v1/owners/{owner}/inbox"), now)?;
+        Ok(InboxWatch {
+            path: format!("/v1/owners/{owner}/inbox?after={after}&limit=1"),
+            auth: format!("Custos {}", hex::encode(token)),
+        })
+    }
+
     /// Delivers queued answers to the hub; keeps those the hub could not take. Returns how many it took.
     pub async fn deliver(&mut self, hub: &str) -> Result<usize> {
         let dir = self.dir.join("outbox");
@@ -868,6 +884,28 @@ impl Keeper {
         }
         report.delivered += self.deliver(hub).await?;
         Ok(report)
+    }
+}
+
+/// A long-poll on the owner's inbox (see [`Keeper::watch`]).
+#[derive(Clone, Debug)]
+pub struct InboxWatch {
+    path: String,
+    auth: String,
+}
+
+impl InboxWatch {
+    /// Waits up to `wait` (at most 30 s) for a request the keeper has not seen; true if one is there.
+    pub async fn wait(
+        &self,
+        hub: &custos_client::HubClient,
+        wait: std::time::Duration,
+    ) -> Result<bool> {
+        let path = format!("{}&wait={}", self.path, wait.as_secs());
+        let body = hub.get(&path, Some(&self.auth)).await.map_err(hub_err)?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| KeeperError::Hub(format!("the inbox is not JSON: {e}")))?;
+        Ok(v["requests"].as_array().is_some_and(|r| !r.is_empty()))
     }
 }
 

@@ -9,4 +9,4 @@ pub mod consent;
 pub mod keeper;
 pub mod policy;
 
-pub use keeper::{Handled, Keeper, KeeperError, Paired, Pending, SyncReport};
+pub use keeper::{Handled, InboxWatch, Keeper, KeeperError, Paired, Pending, SyncReport};

@@ -106,7 +106,11 @@ async fn offline_keeper_policy_user_and_application() {
     #[cfg(unix)]
     for sub in ["", "pending", "outbox"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(kdir.join(sub)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(kdir.join(sub))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o700, "keeper directory `{sub}` is not owner-only");
     }
     let year = span(date(1, 1), UnixTime::from_date(2027, 1, 1).unwrap());
