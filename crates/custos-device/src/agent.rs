@@ -325,7 +325,9 @@ impl Agent {
             for (seq, msg) in got {
                 cursor = seq;
                 write_atomic(&cursor_path, seq.to_string().as_bytes())?;
-                if let Some(state) = awaiting.take() {
+                // Only a Provision may end the session in progress: other junk must not cost it.
+                let provision = msg.first() == Some(&custos_proto::pairing::PROVISION);
+                if let Some(state) = awaiting.take_if(|_| provision) {
                     match state.open_provision(&msg) {
                         Ok((paired, provision)) => {
                             let spec = *provision.tree();

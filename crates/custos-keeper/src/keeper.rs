@@ -344,17 +344,27 @@ impl Keeper {
             .map_err(hub_err)?
             .last()
             .map_or(0, |(seq, _)| *seq);
+        // Anyone may post to a mailbox. Each message is tried against a handshake state rebuilt from the same
+        // ephemeral key (the start is deterministic), so junk, or an answer to an earlier attempt, is skipped
+        // without losing this attempt.
         let mut ephemeral = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(ephemeral.as_mut());
-        let (awaiting, init) =
-            KeeperAwaitingAccept::start(device, owner_code, Secret::from_bytes(*ephemeral))?;
+        let attempt =
+            || KeeperAwaitingAccept::start(device, owner_code, Secret::from_bytes(*ephemeral));
+        let (_, init) = attempt()?;
         client
             .relay_send(device, Direction::ToDevice, &init)
             .await
             .map_err(hub_err)?;
-        let accept = next_message(&client, device, &mut cursor, deadline).await?;
-        // Anyone can post to a mailbox; a message that is not the device's Accept fails authentication here.
-        let mut paired = awaiting.read_accept(&accept)?;
+        let mut paired = loop {
+            let msg = next_message(&client, device, &mut cursor, deadline).await?;
+            match attempt()?.0.read_accept(&msg) {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::warn!(%device, %e, "skipping a relayed message that is not the device's answer")
+                }
+            }
+        };
         let sealed = paired.seal_provision(&provision)?;
         client
             .relay_send(device, Direction::ToDevice, &sealed)

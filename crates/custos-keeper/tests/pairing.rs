@@ -99,11 +99,30 @@ async fn pair_provision_seal_and_share() {
     let (mut agent, r) = waiting.await.unwrap();
     assert!(r.is_err(), "the device paired with a wrong code");
 
-    // The right code: paired and provisioned with the frontier.
+    // The right code: paired and provisioned with the frontier, while someone posts junk to both mailboxes.
+    // The device starts listening late, so the keeper meets the junk before the device's answer.
     let waiting = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
         let r = agent.await_pairing(wall(), Duration::from_secs(20)).await;
         (agent, r)
     });
+    let junk = {
+        let client = custos_client::HubClient::new(&url, Duration::from_secs(5)).unwrap();
+        let device = made.device;
+        tokio::spawn(async move {
+            for i in 0..8u8 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut bytes = vec![0x22; 49];
+                bytes[1] = i;
+                for d in [
+                    custos_client::Direction::ToKeeper,
+                    custos_client::Direction::ToDevice,
+                ] {
+                    client.relay_send(device, d, &bytes).await.unwrap();
+                }
+            }
+        })
+    };
     let paired = keeper
         .pair(
             &url,
@@ -115,6 +134,7 @@ async fn pair_provision_seal_and_share() {
         )
         .await
         .unwrap();
+    junk.await.unwrap();
     let (mut agent, r) = waiting.await.unwrap();
     let (epoch, held) = r.unwrap();
     assert_eq!((paired.epoch, epoch), (1, 1));
