@@ -98,6 +98,7 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    tokio::spawn(housekeeping(hub.clone(), stopped(stop_rx.clone())));
     let mqtt = config
         .mqtt
         .clone()
@@ -119,6 +120,39 @@ pub async fn serve(
     store.close().await;
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// How long the hub keeps a sharing request (and its answer) after it expired: the application may still be
+/// fetching its answer.
+pub const KEEP_EXPIRED: i64 = 30 * 86_400;
+/// How long the hub keeps a relayed pairing message.
+pub const KEEP_RELAYED: i64 = 86_400;
+
+/// Every ten minutes, drops what nobody can use any more: expired join codes, requests expired for
+/// [`KEEP_EXPIRED`] with their answers, and pairing messages older than [`KEEP_RELAYED`].
+async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let now = hub.now();
+        let store = hub.store();
+        match (
+            store.purge_admissions(now).await,
+            store
+                .purge_sharing(now - KEEP_EXPIRED, now - KEEP_RELAYED)
+                .await,
+        ) {
+            (Ok(a), Ok(b)) if a + b > 0 => tracing::info!(codes = a, sharing = b, "housekeeping"),
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(%e, "housekeeping failed; next try in 10 min")
+            }
+        }
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

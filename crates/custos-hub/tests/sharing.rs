@@ -283,3 +283,50 @@ async fn answers_come_only_from_the_owner_and_are_final() {
         StatusCode::BAD_REQUEST
     );
 }
+
+/// A serving hub drops what nobody can use any more: here, a request that expired long ago, at start-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_hub_purges_long_expired_requests() {
+    use custos_store::{Store, StoredRequest};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hub")).unwrap();
+    let db = dir.path().join("hub/hub.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    for (id, expires_at) in [(1u8, 1_000), (2, i64::MAX)] {
+        store
+            .put_request(&StoredRequest {
+                seq: 0,
+                id: [id; 32],
+                owner: [7; 32],
+                signed: vec![id; 10],
+                received_at: 0,
+                expires_at,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    let hub = custos_hub::serve::spawn(custos_hub::serve::ServeConfig {
+        data_dir: dir.path().join("hub"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: None,
+        mqtt: None,
+    })
+    .await
+    .unwrap();
+    let store = SqliteStore::open(&db).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.request([1; 32]).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired request was kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        store.request([2; 32]).await.unwrap().is_some(),
+        "a live request was purged"
+    );
+    store.close().await;
+    hub.stop().await.unwrap();
+}

@@ -288,6 +288,14 @@ pub trait Store: Send + Sync {
 
     /// Deletes a mailbox's messages up to and including `upto`; returns how many.
     fn relay_ack(&self, mailbox: &str, upto: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Housekeeping: deletes requests that expired before `requests_before` (with their answers) and relayed
+    /// messages created before `relay_before`; returns how many rows went.
+    fn purge_sharing(
+        &self,
+        requests_before: i64,
+        relay_before: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -403,5 +411,8 @@ impl Store for AnyStore {
     }
     async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
         delegate!(self, relay_ack(mailbox, upto))
+    }
+    async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
+        delegate!(self, purge_sharing(requests_before, relay_before))
     }
 }

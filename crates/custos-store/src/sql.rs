@@ -479,6 +479,27 @@ macro_rules! sql_store {
                 rows.iter().map(|row| Ok((row.try_get("seq")?, row.try_get("body")?))).collect()
             }
 
+            async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
+                let mut tx = self.pool.begin().await?;
+                let answers = sqlx::query(
+                    "DELETE FROM sharing_answers WHERE request IN \
+                     (SELECT id FROM sharing_requests WHERE expires_at < $1)",
+                )
+                .bind(requests_before)
+                .execute(&mut *tx)
+                .await?;
+                let requests = sqlx::query("DELETE FROM sharing_requests WHERE expires_at < $1")
+                    .bind(requests_before)
+                    .execute(&mut *tx)
+                    .await?;
+                let relay = sqlx::query("DELETE FROM relay WHERE created_at < $1")
+                    .bind(relay_before)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(answers.rows_affected() + requests.rows_affected() + relay.rows_affected())
+            }
+
             async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
                 let done = sqlx::query("DELETE FROM relay WHERE mailbox = $1 AND seq <= $2")
                     .bind(mailbox)

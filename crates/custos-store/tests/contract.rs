@@ -306,6 +306,14 @@ async fn the_inbox_holds_open_requests_until_answered_or_expired<S: Store>(s: S)
         "an answer to no request"
     );
     ensure!(s.request([3; 32]).await?.map(|r| r.owner) == Some([8; 32]));
+    // Housekeeping: requests expired before the cut go, with their answers; live ones stay.
+    ensure!(s.relay_push("m", b"old", NOW - 10).await? > 0);
+    ensure!(s.relay_push("m", b"new", NOW + 10).await? > 0);
+    let gone = s.purge_sharing(NOW + 50, NOW).await?;
+    ensure!(gone == 2, "purged {gone} rows"); // request 2 (expired at NOW + 10, no answer) and the old message
+    ensure!(s.request([2; 32]).await?.is_none());
+    ensure!(s.request([1; 32]).await?.is_some() && s.answer([1; 32]).await?.is_some());
+    ensure!(s.relay_fetch("m", 0, 10).await?.len() == 1);
     Ok(())
 }
 
