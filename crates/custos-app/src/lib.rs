@@ -392,10 +392,10 @@ impl App {
                     write_private(&answers.join(format!("{id}.cose")), &body)?;
                     return self.open_answer(id, &body);
                 }
-                404 if tokio::time::Instant::now() < deadline
-                    && String::from_utf8_lossy(&body).contains("not answered") => {}
-                404 if String::from_utf8_lossy(&body).contains("not answered") => {
-                    return Err(AppError::NoAnswerYet);
+                404 if not_answered(&body) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(AppError::NoAnswerYet);
+                    }
                 }
                 _ => return Err(Self::refused(status, &body)),
             }
@@ -454,6 +454,11 @@ impl App {
             }
         }
     }
+}
+
+/// Whether a 404 from the hub means "no answer yet" (rather than "no such request").
+fn not_answered(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"] == "not_answered")
 }
 
 /// How long one long-poll may last: the hub's cap.

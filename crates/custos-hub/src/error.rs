@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
+    /// The thing exists but is not ready yet (a request without its answer): ask again later.
+    #[error("{0}")]
+    NotYet(String),
     /// The path exists, but not for this method.
     #[error("method not allowed on this endpoint; see docs/api.md")]
     MethodNotAllowed,
@@ -47,6 +50,7 @@ impl ApiError {
             Self::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::NotYet(_) => (StatusCode::NOT_FOUND, "not_answered"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),

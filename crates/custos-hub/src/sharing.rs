@@ -110,7 +110,7 @@ pub(crate) async fn get_answer<S: Store>(
             return Err(ApiError::NotFound("no such request".into()));
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::NotFound("not answered yet".into()));
+            return Err(ApiError::NotYet("not answered yet".into()));
         }
         wait_for_change(changed, deadline).await;
     }

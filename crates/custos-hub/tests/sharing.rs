@@ -225,10 +225,19 @@ async fn answers_come_only_from_the_owner_and_are_final() {
     let (_, body) = call(&f, "POST", "/v1/requests", None, req.clone()).await;
     let id = json(&body)["id"].as_str().unwrap().to_string();
     let answer_path = format!("/v1/requests/{id}/answer");
-    assert_eq!(
-        call(&f, "GET", &answer_path, None, vec![]).await.0,
-        StatusCode::NOT_FOUND
-    );
+    let (status, body) = call(&f, "GET", &answer_path, None, vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&body)["error"], "not_answered");
+    let (status, body) = call(
+        &f,
+        "GET",
+        &format!("/v1/requests/{}/answer", "ab".repeat(32)),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json(&body)["error"], "not_found");
 
     // Someone other than the owner answers: refused.
     let (status, _) = call(&f, "POST", "/v1/answers", None, grant(&req, 9)).await;
