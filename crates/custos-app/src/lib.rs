@@ -12,7 +12,6 @@
 //! reply secret), `answers/{id}.cose` (the answer once fetched). Every file is written owner-only and atomically.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -83,17 +82,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
 
 /// Writes `bytes` to `path` owner-only and atomically (a crash leaves the old file or the new one).
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))
+    custos_vault::fsio::replace(path, bytes).map_err(|e| AppError::Invalid {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
 }
 
 fn hex_n<const N: usize>(text: &str, path: &Path, what: &str) -> Result<[u8; N]> {

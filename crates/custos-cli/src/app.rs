@@ -452,27 +452,7 @@ fn output(path: Option<&Path>, force: bool) -> Result<Box<dyn Write>> {
     let Some(path) = path else {
         return Ok(Box::new(std::io::BufWriter::new(std::io::stdout().lock())));
     };
-    if force {
-        match fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(
-                    anyhow::Error::new(e).context(format!("cannot replace {}", path.display()))
-                );
-            }
-            _ => {}
-        }
-    }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let f = opts.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
-            "{} already exists; pass --force to overwrite it",
-            path.display()
-        ),
-        _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
-    })?;
+    let f = custos_device::keyfile::create_private(path, force)?;
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 

@@ -192,14 +192,7 @@ pub fn run(cmd: HubCmd) -> Result<()> {
 }
 
 async fn serve_cmd(a: ServeArgs) -> Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logs();
     let (data_dir, database, file) = a.at.resolve()?;
     let listen = a
         .listen

@@ -1081,14 +1081,7 @@ fn sync(a: &SyncArgs) -> Result<()> {
 }
 
 fn serve(a: &ServeArgs) -> Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logs();
     let hub = hub_url(&a.hub.hub)?;
     let every = Duration::from_secs(parse_duration("--every", &a.every, false)?);
     let dir = a.at.dir.clone();

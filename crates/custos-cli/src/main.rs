@@ -304,6 +304,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs of long-running commands (`hub serve`, `keeper serve`): stderr, `info` unless `RUST_LOG` says otherwise,
+/// colours only on a terminal.
+pub(crate) fn init_logs() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn random_secret() -> Secret {
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     OsRng.fill_bytes(bytes.as_mut());

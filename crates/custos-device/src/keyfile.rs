@@ -82,9 +82,9 @@ fn read_small(path: &Path) -> Result<Zeroizing<String>> {
     Ok(text)
 }
 
-/// Writes `bytes` to a new file readable by its owner only. With `force` an existing file (or symlink) is
-/// removed first, so the new file never inherits loose permissions or writes through a link.
-pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+/// Creates a new file readable by its owner only. With `force` an existing file (or symlink) is removed first,
+/// so the new file never inherits loose permissions or writes through a link.
+pub fn create_private(path: &Path, force: bool) -> Result<fs::File> {
     if force {
         match fs::remove_file(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -99,7 +99,7 @@ pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
     opts.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).map_err(|e| match e.kind() {
+    opts.open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::AlreadyExists => {
             anyhow::anyhow!(
                 "{} already exists; pass --force to overwrite it",
@@ -107,7 +107,12 @@ pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
             )
         }
         _ => anyhow::Error::new(e).context(format!("cannot create {}", path.display())),
-    })?;
+    })
+}
+
+/// Writes `bytes` to a new file readable by its owner only (see [`create_private`]).
+pub fn write_private(path: &Path, bytes: &[u8], force: bool) -> Result<()> {
+    let mut f = create_private(path, force)?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
