@@ -104,11 +104,23 @@ struct AppFile {
     signing_seed: String,
 }
 
+impl Drop for AppFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.signing_seed);
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct RequestFile {
     hub: String,
     request: String,
     reply_secret: String,
+}
+
+impl Drop for RequestFile {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.reply_secret);
+    }
 }
 
 /// What a keeper answered.
@@ -202,7 +214,7 @@ impl App {
             .map_err(|e| AppError::Unreachable(e.to_string()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            name: file.name,
+            name: file.name.clone(),
             seed: Secret::from_bytes(*seed),
             http,
         })
@@ -333,7 +345,7 @@ impl App {
         let request = SharingRequest::peek(&signed)?;
         let reply = Zeroizing::new(hex_n::<32>(&file.reply_secret, &path, "reply_secret")?);
         Ok((
-            file.hub,
+            file.hub.clone(),
             VerifiedRequest {
                 id: sharing::statement_id(&signed),
                 request,

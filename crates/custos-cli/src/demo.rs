@@ -343,8 +343,10 @@ async fn story(args: &DemoArgs) -> Result<()> {
         "stores the three signed requests for the owner; the keeper is offline".into(),
     );
 
-    // The keeper comes back: policy first, then the user.
+    // The keeper comes back: policy first, then the user. The user installed the heating optimizer and pinned
+    // its name to its key, so the rule naming it applies to that key (and to no other).
     let mut keeper = Keeper::open(&keeper_dir, pass)?;
+    keeper.trust_app("heating-optimizer", app.public_key())?;
     let report = keeper.sync(&url).await?;
     let mut asked = 0;
     for h in &report.handled {

@@ -98,6 +98,15 @@ pub enum KeeperCmd {
     Serve(ServeArgs),
     /// List the requests waiting for the user's decision.
     Inbox(InboxArgs),
+    /// Pin an application's name to its key, so that policy rules naming it apply to that key (and no other).
+    #[command(
+        long_about = "Pin an application's name to its public key (as `custos app new` prints it). Policy rules \
+        that name an application by name apply only to the key its name is pinned to: anyone can sign a request \
+        under any name, so an unpinned name matches no name rule and the request is asked about. Approving a \
+        request with `keeper approve` pins its name too, if neither the name nor the key is pinned yet. A name or \
+        key already pinned to another is refused. Without --name and --key, lists the pinned applications."
+    )]
+    Trust(TrustArgs),
     /// Grant a waiting request (or part of its range); delivers the answer with --hub.
     Approve(ApproveArgs),
     /// Deny a waiting request; delivers the answer with --hub.
@@ -255,6 +264,34 @@ pub struct PairArgs {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+}
+
+/// `custos keeper trust`.
+#[derive(Args)]
+pub struct TrustArgs {
+    #[command(flatten)]
+    at: DirArg,
+    #[command(flatten)]
+    unlock: UnlockArgs,
+    /// The application's name, as its requests give it.
+    #[arg(long, requires = "key")]
+    name: Option<String>,
+    /// The application's public key (64 hex digits).
+    #[arg(long, value_parser = parse_app_key, value_name = "HEX", requires = "name")]
+    key: Option<[u8; 32]>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_app_key(text: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out).map_err(|_| {
+        format!(
+            "`{text}` is not an application key: expected 64 hex digits, as `custos app new` prints"
+        )
+    })?;
+    Ok(out)
 }
 
 /// `custos keeper sync`.
@@ -703,6 +740,7 @@ pub fn run(cmd: KeeperCmd) -> ExitCode {
     exit(match cmd {
         KeeperCmd::Init(a) => init(&a),
         KeeperCmd::Id(a) => id(&a),
+        KeeperCmd::Trust(a) => trust(&a),
         KeeperCmd::Policy(a) => policy(&a),
         KeeperCmd::Provision(a) => provision(&a),
         KeeperCmd::Pair(a) => pair(&a),
@@ -781,6 +819,36 @@ fn init(a: &InitArgs) -> Result<()> {
              address their requests to it",
             dir.display()
         );
+    }
+    Ok(())
+}
+
+fn trust(a: &TrustArgs) -> Result<()> {
+    let unlocker = Unlocker::from_args(&a.unlock)?;
+    let (mut keeper, _lock) = open(&a.at.dir, &unlocker)?;
+    if let (Some(name), Some(key)) = (&a.name, a.key) {
+        keeper.trust_app(name, key).map_err(|e| match e {
+            KeeperError::State { why, .. } => usage(why),
+            other => keeper_err(other),
+        })?;
+        if !a.json {
+            eprintln!(
+                "\"{name}\" is pinned to key {}…: policy rules naming it apply to that key",
+                fingerprint(&key)
+            );
+        }
+    }
+    let apps = keeper.trusted_apps();
+    if a.json {
+        let list: Vec<_> = apps
+            .iter()
+            .map(|(k, n)| json!({"name": n, "key": k}))
+            .collect();
+        println!("{}", json!({ "apps": list }));
+    } else if a.name.is_none() {
+        for (k, n) in apps {
+            println!("{n}  {k}");
+        }
     }
     Ok(())
 }

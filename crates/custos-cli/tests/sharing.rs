@@ -326,6 +326,38 @@ fn an_application_gets_exactly_what_the_keeper_grants() {
     let study = ask(t0, t0 + 10, "research.sleep");
     let other = ask(t0, t0 + 10, "research.other");
 
+    // The user pins the application's name to its key, so the rule naming it applies; a wrong key is refused.
+    let pinned = ok(
+        d,
+        &[
+            "keeper",
+            "trust",
+            "--dir",
+            "keeper",
+            "--name",
+            "thermo-report",
+            "--key",
+            key.trim(),
+            "--json",
+        ],
+    );
+    assert!(pinned.contains(key.trim()), "{pinned}");
+    let taken = fails(
+        d,
+        &[
+            "keeper",
+            "trust",
+            "--dir",
+            "keeper",
+            "--name",
+            "thermo-report",
+            "--key",
+            &"ab".repeat(32),
+        ],
+        2,
+    );
+    assert!(taken.contains("already pinned"), "{taken}");
+
     // One round of the keeper: the policy grants one, denies one, asks about two.
     let report = json(&ok(
         d,

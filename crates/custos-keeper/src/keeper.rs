@@ -404,20 +404,39 @@ impl Keeper {
         move |tbs| self.vault.sign(tbs).unwrap_or([0; 64])
     }
 
-    /// The name to match policy rules by: the name pinned to this key, pinning the claimed one on first sight
-    /// unless another key already holds it.
-    fn known_name(&mut self, request: &SharingRequest) -> Result<Option<String>> {
-        let key = hex::encode(request.app_key);
-        if let Some(name) = self.apps.get(&key) {
-            return Ok(Some(name.clone()));
+    /// The name to match policy rules by: the name the user pinned to this key, if any. A name a request merely
+    /// claims matches no name rule: anyone can sign a request under any name.
+    fn known_name(&self, request: &SharingRequest) -> Option<String> {
+        self.apps.get(&hex::encode(request.app_key)).cloned()
+    }
+
+    /// Pins `name` to the application key `key`: from now on policy rules naming `name` apply to requests signed
+    /// with `key`, and to no other. Refused if the name or the key is already pinned to another.
+    pub fn trust_app(&mut self, name: &str, key: [u8; 32]) -> Result<()> {
+        let hex_key = hex::encode(key);
+        match self.apps.get(&hex_key) {
+            Some(n) if n == name => return Ok(()),
+            Some(n) => {
+                return Err(KeeperError::State {
+                    path: self.dir.join("apps.json"),
+                    why: format!("key {}… is already pinned to \"{n}\"", &hex_key[..16]),
+                });
+            }
+            None => {}
         }
-        if self.apps.values().any(|n| *n == request.app_name) {
-            // Another key already goes by this name: an impostor, or a new key. Either way, not by name.
-            return Ok(None);
+        if let Some((k, _)) = self.apps.iter().find(|(_, n)| *n == name) {
+            return Err(KeeperError::State {
+                path: self.dir.join("apps.json"),
+                why: format!("\"{name}\" is already pinned to key {}…", &k[..16]),
+            });
         }
-        self.apps.insert(key, request.app_name.clone());
-        write_json(&self.dir.join("apps.json"), &self.apps)?;
-        Ok(Some(request.app_name.clone()))
+        self.apps.insert(hex_key, name.into());
+        write_json(&self.dir.join("apps.json"), &self.apps)
+    }
+
+    /// The applications the user trusts: key (hex) → name.
+    pub fn trusted_apps(&self) -> &BTreeMap<String, String> {
+        &self.apps
     }
 
     fn already_decided(&self, id: &[u8; 32]) -> bool {
@@ -626,7 +645,7 @@ impl Keeper {
             Ok(v) => v,
             Err(reason) => return Ok(Handled::Refused { id, reason }),
         };
-        let name = self.known_name(&v.request)?;
+        let name = self.known_name(&v.request);
         let days = range_days(v.request.range.start().secs(), v.request.range.end().secs());
         let decision = self.policy.decide(&Query {
             app_name: name.as_deref().unwrap_or(""),
@@ -675,7 +694,8 @@ impl Keeper {
         for path in names {
             let bytes = fs::read(&path).map_err(|e| state_err(&path, e))?;
             let id = hex::encode(statement_id(&bytes));
-            match SharingRequest::verify(&RustCrypto, &bytes, now) {
+            // Every check again (a crash may have left a decided request here), not just the signature.
+            match self.check(&bytes, now) {
                 Ok(request) => {
                     let known_as = self
                         .apps
@@ -701,10 +721,11 @@ impl Keeper {
                         reason,
                     })
                 }
-                Err(custos_proto::Error::Expired) => {
+                // Expired, decided already, or no longer valid: nothing for the user to decide.
+                Err(reason) => {
+                    tracing::info!(%id, %reason, "dropping a pending request");
                     fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
                 }
-                Err(e) => return Err(state_err(&path, e)),
             }
         }
         out.sort_by_key(|p| p.request.request.expires);
@@ -712,11 +733,22 @@ impl Keeper {
     }
 
     fn take_pending(&mut self, id: &str, now: UnixTime) -> Result<(VerifiedRequest, String)> {
-        let p = self
+        let mut matching: Vec<_> = self
             .pending(now)?
             .into_iter()
-            .find(|p| p.id == id || (id.len() >= 8 && p.id.starts_with(id)))
-            .ok_or_else(|| KeeperError::NotPending(id.into()))?;
+            .filter(|p| p.id == id || (id.len() >= 8 && p.id.starts_with(id)))
+            .collect();
+        // A prefix must name one request: never decide one the user did not mean.
+        let p = match matching.len() {
+            1 => matching.remove(0),
+            0 => return Err(KeeperError::NotPending(id.into())),
+            _ => {
+                return Err(KeeperError::NotPending(format!(
+                    "{id} (it matches {} requests; give more digits)",
+                    matching.len()
+                )));
+            }
+        };
         let name = p
             .known_as
             .unwrap_or_else(|| format!("unverified \"{}\"", p.request.request.app_name));
@@ -737,7 +769,15 @@ impl Keeper {
             }
             None => v.request.range,
         };
-        self.grant(&v, &name, range, DecidedBy::User, now)
+        let granted = self.grant(&v, &name, range, DecidedBy::User, now)?;
+        // The user saw this application's name and key and approved it: pin the name to the key if both are
+        // free, so that rules naming it apply to this key from now on (and to no other).
+        let free = !self.apps.contains_key(&hex::encode(v.request.app_key))
+            && !self.apps.values().any(|n| *n == v.request.app_name);
+        if free {
+            self.trust_app(&v.request.app_name, v.request.app_key)?;
+        }
+        Ok(granted)
     }
 
     /// The user denies pending request `id`.
@@ -996,9 +1036,15 @@ fn round_inward(spec: &TreeSpec, range: Span) -> Result<Option<Span>, custos_pro
     let start = if leaf.is_boundary(range.start()) {
         range.start()
     } else {
-        spec.node_span(spec.leaf_node(first + 1))
-            .map(|s| s.start())
-            .unwrap_or(range.end())
+        spec.node_span(
+            spec.leaf_node(
+                first
+                    .checked_add(1)
+                    .ok_or(custos_proto::Error::LeafIndexOverflow)?,
+            ),
+        )
+        .map(|s| s.start())
+        .unwrap_or(range.end())
     };
     let end_leaf = spec.leaf_at(UnixTime::new(range.end().secs() - 1)?)?;
     let end = if leaf.is_boundary(range.end()) || range.end() == spec.span().end() {

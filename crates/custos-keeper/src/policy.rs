@@ -453,9 +453,11 @@ impl PurposeMatch {
         if s == "*" {
             return Ok(PurposeMatch::Any);
         }
-        let (code, under) = match s.strip_suffix(".*") {
+        // Requests spell purpose codes in lowercase only; a rule written `Marketing.*` means the same.
+        let lower = s.to_ascii_lowercase();
+        let (code, under) = match lower.strip_suffix(".*") {
             Some(prefix) => (prefix, true),
-            None => (s, false),
+            None => (lower.as_str(), false),
         };
         if code.contains('*') {
             return Err(bad(

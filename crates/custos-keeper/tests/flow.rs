@@ -185,8 +185,16 @@ async fn offline_keeper_policy_user_and_application() {
         .await
         .unwrap();
 
-    // The keeper comes back: policy grants the week, denies the day, asks about 61 days.
+    // The keeper comes back: policy grants the week, denies the day, asks about 61 days. The user had installed
+    // the application and pinned its name to its key; rules by name apply to that key only.
     let mut keeper = open_keeper(&kdir);
+    keeper
+        .trust_app("heating-optimizer", app.public_key())
+        .unwrap();
+    assert!(
+        keeper.trust_app("heating-optimizer", [9; 32]).is_err(),
+        "a pinned name moved to another key"
+    );
     let report = keeper.sync(&url).await.unwrap();
     assert_eq!(report.handled.len(), 3, "{report:?}");
     assert!(report.handled.contains(&Handled::Granted {
@@ -369,6 +377,27 @@ fn ranges_never_widen_and_a_crash_loses_no_answer() {
         !unlogged.exists(),
         "an answer without its log entry was kept"
     );
+
+    // A rule naming an application applies only to the key the user pinned that name to: whoever signs first
+    // under the name (the hub, say) gets asked about, not allowed.
+    std::fs::write(
+        kdir.join("policy.toml"),
+        "default = \"ask\"\n[[rule]]\napp = \"tester\"\npurpose = \"*\"\naction = \"allow\"\n",
+    )
+    .unwrap();
+    drop(keeper);
+    let mut keeper = open_keeper(&kdir);
+    let claimed = request(span(date(3, 2), date(3, 3)), 3);
+    assert!(matches!(
+        keeper.consider(&claimed, wall()).unwrap(),
+        Handled::Asked { .. }
+    ));
+    keeper.trust_app("tester", c.ed25519_public(&app)).unwrap();
+    let pinned = request(span(date(3, 3), date(3, 4)), 4);
+    assert!(matches!(
+        keeper.consider(&pinned, wall()).unwrap(),
+        Handled::Granted { .. }
+    ));
 
     // The user cannot approve more than was asked.
     std::fs::write(kdir.join("policy.toml"), "default = \"ask\"\n").unwrap();

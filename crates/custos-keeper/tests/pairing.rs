@@ -151,6 +151,8 @@ async fn pair_provision_seal_and_share() {
 
     // An application the policy allows asks for today, and opens all five.
     let app = App::create(&dir.path().join("app"), "dashboard").unwrap();
+    // Only once the user pins the name to this key does the rule naming "dashboard" apply.
+    keeper.trust_app("dashboard", app.public_key()).unwrap();
     let (y, m, d, ..) = wall().civil();
     let today = Span::new(
         UnixTime::from_date(y, m, d).unwrap(),

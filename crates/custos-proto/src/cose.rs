@@ -66,6 +66,10 @@ pub fn verify1<C: Crypto>(
             "COSE_Sign1 is not in its canonical encoding",
         ));
     }
+    // The unprotected header is not signed: anything in it could be changed in transit, and with it the id.
+    if !sign1.unprotected.is_empty() {
+        return Err(Error::InvalidValue("the unprotected header must be empty"));
+    }
     let header = &sign1.protected.header;
     if header.alg
         != Some(coset::RegisteredLabelWithPrivate::Assigned(

@@ -144,6 +144,24 @@ impl SharingRequest {
         if self.purpose.is_empty() {
             return Err(Error::InvalidValue("a request must state a purpose"));
         }
+        // One spelling per purpose, so that a policy rule for `marketing.*` cannot be dodged with `Marketing.ads`.
+        let segment = |seg: &str| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        if !self.purpose.split('.').all(segment) {
+            return Err(Error::InvalidValue(
+                "a purpose code is dot-separated segments of lowercase letters, digits, '-' and '_'",
+            ));
+        }
+        // Each device once: the keeper's answer and the consent log name every device asked for.
+        for (i, d) in self.devices.iter().enumerate() {
+            if self.devices[..i].contains(d) {
+                return Err(Error::InvalidValue("a request names a device twice"));
+            }
+        }
         Ok(())
     }
 

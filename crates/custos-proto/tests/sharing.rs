@@ -133,6 +133,18 @@ fn a_request_round_trips_and_forgeries_are_refused() {
         purpose: String::new(),
         ..req.clone()
     };
+    for bad in ["Marketing.ads", "energy..x", "energy.", "énergie", "a b"] {
+        let r = SharingRequest {
+            purpose: bad.into(),
+            ..req.clone()
+        };
+        assert!(r.sign(signer(APP)).is_err(), "purpose {bad:?} accepted");
+    }
+    let twice = SharingRequest {
+        devices: vec![DEV, DEV],
+        ..req.clone()
+    };
+    assert!(twice.sign(signer(APP)).is_err(), "a device named twice");
     assert!(no_purpose.sign(signer(APP)).is_err());
     // A grant's signature is not a request's.
     let v = SharingRequest::verify(&C, &signed, now()).unwrap();
@@ -326,6 +338,26 @@ fn a_re_encoded_request_is_refused() {
     assert_ne!(statement_id(&longer), statement_id(&signed));
     assert!(matches!(
         SharingRequest::verify(&C, &longer, now()),
+        Err(Error::InvalidValue(_))
+    ));
+}
+
+/// The unprotected header is not signed: a request with anything in it (here a key id) would verify under a new id,
+/// so it is refused.
+#[test]
+fn a_request_with_an_unprotected_header_is_refused() {
+    let signed = request(span(day(2026, 3, 8), day(2026, 3, 15)), vec![DEV])
+        .sign(signer(APP))
+        .unwrap();
+    let plen = signed[2] as usize;
+    let at = 3 + plen;
+    assert_eq!(signed[at], 0xa0, "an empty unprotected map");
+    let mut with_kid = signed[..at].to_vec();
+    with_kid.extend_from_slice(&[0xa1, 0x04, 0x41, 0x07]); // {4 (kid): h'07'}
+    with_kid.extend_from_slice(&signed[at + 1..]);
+    assert_ne!(statement_id(&with_kid), statement_id(&signed));
+    assert!(matches!(
+        SharingRequest::verify(&C, &with_kid, now()),
         Err(Error::InvalidValue(_))
     ));
 }

@@ -113,7 +113,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 macro_rules! sql_store {
-    ($store:ty, $row:ty, $db:ty) => {
+    ($store:ty, $row:ty, $db:ty, $begin:literal) => {
         impl $store {
             fn request_row(row: &$row) -> Result<StoredRequest> {
                 Ok(StoredRequest {
@@ -140,7 +140,7 @@ macro_rules! sql_store {
 
         impl Store for $store {
             async fn put_admission(&self, a: &PendingAdmission) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let admitted = sqlx::query("SELECT 1 FROM devices WHERE device = $1")
                     .bind(&a.device.0[..])
                     .fetch_optional(&mut *tx)
@@ -184,7 +184,7 @@ macro_rules! sql_store {
             }
 
             async fn complete_admission(&self, d: &Device, now: i64) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let used = sqlx::query("DELETE FROM admissions WHERE device = $1 AND expires_at > $2 RETURNING device")
                     .bind(&d.device.0[..])
                     .bind(now)
@@ -244,7 +244,7 @@ macro_rules! sql_store {
             async fn insert_records(&self, batch: &[NewRecord]) -> Result<Vec<bool>> {
                 // Check every value before touching the database.
                 let seqs: Vec<i64> = batch.iter().map(|r| seq(r.seq)).collect::<Result<_>>()?;
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 // Multi-row inserts; RETURNING names the rows that were new.
                 let mut new: HashSet<(DeviceId, i64)> = HashSet::new();
                 for (chunk, chunk_seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
@@ -480,7 +480,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin_with($begin).await?;
                 let answers = sqlx::query(
                     "DELETE FROM sharing_answers WHERE request IN \
                      (SELECT id FROM sharing_requests WHERE expires_at < $1)",
@@ -512,5 +512,13 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, sqlx::Sqlite);
-sql_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres);
+// SQLite: transactions that read before they write must take the write lock at BEGIN. A deferred transaction
+// that reads and then writes fails at once with SQLITE_BUSY (no busy wait) when another connection wrote since its
+// read began; IMMEDIATE makes it wait its turn instead.
+sql_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    sqlx::Sqlite,
+    "BEGIN IMMEDIATE"
+);
+sql_store!(PgStore, sqlx::postgres::PgRow, sqlx::Postgres, "BEGIN");

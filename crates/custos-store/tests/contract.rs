@@ -334,6 +334,27 @@ async fn relay_mailboxes_deliver_in_order_until_acknowledged<S: Store>(s: S) -> 
     Ok(())
 }
 
+/// Transactions that read then write (admission) run beside other writers without failing: on SQLite a deferred
+/// transaction would get SQLITE_BUSY at its first write.
+async fn read_then_write_transactions_wait_their_turn<S: Store + Clone + 'static>(
+    s: S,
+) -> Result<()> {
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                s.relay_push("busy", &[1; 64], i).await?;
+            }
+            anyhow::Ok(())
+        })
+    };
+    for n in 0..100u8 {
+        s.put_admission(&pending(n, NOW + 600)).await?;
+    }
+    writer.await??;
+    Ok(())
+}
+
 async fn two_writers_store_each_record_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
     admit(&s, 1).await?;
     let records: Vec<NewRecord> = (0..200).map(|i| record(1, i, 10)).collect();
@@ -436,4 +457,5 @@ contract!(
     two_writers_store_each_record_once,
     the_inbox_holds_open_requests_until_answered_or_expired,
     relay_mailboxes_deliver_in_order_until_acknowledged,
+    read_then_write_transactions_wait_their_turn,
 );
