@@ -221,9 +221,20 @@ impl Agent {
         let (device, finish) = device.read_response(response)?;
         let mut body = id.to_vec();
         body.extend_from_slice(&finish);
-        let welcome = self
-            .post(&format!("{hub}/v1/admission/finish"), body)
-            .await?;
+        // A lost answer to Finish would leave the device admitted at the hub without its session: the hub answers
+        // the same Finish again with the same Welcome for a minute, so send it again a few times.
+        let url = format!("{hub}/v1/admission/finish");
+        let mut tries = 0;
+        let welcome = loop {
+            match self.post(&url, body.clone()).await {
+                Err(AgentError::Unreachable(e)) if tries < 4 => {
+                    tries += 1;
+                    tracing::warn!(%e, "no answer to Finish; sending it again");
+                    tokio::time::sleep(Duration::from_millis(500 * tries)).await;
+                }
+                other => break other?,
+            }
+        };
         let admitted = device.read_welcome(&welcome)?;
         self.state.session = Some(Session {
             hub,

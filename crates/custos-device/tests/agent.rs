@@ -275,3 +275,97 @@ async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
     store.close().await;
     stop_hub(hub).await;
 }
+
+/// The hub admits the device but the answer to Finish (the Welcome) is lost on the way: the agent sends the same
+/// Finish again, gets the same Welcome, and is joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_welcome_is_fetched_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dir.path().join("device")).unwrap();
+    let hub = start_hub(&dir.path().join("hub"), "127.0.0.1:0".parse().unwrap()).await;
+    let store = AnyStore::open(dir.path().join("hub/hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store
+        .put_admission(&PendingAdmission {
+            device: made.device,
+            join_code: made.join_code,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+
+    // A proxy that drops the first response to a Finish and closes that connection.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let hub_addr = hub.addr;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let dropped_flag = dropped.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = proxy.accept().await {
+            let upstream = tokio::net::TcpStream::connect(hub_addr).await.unwrap();
+            let (mut cr, mut cw) = client.into_split();
+            let (mut ur, mut uw) = upstream.into_split();
+            let drop_next = Arc::new(AtomicBool::new(false));
+            let (mark, dropped) = (drop_next.clone(), dropped_flag.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let finish = buf[..n].windows(20).any(|w| w == b"/v1/admission/finish");
+                    if finish && !dropped.swap(true, Ordering::SeqCst) {
+                        mark.store(true, Ordering::SeqCst);
+                    }
+                    if uw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = ur.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if drop_next.load(Ordering::SeqCst) {
+                        // The hub's answer to Finish: lost. The client sees the connection close.
+                        break;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = cw.shutdown().await;
+            });
+        }
+    });
+
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    agent
+        .join(&format!("http://{proxy_addr}"), 0)
+        .await
+        .unwrap();
+    assert!(dropped.load(Ordering::SeqCst), "the proxy dropped nothing");
+    assert!(agent.joined());
+    let stored = store.device(made.device).await.unwrap().unwrap();
+    assert_eq!(
+        agent_session_key(&dir.path().join("device")),
+        stored.session_key,
+        "the device and the hub hold different sessions"
+    );
+    store.close().await;
+    stop_hub(hub).await;
+}
+
+fn agent_session_key(dir: &Path) -> [u8; 32] {
+    let state = custos_device::DeviceState::read(dir).unwrap();
+    *state.session.unwrap().session_key.expose()
+}

@@ -43,12 +43,22 @@ struct Pending {
     started: Instant,
 }
 
+/// A finished handshake, kept for [`HANDSHAKE_TIMEOUT`] (see `Hub::finished`).
+struct Finished {
+    finish: Vec<u8>,
+    welcome: Vec<u8>,
+    at: Instant,
+}
+
 /// The hub's state, shared by every request.
 pub struct Hub<S> {
     store: S,
     keys: HubKeys,
     /// Admission handshakes between `Hello` and `Finish`, by handshake id.
     pending: Mutex<HashMap<[u8; 16], Pending>>,
+    /// Finished handshakes for a while, by handshake id: the Finish received and the Welcome sent, so that a
+    /// device whose Welcome was lost on the way can send the same Finish again and get the same Welcome.
+    finished: Mutex<HashMap<[u8; 16], Finished>>,
     clock: fn() -> i64,
     /// Woken whenever this hub stores a sharing request, an answer or a relayed message, so long-polls return at
     /// once; they also re-check the store now and then, for what other replicas stored.
@@ -69,6 +79,7 @@ impl<S: Store> Hub<S> {
             store,
             keys,
             pending: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
             clock,
             batches: Default::default(),
             changed: tokio::sync::Notify::new(),

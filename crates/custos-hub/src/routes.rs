@@ -157,16 +157,33 @@ async fn finish<S: Store>(
         ));
     }
     let (id, msg) = body.split_at(16);
-    let Pending {
-        state: awaiting,
-        started,
-        ..
-    } = hub
+    let key: [u8; 16] = id
+        .try_into()
+        .map_err(|_| ApiError::BadRequest("expected a 16-byte handshake id".into()))?;
+    let pending = hub
         .pending
         .lock()
         .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?
-        .remove(id)
-        .ok_or_else(|| ApiError::Forbidden("unknown or finished handshake".into()))?;
+        .remove(&key);
+    let Some(Pending {
+        state: awaiting,
+        started,
+        ..
+    }) = pending
+    else {
+        // The same Finish again, soon after: its Welcome was lost on the way. Send the same Welcome; nothing
+        // else changes. Any other Finish for a finished handshake is refused.
+        let finished = hub
+            .finished
+            .lock()
+            .map_err(|_| ApiError::Internal("handshake table poisoned".into()))?;
+        return match finished.get(&key) {
+            Some(f) if f.finish == msg && f.at.elapsed() < HANDSHAKE_TIMEOUT => {
+                Ok(f.welcome.clone())
+            }
+            _ => Err(ApiError::Forbidden("unknown or finished handshake".into())),
+        };
+    };
     if started.elapsed() >= HANDSHAKE_TIMEOUT {
         return Err(ApiError::Forbidden(
             "handshake timed out; start again".into(),
@@ -198,6 +215,19 @@ async fn finish<S: Store>(
         tracing::error!(%e, "could not sign the device list after an admission");
     }
     tracing::info!(device = %admitted.device, "device admitted");
+    if let Ok(mut finished) = hub.finished.lock() {
+        finished.retain(|_, f| f.at.elapsed() < HANDSHAKE_TIMEOUT);
+        if finished.len() < MAX_PENDING_HANDSHAKES {
+            finished.insert(
+                key,
+                crate::Finished {
+                    finish: msg.to_vec(),
+                    welcome: welcome.clone(),
+                    at: Instant::now(),
+                },
+            );
+        }
+    }
     Ok(welcome)
 }
 

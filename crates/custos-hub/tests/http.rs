@@ -232,10 +232,24 @@ async fn a_replayed_finish_is_refused() {
     let (dev, finish) = dev.read_response(&body[16..]).unwrap();
     let mut req = body[..16].to_vec();
     req.extend_from_slice(&finish);
-    let (status, _) = call(&f, "POST", "/v1/admission/finish", req.clone()).await;
+    let (status, welcome) = call(&f, "POST", "/v1/admission/finish", req.clone()).await;
     assert_eq!(status, StatusCode::OK);
-    drop(dev);
-    let (status, body) = call(&f, "POST", "/v1/admission/finish", req).await;
+    let stored = f.hub.store().device(DEV).await.unwrap().unwrap();
+    // The same Finish again (its Welcome was lost): the same Welcome, and nothing else changes.
+    let (status, again) = call(&f, "POST", "/v1/admission/finish", req.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, welcome);
+    dev.read_welcome(&again).unwrap();
+    let now_stored = f.hub.store().device(DEV).await.unwrap().unwrap();
+    assert_eq!(
+        (now_stored.session_key, now_stored.admitted_at),
+        (stored.session_key, stored.admitted_at)
+    );
+    // Any other Finish for that handshake is refused.
+    let mut altered = req.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let (status, body) = call(&f, "POST", "/v1/admission/finish", altered).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{}", message(&body));
     let (status, body) = call(&f, "POST", "/v1/admission/hello", vec![1, 2, 3]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
