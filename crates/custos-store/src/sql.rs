@@ -21,6 +21,9 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time, and a writer that finds the database locked sleeps in SQLite's busy
+    /// handler (for up to 100 ms at a time). Writers of this process queue here instead and take turns at once.
+    write: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The store on PostgreSQL: what several hub processes share.
@@ -61,7 +64,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            write: Default::default(),
+        })
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -70,7 +76,18 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.write.lock().await)
+    }
+}
+
 impl PgStore {
+    /// PostgreSQL handles concurrent writers itself.
+    async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
+    }
+
     /// Connects to `url` (`postgres://…`) and brings the schema up to date. Migrations take a lock, so hub
     /// replicas may start together.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -140,6 +157,7 @@ macro_rules! sql_store {
 
         impl Store for $store {
             async fn put_admission(&self, a: &PendingAdmission) -> Result<()> {
+                let _write = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let admitted = sqlx::query("SELECT 1 FROM devices WHERE device = $1")
                     .bind(&a.device.0[..])
@@ -184,6 +202,7 @@ macro_rules! sql_store {
             }
 
             async fn complete_admission(&self, d: &Device, now: i64) -> Result<()> {
+                let _write = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let used = sqlx::query("DELETE FROM admissions WHERE device = $1 AND expires_at > $2 RETURNING device")
                     .bind(&d.device.0[..])
@@ -212,6 +231,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_admissions(&self, now: i64) -> Result<u64> {
+                let _write = self.writer().await;
                 let done = sqlx::query("DELETE FROM admissions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
                 Ok(done.rows_affected())
             }
@@ -230,6 +250,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke(&self, device: DeviceId, at: i64) -> Result<bool> {
+                let _write = self.writer().await;
                 let done = sqlx::query("UPDATE devices SET revoked_at = $2 WHERE device = $1 AND revoked_at IS NULL")
                     .bind(&device.0[..])
                     .bind(at)
@@ -242,6 +263,7 @@ macro_rules! sql_store {
             }
 
             async fn insert_records(&self, batch: &[NewRecord]) -> Result<Vec<bool>> {
+                let _write = self.writer().await;
                 // Check every value before touching the database.
                 let seqs: Vec<i64> = batch.iter().map(|r| seq(r.seq)).collect::<Result<_>>()?;
                 let mut tx = self.pool.begin_with($begin).await?;
@@ -337,6 +359,7 @@ macro_rules! sql_store {
             }
 
             async fn touch(&self, device: DeviceId, at: i64, address: &str) -> Result<()> {
+                let _write = self.writer().await;
                 let done = sqlx::query(
                     "INSERT INTO presence (device, last_seen, address) VALUES ($1, $2, $3) \
                      ON CONFLICT (device) DO UPDATE SET last_seen = excluded.last_seen, address = excluded.address \
@@ -369,6 +392,7 @@ macro_rules! sql_store {
             }
 
             async fn put_device_list(&self, version: i64, signed: &[u8]) -> Result<bool> {
+                let _write = self.writer().await;
                 let done = sqlx::query(
                     "INSERT INTO device_lists (version, signed) \
                      SELECT $1, $2 WHERE $1 > (SELECT COALESCE(MAX(version), -1) FROM device_lists) \
@@ -389,6 +413,7 @@ macro_rules! sql_store {
             }
 
             async fn put_request(&self, r: &StoredRequest) -> Result<bool> {
+                let _write = self.writer().await;
                 let done = sqlx::query(
                     "INSERT INTO sharing_requests (id, owner, signed, received_at, expires_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
@@ -430,6 +455,7 @@ macro_rules! sql_store {
             }
 
             async fn put_answer(&self, request: [u8; 32], signed: &[u8], at: i64) -> Result<bool> {
+                let _write = self.writer().await;
                 let done = sqlx::query(
                     "INSERT INTO sharing_answers (request, signed, answered_at) VALUES ($1, $2, $3) \
                      ON CONFLICT (request) DO NOTHING",
@@ -456,6 +482,7 @@ macro_rules! sql_store {
             }
 
             async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64) -> Result<i64> {
+                let _write = self.writer().await;
                 let row = sqlx::query(
                     "INSERT INTO relay (mailbox, body, created_at) VALUES ($1, $2, $3) RETURNING seq",
                 )
@@ -480,6 +507,7 @@ macro_rules! sql_store {
             }
 
             async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
+                let _write = self.writer().await;
                 let mut tx = self.pool.begin_with($begin).await?;
                 let answers = sqlx::query(
                     "DELETE FROM sharing_answers WHERE request IN \
@@ -501,6 +529,7 @@ macro_rules! sql_store {
             }
 
             async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
+                let _write = self.writer().await;
                 let done = sqlx::query("DELETE FROM relay WHERE mailbox = $1 AND seq <= $2")
                     .bind(mailbox)
                     .bind(upto)
