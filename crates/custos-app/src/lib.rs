@@ -15,6 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use custos_client::{ClientError, HubClient};
 use custos_proto::record::{OVERHEAD, RecordHeader};
 use custos_proto::sharing::{self, Denial, Grant, GrantedTree, SharingRequest, VerifiedRequest};
 use custos_proto::{Crypto, DeviceId, Opener, RustCrypto, Secret, Span, UnixTime};
@@ -165,7 +166,6 @@ pub struct App {
     dir: PathBuf,
     name: String,
     seed: Secret,
-    http: reqwest::Client,
 }
 
 impl App {
@@ -208,15 +208,10 @@ impl App {
             });
         }
         let seed = Zeroizing::new(hex_n::<32>(&file.signing_seed, &path, "signing_seed")?);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| AppError::Unreachable(e.to_string()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: file.name.clone(),
             seed: Secret::from_bytes(*seed),
-            http,
         })
     }
 
@@ -228,26 +223,6 @@ impl App {
     /// The application's Ed25519 public key: its identity for keepers and their policies.
     pub fn public_key(&self) -> [u8; 32] {
         RustCrypto.ed25519_public(&self.seed)
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>)> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| AppError::Unreachable(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| AppError::Unreachable(e.to_string()))?;
-        Ok((status, body.to_vec()))
-    }
-
-    fn refused(status: u16, body: &[u8]) -> AppError {
-        AppError::Refused {
-            status,
-            message: custos_client::hub_message(body),
-        }
     }
 
     /// Signs `ask` with a fresh reply key, keeps the reply secret, and posts the request to `hub`.
@@ -287,18 +262,10 @@ impl App {
             })?,
         );
         write_private(&requests.join(format!("{id}.json")), &file)?;
-        let url = format!("{}/v1/requests", hub.trim_end_matches('/'));
-        let (status, body) = self
-            .send(
-                self.http
-                    .post(url)
-                    .header("content-type", "application/cose")
-                    .body(signed.clone()),
-            )
-            .await?;
-        if !(200..300).contains(&status) {
-            return Err(Self::refused(status, &body));
-        }
+        client(hub)?
+            .post("/v1/requests", signed.clone())
+            .await
+            .map_err(app_err)?;
         Ok(Sent { id, signed })
     }
 
@@ -383,25 +350,27 @@ impl App {
     /// Waits up to `timeout` for the keeper's answer to request `id`, and opens it.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Answer> {
         let (hub, _, _) = self.load_request(id)?;
+        let client = client(&hub)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wait = left.as_secs().min(sharing_wait_cap());
-            let url = format!("{hub}/v1/requests/{id}/answer?wait={wait}");
-            let (status, body) = self.send(self.http.get(url)).await?;
-            match status {
-                200 => {
+            match client
+                .get(&format!("/v1/requests/{id}/answer?wait={wait}"), None)
+                .await
+            {
+                Ok(body) => {
                     let answers = self.dir.join("answers");
                     fs::create_dir_all(&answers).map_err(io(&answers))?;
                     write_private(&answers.join(format!("{id}.cose")), &body)?;
                     return self.open_answer(id, &body);
                 }
-                404 if not_answered(&body) => {
+                Err(ClientError::Refused { code, .. }) if code == "not_answered" => {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(AppError::NoAnswerYet);
                     }
                 }
-                _ => return Err(Self::refused(status, &body)),
+                Err(e) => return Err(app_err(e)),
             }
         }
     }
@@ -420,12 +389,12 @@ impl App {
         let from = spec.leaf_at(range.start())?;
         // The last second of the range is in the last leaf; the query's upper bound is exclusive.
         let last = spec.leaf_at(UnixTime::new(range.end().secs() - 1)?)?;
+        let client = client(hub)?;
         let mut out = Vec::new();
         let mut after: Option<i64> = None;
         loop {
             let mut url = format!(
-                "{}/v1/devices/{}/records?epoch={}&from_leaf={from}&until_leaf={}&limit=10000",
-                hub.trim_end_matches('/'),
+                "/v1/devices/{}/records?epoch={}&from_leaf={from}&until_leaf={}&limit=10000",
                 spec.device(),
                 spec.epoch().0,
                 u64::from(last) + 1
@@ -433,22 +402,15 @@ impl App {
             if let Some(a) = after {
                 url.push_str(&format!("&after={a}"));
             }
-            let (status, body) = self.send(self.http.get(url)).await?;
-            if status != 200 {
-                return Err(Self::refused(status, &body));
-            }
-            let page: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| AppError::Refused {
-                    status,
-                    message: format!("the hub's answer is not JSON: {e}"),
-                })?;
+            let body = client.get(&url, None).await.map_err(app_err)?;
+            let page: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| AppError::Unreachable(format!("the hub's answer is not JSON: {e}")))?;
             for r in page["records"].as_array().into_iter().flatten() {
                 let bytes = r["record"]
                     .as_str()
                     .and_then(|h| hex::decode(h).ok())
-                    .ok_or_else(|| AppError::Refused {
-                        status,
-                        message: "a record is not hex".into(),
+                    .ok_or_else(|| {
+                        AppError::Unreachable("the hub sent a record that is not hex".into())
                     })?;
                 out.push(bytes);
             }
@@ -460,9 +422,18 @@ impl App {
     }
 }
 
-/// Whether a 404 from the hub means "no answer yet" (rather than "no such request").
-fn not_answered(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|v| v["error"] == "not_answered")
+/// A client for `hub`; long-polls get their wait on top of the timeout.
+fn client(hub: &str) -> Result<HubClient> {
+    HubClient::new(hub, Duration::from_secs(60)).map_err(app_err)
+}
+
+fn app_err(e: ClientError) -> AppError {
+    match e {
+        ClientError::Refused {
+            status, message, ..
+        } => AppError::Refused { status, message },
+        other => AppError::Unreachable(other.to_string()),
+    }
 }
 
 /// How long one long-poll may last: the hub's cap.

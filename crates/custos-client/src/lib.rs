@@ -17,6 +17,8 @@ pub enum ClientError {
     Refused {
         /// HTTP status.
         status: u16,
+        /// The hub's error code (`not_found`, `not_answered`, …; see `docs/api.md`), empty if it sent none.
+        code: String,
         /// The hub's `message`, or the body as text.
         message: String,
     },
@@ -175,8 +177,13 @@ pub fn hub_message(body: &[u8]) -> String {
 
 /// A hub refusal from its status and body.
 pub fn refusal(status: u16, body: &[u8]) -> ClientError {
+    let code = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
     ClientError::Refused {
         status,
+        code,
         message: hub_message(body),
     }
 }

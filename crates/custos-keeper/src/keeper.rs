@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use custos_client::ClientError;
 use custos_proto::sharing::{
     AccessToken, Denial, Grant, GrantedTree, SharingRequest, VerifiedRequest, statement_id,
 };
@@ -170,7 +171,6 @@ pub struct Keeper {
     log: ConsentLog,
     devices: BTreeMap<String, Vec<EpochRecord>>,
     apps: BTreeMap<String, String>,
-    http: reqwest::Client,
 }
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -228,10 +228,6 @@ impl Keeper {
             let p = dir.join(sub);
             private_dir(&p)?;
         }
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(60))
-            .build()
-            .map_err(|e| KeeperError::Hub(e.to_string()))?;
         let keeper = Self {
             dir: dir.to_path_buf(),
             vault,
@@ -239,7 +235,6 @@ impl Keeper {
             log,
             devices: read_json(&dir.join("devices.json"))?,
             apps: read_json(&dir.join("apps.json"))?,
-            http,
         };
         keeper.settle_staged()?;
         Ok(keeper)
@@ -331,11 +326,11 @@ impl Keeper {
         now: UnixTime,
         timeout: std::time::Duration,
     ) -> Result<Paired> {
-        use custos_client::{Direction, HubClient};
+        use custos_client::Direction;
         use custos_proto::pairing::KeeperAwaitingAccept;
         let device = spec.device();
         let provision = self.prepare_epoch(spec, suite, now)?;
-        let client = HubClient::new(hub, std::time::Duration::from_secs(10)).map_err(hub_err)?;
+        let client = client(hub)?;
         let deadline = tokio::time::Instant::now() + timeout;
         // Only answers that arrive after our PairInit count: start past everything in the mailbox now.
         let mut cursor = client
@@ -800,20 +795,30 @@ impl Keeper {
     /// token (valid for two minutes). `keeper serve` waits on it between rounds, so that it answers a request as
     /// soon as it reaches the hub, while the user's own commands can still take the keeper's directory.
     pub fn watch(&self, now: UnixTime) -> Result<InboxWatch> {
+        self.inbox_page(self.inbox_cursor(), 1, now)
+    }
+
+    /// The owner's inbox after `after`, at most `limit` requests, with an access token made at `now`.
+    fn inbox_page(&self, after: i64, limit: u32, now: UnixTime) -> Result<InboxWatch> {
         let owner = hex::encode(self.owner());
-        let after: i64 = fs::read_to_string(self.dir.join("inbox.cursor"))
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
         let token = self.access_token(&format!("GET /v1/owners/{owner}/inbox"), now)?;
         Ok(InboxWatch {
-            path: format!("/v1/owners/{owner}/inbox?after={after}&limit=1"),
+            path: format!("/v1/owners/{owner}/inbox?after={after}&limit={limit}"),
             auth: format!("Custos {}", hex::encode(token)),
         })
     }
 
+    /// The last inbox position considered (see `inbox.cursor`).
+    fn inbox_cursor(&self) -> i64 {
+        fs::read_to_string(self.dir.join("inbox.cursor"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Delivers queued answers to the hub; keeps those the hub could not take. Returns how many it took.
     pub async fn deliver(&mut self, hub: &str) -> Result<usize> {
+        let client = client(hub)?;
         let dir = self.dir.join("outbox");
         let mut delivered = 0;
         let mut paths: Vec<_> = fs::read_dir(&dir)
@@ -824,33 +829,26 @@ impl Keeper {
         paths.sort();
         for path in paths {
             let body = fs::read(&path).map_err(|e| state_err(&path, e))?;
-            let resp = self
-                .http
-                .post(format!("{}/v1/answers", hub.trim_end_matches('/')))
-                .header("content-type", "application/cose")
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| KeeperError::Hub(e.to_string()))?;
-            let status = resp.status().as_u16();
-            // 409: the hub already has an answer to it (ours, delivered before a crash took the file).
-            if (200..300).contains(&status) || status == 409 {
-                fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
-                delivered += 1;
-            } else if (400..500).contains(&status) {
+            match client.post("/v1/answers", body).await {
+                // 409: the hub already has an answer to it (ours, delivered before a crash took the file).
+                Ok(_) | Err(ClientError::Refused { status: 409, .. }) => {
+                    fs::remove_file(&path).map_err(|e| state_err(&path, e))?;
+                    delivered += 1;
+                }
                 // The hub will never take it (it lost the request, say): set it aside, so that it does not hold
                 // up the answers behind it, and keep it for the user to look at.
-                let text = resp.text().await.unwrap_or_default();
-                let aside = dir.join("refused");
-                private_dir(&aside)?;
-                let target = aside.join(path.file_name().unwrap_or_default());
-                fs::rename(&path, &target).map_err(|e| state_err(&target, e))?;
-                tracing::warn!(status, %text, file = %target.display(), "the hub refused an answer; set aside");
-            } else {
-                let text = resp.text().await.unwrap_or_default();
-                return Err(KeeperError::Hub(format!(
-                    "answer not taken ({status}): {text}; it stays queued"
-                )));
+                Err(ClientError::Refused {
+                    status, message, ..
+                }) if (400..500).contains(&status) => {
+                    let aside = dir.join("refused");
+                    private_dir(&aside)?;
+                    let target = aside.join(path.file_name().unwrap_or_default());
+                    fs::rename(&path, &target).map_err(|e| state_err(&target, e))?;
+                    tracing::warn!(status, %message, file = %target.display(), "the hub refused an answer; set aside");
+                }
+                Err(e) => {
+                    return Err(KeeperError::Hub(format!("{e}; the answer stays queued")));
+                }
             }
         }
         Ok(delivered)
@@ -876,40 +874,17 @@ impl Keeper {
             delivered: self.deliver(hub).await?,
             ..SyncReport::default()
         };
-        let owner = hex::encode(self.owner());
+        let client = client(hub)?;
         // Requests up to the cursor were considered already (decided, or pending with the user).
         let cursor_path = self.dir.join("inbox.cursor");
-        let mut after: i64 = fs::read_to_string(&cursor_path)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
-        let mut wait = wait.as_secs();
+        let mut after = self.inbox_cursor();
+        let mut wait = wait;
         loop {
             let now = UnixTime::new(now_secs())?;
-            let scope = format!("GET /v1/owners/{owner}/inbox");
-            let token = hex::encode(self.access_token(&scope, now)?);
-            let resp = self
-                .http
-                .get(format!(
-                    "{hub}/v1/owners/{owner}/inbox?after={after}&wait={wait}"
-                ))
-                .header("authorization", format!("Custos {token}"))
-                .send()
-                .await
-                .map_err(|e| KeeperError::Hub(e.to_string()))?;
-            let status = resp.status().as_u16();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| KeeperError::Hub(e.to_string()))?;
-            let body: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|e| KeeperError::Hub(format!("the inbox is not JSON: {e}")))?;
-            if status != 200 {
-                return Err(KeeperError::Hub(format!(
-                    "inbox refused ({status}): {}",
-                    body["message"]
-                )));
-            }
+            let body = self
+                .inbox_page(after, MAX_INBOX_PAGE, now)?
+                .fetch(&client, wait)
+                .await?;
             let items = body["requests"].as_array().cloned().unwrap_or_default();
             for item in &items {
                 let Some(bytes) = item["request"].as_str().and_then(|h| hex::decode(h).ok()) else {
@@ -923,7 +898,7 @@ impl Keeper {
                 }
                 report.handled.push(self.consider(&bytes, now)?);
             }
-            wait = 0;
+            wait = std::time::Duration::ZERO;
             match body["next"].as_i64() {
                 Some(n) if !items.is_empty() => {
                     after = n;
@@ -945,16 +920,25 @@ pub struct InboxWatch {
 }
 
 impl InboxWatch {
+    /// The inbox page, waiting up to `wait` (at most 30 s) for a request if there is none.
+    async fn fetch(
+        &self,
+        hub: &custos_client::HubClient,
+        wait: std::time::Duration,
+    ) -> Result<serde_json::Value> {
+        let path = format!("{}&wait={}", self.path, wait.as_secs());
+        let body = hub.get(&path, Some(&self.auth)).await.map_err(hub_err)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| KeeperError::Hub(format!("the inbox is not JSON: {e}")))
+    }
+
     /// Waits up to `wait` (at most 30 s) for a request the keeper has not seen; true if one is there.
     pub async fn wait(
         &self,
         hub: &custos_client::HubClient,
         wait: std::time::Duration,
     ) -> Result<bool> {
-        let path = format!("{}&wait={}", self.path, wait.as_secs());
-        let body = hub.get(&path, Some(&self.auth)).await.map_err(hub_err)?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| KeeperError::Hub(format!("the inbox is not JSON: {e}")))?;
+        let v = self.fetch(hub, wait).await?;
         Ok(v["requests"].as_array().is_some_and(|r| !r.is_empty()))
     }
 }
@@ -969,6 +953,14 @@ pub struct Paired {
     /// How many node secrets (its frontier) it was sent.
     pub secrets: usize,
 }
+
+/// A client for `hub`; long-polls get their wait on top of the timeout.
+fn client(hub: &str) -> Result<custos_client::HubClient> {
+    custos_client::HubClient::new(hub, std::time::Duration::from_secs(30)).map_err(hub_err)
+}
+
+/// The most requests one inbox page asks for (the hub's own limit).
+const MAX_INBOX_PAGE: u32 = 100;
 
 fn hub_err(e: custos_client::ClientError) -> KeeperError {
     KeeperError::Hub(e.to_string())
