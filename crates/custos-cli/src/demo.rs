@@ -483,7 +483,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     say("app", format!("the day: denied (\"{denied}\")"));
 
     // The hub plays the attacker.
-    let (_, tree_week) = (0, &week[0]);
+    let tree_week = &week[0];
     let mut opener = Opener::new(&c, &tree_week.spec, &tree_week.nodes);
     let mut out = vec![0u8; 256];
     let idx = first_month
