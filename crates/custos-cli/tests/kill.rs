@@ -2,9 +2,12 @@
 //! keeps its readings queued on disk, and after the restart every reading is stored exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+use common::{free_port, start_hub};
+
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
@@ -19,30 +22,6 @@ fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-/// Starts `custos hub serve` on `port` and waits until it listens.
-fn start_hub(dir: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args([
-            "hub",
-            "serve",
-            "--data-dir",
-            "hub",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on"), "{line}");
-    child
 }
 
 #[test]
@@ -75,11 +54,7 @@ fn a_hub_killed_mid_stream_loses_and_duplicates_nothing() {
             "dpk", "new", "--device", &device, "--epoch", "1", "-o", "dpk.json",
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
 
     let mut hub = start_hub(d, port);
@@ -178,11 +153,7 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
             "dpk", "new", "--device", &device, "--epoch", "1", "-o", "dpk.json",
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut hub = start_hub(d, port);
     let run = |extra: &[&str]| {

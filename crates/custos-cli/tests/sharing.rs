@@ -7,7 +7,9 @@
 //! asks for a literal week, which the keeper clips to the device's epoch.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::{free_port, start_hub};
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -58,39 +60,6 @@ fn fails(dir: &Path, args: &[&str], code: i32) -> String {
 
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `custos hub serve` on `port` and waits until it listens.
-fn start_hub(dir: &Path, port: u16) -> Child {
-    let mut child = command(
-        dir,
-        &[
-            "hub",
-            "serve",
-            "--data-dir",
-            "hub",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on"), "{line}");
-    child
 }
 
 fn stop(mut child: Child) {

@@ -1,0 +1,44 @@
+//! What the CLI tests share: a free loopback port, and `custos hub serve` started on it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `custos hub serve` with its data in `dir/hub`, on 127.0.0.1:`port`, and waits until it listens.
+pub fn start_hub(dir: &Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args([
+            "hub",
+            "serve",
+            "--data-dir",
+            "hub",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        // Flags only: the environment of whoever runs the tests must not point the hub elsewhere.
+        .env_remove("CUSTOS_DATABASE_URL")
+        .env_remove("CUSTOS_HUB_CONFIG")
+        .env_remove("CUSTOS_MQTT_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on"), "{line}");
+    child
+}
