@@ -18,6 +18,21 @@
 //! The MAC does not depend on a nonce, so a device that loses its counter in a crash loses nothing but the
 //! messages the hub then calls duplicates; it never weakens the key. Sequence numbers are checked against the
 //! highest one stored: anything more than [`WINDOW`] below it is too old, anything stored already is a duplicate.
+//!
+//! A device that reserved sequence numbers it never sent (it was killed between reserving one and queueing the
+//! message) says so with a **skip** notice, so that the hub can tell such a gap from a lost message:
+//!
+//! ```text
+//! Skip (device → hub)
+//! offset len
+//!      0   1  0x33
+//!      1   6  first skipped sequence number
+//!      7   6  last skipped sequence number (not below the first)
+//!     13  16  tag = HMAC-SHA256(K_up, 0x33 ‖ device id ‖ first ‖ last)[..16]
+//! ```
+//!
+//! A skip travels in a batch like an uplink and is answered with an ack for `from` whose verdict is
+//! [`Verdict::Noted`]; saying the same thing twice is harmless.
 
 use subtle::ConstantTimeEq;
 
@@ -27,6 +42,10 @@ use crate::{Crypto, DeviceId, Error, Secret};
 pub const UPLINK: u8 = 0x31;
 /// Message type of an ack.
 pub const ACK: u8 = 0x32;
+/// Message type of a skip notice.
+pub const SKIP: u8 = 0x33;
+/// Length of a skip notice.
+pub const SKIP_LEN: usize = 1 + 6 + 6 + 16;
 /// Bytes an uplink adds to its body.
 pub const UPLINK_OVERHEAD: usize = 1 + 6 + 16;
 /// Length of an ack.
@@ -51,6 +70,8 @@ pub enum Verdict {
     Duplicate,
     /// More than [`WINDOW`] below the highest stored sequence number; refused.
     TooOld,
+    /// A skip notice was recorded (the answer to a skip, never to an uplink).
+    Noted,
 }
 
 impl Verdict {
@@ -59,6 +80,7 @@ impl Verdict {
             Self::Stored => 0,
             Self::Duplicate => 1,
             Self::TooOld => 2,
+            Self::Noted => 3,
         }
     }
 }
@@ -159,6 +181,97 @@ pub fn open_uplink<'m, C: Crypto>(
     Ok((read_seq(seq), body))
 }
 
+/// Writes a skip notice: the device reserved the sequence numbers `from..until` but will never send them.
+pub fn seal_skip<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    from: u64,
+    until: u64,
+) -> Result<[u8; SKIP_LEN], Error> {
+    if from >= until || until > MAX_SEQ + 1 {
+        return Err(Error::InvalidValue(
+            "a skip runs from a sequence number to a later one",
+        ));
+    }
+    let mut out = [0u8; SKIP_LEN];
+    out[0] = SKIP;
+    out[1..7].copy_from_slice(&seq_bytes(from)?);
+    // The last number, inclusive, so that a range may end at the largest sequence number.
+    out[7..13].copy_from_slice(&seq_bytes(until - 1)?);
+    let t = tag(crypto, &keys.up, SKIP, device, &out[1..13], &[]);
+    out[13..].copy_from_slice(&t);
+    Ok(out)
+}
+
+/// Verifies a skip notice from `device`; returns the skipped range `from..until`.
+pub fn open_skip<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    msg: &[u8],
+) -> Result<(u64, u64), Error> {
+    let (&kind, _) = msg.split_first().ok_or(Error::Truncated)?;
+    if kind != SKIP {
+        return Err(Error::UnexpectedMessage {
+            expected: SKIP,
+            got: kind,
+        });
+    }
+    let msg: &[u8; SKIP_LEN] = msg.try_into().map_err(|_| {
+        if msg.len() < SKIP_LEN {
+            Error::Truncated
+        } else {
+            Error::TrailingBytes
+        }
+    })?;
+    let want = tag(crypto, &keys.up, SKIP, device, &msg[1..13], &[]);
+    if !bool::from(want.ct_eq(&msg[13..])) {
+        return Err(Error::Authentication);
+    }
+    let (from, last) = (read_seq(&msg[1..7]), read_seq(&msg[7..13]));
+    if last < from {
+        return Err(Error::InvalidValue(
+            "a skip runs from a sequence number to a later one",
+        ));
+    }
+    Ok((from, last + 1))
+}
+
+/// One message of a batch from a device: an uplink or a skip notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upward<'m> {
+    /// An uplink: its sequence number and body (a sealed record).
+    Uplink {
+        /// The sequence number.
+        seq: u64,
+        /// The body.
+        body: &'m [u8],
+    },
+    /// A skip notice: sequence numbers `from..until` were reserved and will never be sent.
+    Skip {
+        /// The first skipped sequence number.
+        from: u64,
+        /// The end of the range, exclusive.
+        until: u64,
+    },
+}
+
+/// Verifies one message of a batch from `device`, an uplink or a skip notice, by its type byte.
+pub fn open_upward<'m, C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    msg: &'m [u8],
+) -> Result<Upward<'m>, Error> {
+    match msg.first() {
+        Some(&SKIP) => {
+            open_skip(crypto, keys, device, msg).map(|(from, until)| Upward::Skip { from, until })
+        }
+        _ => open_uplink(crypto, keys, device, msg).map(|(seq, body)| Upward::Uplink { seq, body }),
+    }
+}
+
 /// The hub's answer to an uplink, authenticated so that nobody between can make a device drop unsaved data.
 pub fn seal_ack<C: Crypto>(
     crypto: &C,
@@ -205,6 +318,7 @@ pub fn open_ack<C: Crypto>(
         0 => Verdict::Stored,
         1 => Verdict::Duplicate,
         2 => Verdict::TooOld,
+        3 => Verdict::Noted,
         _ => return Err(Error::InvalidValue("unknown ack verdict")),
     };
     Ok((read_seq(&msg[1..7]), verdict))

@@ -123,3 +123,92 @@ fn the_window_refuses_old_sequence_numbers_only() {
     assert!(is_too_old(4000 - WINDOW, 4000), "just outside the window");
     assert!(is_too_old(0, 4000));
 }
+
+#[test]
+fn skip_notices_round_trip_and_refuse_any_change() {
+    use custos_proto::uplink::{SKIP_LEN, Upward, open_skip, open_upward, seal_skip};
+    let k = keys(1);
+    let skip = seal_skip(&RustCrypto, &k, DEV, 5, 9).unwrap();
+    assert_eq!(skip.len(), SKIP_LEN);
+    assert_eq!(open_skip(&RustCrypto, &k, DEV, &skip).unwrap(), (5, 9));
+    assert_eq!(
+        open_upward(&RustCrypto, &k, DEV, &skip).unwrap(),
+        Upward::Skip { from: 5, until: 9 }
+    );
+    let up = uplink(&k, DEV, 7, b"record");
+    assert_eq!(
+        open_upward(&RustCrypto, &k, DEV, &up).unwrap(),
+        Upward::Uplink {
+            seq: 7,
+            body: b"record"
+        }
+    );
+    // The whole range of sequence numbers, and a single one.
+    let all = seal_skip(&RustCrypto, &k, DEV, 0, MAX_SEQ + 1).unwrap();
+    assert_eq!(
+        open_skip(&RustCrypto, &k, DEV, &all).unwrap(),
+        (0, MAX_SEQ + 1)
+    );
+    let one = seal_skip(&RustCrypto, &k, DEV, MAX_SEQ, MAX_SEQ + 1).unwrap();
+    assert_eq!(
+        open_skip(&RustCrypto, &k, DEV, &one).unwrap(),
+        (MAX_SEQ, MAX_SEQ + 1)
+    );
+    for (from, until) in [(5, 5), (6, 5), (0, MAX_SEQ + 2)] {
+        assert!(
+            seal_skip(&RustCrypto, &k, DEV, from, until).is_err(),
+            "{from}..{until}"
+        );
+    }
+    for i in 0..skip.len() {
+        let mut bad = skip;
+        bad[i] ^= 1;
+        assert!(
+            open_upward(&RustCrypto, &k, DEV, &bad).is_err(),
+            "byte {i} changed"
+        );
+    }
+    let mut other = DEV;
+    other.0[0] ^= 1;
+    assert_eq!(
+        open_skip(&RustCrypto, &k, other, &skip),
+        Err(Error::Authentication)
+    );
+    assert_eq!(
+        open_skip(&RustCrypto, &keys(2), DEV, &skip),
+        Err(Error::Authentication)
+    );
+    assert_eq!(
+        open_skip(&RustCrypto, &k, DEV, &skip[..20]),
+        Err(Error::Truncated)
+    );
+    let mut long = skip.to_vec();
+    long.push(0);
+    assert_eq!(
+        open_skip(&RustCrypto, &k, DEV, &long),
+        Err(Error::TrailingBytes)
+    );
+    // An ack can never pass for a skip, nor a skip for an uplink.
+    let ack = seal_ack(&RustCrypto, &k, DEV, 5, Verdict::Noted).unwrap();
+    assert!(open_skip(&RustCrypto, &k, DEV, &ack).is_err());
+    assert!(open_uplink(&RustCrypto, &k, DEV, &skip).is_err());
+    assert_eq!(
+        open_ack(&RustCrypto, &k, DEV, &ack).unwrap(),
+        (5, Verdict::Noted)
+    );
+}
+
+/// The skip notice of docs/wire.md §8, Vector 5.
+#[test]
+fn skip_vector() {
+    use custos_proto::uplink::seal_skip;
+    let sdk: [u8; 32] = core::array::from_fn(|i| i as u8 + 1);
+    let k = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(sdk)).unwrap();
+    let dev = DeviceId([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+    let skip = seal_skip(&RustCrypto, &k, dev, 6, 9).unwrap();
+    let ack = seal_ack(&RustCrypto, &k, dev, 6, Verdict::Noted).unwrap();
+    assert_eq!(hex::encode(skip), SKIP_HEX);
+    assert_eq!(hex::encode(ack), NOTED_HEX);
+}
+const SKIP_HEX: &str = "330000000000060000000000087b15153d0accf3e00f064df48c0f8ca5";
+const NOTED_HEX: &str = "320000000000060336e61438d8c84bda9cd180c5dd4753f9";
