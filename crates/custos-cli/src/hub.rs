@@ -56,7 +56,8 @@ pub struct ServeArgs {
     /// The MQTT topic prefix [default: custos].
     #[arg(long, env = "CUSTOS_MQTT_PREFIX")]
     mqtt_prefix: Option<String>,
-    /// The hub's MQTT client id [default: derived from the hub's key]; give each replica its own.
+    /// The hub's MQTT client id, unique per running replica [default: from the hub's key plus a random suffix
+    /// per start].
     #[arg(long, env = "CUSTOS_MQTT_CLIENT_ID")]
     mqtt_client_id: Option<String>,
 }
@@ -211,7 +212,16 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
                 .with_context(|| format!("{}", data_dir.display()));
             let client_id = match a.mqtt_client_id.clone().or(file.mqtt_client_id.clone()) {
                 Some(id) => id,
-                None => format!("custos-hub-{}", hex::encode(&keys?.noise_public()[..6])),
+                // Unique per running process: replicas may share keys, and a restarted one is a new session.
+                None => {
+                    let mut suffix = [0u8; 4];
+                    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut suffix);
+                    format!(
+                        "custos-hub-{}-{}",
+                        hex::encode(&keys?.noise_public()[..6]),
+                        hex::encode(suffix)
+                    )
+                }
             };
             let prefix = a
                 .mqtt_prefix

@@ -573,6 +573,12 @@ impl Agent {
                     report.too_old += 1;
                     tracing::warn!(seq, "the hub refused a message as too old; dropping it");
                 }
+                Verdict::Noted => {
+                    return Err(custos_proto::Error::InvalidValue(
+                        "a skip's verdict for an uplink",
+                    )
+                    .into());
+                }
             }
             fs::remove_file(path).map_err(err_io(path))?;
         }

@@ -3,8 +3,10 @@
 //! on `{prefix}/{device}/ack` (the 24-byte acks) or `{prefix}/{device}/error` (JSON), and keeps the signed device
 //! list retained on `{prefix}/device-list`.
 //!
-//! A batch is acknowledged to the broker only once it is stored (manual QoS 1 acks), so a hub that dies mid-batch
-//! leaves it to be redelivered; a batch stored twice is harmless (the store keeps each sequence number once).
+//! A batch is acknowledged to the broker only once it is stored (manual QoS 1 acks). The session is clean and ends
+//! with the connection, so a replica that dies holds nothing back: what was in flight to it is dropped with its
+//! session and resent by its device, which waits for an authenticated ack; a batch stored twice is harmless (the
+//! store keeps each sequence number once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,10 @@ use crate::{ApiError, Hub};
 /// The largest MQTT packet the hub accepts (and devices send): 1 MiB.
 pub const MAX_PACKET: u32 = 1 << 20;
 
+/// The MQTT keep-alive: the broker drops a silent replica's session (and stops handing it batches) after 1.5 of
+/// these.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// How many batches one hub stores at once from MQTT.
 pub const IN_FLIGHT: usize = 4;
 
@@ -29,7 +35,8 @@ pub struct MqttConfig {
     pub url: String,
     /// The topic prefix, e.g. `custos`.
     pub prefix: String,
-    /// This hub's client id (unique per replica).
+    /// This hub's client id: unique per running replica (two connections with one id take turns kicking each
+    /// other off the broker). `custos hub serve` adds a random suffix per start unless told otherwise.
     pub client_id: String,
 }
 
@@ -54,10 +61,14 @@ pub async fn run<S: Store + 'static>(
 ) -> Result<(), String> {
     let (host, port) = parse_url(&config.url)?;
     let mut opts = MqttOptions::new(config.client_id.clone(), host, port);
-    opts.set_keep_alive(Duration::from_secs(10));
-    // A persistent session: batches received but not yet stored survive this hub's reconnects.
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(3600));
+    // A replica that dies must hold nothing back. With a persistent session the broker kept handing a stopped
+    // replica its share of the batches until it came back (and it then acked stale batches). So: a clean start,
+    // and a session that ends with the connection. Batches in flight to a replica that dies are lost with its
+    // session; their devices resend them when no ack comes, and the store keeps each sequence number once.
+    opts.set_clean_start(true);
+    opts.set_session_expiry_interval(None);
+    // A replica cut off without closing its socket is noticed after 1.5 keep-alives.
+    opts.set_keep_alive(KEEP_ALIVE);
     opts.set_manual_acks(true);
     // rumqttc refuses packets over 10 KiB unless told otherwise; a batch of readings is larger.
     opts.set_max_packet_size(Some(MAX_PACKET));
@@ -144,9 +155,13 @@ async fn handle<S: Store>(
                 .await;
             let _ = client.ack(&p).await;
         }
-        // The store failed: leave the batch unacknowledged so the broker delivers it again.
-        Err(ApiError::Internal(detail)) => tracing::error!(%detail, %device, "batch not stored"),
+        // The store failed. The batch is still acknowledged to the broker: within one connection a broker never
+        // delivers an unacknowledged message again, it only fills the in-flight window. The device resends it
+        // when no ack comes.
         Err(e) => {
+            if let ApiError::Internal(detail) = &e {
+                tracing::error!(%detail, %device, "batch not stored; the device will send it again");
+            }
             let body = serde_json::json!({"error": e.code(), "message": e.to_string()}).to_string();
             let _ = client
                 .publish(
