@@ -127,12 +127,15 @@ impl HubClient {
     }
 
     /// The pairing messages for `device` in `direction` after position `after`, waiting up to `wait` for one.
+    /// `auth` is the `Authorization` value, if any: a device reading its `to-device` mailbox sends its pairing-wait
+    /// token (`Custos-Device <hex>`, docs/api.md), which opens its pairing window at the hub.
     pub async fn relay_recv(
         &self,
         device: DeviceId,
         direction: Direction,
         after: i64,
         wait: Duration,
+        auth: Option<&str>,
     ) -> Result<Vec<(i64, Vec<u8>)>, ClientError> {
         let answer = self
             .get(
@@ -141,7 +144,7 @@ impl HubClient {
                     direction.path(),
                     wait.as_secs().min(custos_max_wait())
                 ),
-                None,
+                auth,
             )
             .await?;
         let mut out = Vec::new();

@@ -308,6 +308,7 @@ impl Agent {
         use custos_client::{Direction, HubClient};
         use custos_proto::pairing::DeviceAwaitingProvision;
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
         let code = Zeroizing::new(self.state.owner_code.ok_or(AgentError::NoOwnerCode)?);
         let client = HubClient::new(&session.hub, Duration::from_secs(10))
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
@@ -324,12 +325,20 @@ impl Agent {
             if left.is_zero() {
                 return Err(AgentError::NotPaired);
             }
+            // Each read carries a fresh pairing-wait token: the hub relays messages for this device only while
+            // it proves, under its session, that it waits.
+            let clock = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let token = custos_proto::uplink::seal_pairing_wait(&RustCrypto, &link, device, clock);
+            let auth = format!("Custos-Device {}", hex::encode(token));
             let got = client
                 .relay_recv(
                     device,
                     Direction::ToDevice,
                     cursor,
                     left.min(Duration::from_secs(10)),
+                    Some(&auth),
                 )
                 .await
                 .map_err(|e| AgentError::Unreachable(e.to_string()))?;

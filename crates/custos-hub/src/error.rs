@@ -30,6 +30,12 @@ pub enum ApiError {
     /// The state does not allow it (e.g. a request that already has its answer).
     #[error("{0}")]
     Conflict(String),
+    /// The body is over the endpoint's limit: `413 too_large`.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A quota is used up (e.g. open sharing requests for one owner): `429 quota`.
+    #[error("{0}")]
+    Quota(String),
     /// Too many admissions in progress, or a lost race; try again.
     #[error("busy, try again")]
     Busy,
@@ -53,8 +59,20 @@ impl ApiError {
             Self::NotYet(_) => (StatusCode::NOT_FOUND, "not_answered"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Self::Quota(_) => (StatusCode::TOO_MANY_REQUESTS, "quota"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge("the body is larger than this endpoint takes (docs/api.md)".into())
+        } else {
+            Self::BadRequest(e.body_text())
         }
     }
 }

@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod error;
+mod extract;
 mod keys;
 pub mod mqtt;
 mod routes;
@@ -23,7 +24,7 @@ use custos_store::Store;
 pub use custos_proto::cose::DeviceList;
 pub use error::ApiError;
 pub use keys::HubKeys;
-pub use routes::{app, ingest};
+pub use routes::{MAX_GAPS, MAX_PAGE, MAX_UPLOAD, app, ingest};
 
 /// How long a device may take between `Hello` and `Finish`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,8 +34,10 @@ pub const MAX_PENDING_HANDSHAKES: usize = 10_000;
 /// with a pending admission get this far, so the table holds at most this many per registered device, and
 /// nobody can fill it for other devices.
 pub const MAX_PENDING_PER_DEVICE: usize = 4;
-/// The largest request body, bytes.
-pub const MAX_BODY: usize = 4 << 20;
+/// The largest request body, bytes, where no smaller limit applies: a signed sharing request or answer (a grant
+/// carries about 57 bytes per node secret, so this is thousands of them). Uplink batches have their own
+/// ([`routes::MAX_UPLOAD`]).
+pub const MAX_BODY: usize = 256 << 10;
 
 /// A handshake between `Hello` and `Finish`.
 struct Pending {
@@ -65,7 +68,14 @@ pub struct Hub<S> {
     changed: tokio::sync::Notify,
     /// Uplink batches this hub took in (HTTP and MQTT), for operators and tests.
     batches: std::sync::atomic::AtomicU64,
+    /// Turns at decoding and verifying signed statements off the async workers (see [`Hub::off_workers`]).
+    cpu: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many signed statements the hub decodes and verifies at once, off the async workers.
+pub const CPU_TURNS: usize = 2;
+/// How long a request waits for a turn before the hub answers `503 busy`.
+pub const CPU_WAIT: Duration = Duration::from_secs(5);
 
 impl<S: Store> Hub<S> {
     /// A hub over `store` with `keys`, reading the system clock.
@@ -83,7 +93,28 @@ impl<S: Store> Hub<S> {
             clock,
             batches: Default::default(),
             changed: tokio::sync::Notify::new(),
+            cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
         })
+    }
+
+    /// Runs CPU-bound work (decoding CBOR, checking signatures of bodies up to [`MAX_BODY`]) on the blocking pool,
+    /// [`CPU_TURNS`] at a time, so that a flood of large statements cannot stall ingest on the async workers;
+    /// `503 busy` after waiting [`CPU_WAIT`] for a turn.
+    pub(crate) async fn off_workers<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let turn = tokio::time::timeout(CPU_WAIT, self.cpu.clone().acquire_owned())
+            .await
+            .map_err(|_| ApiError::Busy)?
+            .map_err(|_| ApiError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(turn);
+            out
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("verification task: {e}")))
     }
 
     /// The store.

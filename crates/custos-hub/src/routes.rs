@@ -7,14 +7,14 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use custos_proto::admission::{HubAwaitingCode, JOIN_CODE_LEN};
 use custos_proto::record::RecordHeader;
-use custos_proto::uplink::{LinkKeys, Verdict, is_too_old, open_uplink, seal_ack};
+use custos_proto::uplink::{LinkKeys, Upward, Verdict, is_too_old, open_upward, seal_ack};
 use custos_proto::{DeviceId, Error as ProtoError, RustCrypto, Secret};
 use custos_store::{Device, NewRecord, RecordQuery, Store};
 use rand_core::{OsRng, RngCore};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::extract::{ApiPath, ApiQuery};
 use crate::{
     ApiError, HANDSHAKE_TIMEOUT, Hub, MAX_BODY, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_DEVICE,
     Pending,
@@ -29,19 +30,32 @@ use crate::{
 
 /// The most messages in one uplink batch.
 pub const MAX_BATCH: usize = 10_000;
-/// The most records one query returns.
-pub const MAX_PAGE: u32 = 10_000;
+/// The largest uplink batch, bytes: a device sends at most 1 MiB, plus one message of at most 64 KiB.
+pub const MAX_UPLOAD: usize = (1 << 20) + (64 << 10) + 2;
+/// The largest admission message (`Hello`, `handshake id ‖ Finish`), bytes.
+pub const MAX_ADMISSION: usize = 1 << 10;
+/// The most records one query returns. Bigger pages made readers hold the database long enough to starve ingest.
+pub const MAX_PAGE: u32 = 1000;
+/// The most gap ranges one query returns.
+pub const MAX_GAPS: u32 = 1000;
 
 /// The hub's router: every endpoint, with `hub` as shared state.
 pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/hub", get(hub_info::<S>))
-        .route("/v1/admission/hello", post(hello::<S>))
-        .route("/v1/admission/finish", post(finish::<S>))
+        .route(
+            "/v1/admission/hello",
+            post(hello::<S>).layer(DefaultBodyLimit::max(MAX_ADMISSION)),
+        )
+        .route(
+            "/v1/admission/finish",
+            post(finish::<S>).layer(DefaultBodyLimit::max(MAX_ADMISSION)),
+        )
         .route("/v1/devices", get(devices::<S>))
         .route("/v1/devices/{device}/uplinks", post(uplinks::<S>))
         .route("/v1/devices/{device}/records", get(records::<S>))
+        .route("/v1/devices/{device}/gaps", get(gaps::<S>))
         .route("/v1/presence", get(presence::<S>))
         .route("/v1/device-list", get(device_list::<S>))
         .route("/v1/devices/{device}/hub-key", get(hub_key::<S>))
@@ -54,7 +68,9 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
         .route("/v1/answers", post(crate::sharing::post_answer::<S>))
         .route(
             "/v1/pairing/{device}/{direction}",
-            get(crate::sharing::relay_get::<S>).post(crate::sharing::relay_post::<S>),
+            get(crate::sharing::relay_get::<S>).post(crate::sharing::relay_post::<S>).layer(
+                DefaultBodyLimit::max(crate::sharing::MAX_RELAYED),
+            ),
         )
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -85,7 +101,7 @@ async fn hello<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let body = body?;
     let started = HubAwaitingCode::read_hello(hub.keys.noise(), fresh_secret(), &body).map_err(
         |e| match e {
             ProtoError::Handshake => ApiError::Unauthorized("Hello failed authentication".into()),
@@ -150,7 +166,7 @@ async fn finish<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let body = body?;
     if body.len() < 16 {
         return Err(ApiError::BadRequest(
             "expected a 16-byte handshake id and Finish".into(),
@@ -250,7 +266,7 @@ async fn devices<S: Store>(
 /// A batch of uplinks, each framed as `length (u16) ‖ uplink` → the acks, 24 bytes each, in order.
 async fn uplinks<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(device): Path<String>,
+    ApiPath(device): ApiPath<String>,
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = parse_device(&device)?;
@@ -258,9 +274,23 @@ async fn uplinks<S: Store>(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
-    let body = axum::body::to_bytes(request.into_body(), MAX_BODY)
+    let too_large = || ApiError::TooLarge(format!("a batch is at most {MAX_UPLOAD} bytes"));
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_UPLOAD as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(request.into_body(), MAX_UPLOAD)
         .await
-        .map_err(|_| ApiError::BadRequest(format!("body larger than {MAX_BODY} bytes")))?;
+        .map_err(|e| {
+            if announced.is_some() {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            } else {
+                too_large()
+            }
+        })?;
     let acks = ingest(&hub, device, &body, &address).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], acks))
 }
@@ -276,10 +306,9 @@ struct RecordsParams {
 
 async fn records<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(device): Path<String>,
-    p: Result<Query<RecordsParams>, QueryRejection>,
+    ApiPath(device): ApiPath<String>,
+    ApiQuery(p): ApiQuery<RecordsParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(p) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let device = parse_device(&device)?;
     let limit = p.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     let q = RecordQuery {
@@ -308,15 +337,44 @@ async fn records<S: Store>(
 }
 
 #[derive(Deserialize)]
+struct GapsParams {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/devices/{device}/gaps`: the sequence numbers below the highest stored one that are neither stored nor
+/// skipped by the device (a skip notice): messages lost on the way.
+async fn gaps<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    ApiPath(device): ApiPath<String>,
+    ApiQuery(p): ApiQuery<GapsParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device = parse_device(&device)?;
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("device {device} is not admitted")))?;
+    let limit = p.limit.unwrap_or(100).clamp(1, MAX_GAPS);
+    let gaps = hub.store.gaps(device, limit).await?;
+    let missing: u64 = gaps.iter().map(|(a, b)| b - a).sum();
+    Ok(Json(json!({
+        "device": device.to_string(),
+        "max_seq": stored.max_seq,
+        "gaps": gaps.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>(),
+        "missing": missing,
+        "complete": gaps.len() < limit as usize,
+    })))
+}
+
+#[derive(Deserialize)]
 struct PresenceParams {
     offline_after: Option<i64>,
 }
 
 async fn presence<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    p: Result<Query<PresenceParams>, QueryRejection>,
+    ApiQuery(p): ApiQuery<PresenceParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(p) = p.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let threshold = p.offline_after.unwrap_or(300);
     if threshold <= 0 {
         return Err(ApiError::BadRequest(
@@ -343,7 +401,7 @@ async fn presence<S: Store>(
 /// `key (32) ‖ HMAC-SHA256(downlink key, "custos/v1/hub-key" ‖ device id ‖ key)[..16]`.
 async fn hub_key<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(device): Path<String>,
+    ApiPath(device): ApiPath<String>,
 ) -> Result<Vec<u8>, ApiError> {
     let device = parse_device(&device)?;
     let stored = hub
@@ -399,9 +457,12 @@ pub async fn ingest<S: Store>(
 
     // Check the whole batch before storing any of it: one bad message changes nothing.
     let mut messages = Vec::new();
+    let mut skips = Vec::new();
+    // Per message, in order: an uplink (its index in `messages`) or a skip notice (its range).
+    let mut order = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
-        let i = messages.len();
+        let i = order.len();
         if i == MAX_BATCH {
             return Err(ApiError::BadRequest(format!(
                 "more than {MAX_BATCH} messages in one batch"
@@ -419,12 +480,20 @@ pub async fn ingest<S: Store>(
         }
         let (msg, tail) = tail.split_at(len);
         rest = tail;
-        let (seq, record) = open_uplink(&RustCrypto, &keys, device, msg).map_err(|e| match e {
+        let upward = open_upward(&RustCrypto, &keys, device, msg).map_err(|e| match e {
             ProtoError::Authentication => {
                 ApiError::Unauthorized(format!("message {i} failed authentication"))
             }
             other => ApiError::BadRequest(format!("message {i}: {other}")),
         })?;
+        let (seq, record) = match upward {
+            Upward::Skip { from, until } => {
+                order.push(Err((from, until)));
+                skips.push((from, until));
+                continue;
+            }
+            Upward::Uplink { seq, body } => (seq, body),
+        };
         let header = RecordHeader::peek(record)
             .map_err(|e| ApiError::BadRequest(format!("message {i}: not a sealed record: {e}")))?;
         if header.device != device {
@@ -433,6 +502,7 @@ pub async fn ingest<S: Store>(
                 header.device
             )));
         }
+        order.push(Ok(messages.len()));
         messages.push(NewRecord {
             device,
             seq,
@@ -442,18 +512,27 @@ pub async fn ingest<S: Store>(
             received_at: now,
         });
     }
-    if messages.is_empty() {
+    if order.is_empty() {
         return Err(ApiError::BadRequest("empty batch".into()));
     }
     hub.batches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
+    // Skips first: a skip is a statement about the past, and noting it twice is harmless.
+    for &(from, until) in &skips {
+        hub.store.put_skipped(device, from, until, now).await?;
+        tracing::info!(%device, from, until, "the device skipped sequence numbers it had reserved");
+    }
     let (old, fresh): (Vec<_>, Vec<_>) = messages
         .iter()
         .enumerate()
         .partition(|(_, m)| is_too_old(m.seq, stored.max_seq));
     let batch: Vec<NewRecord> = fresh.iter().map(|(_, m)| (*m).clone()).collect();
-    let inserted = hub.store.insert_records(&batch).await?;
+    let inserted = if batch.is_empty() {
+        Vec::new()
+    } else {
+        hub.store.insert_records(&batch).await?
+    };
     let mut verdicts = vec![Verdict::TooOld; messages.len()];
     for ((i, _), new) in fresh.iter().zip(inserted) {
         verdicts[*i] = if new {
@@ -463,14 +542,18 @@ pub async fn ingest<S: Store>(
         };
     }
     hub.store.touch(device, now, address).await?;
-    let mut acks = Vec::with_capacity(messages.len() * custos_proto::uplink::ACK_LEN);
-    for (m, v) in messages.iter().zip(&verdicts) {
+    let mut acks = Vec::with_capacity(order.len() * custos_proto::uplink::ACK_LEN);
+    for item in &order {
+        let (seq, verdict) = match *item {
+            Ok(i) => (messages[i].seq, verdicts[i]),
+            Err((from, _)) => (from, Verdict::Noted),
+        };
         acks.extend_from_slice(
-            &seal_ack(&RustCrypto, &keys, device, m.seq, *v)
+            &seal_ack(&RustCrypto, &keys, device, seq, verdict)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         );
     }
     let stored_n = verdicts.iter().filter(|v| **v == Verdict::Stored).count();
-    tracing::debug!(%device, stored = stored_n, duplicates = verdicts.len() - stored_n - old.len(), too_old = old.len(), "uplinks");
+    tracing::debug!(%device, stored = stored_n, duplicates = verdicts.len() - stored_n - old.len(), too_old = old.len(), skips = skips.len(), "uplinks");
     Ok(acks)
 }

@@ -7,22 +7,35 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use custos_proto::sharing::{self, AccessToken, Denial, Grant, SharingRequest};
-use custos_proto::{RustCrypto, UnixTime};
+use custos_proto::uplink::LinkKeys;
+use custos_proto::{RustCrypto, Secret, UnixTime};
 use custos_store::{Store, StoredRequest};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::extract::{ApiPath, ApiQuery};
 use crate::{ApiError, Hub};
 
 /// The longest an application may wait for an answer in one call, seconds.
 pub const MAX_WAIT: u64 = 30;
 /// The most requests one inbox page returns.
 pub const MAX_INBOX_PAGE: u32 = 100;
+/// The most open (unexpired, unanswered) requests the hub keeps for one owner; past that, `429 quota`. Owners are
+/// not registered at the hub, so this bounds what a flood aimed at one keeper costs it, and
+/// [`MAX_OPEN_REQUESTS`] bounds the whole.
+pub const MAX_OPEN_PER_OWNER: u64 = 256;
+/// The most open requests the hub keeps in all; past that, `503 busy` until some expire or are answered.
+pub const MAX_OPEN_REQUESTS: u64 = 100_000;
+/// How long a device's pairing window stays open after its last authenticated wait (`GET …/to-device` with a
+/// pairing-wait token), seconds.
+pub const PAIRING_WINDOW: i64 = 120;
+/// How far a pairing-wait token's time may be from the hub's clock, seconds.
+pub const PAIRING_SKEW: i64 = 120;
 
 fn unix(secs: i64) -> Result<UnixTime, ApiError> {
     u64::try_from(secs)
@@ -53,15 +66,34 @@ pub(crate) async fn post_request<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let body = body?;
     let now = hub.now();
-    let v = SharingRequest::verify(&RustCrypto, &body, unix(now)?).map_err(|e| match e {
+    let t = unix(now)?;
+    let (body, v) = hub
+        .off_workers(move || {
+            let v = SharingRequest::verify(&RustCrypto, &body, t);
+            (body, v)
+        })
+        .await?;
+    let v = v.map_err(|e| match e {
         custos_proto::Error::Signature => ApiError::Unauthorized(
             "the request's signature does not verify with its app key".into(),
         ),
         custos_proto::Error::Expired => ApiError::BadRequest("the request has expired".into()),
         other => ApiError::BadRequest(format!("malformed sharing request: {other}")),
     })?;
+    if hub.store.request(v.id).await?.is_none() {
+        if hub.store.open_requests(Some(v.request.owner), now).await? >= MAX_OPEN_PER_OWNER {
+            return Err(ApiError::Quota(format!(
+                "this owner has {MAX_OPEN_PER_OWNER} open requests already; try again when some are answered \
+                 or expired"
+            )));
+        }
+        if hub.store.open_requests(None, now).await? >= MAX_OPEN_REQUESTS {
+            tracing::warn!("the hub holds {MAX_OPEN_REQUESTS} open sharing requests; refusing more");
+            return Err(ApiError::Busy);
+        }
+    }
     let fresh = hub
         .store
         .put_request(&StoredRequest {
@@ -92,10 +124,9 @@ pub(crate) struct WaitQuery {
 /// seconds for it.
 pub(crate) async fn get_answer<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(id): Path<String>,
-    query: Result<Query<WaitQuery>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let id = hex32(&id, "request id")?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
     let deadline = tokio::time::Instant::now() + wait;
@@ -132,11 +163,10 @@ pub fn inbox_scope(owner: &[u8; 32]) -> String {
 /// a hex COSE_Sign1 [`AccessToken`] by the owner's key).
 pub(crate) async fn inbox<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path(owner): Path<String>,
+    ApiPath(owner): ApiPath<String>,
     headers: HeaderMap,
-    query: Result<Query<InboxQuery>, QueryRejection>,
+    ApiQuery(q): ApiQuery<InboxQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let owner = hex32(&owner, "owner key")?;
     let token = headers
         .get(header::AUTHORIZATION)
@@ -196,9 +226,14 @@ pub(crate) async fn post_answer<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let kind =
-        sharing::kind(&body).map_err(|e| ApiError::BadRequest(format!("malformed answer: {e}")))?;
+    let body = body?;
+    let (body, kind) = hub
+        .off_workers(move || {
+            let kind = sharing::kind(&body);
+            (body, kind)
+        })
+        .await?;
+    let kind = kind.map_err(|e| ApiError::BadRequest(format!("malformed answer: {e}")))?;
     if kind != sharing::GRANT && kind != sharing::DENIAL {
         return Err(ApiError::BadRequest(
             "a sharing request is not an answer: post it to /v1/requests".into(),
@@ -210,14 +245,20 @@ pub(crate) async fn post_answer<S: Store>(
         hub.store.request(id).await?.ok_or_else(|| {
             ApiError::NotFound("the answer names no request this hub holds".into())
         })?;
-    let checked = match kind {
-        sharing::GRANT => {
-            custos_proto::cose::verify1(&RustCrypto, &body, sharing::GRANT, &request.owner)
-                .map(|_| ())
-        }
-        sharing::DENIAL => Denial::verify(&RustCrypto, &body, &request.owner).map(|_| ()),
-        _ => Err(custos_proto::Error::InvalidValue("not an answer")),
-    };
+    let owner = request.owner;
+    let (body, checked) = hub
+        .off_workers(move || {
+            let checked = match kind {
+                sharing::GRANT => {
+                    custos_proto::cose::verify1(&RustCrypto, &body, sharing::GRANT, &owner)
+                        .map(|_| ())
+                }
+                sharing::DENIAL => Denial::verify(&RustCrypto, &body, &owner).map(|_| ()),
+                _ => Err(custos_proto::Error::InvalidValue("not an answer")),
+            };
+            (body, checked)
+        })
+        .await?;
     checked.map_err(|e| match e {
         custos_proto::Error::Signature => {
             ApiError::Unauthorized("the answer is not signed by the request's owner".into())
@@ -236,13 +277,15 @@ pub(crate) async fn post_answer<S: Store>(
 pub const MAILBOX_DEPTH: usize = 64;
 /// The largest relayed pairing message, bytes (a Provision with a long frontier is a few KiB).
 pub const MAX_RELAYED: usize = 64 << 10;
+/// The most bytes a pairing mailbox keeps; older messages are dropped as new ones arrive.
+pub const MAILBOX_BYTES: u64 = 256 << 10;
 
-fn mailbox(device: &str, direction: &str) -> Result<String, ApiError> {
+fn mailbox(device: &str, direction: &str) -> Result<(custos_proto::DeviceId, String), ApiError> {
     let device: custos_proto::DeviceId = device
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("`{device}` is not a device id")))?;
     match direction {
-        "to-device" | "to-keeper" => Ok(format!("pairing/{device}/{direction}")),
+        "to-device" | "to-keeper" => Ok((device, format!("pairing/{device}/{direction}"))),
         _ => Err(ApiError::NotFound(
             "a pairing mailbox is `to-device` or `to-keeper`".into(),
         )),
@@ -251,26 +294,32 @@ fn mailbox(device: &str, direction: &str) -> Result<String, ApiError> {
 
 /// `POST /v1/pairing/{device}/{direction}`: relays one opaque pairing message (Noise NNpsk0 keyed by the owner
 /// code, then sealed provisioning). The hub cannot read or forge them; anyone may post, and the receiver drops
-/// what does not authenticate.
+/// what does not authenticate. Only while the device's pairing window is open (it waits for its keeper, proven by
+/// a pairing-wait token): nobody can fill mailboxes of devices that are not pairing, nor of devices that do not
+/// exist. Each mailbox keeps at most [`MAILBOX_DEPTH`] messages and [`MAILBOX_BYTES`] bytes, the newest.
 pub(crate) async fn relay_post<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path((device, direction)): Path<(String, String)>,
+    ApiPath((device, direction)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let mailbox = mailbox(&device, &direction)?;
+    let body = body?;
+    let (id, mailbox) = mailbox(&device, &direction)?;
     if body.is_empty() || body.len() > MAX_RELAYED {
         return Err(ApiError::BadRequest(format!(
             "a pairing message is 1 to {MAX_RELAYED} bytes"
         )));
     }
-    let seq = hub.store.relay_push(&mailbox, &body, hub.now()).await?;
-    hub.changed.notify_waiters();
-    let kept = hub.store.relay_fetch(&mailbox, 0, 1000).await?;
-    if kept.len() > MAILBOX_DEPTH {
-        let (drop_upto, _) = kept[kept.len() - MAILBOX_DEPTH - 1];
-        hub.store.relay_ack(&mailbox, drop_upto).await?;
+    let now = hub.now();
+    if !hub.store.pairing_open(id, now).await? {
+        return Err(ApiError::Forbidden(format!(
+            "device {id} is not waiting for its keeper (not admitted, or no pairing window open)"
+        )));
     }
+    let seq = hub
+        .store
+        .relay_push(&mailbox, &body, now, MAILBOX_DEPTH as u32, MAILBOX_BYTES)
+        .await?;
+    hub.changed.notify_waiters();
     Ok((StatusCode::CREATED, Json(json!({"seq": seq}))))
 }
 
@@ -280,15 +329,59 @@ pub(crate) struct RelayQuery {
     wait: Option<u64>,
 }
 
+/// Opens `device`'s pairing window if `headers` carry its pairing-wait token
+/// (`Authorization: Custos-Device <hex>`, docs/api.md); without one, nothing happens.
+async fn open_window<S: Store>(
+    hub: &Hub<S>,
+    device: custos_proto::DeviceId,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(());
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Custos-Device "))
+        .and_then(|v| hex::decode(v.trim()).ok())
+        .ok_or_else(|| {
+            ApiError::Unauthorized(
+                "expected `Authorization: Custos-Device <hex pairing-wait token>`".into(),
+            )
+        })?;
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .filter(|d| d.revoked_at.is_none())
+        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
+    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let time = custos_proto::uplink::open_pairing_wait(&RustCrypto, &keys, device, &token)
+        .map_err(|_| ApiError::Unauthorized("the pairing-wait token does not verify".into()))?;
+    let now = hub.now();
+    if i64::try_from(time).map_or(true, |t| (t - now).abs() > PAIRING_SKEW) {
+        return Err(ApiError::Unauthorized(
+            "the pairing-wait token is too old or from the future (check the device's clock)".into(),
+        ));
+    }
+    hub.store.open_pairing(device, now + PAIRING_WINDOW).await?;
+    Ok(())
+}
+
 /// `GET /v1/pairing/{device}/{direction}?after=SEQ&wait=S`: the mailbox's messages after `after`, waiting up to
-/// `wait` seconds for one.
+/// `wait` seconds for one. A device reading its `to-device` mailbox with its pairing-wait token opens (or keeps
+/// open) its pairing window.
 pub(crate) async fn relay_get<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    Path((device, direction)): Path<(String, String)>,
-    query: Result<Query<RelayQuery>, QueryRejection>,
+    ApiPath((device, direction)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<RelayQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let mailbox = mailbox(&device, &direction)?;
+    let (id, mailbox) = mailbox(&device, &direction)?;
+    if direction == "to-device" {
+        open_window(&hub, id, &headers).await?;
+    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
     loop {

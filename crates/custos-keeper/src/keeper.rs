@@ -334,7 +334,7 @@ impl Keeper {
         let deadline = tokio::time::Instant::now() + timeout;
         // Only answers that arrive after our PairInit count: start past everything in the mailbox now.
         let mut cursor = client
-            .relay_recv(device, Direction::ToKeeper, 0, std::time::Duration::ZERO)
+            .relay_recv(device, Direction::ToKeeper, 0, std::time::Duration::ZERO, None)
             .await
             .map_err(hub_err)?
             .last()
@@ -347,10 +347,26 @@ impl Keeper {
         let attempt =
             || KeeperAwaitingAccept::start(device, owner_code, Secret::from_bytes(*ephemeral));
         let (_, init) = attempt()?;
-        client
-            .relay_send(device, Direction::ToDevice, &init)
-            .await
-            .map_err(hub_err)?;
+        // The hub relays only while the device waits for its keeper: until it does, try again every second.
+        loop {
+            match client.relay_send(device, Direction::ToDevice, &init).await {
+                Ok(_) => break,
+                Err(custos_client::ClientError::Refused { code, message, .. })
+                    if code == "forbidden" =>
+                {
+                    let e = message;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(KeeperError::Hub(format!(
+                            "device {device} is not waiting for its keeper: start it (`custos device run`, with \
+                             --pair to rotate) and pair again ({e})"
+                        )));
+                    }
+                    tracing::debug!(%device, %e, "the device does not wait for pairing yet");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(hub_err(e)),
+            }
+        }
         let mut paired = loop {
             let msg = next_message(&client, device, &mut cursor, deadline).await?;
             match attempt()?.0.read_accept(&msg) {
@@ -986,6 +1002,7 @@ async fn next_message(
                 custos_client::Direction::ToKeeper,
                 *cursor,
                 left.min(std::time::Duration::from_secs(10)),
+                None,
             )
             .await
             .map_err(hub_err)?;

@@ -46,6 +46,10 @@ pub const ACK: u8 = 0x32;
 pub const SKIP: u8 = 0x33;
 /// Length of a skip notice.
 pub const SKIP_LEN: usize = 1 + 6 + 6 + 16;
+/// Message type of a pairing-wait token.
+pub const PAIRING_WAIT: u8 = 0x34;
+/// Length of a pairing-wait token.
+pub const PAIRING_WAIT_LEN: usize = 1 + 8 + 16;
 /// Bytes an uplink adds to its body.
 pub const UPLINK_OVERHEAD: usize = 1 + 6 + 16;
 /// Length of an ack.
@@ -236,6 +240,51 @@ pub fn open_skip<C: Crypto>(
         ));
     }
     Ok((from, last + 1))
+}
+
+/// A pairing-wait token: the device says, at `time` (Unix seconds), that it waits for its keeper, so that the hub
+/// relays pairing messages for it. `0x34 ‖ time (8) ‖ HMAC-SHA256(K_up, 0x34 ‖ device id ‖ time)[..16]`.
+pub fn seal_pairing_wait<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    time: u64,
+) -> [u8; PAIRING_WAIT_LEN] {
+    let mut out = [0u8; PAIRING_WAIT_LEN];
+    out[0] = PAIRING_WAIT;
+    out[1..9].copy_from_slice(&time.to_be_bytes());
+    let t = tag(crypto, &keys.up, PAIRING_WAIT, device, &out[1..9], &[]);
+    out[9..].copy_from_slice(&t);
+    out
+}
+
+/// Verifies a pairing-wait token from `device`; returns the time it names (the caller checks it is recent).
+pub fn open_pairing_wait<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    msg: &[u8],
+) -> Result<u64, Error> {
+    let msg: &[u8; PAIRING_WAIT_LEN] = msg.try_into().map_err(|_| {
+        if msg.len() < PAIRING_WAIT_LEN {
+            Error::Truncated
+        } else {
+            Error::TrailingBytes
+        }
+    })?;
+    if msg[0] != PAIRING_WAIT {
+        return Err(Error::UnexpectedMessage {
+            expected: PAIRING_WAIT,
+            got: msg[0],
+        });
+    }
+    let want = tag(crypto, &keys.up, PAIRING_WAIT, device, &msg[1..9], &[]);
+    if !bool::from(want.ct_eq(&msg[9..])) {
+        return Err(Error::Authentication);
+    }
+    let mut time = [0u8; 8];
+    time.copy_from_slice(&msg[1..9]);
+    Ok(u64::from_be_bytes(time))
 }
 
 /// One message of a batch from a device: an uplink or a skip notice.

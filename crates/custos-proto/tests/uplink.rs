@@ -212,3 +212,48 @@ fn skip_vector() {
 }
 const SKIP_HEX: &str = "330000000000060000000000087b15153d0accf3e00f064df48c0f8ca5";
 const NOTED_HEX: &str = "320000000000060336e61438d8c84bda9cd180c5dd4753f9";
+
+#[test]
+fn pairing_wait_tokens_are_bound_to_device_key_and_time() {
+    use custos_proto::uplink::{open_pairing_wait, seal_pairing_wait};
+    let k = keys(1);
+    let t = seal_pairing_wait(&RustCrypto, &k, DEV, 1_780_000_000);
+    assert_eq!(
+        open_pairing_wait(&RustCrypto, &k, DEV, &t).unwrap(),
+        1_780_000_000
+    );
+    for i in 0..t.len() {
+        let mut bad = t;
+        bad[i] ^= 1;
+        assert!(
+            open_pairing_wait(&RustCrypto, &k, DEV, &bad).is_err(),
+            "byte {i} changed"
+        );
+    }
+    let mut other = DEV;
+    other.0[3] ^= 1;
+    assert_eq!(
+        open_pairing_wait(&RustCrypto, &k, other, &t),
+        Err(Error::Authentication)
+    );
+    assert_eq!(
+        open_pairing_wait(&RustCrypto, &keys(2), DEV, &t),
+        Err(Error::Authentication)
+    );
+    // A skip notice or an uplink of the same length is not a token.
+    let up = uplink(&k, DEV, 1, &[0; 2]);
+    assert_eq!(up.len(), t.len());
+    assert!(open_pairing_wait(&RustCrypto, &k, DEV, &up).is_err());
+}
+
+/// The pairing-wait token of docs/api.md (SDK and device of Vector 5, time 1 780 000 000).
+#[test]
+fn pairing_wait_vector() {
+    use custos_proto::uplink::seal_pairing_wait;
+    let sdk: [u8; 32] = core::array::from_fn(|i| i as u8 + 1);
+    let k = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(sdk)).unwrap();
+    let dev = DeviceId([0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+    let t = seal_pairing_wait(&RustCrypto, &k, dev, 1_780_000_000);
+    assert_eq!(hex::encode(t), WAIT_HEX);
+}
+const WAIT_HEX: &str = "34000000006a18a5004d94baec36d1af9a42a0fe0d2011ce9e";
