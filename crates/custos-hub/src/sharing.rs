@@ -234,6 +234,8 @@ pub(crate) async fn post_answer<S: Store>(
 
 /// The most messages a pairing mailbox keeps; older ones are dropped as new ones arrive.
 pub const MAILBOX_DEPTH: usize = 64;
+/// The most bytes a pairing mailbox keeps; older messages are dropped as new ones arrive.
+pub const MAILBOX_BYTES: u64 = 256 << 10;
 /// The largest relayed pairing message, bytes (a Provision with a long frontier is a few KiB).
 pub const MAX_RELAYED: usize = 64 << 10;
 
@@ -264,13 +266,17 @@ pub(crate) async fn relay_post<S: Store>(
             "a pairing message is 1 to {MAX_RELAYED} bytes"
         )));
     }
-    let seq = hub.store.relay_push(&mailbox, &body, hub.now()).await?;
+    let seq = hub
+        .store
+        .relay_push(
+            &mailbox,
+            &body,
+            hub.now(),
+            MAILBOX_DEPTH as u32,
+            MAILBOX_BYTES,
+        )
+        .await?;
     hub.changed.notify_waiters();
-    let kept = hub.store.relay_fetch(&mailbox, 0, 1000).await?;
-    if kept.len() > MAILBOX_DEPTH {
-        let (drop_upto, _) = kept[kept.len() - MAILBOX_DEPTH - 1];
-        hub.store.relay_ack(&mailbox, drop_upto).await?;
-    }
     Ok((StatusCode::CREATED, Json(json!({"seq": seq}))))
 }
 
