@@ -270,12 +270,15 @@ pub trait Store: Send + Sync {
     /// The answer to a request, if there is one.
     fn answer(&self, request: [u8; 32]) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
 
-    /// Appends an opaque message to a relay mailbox; returns its `seq`.
+    /// Appends a message to a relay mailbox and, in the same transaction, drops its oldest messages until it holds
+    /// at most `max_count` messages and `max_bytes` bytes (the new one always stays). Returns the new message's seq.
     fn relay_push(
         &self,
         mailbox: &str,
         body: &[u8],
         at: i64,
+        max_count: u32,
+        max_bytes: u64,
     ) -> impl Future<Output = Result<i64>> + Send;
 
     /// Messages of a mailbox after `after`, oldest first.
@@ -289,13 +292,56 @@ pub trait Store: Send + Sync {
     /// Deletes a mailbox's messages up to and including `upto`; returns how many.
     fn relay_ack(&self, mailbox: &str, upto: i64) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Housekeeping: deletes requests that expired before `requests_before` (with their answers) and relayed
-    /// messages created before `relay_before`; returns how many rows went.
+    /// Housekeeping; returns how many rows went. Deletes:
+    /// - requests that expired unanswered, as soon as they have expired: nobody can use them. The store has no
+    ///   clock of its own (the hub's may be injected), so "now" here is the newest `received_at` of a stored
+    ///   request (or `requests_before`, if later);
+    /// - answered requests that expired before `requests_before`, with their answers (the grace period in which
+    ///   the application can still fetch its answer);
+    /// - relayed messages created before `relay_before`.
     fn purge_sharing(
         &self,
         requests_before: i64,
         relay_before: i64,
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Notes that `device` reserved the sequence numbers `from..until` (exclusive) but never sent them (a crash
+    /// between reserving and queueing), so they are not counted as losses. Idempotent; overlapping ranges are
+    /// fine; an empty range changes nothing. Fails with [`StoreError::UnknownDevice`] if the device is not admitted.
+    fn put_skipped(
+        &self,
+        device: DeviceId,
+        from: u64,
+        until: u64,
+        at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The sequence-number ranges `[from, until)` of `device`, below its highest stored one, that are neither
+    /// stored nor noted as skipped: real losses. At most `limit` ranges, lowest first (none for an unknown device).
+    fn gaps(
+        &self,
+        device: DeviceId,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, u64)>>> + Send;
+
+    /// How many requests are open (not expired at `now`, not answered): for `owner`, or for everyone with `None`.
+    fn open_requests(
+        &self,
+        owner: Option<[u8; 32]>,
+        now: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Opens `device`'s pairing window until `until` (Unix seconds): only then does the hub relay pairing messages
+    /// for it. False if the device is not admitted or is revoked.
+    fn open_pairing(
+        &self,
+        device: DeviceId,
+        until: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Whether `device`'s pairing window is open at `now` (admitted, not revoked, window not past).
+    fn pairing_open(&self, device: DeviceId, now: i64)
+    -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -398,8 +444,15 @@ impl Store for AnyStore {
     async fn answer(&self, request: [u8; 32]) -> Result<Option<Vec<u8>>> {
         delegate!(self, answer(request))
     }
-    async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64) -> Result<i64> {
-        delegate!(self, relay_push(mailbox, body, at))
+    async fn relay_push(
+        &self,
+        mailbox: &str,
+        body: &[u8],
+        at: i64,
+        max_count: u32,
+        max_bytes: u64,
+    ) -> Result<i64> {
+        delegate!(self, relay_push(mailbox, body, at, max_count, max_bytes))
     }
     async fn relay_fetch(
         &self,
@@ -414,5 +467,20 @@ impl Store for AnyStore {
     }
     async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
         delegate!(self, purge_sharing(requests_before, relay_before))
+    }
+    async fn put_skipped(&self, device: DeviceId, from: u64, until: u64, at: i64) -> Result<()> {
+        delegate!(self, put_skipped(device, from, until, at))
+    }
+    async fn gaps(&self, device: DeviceId, limit: u32) -> Result<Vec<(u64, u64)>> {
+        delegate!(self, gaps(device, limit))
+    }
+    async fn open_requests(&self, owner: Option<[u8; 32]>, now: i64) -> Result<u64> {
+        delegate!(self, open_requests(owner, now))
+    }
+    async fn open_pairing(&self, device: DeviceId, until: i64) -> Result<bool> {
+        delegate!(self, open_pairing(device, until))
+    }
+    async fn pairing_open(&self, device: DeviceId, now: i64) -> Result<bool> {
+        delegate!(self, pairing_open(device, now))
     }
 }

@@ -6,11 +6,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use custos_proto::DeviceId;
-use sqlx::Row;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{Connection, Row};
 
 use crate::{
     Device, NewRecord, PendingAdmission, Presence, RecordQuery, Result, Store, StoreError,
@@ -125,10 +126,23 @@ fn seq(n: u64) -> Result<i64> {
     i64::try_from(n).map_err(|_| StoreError::InvalidInput("sequence number above 2^63 - 1"))
 }
 
+/// A transaction that failed in the database may have been rolled back by SQLite already (on a full disk, for
+/// one); sqlx's own rollback then fails and leaves the connection believing it is still in a transaction, refusing
+/// every later BEGIN. Such a connection is closed instead of going back to the pool.
+fn settle<DB: sqlx::Database, T>(conn: &mut PoolConnection<DB>, result: &Result<T>) {
+    if matches!(result, Err(StoreError::Database(_))) {
+        conn.close_on_drop();
+    }
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+// No write may report success for a failed commit. A write that reads rows back (RETURNING) runs in a transaction
+// whose commit is checked: SQLite hands over a RETURNING row before the statement completes, and the failure of an
+// autocommit at its end (a full disk) never reaches the reader. A write without RETURNING may autocommit: `execute`
+// steps the statement, commit included, to the end and reports its error.
 macro_rules! sql_store {
     ($store:ty, $row:ty, $db:ty, $begin:literal) => {
         impl $store {
@@ -158,27 +172,33 @@ macro_rules! sql_store {
         impl Store for $store {
             async fn put_admission(&self, a: &PendingAdmission) -> Result<()> {
                 let _write = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let admitted = sqlx::query("SELECT 1 FROM devices WHERE device = $1")
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<()> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let admitted = sqlx::query("SELECT 1 FROM devices WHERE device = $1")
+                        .bind(&a.device.0[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if admitted.is_some() {
+                        return Err(StoreError::AlreadyAdmitted(a.device));
+                    }
+                    sqlx::query(
+                        "INSERT INTO admissions (device, join_code, created_at, expires_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (device) DO UPDATE SET join_code = excluded.join_code, \
+                         created_at = excluded.created_at, expires_at = excluded.expires_at",
+                    )
                     .bind(&a.device.0[..])
-                    .fetch_optional(&mut *tx)
+                    .bind(&a.join_code[..])
+                    .bind(a.created_at)
+                    .bind(a.expires_at)
+                    .execute(&mut *tx)
                     .await?;
-                if admitted.is_some() {
-                    return Err(StoreError::AlreadyAdmitted(a.device));
+                    tx.commit().await?;
+                    Ok(())
                 }
-                sqlx::query(
-                    "INSERT INTO admissions (device, join_code, created_at, expires_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (device) DO UPDATE SET join_code = excluded.join_code, \
-                     created_at = excluded.created_at, expires_at = excluded.expires_at",
-                )
-                .bind(&a.device.0[..])
-                .bind(&a.join_code[..])
-                .bind(a.created_at)
-                .bind(a.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(())
+                .await;
+                settle(&mut conn, &result);
+                result
             }
 
             async fn admission(&self, device: DeviceId, now: i64) -> Result<Option<PendingAdmission>> {
@@ -203,31 +223,37 @@ macro_rules! sql_store {
 
             async fn complete_admission(&self, d: &Device, now: i64) -> Result<()> {
                 let _write = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let used = sqlx::query("DELETE FROM admissions WHERE device = $1 AND expires_at > $2 RETURNING device")
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<()> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let used = sqlx::query("DELETE FROM admissions WHERE device = $1 AND expires_at > $2 RETURNING device")
+                        .bind(&d.device.0[..])
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if used.is_none() {
+                        return Err(StoreError::NoPendingAdmission(d.device));
+                    }
+                    let inserted = sqlx::query(
+                        "INSERT INTO devices (device, static_key, session_key, admitted_at, revoked_at, max_seq) \
+                         VALUES ($1, $2, $3, $4, NULL, -1)",
+                    )
                     .bind(&d.device.0[..])
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if used.is_none() {
-                    return Err(StoreError::NoPendingAdmission(d.device));
+                    .bind(&d.static_key[..])
+                    .bind(&d.session_key[..])
+                    .bind(d.admitted_at)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyAdmitted(d.device)),
+                        other => other?,
+                    };
+                    tx.commit().await?;
+                    Ok(())
                 }
-                let inserted = sqlx::query(
-                    "INSERT INTO devices (device, static_key, session_key, admitted_at, revoked_at, max_seq) \
-                     VALUES ($1, $2, $3, $4, NULL, -1)",
-                )
-                .bind(&d.device.0[..])
-                .bind(&d.static_key[..])
-                .bind(&d.session_key[..])
-                .bind(d.admitted_at)
-                .execute(&mut *tx)
                 .await;
-                match inserted {
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::AlreadyAdmitted(d.device)),
-                    other => other?,
-                };
-                tx.commit().await?;
-                Ok(())
+                settle(&mut conn, &result);
+                result
             }
 
             async fn purge_admissions(&self, now: i64) -> Result<u64> {
@@ -266,63 +292,69 @@ macro_rules! sql_store {
                 let _write = self.writer().await;
                 // Check every value before touching the database.
                 let seqs: Vec<i64> = batch.iter().map(|r| seq(r.seq)).collect::<Result<_>>()?;
-                let mut tx = self.pool.begin_with($begin).await?;
-                // Multi-row inserts; RETURNING names the rows that were new.
-                let mut new: HashSet<(DeviceId, i64)> = HashSet::new();
-                for (chunk, chunk_seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO records (device, seq, epoch, leaf, body, received_at) ");
-                    q.push_values(chunk.iter().zip(chunk_seqs), |mut b, (r, s)| {
-                        b.push_bind(&r.device.0[..])
-                            .push_bind(*s)
-                            .push_bind(i32::from(r.epoch))
-                            .push_bind(i64::from(r.leaf))
-                            .push_bind(&r.body[..])
-                            .push_bind(r.received_at);
-                    });
-                    q.push(" ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq");
-                    let rows = match q.build().fetch_all(&mut *tx).await {
-                        // The only other constraint well-formed records can break: a device that is not admitted.
-                        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
-                            // PostgreSQL has aborted the transaction: roll back, then find the culprit outside it.
-                            tx.rollback().await?;
-                            let known: HashSet<Vec<u8>> = sqlx::query("SELECT device FROM devices")
-                                .fetch_all(&self.pool)
-                                .await?
-                                .iter()
-                                .map(|row| row.try_get::<Vec<u8>, _>("device"))
-                                .collect::<std::result::Result<_, _>>()?;
-                            let unknown = chunk.iter().find(|r| !known.contains(&r.device.0[..])).map_or(chunk[0].device, |r| r.device);
-                            return Err(StoreError::UnknownDevice(unknown));
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<Vec<bool>> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // Multi-row inserts; RETURNING names the rows that were new.
+                    let mut new: HashSet<(DeviceId, i64)> = HashSet::new();
+                    for (chunk, chunk_seqs) in batch.chunks(INSERT_CHUNK).zip(seqs.chunks(INSERT_CHUNK)) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO records (device, seq, epoch, leaf, body, received_at) ");
+                        q.push_values(chunk.iter().zip(chunk_seqs), |mut b, (r, s)| {
+                            b.push_bind(&r.device.0[..])
+                                .push_bind(*s)
+                                .push_bind(i32::from(r.epoch))
+                                .push_bind(i64::from(r.leaf))
+                                .push_bind(&r.body[..])
+                                .push_bind(r.received_at);
+                        });
+                        q.push(" ON CONFLICT (device, seq) DO NOTHING RETURNING device, seq");
+                        let rows = match q.build().fetch_all(&mut *tx).await {
+                            // The only other constraint well-formed records can break: a device that is not admitted.
+                            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                                // PostgreSQL has aborted the transaction: roll back, then find the culprit outside it.
+                                tx.rollback().await?;
+                                let known: HashSet<Vec<u8>> = sqlx::query("SELECT device FROM devices")
+                                    .fetch_all(&self.pool)
+                                    .await?
+                                    .iter()
+                                    .map(|row| row.try_get::<Vec<u8>, _>("device"))
+                                    .collect::<std::result::Result<_, _>>()?;
+                                let unknown = chunk.iter().find(|r| !known.contains(&r.device.0[..])).map_or(chunk[0].device, |r| r.device);
+                                return Err(StoreError::UnknownDevice(unknown));
+                            }
+                            other => other?,
+                        };
+                        for row in rows {
+                            new.insert((device_id(row.try_get("device")?)?, row.try_get("seq")?));
                         }
-                        other => other?,
-                    };
-                    for row in rows {
-                        new.insert((device_id(row.try_get("device")?)?, row.try_get("seq")?));
                     }
+                    // The first occurrence of a new (device, seq) is the stored one; any repeat in the batch is not.
+                    let mut highest: HashMap<DeviceId, i64> = HashMap::new();
+                    let fresh: Vec<bool> = batch
+                        .iter()
+                        .zip(&seqs)
+                        .map(|(r, s)| {
+                            let stored = new.remove(&(r.device, *s));
+                            if stored {
+                                let h = highest.entry(r.device).or_insert(*s);
+                                *h = (*h).max(*s);
+                            }
+                            stored
+                        })
+                        .collect();
+                    for (device, max) in highest {
+                        sqlx::query("UPDATE devices SET max_seq = CASE WHEN $2 > max_seq THEN $2 ELSE max_seq END WHERE device = $1")
+                            .bind(&device.0[..])
+                            .bind(max)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(fresh)
                 }
-                // The first occurrence of a new (device, seq) is the stored one; any repeat in the batch is not.
-                let mut highest: HashMap<DeviceId, i64> = HashMap::new();
-                let fresh: Vec<bool> = batch
-                    .iter()
-                    .zip(&seqs)
-                    .map(|(r, s)| {
-                        let stored = new.remove(&(r.device, *s));
-                        if stored {
-                            let h = highest.entry(r.device).or_insert(*s);
-                            *h = (*h).max(*s);
-                        }
-                        stored
-                    })
-                    .collect();
-                for (device, max) in highest {
-                    sqlx::query("UPDATE devices SET max_seq = CASE WHEN $2 > max_seq THEN $2 ELSE max_seq END WHERE device = $1")
-                        .bind(&device.0[..])
-                        .bind(max)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(fresh)
+                .await;
+                settle(&mut conn, &result);
+                result
             }
 
             async fn records(&self, q: &RecordQuery) -> Result<Vec<StoredRecord>> {
@@ -481,17 +513,41 @@ macro_rules! sql_store {
                 row.map(|row| Ok(row.try_get("signed")?)).transpose()
             }
 
-            async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64) -> Result<i64> {
+            async fn relay_push(&self, mailbox: &str, body: &[u8], at: i64, max_count: u32, max_bytes: u64) -> Result<i64> {
                 let _write = self.writer().await;
-                let row = sqlx::query(
-                    "INSERT INTO relay (mailbox, body, created_at) VALUES ($1, $2, $3) RETURNING seq",
-                )
-                .bind(mailbox)
-                .bind(body)
-                .bind(at)
-                .fetch_one(&self.pool)
-                .await?;
-                Ok(row.try_get("seq")?)
+                // A transaction whose commit is checked: on SQLite, a RETURNING row read in autocommit arrives
+                // before the statement's implicit commit, and that commit's failure (a full disk) is lost.
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<i64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let seq: i64 = sqlx::query("INSERT INTO relay (mailbox, body, created_at) VALUES ($1, $2, $3) RETURNING seq")
+                        .bind(mailbox)
+                        .bind(body)
+                        .bind(at)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("seq")?;
+                    // Counting newest first, the newest older message past either limit and everything before it go.
+                    sqlx::query(
+                        "DELETE FROM relay WHERE mailbox = $1 AND seq <= (SELECT seq FROM (\
+                           SELECT seq, \
+                           COUNT(*) OVER (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS n, \
+                           SUM(LENGTH(body)) OVER (ORDER BY seq DESC ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS bytes \
+                           FROM relay WHERE mailbox = $1) AS newest_first \
+                         WHERE seq < $2 AND (n > $3 OR bytes > $4) ORDER BY seq DESC LIMIT 1)",
+                    )
+                    .bind(mailbox)
+                    .bind(seq)
+                    .bind(i64::from(max_count))
+                    .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(seq)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
             }
 
             async fn relay_fetch(&self, mailbox: &str, after: i64, limit: u32) -> Result<Vec<(i64, Vec<u8>)>> {
@@ -508,24 +564,36 @@ macro_rules! sql_store {
 
             async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
                 let _write = self.writer().await;
-                let mut tx = self.pool.begin_with($begin).await?;
-                let answers = sqlx::query(
-                    "DELETE FROM sharing_answers WHERE request IN \
-                     (SELECT id FROM sharing_requests WHERE expires_at < $1)",
-                )
-                .bind(requests_before)
-                .execute(&mut *tx)
-                .await?;
-                let requests = sqlx::query("DELETE FROM sharing_requests WHERE expires_at < $1")
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let answers = sqlx::query(
+                        "DELETE FROM sharing_answers WHERE request IN \
+                         (SELECT id FROM sharing_requests WHERE expires_at < $1)",
+                    )
                     .bind(requests_before)
                     .execute(&mut *tx)
                     .await?;
-                let relay = sqlx::query("DELETE FROM relay WHERE created_at < $1")
-                    .bind(relay_before)
+                    // Unanswered requests go once expired; the newest reception time stands in for "now" (the hub's
+                    // clock, which the store does not have).
+                    let requests = sqlx::query(
+                        "DELETE FROM sharing_requests WHERE expires_at < $1 \
+                         OR (expires_at <= (SELECT MAX(received_at) FROM sharing_requests) \
+                         AND NOT EXISTS (SELECT 1 FROM sharing_answers a WHERE a.request = sharing_requests.id))",
+                    )
+                    .bind(requests_before)
                     .execute(&mut *tx)
                     .await?;
-                tx.commit().await?;
-                Ok(answers.rows_affected() + requests.rows_affected() + relay.rows_affected())
+                    let relay = sqlx::query("DELETE FROM relay WHERE created_at < $1")
+                        .bind(relay_before)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(answers.rows_affected() + requests.rows_affected() + relay.rows_affected())
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
             }
 
             async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
@@ -536,6 +604,92 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn put_skipped(&self, device: DeviceId, from: u64, until: u64, at: i64) -> Result<()> {
+                // No sequence number above 2^63 - 1 can be stored, so a range reaching past it ends there.
+                let (from, until) = (seq(from)?, i64::try_from(until).unwrap_or(i64::MAX));
+                if until <= from {
+                    return Ok(());
+                }
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO skipped (device, from_seq, until_seq, noted_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (device, from_seq, until_seq) DO NOTHING",
+                )
+                .bind(&device.0[..])
+                .bind(from)
+                .bind(until)
+                .bind(at)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::UnknownDevice(device)),
+                    other => other.map(|_| ()).map_err(Into::into),
+                }
+            }
+
+            async fn gaps(&self, device: DeviceId, limit: u32) -> Result<Vec<(u64, u64)>> {
+                // Stored records and skipped ranges are spans [s, e] (inclusive, so no + 1 can overflow). Walking
+                // them by start, a gap lies before every span that starts more than one past the highest end so
+                // far; only gaps below the highest stored sequence number count.
+                let rows = sqlx::query(
+                    "SELECT prev, s FROM (\
+                       SELECT s, COALESCE(MAX(e) OVER \
+                         (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), -1) AS prev \
+                       FROM (SELECT seq AS s, seq AS e FROM records WHERE device = $1 \
+                             UNION ALL SELECT from_seq, until_seq - 1 FROM skipped WHERE device = $1) AS spans\
+                     ) AS walk \
+                     WHERE s - prev > 1 AND s <= (SELECT max_seq FROM devices WHERE device = $1) \
+                     ORDER BY s LIMIT $2",
+                )
+                .bind(&device.0[..])
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let prev: i64 = row.try_get("prev")?;
+                        let until: i64 = row.try_get("s")?;
+                        let bad = || StoreError::Corrupt("negative sequence number");
+                        Ok((u64::try_from(prev + 1).map_err(|_| bad())?, u64::try_from(until).map_err(|_| bad())?))
+                    })
+                    .collect()
+            }
+
+            async fn open_requests(&self, owner: Option<[u8; 32]>, now: i64) -> Result<u64> {
+                let n: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM sharing_requests r \
+                     WHERE ($1 IS NULL OR owner = $1) AND expires_at > $2 \
+                     AND NOT EXISTS (SELECT 1 FROM sharing_answers a WHERE a.request = r.id)",
+                )
+                .bind(owner.as_ref().map(|o| &o[..]))
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+                u64::try_from(n).map_err(|_| StoreError::Corrupt("negative count"))
+            }
+
+            async fn open_pairing(&self, device: DeviceId, until: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query("UPDATE devices SET pairing_until = $2 WHERE device = $1 AND revoked_at IS NULL")
+                    .bind(&device.0[..])
+                    .bind(until)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn pairing_open(&self, device: DeviceId, now: i64) -> Result<bool> {
+                let open = sqlx::query(
+                    "SELECT 1 FROM devices WHERE device = $1 AND revoked_at IS NULL AND pairing_until > $2",
+                )
+                .bind(&device.0[..])
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(open.is_some())
             }
         }
     };

@@ -307,8 +307,16 @@ async fn the_inbox_holds_open_requests_until_answered_or_expired<S: Store>(s: S)
     );
     ensure!(s.request([3; 32]).await?.map(|r| r.owner) == Some([8; 32]));
     // Housekeeping: requests expired before the cut go, with their answers; live ones stay.
-    ensure!(s.relay_push("m", b"old", NOW - 10).await? > 0);
-    ensure!(s.relay_push("m", b"new", NOW + 10).await? > 0);
+    ensure!(
+        s.relay_push("m", b"old", NOW - 10, u32::MAX, u64::MAX)
+            .await?
+            > 0
+    );
+    ensure!(
+        s.relay_push("m", b"new", NOW + 10, u32::MAX, u64::MAX)
+            .await?
+            > 0
+    );
     let gone = s.purge_sharing(NOW + 50, NOW).await?;
     ensure!(gone == 2, "purged {gone} rows"); // request 2 (expired at NOW + 10, no answer) and the old message
     ensure!(s.request([2; 32]).await?.is_none());
@@ -318,9 +326,14 @@ async fn the_inbox_holds_open_requests_until_answered_or_expired<S: Store>(s: S)
 }
 
 async fn relay_mailboxes_deliver_in_order_until_acknowledged<S: Store>(s: S) -> Result<()> {
-    let a = s.relay_push("dev/1/to-device", b"one", NOW).await?;
-    let b = s.relay_push("dev/1/to-device", b"two", NOW).await?;
-    s.relay_push("dev/2/to-device", b"other", NOW).await?;
+    let a = s
+        .relay_push("dev/1/to-device", b"one", NOW, u32::MAX, u64::MAX)
+        .await?;
+    let b = s
+        .relay_push("dev/1/to-device", b"two", NOW, u32::MAX, u64::MAX)
+        .await?;
+    s.relay_push("dev/2/to-device", b"other", NOW, u32::MAX, u64::MAX)
+        .await?;
     ensure!(a < b);
     let got = s.relay_fetch("dev/1/to-device", 0, 10).await?;
     ensure!(got == vec![(a, b"one".to_vec()), (b, b"two".to_vec())]);
@@ -334,6 +347,134 @@ async fn relay_mailboxes_deliver_in_order_until_acknowledged<S: Store>(s: S) -> 
     Ok(())
 }
 
+async fn skipped_ranges_are_not_losses<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    let seqs = [0, 1, 2, 5, 6, 10, 11, 20];
+    s.insert_records(&seqs.map(|q| record(1, q, 10))).await?;
+    ensure!(s.gaps(dev(1), 10).await? == [(3, 5), (7, 10), (12, 20)]);
+    s.put_skipped(dev(1), 7, 10, NOW).await?;
+    s.put_skipped(dev(1), 7, 10, NOW + 1).await?; // idempotent
+    ensure!(s.gaps(dev(1), 10).await? == [(3, 5), (12, 20)]);
+    // Overlapping and partial ranges; an empty one changes nothing.
+    s.put_skipped(dev(1), 12, 15, NOW).await?;
+    s.put_skipped(dev(1), 14, 18, NOW).await?;
+    s.put_skipped(dev(1), 3, 4, NOW).await?;
+    s.put_skipped(dev(1), 19, 19, NOW).await?;
+    ensure!(s.gaps(dev(1), 10).await? == [(4, 5), (18, 20)]);
+    ensure!(s.gaps(dev(1), 1).await? == [(4, 5)], "limit");
+    // Above the highest stored sequence number nothing is a loss yet, skipped or not.
+    s.put_skipped(dev(1), 25, u64::MAX, NOW).await?;
+    ensure!(s.gaps(dev(1), 10).await? == [(4, 5), (18, 20)]);
+    s.insert_records(&[record(1, 30, 10)]).await?;
+    ensure!(s.gaps(dev(1), 10).await? == [(4, 5), (18, 20), (21, 25)]);
+    // Losses before the first stored record count too.
+    admit(&s, 2).await?;
+    s.insert_records(&[record(2, 3, 10)]).await?;
+    ensure!(s.gaps(dev(2), 10).await? == [(0, 3)]);
+    ensure!(s.gaps(dev(9), 10).await?.is_empty(), "an unknown device");
+    let unknown = s.put_skipped(dev(9), 0, 1, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
+
+async fn open_requests_are_counted_per_owner_and_in_all<S: Store>(s: S) -> Result<()> {
+    ensure!(s.open_requests(None, NOW).await? == 0);
+    s.put_request(&req(1, 7, NOW + 100)).await?;
+    s.put_request(&req(2, 7, NOW + 10)).await?;
+    s.put_request(&req(3, 7, NOW + 100)).await?;
+    s.put_request(&req(4, 8, NOW + 100)).await?;
+    s.put_answer([1; 32], b"grant", NOW).await?;
+    ensure!(s.open_requests(Some([7; 32]), NOW).await? == 2);
+    ensure!(s.open_requests(Some([8; 32]), NOW).await? == 1);
+    ensure!(s.open_requests(Some([9; 32]), NOW).await? == 0);
+    ensure!(s.open_requests(None, NOW).await? == 3);
+    ensure!(
+        s.open_requests(Some([7; 32]), NOW + 10).await? == 1,
+        "an expired request"
+    );
+    ensure!(s.open_requests(None, NOW + 100).await? == 0);
+    Ok(())
+}
+
+async fn expired_unanswered_requests_go_at_once<S: Store>(s: S) -> Result<()> {
+    s.put_request(&req(1, 7, NOW + 10)).await?;
+    s.put_request(&req(2, 7, NOW + 10)).await?;
+    s.put_answer([2; 32], b"grant", NOW).await?;
+    let mut later = req(3, 7, NOW + 1000);
+    later.received_at = NOW + 20; // the hub's clock has passed the first two expiries
+    s.put_request(&later).await?;
+    ensure!(s.purge_sharing(NOW - 86_400, NOW - 86_400).await? == 1);
+    ensure!(
+        s.request([1; 32]).await?.is_none(),
+        "an expired unanswered request kept"
+    );
+    ensure!(
+        s.answer([2; 32]).await?.is_some(),
+        "an answer went before its grace period"
+    );
+    ensure!(s.request([3; 32]).await?.is_some());
+    Ok(())
+}
+
+async fn relay_mailboxes_keep_the_newest_within_limits<S: Store>(s: S) -> Result<()> {
+    let mut last = 0;
+    for i in 0..5u8 {
+        last = s.relay_push("count", &[i; 10], NOW, 3, 1000).await?;
+    }
+    s.relay_push("other", b"x", NOW, 3, 1000).await?;
+    let kept = s.relay_fetch("count", 0, 10).await?;
+    let bodies: Vec<u8> = kept.iter().map(|(_, b)| b[0]).collect();
+    ensure!(bodies == [2, 3, 4], "{bodies:?}");
+    ensure!(kept.last().map(|(q, _)| *q) == Some(last));
+    for i in 0..4u8 {
+        s.relay_push("bytes", &[i; 100], NOW, 10, 250).await?;
+    }
+    let bodies: Vec<u8> = s
+        .relay_fetch("bytes", 0, 10)
+        .await?
+        .iter()
+        .map(|(_, b)| b[0])
+        .collect();
+    ensure!(bodies == [2, 3], "{bodies:?}");
+    // A message above the byte limit on its own still stays, alone; so does one with no room by count.
+    s.relay_push("bytes", &[9; 300], NOW, 10, 250).await?;
+    ensure!(s.relay_fetch("bytes", 0, 10).await?.len() == 1);
+    let z = s.relay_push("count", b"z", NOW, 0, 1000).await?;
+    ensure!(s.relay_fetch("count", 0, 10).await? == [(z, b"z".to_vec())]);
+    ensure!(
+        s.relay_fetch("other", 0, 10).await?.len() == 1,
+        "another mailbox changed"
+    );
+    Ok(())
+}
+
+async fn pairing_windows_open_for_admitted_devices_only<S: Store>(s: S) -> Result<()> {
+    ensure!(
+        !s.open_pairing(dev(9), NOW + 300).await?,
+        "an unknown device"
+    );
+    ensure!(!s.pairing_open(dev(9), NOW).await?);
+    admit(&s, 1).await?;
+    ensure!(!s.pairing_open(dev(1), NOW).await?, "never opened");
+    ensure!(s.open_pairing(dev(1), NOW + 300).await?);
+    ensure!(s.pairing_open(dev(1), NOW).await?);
+    ensure!(s.pairing_open(dev(1), NOW + 299).await?);
+    ensure!(
+        !s.pairing_open(dev(1), NOW + 300).await?,
+        "an expired window"
+    );
+    ensure!(s.revoke(dev(1), NOW).await?);
+    ensure!(!s.pairing_open(dev(1), NOW).await?, "a revoked device");
+    ensure!(
+        !s.open_pairing(dev(1), NOW + 600).await?,
+        "a revoked device"
+    );
+    Ok(())
+}
+
 /// Transactions that read then write (admission) run beside other writers without failing: on SQLite a deferred
 /// transaction would get SQLITE_BUSY at its first write.
 async fn read_then_write_transactions_wait_their_turn<S: Store + Clone + 'static>(
@@ -343,7 +484,8 @@ async fn read_then_write_transactions_wait_their_turn<S: Store + Clone + 'static
         let s = s.clone();
         tokio::spawn(async move {
             for i in 0..300 {
-                s.relay_push("busy", &[1; 64], i).await?;
+                s.relay_push("busy", &[1; 64], i, u32::MAX, u64::MAX)
+                    .await?;
             }
             anyhow::Ok(())
         })
@@ -458,4 +600,9 @@ contract!(
     the_inbox_holds_open_requests_until_answered_or_expired,
     relay_mailboxes_deliver_in_order_until_acknowledged,
     read_then_write_transactions_wait_their_turn,
+    skipped_ranges_are_not_losses,
+    open_requests_are_counted_per_owner_and_in_all,
+    expired_unanswered_requests_go_at_once,
+    relay_mailboxes_keep_the_newest_within_limits,
+    pairing_windows_open_for_admitted_devices_only,
 );
