@@ -213,7 +213,11 @@ fn open_lines_with_no_records_opens_nothing_and_succeeds() {
     let out = custos(dir.path(), &["open", "--keys", "dpk.json", "--lines"], b"");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
-    let out = custos(dir.path(), &["open", "--keys", "dpk.json", "--lines"], b"\n\n");
+    let out = custos(
+        dir.path(),
+        &["open", "--keys", "dpk.json", "--lines"],
+        b"\n\n",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
 }
@@ -251,19 +255,43 @@ fn bad_input_gets_a_clear_error() {
             "after 9999-12-31T23:59:59Z",
         ),
         (
-            &["cover", "--schedule", "day", "--from", "2026-03-02", "--until", "2026-03-01"],
+            &[
+                "cover",
+                "--schedule",
+                "day",
+                "--from",
+                "2026-03-02",
+                "--until",
+                "2026-03-01",
+            ],
             b"",
             2,
             "is not before --until",
         ),
         (
-            &["cover", "--keys", "dpk.json", "--from", "2026-03-01", "--until", "2026-03-01"],
+            &[
+                "cover",
+                "--keys",
+                "dpk.json",
+                "--from",
+                "2026-03-01",
+                "--until",
+                "2026-03-01",
+            ],
             b"",
             2,
             "is not before --until",
         ),
         (
-            &["cover", "--schedule", "1s", "--from", "2026-03-01", "--until", "2026-03-02"],
+            &[
+                "cover",
+                "--schedule",
+                "1s",
+                "--from",
+                "2026-03-01",
+                "--until",
+                "2026-03-02",
+            ],
             b"",
             1,
             "too short to number",
@@ -345,7 +373,12 @@ fn bad_input_gets_a_clear_error() {
         (&["open", "--keys", "missing.json"], b"", 1, "cannot read"),
         (&["open", "--keys", "."], b"", 1, "not a regular file"),
         (&["open", "--keys", "dpk.json"], b"", 2, "input is empty"),
-        (&["open", "--keys", "dpk.json"], b" \n\n", 2, "input is empty"),
+        (
+            &["open", "--keys", "dpk.json"],
+            b" \n\n",
+            2,
+            "input is empty",
+        ),
         (&["inspect"], b"", 2, "input is empty"),
         (
             &["open", "--keys", "dpk.json"],
@@ -520,7 +553,11 @@ fn a_schedule_too_fine_for_1970_to_9999_still_shows_the_path_of_a_time() {
     assert_eq!(node["index"], 1_773_584_400u64 / 2, "{v}");
     assert_eq!(node["from"], "2026-03-15T14:20:00Z");
     assert_eq!(node["until"], "2026-03-15T14:20:02Z");
-    let out = ok(d, &["schedule", "day/1h/1s", "--at", "2026-03-15T14:20:01Z"], b"");
+    let out = ok(
+        d,
+        &["schedule", "day/1h/1s", "--at", "2026-03-15T14:20:01Z"],
+        b"",
+    );
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains("index 1773584401"), "{out}");
 }
@@ -532,7 +569,13 @@ fn times_at_the_end_of_9999_are_printed_as_rfc_3339() {
     // The last time the CLI takes, and the last period it can show, end in 9999.
     let out = ok(
         d,
-        &["schedule", "month/week/day", "--at", "9999-12-30T23:59:59Z", "--json"],
+        &[
+            "schedule",
+            "month/week/day",
+            "--at",
+            "9999-12-30T23:59:59Z",
+            "--json",
+        ],
         b"",
     );
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
