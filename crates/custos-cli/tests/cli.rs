@@ -734,3 +734,48 @@ fn device_make_writes_a_private_identity_and_prints_the_label() {
     let state = std::fs::read_to_string(d.join("dev2/device.json")).unwrap();
     assert!(state.contains(&made["device"].as_str().unwrap().to_string()));
 }
+
+#[test]
+fn a_key_files_suite_is_for_sealing_and_opening_follows_the_records_header() {
+    let dir = setup();
+    let d = dir.path();
+    let rec = ok(
+        d,
+        &["seal", "--keys", "dpk.json", "--at", "2026-03-15", "--hex"],
+        b"21.5",
+    );
+    // The same nodes, but the file says the device seals with ChaCha20-Poly1305.
+    let text = std::fs::read_to_string(d.join("dpk.json")).unwrap();
+    assert!(text.contains("\"aes256gcm\""), "{text}");
+    std::fs::write(
+        d.join("chacha.json"),
+        text.replace("\"aes256gcm\"", "\"chacha20poly1305\""),
+    )
+    .unwrap();
+    assert_eq!(ok(d, &["open", "--keys", "chacha.json"], &rec), b"21.5");
+    let rec2 = ok(
+        d,
+        &[
+            "seal",
+            "--keys",
+            "chacha.json",
+            "--at",
+            "2026-03-15",
+            "--hex",
+        ],
+        b"19.0",
+    );
+    let inspect = ok(d, &["inspect", "--json"], &rec2);
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+    assert_eq!(inspect["suite"], "chacha20poly1305");
+    assert_eq!(ok(d, &["open", "--keys", "dpk.json"], &rec2), b"19.0");
+    // A record relabelled to the other suite does not open: the suite is authenticated.
+    let mut bytes = hex::decode(String::from_utf8(rec).unwrap().trim()).unwrap();
+    bytes[0] ^= 0x03;
+    let out = custos(
+        d,
+        &["open", "--keys", "dpk.json"],
+        hex::encode(bytes).as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
