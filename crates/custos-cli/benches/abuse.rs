@@ -1348,6 +1348,12 @@ fn table(cfg: &Config, rows: &[Row]) -> String {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` (or `--all-targets`) does not: then do nothing, since
+    // a run takes minutes.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("abuse: a benchmark; run it with `cargo bench -p custos-cli --bench abuse`");
+        return;
+    }
     let cfg = Config::load();
     let chosen: Vec<Attack> = Attack::ALL
         .into_iter()
