@@ -23,6 +23,7 @@ async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
         listen,
         database: None,
         mqtt: None,
+        limits: Default::default(),
     })
     .await
     .unwrap()
