@@ -671,7 +671,7 @@ impl Publisher {
         flight: &mut InFlight,
         report: &mut Published,
     ) -> Result<usize, AgentError> {
-        if acks.is_empty() || acks.len() % ACK_LEN != 0 {
+        if acks.is_empty() || !acks.len().is_multiple_of(ACK_LEN) {
             report.ignored += 1;
             tracing::warn!(
                 len = acks.len(),

@@ -68,9 +68,9 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
         .route("/v1/answers", post(crate::sharing::post_answer::<S>))
         .route(
             "/v1/pairing/{device}/{direction}",
-            get(crate::sharing::relay_get::<S>).post(crate::sharing::relay_post::<S>).layer(
-                DefaultBodyLimit::max(crate::sharing::MAX_RELAYED),
-            ),
+            get(crate::sharing::relay_get::<S>)
+                .post(crate::sharing::relay_post::<S>)
+                .layer(DefaultBodyLimit::max(crate::sharing::MAX_RELAYED)),
         )
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -90,7 +90,9 @@ pub(crate) async fn post_request<S: Store>(
             )));
         }
         if hub.store.open_requests(None, now).await? >= MAX_OPEN_REQUESTS {
-            tracing::warn!("the hub holds {MAX_OPEN_REQUESTS} open sharing requests; refusing more");
+            tracing::warn!(
+                "the hub holds {MAX_OPEN_REQUESTS} open sharing requests; refusing more"
+            );
             return Err(ApiError::Busy);
         }
     }
@@ -362,7 +364,8 @@ async fn open_window<S: Store>(
     let now = hub.now();
     if i64::try_from(time).map_or(true, |t| (t - now).abs() > PAIRING_SKEW) {
         return Err(ApiError::Unauthorized(
-            "the pairing-wait token is too old or from the future (check the device's clock)".into(),
+            "the pairing-wait token is too old or from the future (check the device's clock)"
+                .into(),
         ));
     }
     hub.store.open_pairing(device, now + PAIRING_WINDOW).await?;

@@ -334,7 +334,13 @@ impl Keeper {
         let deadline = tokio::time::Instant::now() + timeout;
         // Only answers that arrive after our PairInit count: start past everything in the mailbox now.
         let mut cursor = client
-            .relay_recv(device, Direction::ToKeeper, 0, std::time::Duration::ZERO, None)
+            .relay_recv(
+                device,
+                Direction::ToKeeper,
+                0,
+                std::time::Duration::ZERO,
+                None,
+            )
             .await
             .map_err(hub_err)?
             .last()
