@@ -3,10 +3,18 @@
 //!
 //! State directory layout (all owner-only): `device.json` (identity, codes, hub session), `keys.json` (the
 //! frontier: the only data-key secrets the device holds), `seq` (the next sequence number) and `queue/`, one file
-//! per message not yet acknowledged, named by its sequence number. Every write is atomic (write, sync, rename).
+//! per message not yet acknowledged, named by its sequence number (`….up` for an uplink, `….skip` for a skip
+//! notice, named by its first number), and `queue/acked`, the acknowledged message with the highest sequence number
+//! (kept instead of deleted). Every write is atomic (write, sync, rename).
 //!
 //! Sequence numbers are reserved on disk before use, so a crash can skip one but never reuse one. The sequence
-//! number is also the record's nonce: unique per device, hence per leaf key.
+//! number is also the record's nonce: unique per device, hence per leaf key. Numbers reserved but never queued
+//! (the agent died between the two writes) are found when the agent opens its state: they lie between the highest
+//! number queued or acked and `seq`, and the agent queues a skip notice for them, so that a gap the hub reports is a
+//! real loss.
+//!
+//! Only what verifies under the device's session acts on the queue: a message leaves it when an authenticated ack
+//! for it arrives. Anything else that comes down (forged or stale acks, refusals, junk) is ignored and counted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
