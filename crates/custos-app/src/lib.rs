@@ -347,10 +347,21 @@ impl App {
         }
     }
 
-    /// Waits up to `timeout` for the keeper's answer to request `id`, and opens it.
+    /// The hub request `id` was posted to (kept with the request).
+    pub fn hub_of(&self, id: &str) -> Result<String> {
+        Ok(self.load_request(id)?.0)
+    }
+
+    /// Waits up to `timeout` for the keeper's answer to request `id`, from the hub it was posted to, and opens it.
     pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Answer> {
-        let (hub, _, _) = self.load_request(id)?;
-        let client = client(&hub)?;
+        let hub = self.hub_of(id)?;
+        self.wait_at(&hub, id, timeout).await
+    }
+
+    /// [`App::wait`], asking `hub` (another address of the hub the request was posted to, say).
+    pub async fn wait_at(&self, hub: &str, id: &str, timeout: Duration) -> Result<Answer> {
+        self.load_request(id)?;
+        let client = client(hub)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -32,7 +32,10 @@ pub enum AppCmd {
     #[command(
         long_about = "Create an application identity in a new state directory: an Ed25519 signing key \
         and the name keepers show their users. Prints the application's public key (hex): owners name it in \
-        their policies, and a keeper pins the name to it the first time it sees a request."
+        their policies. A keeper matches policy rules naming the application only once its user has pinned the \
+        name to this key: with `custos keeper trust --name NAME --key KEY`, or by approving one of its requests \
+        (which pins the name if neither the name nor the key is pinned yet). Until then its requests show as \
+        unverified, and only rules naming the key, or `*`, apply."
     )]
     New(NewArgs),
     /// Sign a sharing request and post it to the hub for the owner's keeper; prints the request id.
@@ -123,6 +126,9 @@ pub struct WaitArgs {
     at: DirArg,
     /// The request id, or its first 8 or more hex digits.
     id: String,
+    /// The hub's URL, e.g. http://127.0.0.1:7180 [default: the hub the request was posted to].
+    #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
+    hub: Option<String>,
     /// How long to wait for the answer: 60s, 10m, 0s (ask once).
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -147,9 +153,9 @@ pub struct FetchArgs {
     at: DirArg,
     /// The request id, or its first 8 or more hex digits.
     id: String,
-    /// The hub's URL, e.g. http://127.0.0.1:7180.
+    /// The hub's URL, e.g. http://127.0.0.1:7180 [default: the hub the request was posted to].
     #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
-    hub: String,
+    hub: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
@@ -316,15 +322,23 @@ fn resolve(app: &App, dir: &Path, id: &str) -> Result<String> {
     }
 }
 
+/// The hub to ask about request `id`: `--hub`, or the one the request was posted to.
+fn request_hub(app: &App, id: &str, hub: Option<&str>) -> Result<String> {
+    match hub {
+        Some(h) => hub_url(h),
+        None => app.hub_of(id).map_err(app_err),
+    }
+}
+
 /// The answer to `id`: the stored one, or the hub's, waiting up to `timeout` for it.
-async fn answer(app: &App, dir: &Path, id: &str, timeout: Duration) -> Result<Answer> {
+async fn answer(app: &App, dir: &Path, hub: &str, id: &str, timeout: Duration) -> Result<Answer> {
     let stored = dir.join("answers").join(format!("{id}.cose"));
     if let Ok(bytes) = fs::read(&stored) {
         return app
             .open_answer(id, &bytes)
             .with_context(|| format!("the stored answer {}", stored.display()));
     }
-    match app.wait(id, timeout).await {
+    match app.wait_at(hub, id, timeout).await {
         Ok(a) => Ok(a),
         Err(AppError::NoAnswerYet) => bail!(
             "no answer to request {} within {}: the keeper has not decided yet, or is offline; the request \
@@ -362,9 +376,11 @@ fn granted_range(tree: &GrantedTree) -> Result<Option<Span>> {
 
 fn wait(a: &WaitArgs) -> Result<()> {
     let timeout = Duration::from_secs(parse_duration("--timeout", &a.timeout, true)?);
+    let hub = a.hub.as_deref().map(hub_url).transpose()?;
     let app = open(&a.at.dir)?;
     let id = resolve(&app, &a.at.dir, &a.id)?;
-    let trees = match runtime()?.block_on(answer(&app, &a.at.dir, &id, timeout))? {
+    let hub = request_hub(&app, &id, hub.as_deref())?;
+    let trees = match runtime()?.block_on(answer(&app, &a.at.dir, &hub, &id, timeout))? {
         Answer::Granted(trees) => trees,
         Answer::Denied(reason) => {
             if a.json {
@@ -487,7 +503,7 @@ fn write_record(
 }
 
 fn fetch(a: &FetchArgs) -> Result<()> {
-    let hub = hub_url(&a.hub)?;
+    let hub = a.hub.as_deref().map(hub_url).transpose()?;
     let timeout = Duration::from_secs(parse_duration("--timeout", &a.timeout, true)?);
     if let Some(path) = &a.out
         && path.exists()
@@ -500,8 +516,9 @@ fn fetch(a: &FetchArgs) -> Result<()> {
     }
     let app = open(&a.at.dir)?;
     let id = resolve(&app, &a.at.dir, &a.id)?;
+    let hub = request_hub(&app, &id, hub.as_deref())?;
     let rt = runtime()?;
-    let trees = match rt.block_on(answer(&app, &a.at.dir, &id, timeout))? {
+    let trees = match rt.block_on(answer(&app, &a.at.dir, &hub, &id, timeout))? {
         Answer::Granted(trees) => trees,
         Answer::Denied(reason) => bail!(
             "request {} was denied by the keeper: {}",

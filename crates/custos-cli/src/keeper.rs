@@ -1298,9 +1298,15 @@ fn inbox(a: &InboxArgs) -> Result<()> {
         if i > 0 {
             println!();
         }
+        // Unverified: the signing key is not pinned to any name. Say whether the name it claims is another key's.
+        let taken = keeper.trusted_apps().values().any(|n| *n == r.app_name);
         let name = match status {
+            "unverified" if taken => format!(
+                "\"{}\" (unverified: the name is pinned to another key)",
+                clean(&name)
+            ),
             "unverified" => format!(
-                "\"{}\" (unverified: another key already goes by this name)",
+                "\"{}\" (unverified: no key is pinned to this name yet)",
                 clean(&name)
             ),
             "pinned" => format!("{} (pinned name)", clean(&name)),

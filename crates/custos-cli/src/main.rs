@@ -1,7 +1,8 @@
 //! `custos`: end-to-end IoT security in which the user, not the cloud, holds the keys.
 //!
-//! Exit codes: 0 success; 1 error (bad input, unreadable file, …); 2 usage error; 3 a record was rejected
-//! (failed authentication, or no key held for it).
+//! Exit codes: 0 success; 1 error (an unreadable file, input that does not parse, …); 2 usage error (what was
+//! typed is wrong: a bad argument or time, `--from` not before `--until`, no input where one is needed); 3 a
+//! record was rejected (failed authentication, or no key held for it).
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use std::io::{IsTerminal, Read, Write};
@@ -291,17 +292,7 @@ fn main() -> ExitCode {
         Command::Open(args) => open(&args),
         Command::Inspect(args) => inspect(&args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if e.downcast_ref::<Rejected>().is_some() {
-                ExitCode::from(3)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    keeper::exit(result)
 }
 
 /// Logs of long-running commands (`hub serve`, `keeper serve`): stderr, `info` unless `RUST_LOG` says otherwise,
@@ -360,11 +351,11 @@ fn start_of_month(t: UnixTime) -> Result<UnixTime> {
 fn dpk_new(a: &DpkNewArgs) -> Result<()> {
     let master = keyfile::read_master(&a.master)?;
     let from = match &a.from {
-        Some(t) => timearg::parse(t)?,
+        Some(t) => keeper::time_arg("--from", t)?,
         None => start_of_month(timearg::now()?)?,
     };
     let until = match &a.until {
-        Some(t) => timearg::parse(t)?,
+        Some(t) => keeper::time_arg("--until", t)?,
         None => {
             let (y, m, d, ..) = from.civil();
             let day = d.min(custos_proto::time::days_in_month(y + 1, m));
@@ -372,7 +363,7 @@ fn dpk_new(a: &DpkNewArgs) -> Result<()> {
                 .map(|t| UnixTime::new(t.secs() + from.secs() % 86_400))??
         }
     };
-    let span = Span::new(from, until).context("--until must be after --from")?;
+    let span = keeper::span_arg(from, until)?;
     let spec = TreeSpec::new(a.device, Epoch(a.epoch), a.schedule, span)
         .context("the epoch must start and end on boundaries of the schedule's leaf stage")?;
     let keys = Keys {
@@ -414,11 +405,41 @@ fn describe(stage: custos_proto::Stage) -> String {
     }
 }
 
-/// A tree for a bare schedule: an epoch from 1970 to 9999, so that no node is clipped.
+/// The end of a bare schedule's tree: the start of the last leaf period before year 10000, so that nothing the
+/// CLI prints ends at 10000-01-01T00:00:00Z, which RFC 3339 cannot write.
+fn last_leaf_start(schedule: Schedule) -> Result<UnixTime> {
+    let leaf = schedule.leaf();
+    Ok(leaf.start_of(leaf.index_of(UnixTime::new(timearg::LAST)?))?)
+}
+
+/// A tree for a bare schedule: an epoch from 1970 to the last leaf period of 9999, so that no node is clipped
+/// but the last ones.
 fn open_tree(schedule: Schedule) -> Result<TreeSpec> {
-    let span = Span::new(UnixTime::new(0)?, UnixTime::new(custos_proto::time::MAX)?)?;
+    let span = Span::new(UnixTime::new(0)?, last_leaf_start(schedule)?)?;
     TreeSpec::new(DeviceId([0; 8]), Epoch(0), schedule, span)
         .context("this schedule's leaves are too short to number from 1970 to 9999 in 32 bits")
+}
+
+/// The smallest tree that holds the path of `t`: the period of the schedule's first stage that contains it. A
+/// schedule whose leaves cannot be numbered from 1970 to 9999 (`2s`) still has a path wherever its leaf index fits
+/// 32 bits.
+fn path_tree(schedule: Schedule, t: UnixTime) -> Result<TreeSpec> {
+    let leaf = schedule.leaf();
+    let end = last_leaf_start(schedule)?;
+    if t >= end {
+        bail!(
+            "{t} is in the last {leaf} period before year 10000, whose end (10000-01-01) RFC 3339 cannot write"
+        );
+    }
+    let top = schedule.stages()[0];
+    let index = top.index_of(t);
+    let span = Span::new(top.start_of(index)?, top.end_of(index)?.min(end))?;
+    TreeSpec::new(DeviceId([0; 8]), Epoch(0), schedule, span).with_context(|| {
+        format!(
+            "at {t} the {leaf} leaf index is {}, beyond 2^32 - 1: record headers cannot number it",
+            leaf.index_of(t)
+        )
+    })
 }
 
 fn schedule(a: &ScheduleArgs) -> Result<()> {
@@ -428,8 +449,8 @@ fn schedule(a: &ScheduleArgs) -> Result<()> {
     let path = match &a.at {
         None => None,
         Some(t) => {
-            let t = timearg::parse(t)?;
-            let tree = open_tree(s)?;
+            let t = keeper::time_arg("--at", t)?;
+            let tree = path_tree(s, t)?;
             let mut nodes = Vec::new();
             for depth in 1..=tree.leaf_depth() {
                 let node = tree.node_at(depth, t)?;
@@ -496,8 +517,10 @@ fn cover(a: &CoverArgs) -> Result<()> {
         }
         (None, None) => bail!("give --keys FILE or --schedule SCHEDULE"),
     };
-    let mut range = Span::new(timearg::parse(&a.from)?, timearg::parse(&a.until)?)
-        .context("--until must be after --from")?;
+    let mut range = keeper::span_arg(
+        keeper::time_arg("--from", &a.from)?,
+        keeper::time_arg("--until", &a.until)?,
+    )?;
     if a.round_out {
         range = tree.align_outward(range)?;
     }
@@ -618,7 +641,7 @@ fn write_output(path: Option<&Path>, bytes: &[u8], binary: bool, force: bool) ->
 fn seal(a: &SealArgs) -> Result<()> {
     let keys = keyfile::read_keys(&a.keys)?;
     let tree = keys.spec;
-    let t = timearg::parse(&a.at)?;
+    let t = keeper::time_arg("--at", &a.at)?;
     let leaf = tree
         .leaf_at(t)
         .with_context(|| format!("{t} is outside the key file's epoch {}", tree.span()))?;
@@ -660,7 +683,9 @@ fn seal(a: &SealArgs) -> Result<()> {
 fn decode_record(input: &[u8]) -> Result<Vec<u8>> {
     let text = input.trim_ascii();
     if text.is_empty() {
-        bail!("input is empty: expected a record");
+        return Err(keeper::usage(
+            "input is empty: expected a record (with --lines, any number of them)",
+        ));
     }
     let lines = text
         .split(|&b| b == b'\n')

@@ -3,9 +3,23 @@
 use anyhow::{Context, Result, bail};
 use custos_proto::UnixTime;
 
-/// Parses a time as the CLI accepts it. All times are UTC.
+/// The last time the CLI accepts, 9999-12-31T23:59:59Z: the last one RFC 3339, whose years have four digits,
+/// can write. The end of time (10000-01-01T00:00:00Z, `custos_proto::time::MAX`) has no text form.
+pub const LAST: u64 = custos_proto::time::MAX - 1;
+
+/// Parses a time as the CLI accepts it. All times are UTC, from 1970 to [`LAST`].
 pub fn parse(text: &str) -> Result<UnixTime> {
     let text = text.trim();
+    let t = parse_any(text)?;
+    if t.secs() > LAST {
+        bail!(
+            "`{text}` is after 9999-12-31T23:59:59Z, the last time that RFC 3339 (four-digit years) can write"
+        );
+    }
+    Ok(t)
+}
+
+fn parse_any(text: &str) -> Result<UnixTime> {
     if text == "now" {
         return now();
     }
@@ -13,7 +27,8 @@ pub fn parse(text: &str) -> Result<UnixTime> {
         let secs: u64 = secs
             .parse()
             .with_context(|| format!("`{text}`: expected @ and seconds since 1970"))?;
-        return Ok(UnixTime::new(secs)?);
+        return UnixTime::new(secs)
+            .with_context(|| format!("`{text}` is after 9999-12-31T23:59:59Z"));
     }
     parse_civil(text).with_context(|| {
         format!("`{text}` is not a time: use now, 2026-03-15, 2026-03-15T14:20, 2026-03-15T14:20:00Z or @SECONDS (UTC)")
@@ -79,6 +94,9 @@ mod tests {
         assert_eq!(parse("2026-03-15T14:20:00Z").unwrap().secs(), 1_773_584_400);
         assert_eq!(parse("2026-03-15 14:20:00").unwrap().secs(), 1_773_584_400);
         assert_eq!(parse("@1773584400").unwrap().secs(), 1_773_584_400);
+        let last = parse("9999-12-31T23:59:59Z").unwrap();
+        assert_eq!(last.secs(), LAST);
+        assert_eq!(last.to_string(), "9999-12-31T23:59:59Z");
         for bad in [
             "2026-02-30",
             "2026-13-01",
@@ -86,6 +104,9 @@ mod tests {
             "2026-03-15T24:00",
             "@-1",
             "1969-12-31",
+            "10000-01-01",
+            "@253402300800",
+            "@253402300801",
             "",
         ] {
             assert!(parse(bad).is_err(), "{bad}");

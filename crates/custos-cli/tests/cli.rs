@@ -208,6 +208,21 @@ fn tampered_records_are_rejected_with_exit_code_3_and_no_output() {
 }
 
 #[test]
+fn open_lines_with_no_records_opens_nothing_and_succeeds() {
+    let dir = setup();
+    let out = custos(dir.path(), &["open", "--keys", "dpk.json", "--lines"], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let out = custos(
+        dir.path(),
+        &["open", "--keys", "dpk.json", "--lines"],
+        b"\n\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn bad_input_gets_a_clear_error() {
     let dir = setup();
     let d = dir.path();
@@ -216,7 +231,67 @@ fn bad_input_gets_a_clear_error() {
         (&["schedule", "day/month"], b"", 2, "does not nest"),
         (&["schedule", "fortnight"], b"", 2, "is not a stage"),
         (
-            &["schedule", "1s", "--at", "now"],
+            &["schedule", "1s", "--at", "2200-01-01"],
+            b"",
+            1,
+            "beyond 2^32 - 1",
+        ),
+        (
+            &["schedule", "month/week/day", "--at", "9999-12-31T12:00"],
+            b"",
+            1,
+            "RFC 3339 cannot write",
+        ),
+        (
+            &["schedule", "day", "--at", "10000-01-01"],
+            b"",
+            2,
+            "after 9999-12-31T23:59:59Z",
+        ),
+        (
+            &["schedule", "day", "--at", "@253402300800"],
+            b"",
+            2,
+            "after 9999-12-31T23:59:59Z",
+        ),
+        (
+            &[
+                "cover",
+                "--schedule",
+                "day",
+                "--from",
+                "2026-03-02",
+                "--until",
+                "2026-03-01",
+            ],
+            b"",
+            2,
+            "is not before --until",
+        ),
+        (
+            &[
+                "cover",
+                "--keys",
+                "dpk.json",
+                "--from",
+                "2026-03-01",
+                "--until",
+                "2026-03-01",
+            ],
+            b"",
+            2,
+            "is not before --until",
+        ),
+        (
+            &[
+                "cover",
+                "--schedule",
+                "1s",
+                "--from",
+                "2026-03-01",
+                "--until",
+                "2026-03-02",
+            ],
             b"",
             1,
             "too short to number",
@@ -280,13 +355,13 @@ fn bad_input_gets_a_clear_error() {
         (
             &["seal", "--keys", "dpk.json", "--at", "2026-02-30"],
             b"",
-            1,
+            2,
             "not a time",
         ),
         (
             &["seal", "--keys", "dpk.json", "--at", "+2026-+3-+15"],
             b"",
-            1,
+            2,
             "not a time",
         ),
         (
@@ -297,7 +372,14 @@ fn bad_input_gets_a_clear_error() {
         ),
         (&["open", "--keys", "missing.json"], b"", 1, "cannot read"),
         (&["open", "--keys", "."], b"", 1, "not a regular file"),
-        (&["open", "--keys", "dpk.json"], b"", 1, "input is empty"),
+        (&["open", "--keys", "dpk.json"], b"", 2, "input is empty"),
+        (
+            &["open", "--keys", "dpk.json"],
+            b" \n\n",
+            2,
+            "input is empty",
+        ),
+        (&["inspect"], b"", 2, "input is empty"),
         (
             &["open", "--keys", "dpk.json"],
             b"zz",
@@ -354,6 +436,25 @@ fn bad_input_gets_a_clear_error() {
             b"",
             1,
             "2026-01-01T12:00:00Z is not on a day boundary",
+        ),
+        (
+            &[
+                "dpk",
+                "new",
+                "--device",
+                "00-11-22-33-44-55-66-77",
+                "--epoch",
+                "2",
+                "--from",
+                "2026-01-01",
+                "--until",
+                "2025-01-01",
+                "-o",
+                "x.json",
+            ],
+            b"",
+            2,
+            "is not before --until",
         ),
     ];
     for (args, stdin, code, expect) in cases {
@@ -435,6 +536,70 @@ fn schedule_and_cover_explain_themselves() {
     assert_eq!(rounded["from"], "2026-03-01T06:00:00Z");
     assert_eq!(rounded["until"], "2026-03-01T18:00:00Z");
     assert_eq!(rounded["count"], 2);
+}
+
+#[test]
+fn a_schedule_too_fine_for_1970_to_9999_still_shows_the_path_of_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 2s leaves cannot be numbered in 32 bits up to 9999, but in an epoch around 2026 they can.
+    let out = ok(
+        d,
+        &["schedule", "2s", "--at", "2026-03-15T14:20:01Z", "--json"],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let node = &v["path"]["nodes"][0];
+    assert_eq!(node["index"], 1_773_584_400u64 / 2, "{v}");
+    assert_eq!(node["from"], "2026-03-15T14:20:00Z");
+    assert_eq!(node["until"], "2026-03-15T14:20:02Z");
+    let out = ok(
+        d,
+        &["schedule", "day/1h/1s", "--at", "2026-03-15T14:20:01Z"],
+        b"",
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("index 1773584401"), "{out}");
+}
+
+#[test]
+fn times_at_the_end_of_9999_are_printed_as_rfc_3339() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The last time the CLI takes, and the last period it can show, end in 9999.
+    let out = ok(
+        d,
+        &[
+            "schedule",
+            "month/week/day",
+            "--at",
+            "9999-12-30T23:59:59Z",
+            "--json",
+        ],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["path"]["time"], "9999-12-30T23:59:59Z");
+    for node in v["path"]["nodes"].as_array().unwrap() {
+        assert_eq!(node["until"], "9999-12-31T00:00:00Z", "{v}");
+    }
+    let out = ok(
+        d,
+        &[
+            "cover",
+            "--schedule",
+            "day",
+            "--from",
+            "9999-12-01",
+            "--until",
+            "9999-12-31T23:59:59Z",
+            "--round-out",
+            "--json",
+        ],
+        b"",
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["until"], "9999-12-31T00:00:00Z", "{v}");
 }
 
 #[test]
@@ -568,4 +733,49 @@ fn device_make_writes_a_private_identity_and_prints_the_label() {
     );
     let state = std::fs::read_to_string(d.join("dev2/device.json")).unwrap();
     assert!(state.contains(&made["device"].as_str().unwrap().to_string()));
+}
+
+#[test]
+fn a_key_files_suite_is_for_sealing_and_opening_follows_the_records_header() {
+    let dir = setup();
+    let d = dir.path();
+    let rec = ok(
+        d,
+        &["seal", "--keys", "dpk.json", "--at", "2026-03-15", "--hex"],
+        b"21.5",
+    );
+    // The same nodes, but the file says the device seals with ChaCha20-Poly1305.
+    let text = std::fs::read_to_string(d.join("dpk.json")).unwrap();
+    assert!(text.contains("\"aes256gcm\""), "{text}");
+    std::fs::write(
+        d.join("chacha.json"),
+        text.replace("\"aes256gcm\"", "\"chacha20poly1305\""),
+    )
+    .unwrap();
+    assert_eq!(ok(d, &["open", "--keys", "chacha.json"], &rec), b"21.5");
+    let rec2 = ok(
+        d,
+        &[
+            "seal",
+            "--keys",
+            "chacha.json",
+            "--at",
+            "2026-03-15",
+            "--hex",
+        ],
+        b"19.0",
+    );
+    let inspect = ok(d, &["inspect", "--json"], &rec2);
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+    assert_eq!(inspect["suite"], "chacha20poly1305");
+    assert_eq!(ok(d, &["open", "--keys", "dpk.json"], &rec2), b"19.0");
+    // A record relabelled to the other suite does not open: the suite is authenticated.
+    let mut bytes = hex::decode(String::from_utf8(rec).unwrap().trim()).unwrap();
+    bytes[0] ^= 0x03;
+    let out = custos(
+        d,
+        &["open", "--keys", "dpk.json"],
+        hex::encode(bytes).as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }

@@ -1085,3 +1085,168 @@ fn keeper_serve_answers_at_once_between_rounds() {
     serve.wait().unwrap();
     stop(hub);
 }
+
+#[test]
+fn the_inbox_says_why_a_name_is_unverified_and_wait_and_fetch_take_the_same_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let hub = start_hub(d, port);
+
+    let init = json(&ok(
+        d,
+        &[
+            "keeper",
+            "init",
+            "--dir",
+            "keeper",
+            "--kdf-memory",
+            "64",
+            "--json",
+        ],
+    ));
+    let owner = init["owner"].as_str().unwrap().to_string();
+    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
+    let device = made["device"].as_str().unwrap().to_string();
+    let hour = wall() / 3600 * 3600;
+    ok(
+        d,
+        &[
+            "keeper",
+            "provision",
+            "--dir",
+            "keeper",
+            "--device",
+            &device,
+            "--epoch-from",
+            &format!("@{hour}"),
+            "--epoch-until",
+            &format!("@{}", hour + 86_400),
+            "--schedule",
+            "hour/1m/1s",
+            "-o",
+            "dpk.json",
+        ],
+    );
+
+    // "thermo-report" is pinned to one key; another key claims it; a third name is pinned to no key at all.
+    let pinned = ok(
+        d,
+        &["app", "new", "--dir", "pinned", "--name", "thermo-report"],
+    );
+    ok(
+        d,
+        &[
+            "keeper",
+            "trust",
+            "--dir",
+            "keeper",
+            "--name",
+            "thermo-report",
+            "--key",
+            pinned.trim(),
+        ],
+    );
+    ok(
+        d,
+        &["app", "new", "--dir", "impostor", "--name", "thermo-report"],
+    );
+    ok(
+        d,
+        &["app", "new", "--dir", "newcomer", "--name", "sleep-study"],
+    );
+    let ask = |app: &str| -> String {
+        let out = json(&ok(
+            d,
+            &[
+                "app",
+                "request",
+                "--dir",
+                app,
+                "--hub",
+                &url,
+                "--owner",
+                &owner,
+                "--device",
+                &device,
+                "--from",
+                &format!("@{hour}"),
+                "--until",
+                &format!("@{}", hour + 60),
+                "--purpose",
+                "research.sleep",
+                "--purpose-text",
+                "A study",
+                "--json",
+            ],
+        ));
+        out["id"].as_str().unwrap().to_string()
+    };
+    let impostor = ask("impostor");
+    let newcomer = ask("newcomer");
+    ok(d, &["keeper", "sync", "--dir", "keeper", "--hub", &url]);
+    let text = ok(d, &["keeper", "inbox", "--dir", "keeper"]);
+    assert!(
+        text.contains("\"thermo-report\" (unverified: the name is pinned to another key)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"sleep-study\" (unverified: no key is pinned to this name yet)"),
+        "{text}"
+    );
+    assert!(!text.contains("another key already goes by"), "{text}");
+
+    // `app wait` takes --hub as `app fetch` does; both default to the hub the request was posted to.
+    let waiting = fails(
+        d,
+        &[
+            "app",
+            "wait",
+            "--dir",
+            "newcomer",
+            &newcomer,
+            "--hub",
+            &url,
+            "--timeout",
+            "0s",
+        ],
+        1,
+    );
+    assert!(waiting.contains("no answer"), "{waiting}");
+    let bad = fails(
+        d,
+        &[
+            "app", "wait", "--dir", "newcomer", &newcomer, "--hub", "hub:7180",
+        ],
+        2,
+    );
+    assert!(bad.contains("not a hub URL"), "{bad}");
+    ok(
+        d,
+        &[
+            "keeper",
+            "approve",
+            "--dir",
+            "keeper",
+            &newcomer[..12],
+            "--hub",
+            &url,
+        ],
+    );
+    ok(d, &["keeper", "deny", "--dir", "keeper", &impostor[..12]]);
+    let granted = ok(
+        d,
+        &["app", "wait", "--dir", "newcomer", &newcomer, "--hub", &url],
+    );
+    assert!(granted.contains("granted"), "{granted}");
+    let fetched = run(d, &["app", "fetch", "--dir", "newcomer", &newcomer]);
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert!(
+        String::from_utf8_lossy(&fetched.stdout)
+            .starts_with("device,epoch,leaf_start_rfc3339,nonce_hex,reading"),
+        "{}",
+        stderr(&fetched)
+    );
+    stop(hub);
+}

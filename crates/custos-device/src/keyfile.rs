@@ -191,6 +191,12 @@ pub fn replace_keys(path: &Path, keys: &Keys) -> Result<()> {
 
 fn encode_keys(keys: &Keys) -> Result<Zeroizing<String>> {
     let spec = &keys.spec;
+    if spec.span().end().secs() == custos_proto::time::MAX {
+        // 10000-01-01T00:00:00Z has no RFC 3339 form (four-digit years): the file could not be read back.
+        bail!(
+            "the epoch ends at the end of time (10000-01-01), which a key file cannot hold: its times are RFC 3339"
+        );
+    }
     let mut nodes = Vec::with_capacity(keys.nodes.len());
     for n in &keys.nodes {
         let span = spec.node_span(n.node())?;
@@ -265,4 +271,28 @@ pub fn read_keys(path: &Path) -> Result<Keys> {
         bail!("{}: holds no node secrets", ctx());
     }
     Ok(Keys { spec, suite, nodes })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_tree_ending_at_the_end_of_time_is_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let end = UnixTime::new(custos_proto::time::MAX).unwrap();
+        let schedule = Schedule::parse("month/week/day").unwrap();
+        let start = UnixTime::parse_rfc3339("9999-01-01T00:00:00Z").unwrap();
+        let span = Span::new(start, end).unwrap();
+        let keys = Keys {
+            spec: TreeSpec::new(DeviceId([1; 8]), Epoch(1), schedule, span).unwrap(),
+            suite: Suite::AES256GCM,
+            nodes: Vec::new(),
+        };
+        let err = write_keys(&path, &keys, false).unwrap_err();
+        assert!(format!("{err:#}").contains("end of time"), "{err:#}");
+        assert!(!path.exists());
+    }
 }

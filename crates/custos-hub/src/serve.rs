@@ -143,7 +143,7 @@ async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Futur
         match (
             store.purge_admissions(now).await,
             store
-                .purge_sharing(now - KEEP_EXPIRED, now - KEEP_RELAYED)
+                .purge_sharing(now, now - KEEP_EXPIRED, now - KEEP_RELAYED)
                 .await,
         ) {
             (Ok(a), Ok(b)) if a + b > 0 => tracing::info!(codes = a, sharing = b, "housekeeping"),

@@ -510,3 +510,129 @@ async fn the_hub_database_holds_no_plaintext_and_no_record_key() {
     // The check can fail: the device's session key (which the hub must hold) is found.
     assert!(contains(admitted.session_key.expose()));
 }
+
+fn skip(keys: &LinkKeys, from: u64, until: u64) -> Vec<u8> {
+    let m = custos_proto::uplink::seal_skip(&RustCrypto, keys, DEV, from, until).unwrap();
+    let mut body = (m.len() as u16).to_be_bytes().to_vec();
+    body.extend_from_slice(&m);
+    body
+}
+
+async fn gaps(f: &Fixture) -> serde_json::Value {
+    let (status, body) = call(f, "GET", &format!("/v1/devices/{DEV}/gaps"), vec![]).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn skip_notices_account_for_gaps_and_only_the_device_can_send_them() {
+    let f = fixture().await;
+    register(&f, DEV, NOW + 600).await;
+    let admitted = join(&f, DEV, &CODE).await.unwrap();
+    let keys = LinkKeys::derive(&RustCrypto, &admitted.session_key).unwrap();
+    let path = format!("/v1/devices/{DEV}/uplinks");
+    let msgs: Vec<(u64, Vec<u8>)> = [0u64, 1, 2, 5, 9]
+        .iter()
+        .map(|&i| (i, reading(NOW + i as i64 * 60, "20.0")))
+        .collect();
+    let (status, _) = call(&f, "POST", &path, batch(&keys, DEV, &msgs)).await;
+    assert_eq!(status, StatusCode::OK);
+    let g = gaps(&f).await;
+    assert_eq!(g["gaps"], serde_json::json!([[3, 5], [6, 9]]));
+    assert_eq!(
+        (g["missing"].as_u64(), g["max_seq"].as_i64()),
+        (Some(5), Some(9))
+    );
+
+    // A skip notice from someone without the device's key changes nothing.
+    let forged = LinkKeys::derive(&RustCrypto, &Secret::from_bytes([9; 32])).unwrap();
+    let (status, _) = call(&f, "POST", &path, skip(&forged, 3, 9)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(gaps(&f).await["gaps"], serde_json::json!([[3, 5], [6, 9]]));
+
+    // The device's own notices, one alone and one in a batch with a record, are acked "noted" in order.
+    let (status, acks) = call(&f, "POST", &path, skip(&keys, 3, 5)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verdicts(&keys, &acks), [(3, Verdict::Noted)]);
+    let mut mixed = skip(&keys, 6, 8);
+    mixed.extend(batch(&keys, DEV, &[(10, reading(NOW + 600, "20.1"))]));
+    let (status, acks) = call(&f, "POST", &path, mixed).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        verdicts(&keys, &acks),
+        [(6, Verdict::Noted), (10, Verdict::Stored)]
+    );
+    // What is left is a real loss: seq 8, never stored nor skipped.
+    let g = gaps(&f).await;
+    assert_eq!(g["gaps"], serde_json::json!([[8, 9]]));
+    assert_eq!(g["missing"], 1);
+    // Saying it twice is harmless.
+    let (status, _) = call(&f, "POST", &path, skip(&keys, 3, 5)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(gaps(&f).await["gaps"], serde_json::json!([[8, 9]]));
+}
+
+#[tokio::test]
+async fn bad_paths_and_oversized_bodies_get_json_errors() {
+    let f = fixture().await;
+    // Invalid UTF-8 in a percent-escape: axum's own refusal would be text/plain.
+    for path in [
+        "/v1/devices/%FF%FE/records?epoch=1",
+        "/v1/devices/%FF/gaps",
+        "/v1/requests/%C3%28/answer",
+        "/v1/pairing/%FF/to-device",
+    ] {
+        let (status, body) = call(&f, "GET", path, vec![]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("{path}: not JSON: {}", String::from_utf8_lossy(&body)));
+        assert_eq!(v["error"], "bad_request", "{path}");
+    }
+    // Each endpoint takes what its messages need, and answers 413 in JSON past that.
+    for (path, size) in [
+        ("/v1/requests", custos_hub::MAX_BODY + 1),
+        ("/v1/answers", custos_hub::MAX_BODY + 1),
+        ("/v1/admission/hello", 1025),
+        (
+            &format!("/v1/pairing/{DEV}/to-device") as &str,
+            custos_hub::sharing::MAX_RELAYED + 1,
+        ),
+        (
+            &format!("/v1/devices/{DEV}/uplinks"),
+            custos_hub::MAX_UPLOAD + 1,
+        ),
+    ] {
+        let (status, body) = call(&f, "POST", path, vec![0xa1; size]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "too_large", "{path}");
+    }
+    // A page is at most MAX_PAGE records, whatever is asked.
+    register(&f, DEV, NOW + 600).await;
+    join(&f, DEV, &CODE).await.unwrap();
+    let rows: Vec<_> = (0..u64::from(custos_hub::MAX_PAGE) + 50)
+        .map(|seq| custos_store::NewRecord {
+            device: DEV,
+            seq,
+            epoch: 1,
+            leaf: 0,
+            body: vec![0; 40],
+            received_at: NOW,
+        })
+        .collect();
+    f.hub.store().insert_records(&rows).await.unwrap();
+    let (status, body) = call(
+        &f,
+        "GET",
+        &format!("/v1/devices/{DEV}/records?epoch=1&limit=100000"),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["records"].as_array().unwrap().len(),
+        custos_hub::MAX_PAGE as usize
+    );
+    assert!(v["next_after"].is_i64());
+}

@@ -11,7 +11,7 @@ use custos_proto::sharing::{AccessToken, Denial, Grant, GrantedTree, SharingRequ
 use custos_proto::{
     Crypto, DeviceId, Epoch, MasterSecret, RustCrypto, Schedule, Secret, Span, TreeSpec, UnixTime,
 };
-use custos_store::SqliteStore;
+use custos_store::{SqliteStore, Store};
 use tower::ServiceExt;
 
 const C: RustCrypto = RustCrypto;
@@ -338,4 +338,186 @@ async fn a_serving_hub_purges_long_expired_requests() {
     );
     store.close().await;
     hub.stop().await.unwrap();
+}
+
+/// Admits `device` straight in the store, with a known session key.
+async fn admitted(f: &Fixture, device: DeviceId, session_key: [u8; 32]) {
+    let store = f.hub.store();
+    store
+        .put_admission(&custos_store::PendingAdmission {
+            device,
+            join_code: [1; 16],
+            created_at: NOW,
+            expires_at: NOW + 600,
+        })
+        .await
+        .unwrap();
+    store
+        .complete_admission(
+            &custos_store::Device {
+                device,
+                static_key: [2; 32],
+                session_key,
+                admitted_at: NOW,
+                revoked_at: None,
+                max_seq: -1,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+}
+
+fn wait_token(session_key: [u8; 32], device: DeviceId, at: i64) -> String {
+    let keys =
+        custos_proto::uplink::LinkKeys::derive(&C, &Secret::from_bytes(session_key)).unwrap();
+    let t = custos_proto::uplink::seal_pairing_wait(&C, &keys, device, at as u64);
+    format!("Custos-Device {}", hex::encode(t))
+}
+
+#[tokio::test]
+async fn the_relay_takes_messages_only_for_devices_that_wait_for_their_keeper() {
+    let f = fixture().await;
+    let to_device = format!("/v1/pairing/{DEV}/to-device");
+    let to_keeper = format!("/v1/pairing/{DEV}/to-keeper");
+    // A device that does not exist, then one that exists but does not wait: nothing is kept.
+    for path in [&to_device, &to_keeper] {
+        let (status, _) = call(&f, "POST", path, None, vec![0x22; 49]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let sk = [7u8; 32];
+    admitted(&f, DEV, sk).await;
+    let (status, _) = call(&f, "POST", &to_device, None, vec![0x22; 49]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Reading without a token is allowed and opens nothing; forged, foreign and stale tokens are refused.
+    let (status, _) = call(&f, "GET", &to_device, None, vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut other = DEV;
+    other.0[7] ^= 1;
+    for bad in [
+        wait_token([8; 32], DEV, NOW),
+        wait_token(sk, other, NOW),
+        wait_token(sk, DEV, NOW - 600),
+        wait_token(sk, DEV, NOW + 600),
+        "Custos-Device zz".into(),
+        "Custos 00".into(),
+    ] {
+        let (status, _) = call(&f, "GET", &to_device, Some(bad.clone()), vec![]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    let (status, _) = call(&f, "POST", &to_device, None, vec![0x22; 49]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no window was opened");
+
+    // The device waits: both mailboxes take messages, at most MAILBOX_BYTES of the newest.
+    let (status, _) = call(
+        &f,
+        "GET",
+        &to_device,
+        Some(wait_token(sk, DEV, NOW)),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for i in 0..6u8 {
+        for path in [&to_device, &to_keeper] {
+            let (status, body) = call(
+                &f,
+                "POST",
+                path,
+                None,
+                vec![i; custos_hub::sharing::MAX_RELAYED],
+            )
+            .await;
+            assert_eq!(
+                status,
+                StatusCode::CREATED,
+                "{path}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    let (_, body) = call(&f, "GET", &to_keeper, None, vec![]).await;
+    let kept: Vec<u8> = json(&body)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| hex::decode(m["body"].as_str().unwrap()).unwrap()[0])
+        .collect();
+    let fit = (custos_hub::sharing::MAILBOX_BYTES / custos_hub::sharing::MAX_RELAYED as u64) as u8;
+    assert_eq!(
+        kept,
+        (6 - fit..6).collect::<Vec<u8>>(),
+        "the newest that fit"
+    );
+
+    // A revoked device's window is shut.
+    f.hub.store().revoke(DEV, NOW).await.unwrap();
+    let (status, _) = call(&f, "POST", &to_device, None, vec![0x22; 49]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(
+        &f,
+        "GET",
+        &to_device,
+        Some(wait_token(sk, DEV, NOW)),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_owner_flooded_with_requests_costs_the_hub_a_bounded_amount() {
+    let f = fixture().await;
+    let quota = custos_hub::sharing::MAX_OPEN_PER_OWNER;
+    for i in 0..quota {
+        let mut r = request(0);
+        r.nonce[..8].copy_from_slice(&i.to_be_bytes());
+        let (status, body) = call(
+            &f,
+            "POST",
+            "/v1/requests",
+            None,
+            r.sign(signer(APP)).unwrap(),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let mut r = request(0);
+    r.nonce = [0xee; 16];
+    let over = r.sign(signer(APP)).unwrap();
+    let (status, body) = call(&f, "POST", "/v1/requests", None, over).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json(&body)["error"], "quota");
+    // A request already held is still acknowledged (a retry), and other owners are not affected.
+    let mut first = request(0);
+    first.nonce[..8].copy_from_slice(&0u64.to_be_bytes());
+    let (status, _) = call(
+        &f,
+        "POST",
+        "/v1/requests",
+        None,
+        first.sign(signer(APP)).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut other = request(1);
+    other.owner = C.ed25519_public(&key(0x55));
+    let (status, _) = call(
+        &f,
+        "POST",
+        "/v1/requests",
+        None,
+        other.sign(signer(APP)).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        f.hub.store().open_requests(None, NOW).await.unwrap(),
+        quota + 1
+    );
 }

@@ -472,12 +472,23 @@ impl ConsentLog {
             source,
         };
         let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
+        let mut file = private(OpenOptions::new().read(true).append(true).create(true))
             .open(path)
             .map_err(|e| io("open", e))?;
+        // Owner-only, like every file of the keeper: also a log created 0644 by an earlier version.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = file
+                .metadata()
+                .map_err(|e| io("read the mode of", e))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                file.set_permissions(std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(|e| io("make owner-only", e))?;
+            }
+        }
         if !existed {
             // The new file's directory entry must be durable too, or a crash could lose the whole log.
             sync_parent(path).map_err(|e| io("sync its directory", e))?;
@@ -619,7 +630,9 @@ impl ConsentLog {
             op,
             source,
         };
-        let mut f = File::create(path).map_err(|e| io("create the export", e))?;
+        let mut f = private(OpenOptions::new().write(true).create(true).truncate(true))
+            .open(path)
+            .map_err(|e| io("create the export", e))?;
         f.write_all(&self.export())
             .and_then(|()| f.sync_all())
             .map_err(|e| io("write the export", e))
@@ -632,6 +645,13 @@ impl ConsentLog {
             source,
         }
     }
+}
+
+/// Options that create a file owner-only (0600 on Unix).
+fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
 }
 
 fn sync_parent(path: &Path) -> io::Result<()> {

@@ -2,7 +2,7 @@
 //! requests waiting for the user, and the answers not yet delivered.
 //!
 //! Layout (all owner-only): `vault.json` (master secret and signing key, encrypted), `devices.json` (each
-//! device's DPK epochs: tree and suite), `apps.json` (application names pinned to their keys on first sight),
+//! device's DPK epochs: tree and suite), `apps.json` (application names the user pinned to their keys),
 //! `policy.toml` (optional; without it every request is asked), `consent.log` and `consent.head`, `pending/`
 //! (requests the user has not decided: `{id}.cose`) and `outbox/` (signed answers not yet accepted by the hub).
 //!

@@ -866,3 +866,21 @@ fn malformed_exports_are_refused() {
         Err(ConsentError::BadExport { .. })
     ));
 }
+
+#[cfg(unix)]
+#[test]
+fn the_log_and_its_export_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, log) = new_log(dir.path(), "consent.log", KEEPER_SEED, 1);
+    assert_eq!(mode(&path), 0o600, "a new log");
+    let out = dir.path().join("export.json");
+    log.export_to(&out).unwrap();
+    assert_eq!(mode(&out), 0o600, "an export");
+    drop(log);
+    // A log left readable by others (by an earlier version) is made owner-only when opened.
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let _log = ConsentLog::open(&path, keeper()).unwrap();
+    assert_eq!(mode(&path), 0o600, "a reopened log");
+}

@@ -36,11 +36,24 @@ pub fn sign1(
         .map_err(|_| Error::InvalidValue("COSE_Sign1 does not encode"))
 }
 
+/// The CBOR tag of a COSE_Sign1 (RFC 9052 §2), as its first byte: major type 6, value 18.
+const SIGN1_TAG: u8 = 0xd2;
+
+/// Reads a COSE_Sign1 as Custos sends it: untagged. A tagged one gets an error that says so, since many COSE
+/// libraries tag by default.
+pub(crate) fn parse_sign1(bytes: &[u8]) -> Result<CoseSign1, Error> {
+    if bytes.first() == Some(&SIGN1_TAG) {
+        return Err(Error::InvalidValue(
+            "a tagged COSE_Sign1 (tag 18): send it untagged",
+        ));
+    }
+    CoseSign1::from_slice(bytes).map_err(|_| Error::InvalidValue("not a COSE_Sign1"))
+}
+
 /// The payload of a COSE_Sign1 statement, without checking anything: for reading the signer's key id out of a
 /// statement that is then checked with [`verify1`].
 pub fn unverified_payload(bytes: &[u8]) -> Result<Vec<u8>, Error> {
-    let sign1 =
-        CoseSign1::from_slice(bytes).map_err(|_| Error::InvalidValue("not a COSE_Sign1"))?;
+    let sign1 = parse_sign1(bytes)?;
     sign1
         .payload
         .ok_or(Error::InvalidValue("COSE_Sign1 without a payload"))
@@ -53,8 +66,7 @@ pub fn verify1<C: Crypto>(
     content_type: &str,
     public: &[u8; 32],
 ) -> Result<Vec<u8>, Error> {
-    let sign1 =
-        CoseSign1::from_slice(bytes).map_err(|_| Error::InvalidValue("not a COSE_Sign1"))?;
+    let sign1 = parse_sign1(bytes)?;
     // One encoding per statement: ids are hashes of the signed bytes, so a relay that re-encodes a statement
     // (longer length heads, say) must not get a second id for it past the signature.
     let canonical = sign1
@@ -228,5 +240,17 @@ mod tests {
             DeviceList::verify(&c, &other, &public),
             Err(Error::InvalidValue(_))
         ));
+        // The same statement tagged (tag 18) is refused, and the error says what to change.
+        let mut tagged = alloc::vec![SIGN1_TAG];
+        tagged.extend_from_slice(&signed);
+        let untag = Error::InvalidValue("a tagged COSE_Sign1 (tag 18): send it untagged");
+        assert_eq!(DeviceList::verify(&c, &tagged, &public), Err(untag));
+        assert_eq!(unverified_payload(&tagged), Err(untag));
+        #[cfg(feature = "sharing")]
+        assert_eq!(crate::sharing::kind(&tagged), Err(untag));
+        assert_eq!(
+            DeviceList::verify(&c, b"\x01", &public),
+            Err(Error::InvalidValue("not a COSE_Sign1"))
+        );
     }
 }

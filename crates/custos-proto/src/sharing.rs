@@ -587,9 +587,7 @@ impl Denial {
 /// The kind of a signed statement, from its protected header, without checking it: lets the hub and the
 /// application tell a grant from a denial before verifying it as such.
 pub fn kind(bytes: &[u8]) -> Result<&'static str, Error> {
-    use coset::CborSerializable;
-    let sign1 =
-        coset::CoseSign1::from_slice(bytes).map_err(|_| Error::InvalidValue("not a COSE_Sign1"))?;
+    let sign1 = crate::cose::parse_sign1(bytes)?;
     match &sign1.protected.header.content_type {
         Some(coset::ContentType::Text(t)) => [REQUEST, GRANT, DENIAL]
             .into_iter()

@@ -293,14 +293,13 @@ pub trait Store: Send + Sync {
     fn relay_ack(&self, mailbox: &str, upto: i64) -> impl Future<Output = Result<u64>> + Send;
 
     /// Housekeeping; returns how many rows went. Deletes:
-    /// - requests that expired unanswered, as soon as they have expired: nobody can use them. The store has no
-    ///   clock of its own (the hub's may be injected), so "now" here is the newest `received_at` of a stored
-    ///   request (or `requests_before`, if later);
+    /// - requests that expired unanswered by `now`: nobody can use them;
     /// - answered requests that expired before `requests_before`, with their answers (the grace period in which
     ///   the application can still fetch its answer);
     /// - relayed messages created before `relay_before`.
     fn purge_sharing(
         &self,
+        now: i64,
         requests_before: i64,
         relay_before: i64,
     ) -> impl Future<Output = Result<u64>> + Send;
@@ -465,8 +464,13 @@ impl Store for AnyStore {
     async fn relay_ack(&self, mailbox: &str, upto: i64) -> Result<u64> {
         delegate!(self, relay_ack(mailbox, upto))
     }
-    async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
-        delegate!(self, purge_sharing(requests_before, relay_before))
+    async fn purge_sharing(
+        &self,
+        now: i64,
+        requests_before: i64,
+        relay_before: i64,
+    ) -> Result<u64> {
+        delegate!(self, purge_sharing(now, requests_before, relay_before))
     }
     async fn put_skipped(&self, device: DeviceId, from: u64, until: u64, at: i64) -> Result<()> {
         delegate!(self, put_skipped(device, from, until, at))

@@ -562,7 +562,7 @@ macro_rules! sql_store {
                 rows.iter().map(|row| Ok((row.try_get("seq")?, row.try_get("body")?))).collect()
             }
 
-            async fn purge_sharing(&self, requests_before: i64, relay_before: i64) -> Result<u64> {
+            async fn purge_sharing(&self, now: i64, requests_before: i64, relay_before: i64) -> Result<u64> {
                 let _write = self.writer().await;
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<u64> = async {
@@ -574,14 +574,14 @@ macro_rules! sql_store {
                     .bind(requests_before)
                     .execute(&mut *tx)
                     .await?;
-                    // Unanswered requests go once expired; the newest reception time stands in for "now" (the hub's
-                    // clock, which the store does not have).
+                    // Unanswered requests go once expired; answered ones after the grace period.
                     let requests = sqlx::query(
                         "DELETE FROM sharing_requests WHERE expires_at < $1 \
-                         OR (expires_at <= (SELECT MAX(received_at) FROM sharing_requests) \
+                         OR (expires_at <= $2 \
                          AND NOT EXISTS (SELECT 1 FROM sharing_answers a WHERE a.request = sharing_requests.id))",
                     )
                     .bind(requests_before)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                     let relay = sqlx::query("DELETE FROM relay WHERE created_at < $1")

@@ -317,7 +317,7 @@ async fn the_inbox_holds_open_requests_until_answered_or_expired<S: Store>(s: S)
             .await?
             > 0
     );
-    let gone = s.purge_sharing(NOW + 50, NOW).await?;
+    let gone = s.purge_sharing(NOW + 50, NOW + 50, NOW).await?;
     ensure!(gone == 2, "purged {gone} rows"); // request 2 (expired at NOW + 10, no answer) and the old message
     ensure!(s.request([2; 32]).await?.is_none());
     ensure!(s.request([1; 32]).await?.is_some() && s.answer([1; 32]).await?.is_some());
@@ -403,10 +403,13 @@ async fn expired_unanswered_requests_go_at_once<S: Store>(s: S) -> Result<()> {
     s.put_request(&req(1, 7, NOW + 10)).await?;
     s.put_request(&req(2, 7, NOW + 10)).await?;
     s.put_answer([2; 32], b"grant", NOW).await?;
-    let mut later = req(3, 7, NOW + 1000);
-    later.received_at = NOW + 20; // the hub's clock has passed the first two expiries
-    s.put_request(&later).await?;
-    ensure!(s.purge_sharing(NOW - 86_400, NOW - 86_400).await? == 1);
+    s.put_request(&req(3, 7, NOW + 1000)).await?;
+    // The hub's clock has passed the first two expiries.
+    ensure!(
+        s.purge_sharing(NOW + 20, NOW - 86_400, NOW - 86_400)
+            .await?
+            == 1
+    );
     ensure!(
         s.request([1; 32]).await?.is_none(),
         "an expired unanswered request kept"

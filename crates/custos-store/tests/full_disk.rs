@@ -295,7 +295,7 @@ async fn writes_on_a_full_disk<S: Store>(
         s.purge_admissions(NOW),
         effect: s.admission(dev(6), NOW - 3600).await?.is_none());
     attempt!(s, backend, "purge_sharing", needs_space: false,
-        s.purge_sharing(NOW - 30 * DAY, NOW - DAY),
+        s.purge_sharing(NOW, NOW - 30 * DAY, NOW - DAY),
         effect: s.request([2; 32]).await?.is_none());
 
     // Nothing stored before the disk filled up was lost; room again, writes work again.
