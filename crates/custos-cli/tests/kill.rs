@@ -386,7 +386,7 @@ fn a_hub_answering_500_for_a_while_loses_nothing() {
     assert_eq!(queue_len(&d.join("dev")), 0);
 }
 
-/// SIGINT and SIGTERM stop the agent within a second at `--every 10ms`, whether it is sealing and sending or
+/// SIGINT and SIGTERM stop the agent promptly at `--every 10ms`, whether it is sealing and sending or
 /// backing off from a hub that is gone, with exit code 0 and its queue intact: a later run delivers all of it,
 /// and the hub sees no gap.
 #[test]
@@ -412,7 +412,8 @@ fn sigint_and_sigterm_stop_the_agent_promptly_with_its_queue_intact() {
             "1",
         ],
     );
-    let bound = Duration::from_millis(1500);
+    // The agent stops within a second; the bound leaves room for a loaded machine.
+    let bound = Duration::from_secs(2);
     let stop_with = |name: &str, log: &str| {
         let mut agent = spawn_agent(d, log, &["--state-dir", "dev", "--every", "10ms"]);
         std::thread::sleep(Duration::from_millis(1500));
