@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a record: decoding and opening must never panic, a failure must leave no plaintext, and
 //! a record that opens must be exactly what sealing its plaintext gives (no malleable encodings).
 //! The key is the one of docs/vectors/wire-v1.json, so the seed records in fuzz/seeds open.
-//! The same bytes go to the uplink and ack decoders, which must refuse them (the fuzzer has no MAC key).
+//! The same bytes go to the uplink, skip, ack and pairing-wait decoders, which must refuse them (the fuzzer has no
+//! MAC key).
 #![no_main]
 
 use custos_proto::{DeviceId, Epoch, MasterSecret, NodeSecret, Opener, RecordHeader, RustCrypto, Schedule, Secret, Span, TreeSpec, UnixTime};
@@ -36,4 +37,9 @@ fuzz_target!(|data: &[u8]| {
     let dev = DeviceId([0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
     assert!(custos_proto::uplink::open_uplink(&c, &keys, dev, data).is_err(), "forged uplink accepted");
     assert!(custos_proto::uplink::open_ack(&c, &keys, dev, data).is_err(), "forged ack accepted");
+    assert!(custos_proto::uplink::open_upward(&c, &keys, dev, data).is_err(), "forged skip accepted");
+    assert!(
+        custos_proto::uplink::open_pairing_wait(&c, &keys, dev, data).is_err(),
+        "forged pairing-wait token accepted"
+    );
 });

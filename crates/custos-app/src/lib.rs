@@ -380,6 +380,11 @@ impl App {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(AppError::NoAnswerYet);
                     }
+                    if wait == 0 {
+                        // Less than a second left: the hub answered at once, so pause rather than ask in a
+                        // tight loop (which the hub's per-address rate limit would refuse).
+                        tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+                    }
                 }
                 Err(e) => return Err(app_err(e)),
             }

@@ -4,11 +4,16 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use custos_device::agent::{Agent, AgentError, ListUpdate, MqttLink, Published};
+use custos_device::agent::{
+    Agent, AgentError, Backoff, ListUpdate, MqttLink, Published, Publisher,
+};
 use custos_device::keyfile;
 
+use crate::keeper::usage;
 use crate::timearg;
 
 /// Options of `custos device run`.
@@ -121,87 +126,344 @@ fn interval(text: &str) -> Result<Duration> {
     if d.is_zero() { Err(bad()) } else { Ok(d) }
 }
 
-/// Runs the agent.
-pub fn run(a: &RunArgs) -> Result<()> {
-    let every = interval(&a.every)?;
-    let mut source = Source::parse(&a.source)?;
+/// The device was revoked: exit code 4.
+#[derive(Debug)]
+struct Revoked(String);
+
+impl std::fmt::Display for Revoked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Revoked {}
+
+/// Runs the agent. Exit codes: 0 done (or stopped by SIGINT/SIGTERM), 1 an error (a full disk, or `--count` reached
+/// and the hub unreachable for 30 s), 2 bad usage or configuration, 4 revoked.
+pub fn run(a: &RunArgs) -> ExitCode {
+    let result = run_agent(a);
+    if let Err(e) = &result
+        && e.chain().any(|c| c.is::<Revoked>())
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(4);
+    }
+    crate::keeper::exit(result)
+}
+
+/// Why the loop ended.
+enum Stop {
+    Done,
+    Signal(&'static str),
+}
+
+fn run_agent(a: &RunArgs) -> Result<()> {
+    let every = interval(&a.every).map_err(|e| usage(format!("--every: {e}")))?;
+    let pair_wait = interval(&a.pair_timeout).map_err(|e| usage(format!("--pair-timeout: {e}")))?;
+    let source = Source::parse(&a.source).map_err(|e| usage(format!("--source: {e:#}")))?;
+    crate::init_logs();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
+    let queue = a.state_dir.join("queue");
     rt.block_on(async {
-        let mut agent = Agent::open(&a.state_dir)?;
-        let now = timearg::now()?;
-        if !agent.joined() {
-            let hub = a.hub.as_deref().context("the device has not joined a hub yet: pass --hub URL")?;
-            agent.join(hub, i64::try_from(now.secs())?).await?;
-            eprintln!("device {} joined {hub}", agent.device());
-        }
-        if let Some(path) = &a.keys {
-            let keys = keyfile::read_keys(path)?;
-            let kept = agent.provision(&keys, now)?;
-            eprintln!("provisioned: keeping {kept} secret(s), the frontier from {now}");
-        }
-        if a.pair || (!agent.has_keys() && a.keys.is_none()) {
-            let wait = interval(&a.pair_timeout)?;
-            eprintln!(
-                "device {} waits for its owner's keeper to pair (`custos keeper pair` with the owner code on the label), up to {}",
-                agent.device(),
-                a.pair_timeout
-            );
-            let (epoch, held) = agent.await_pairing(timearg::now()?, wait).await?;
-            eprintln!("paired: DPK epoch {epoch}, keeping a frontier of {held} secret(s)");
-        }
-        check_list(agent.refresh_device_list().await)?;
-        let mut listed_at = tokio::time::Instant::now();
-        let mut link = match &a.mqtt {
-            Some(url) => Some(MqttLink::connect(url, &a.mqtt_prefix, agent.device())?),
-            None => None,
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        // Signals are handled at await points only: sealing a reading (reserve, seal, queue) is synchronous, so it
+        // is never cut half-way, and dropping the agent's future mid-publish is safe.
+        let stop = tokio::select! {
+            biased;
+            _ = int.recv() => Stop::Signal("SIGINT"),
+            _ = term.recv() => Stop::Signal("SIGTERM"),
+            r = agent_main(a, every, pair_wait, source) => r?,
         };
-        let mut taken = 0u64;
-        let mut ticker = tokio::time::interval(every);
-        loop {
-            if a.count.is_some_and(|c| taken >= c) {
-                break;
-            }
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = tokio::signal::ctrl_c() => { eprintln!("stopping; {} reading(s) stay queued", agent.queued()?.len()); return Ok(()); }
-            }
-            let t = timearg::now()?;
-            let Some(reading) = source.next(t)? else { break };
-            let seq = agent.seal(&reading, t)?;
-            taken += 1;
-            // Over HTTP the device asks for the list now and then; over MQTT the hub pushes it.
-            if link.is_none() && listed_at.elapsed() >= LIST_EVERY {
-                check_list(agent.refresh_device_list().await)?;
-                listed_at = tokio::time::Instant::now();
-            }
-            match publish(&mut agent, link.as_mut()).await {
-                Ok(p) => {
-                    if let Some(u) = p.list {
-                        check_list(Ok(u))?;
-                    }
-                    eprintln!("reading {seq} sealed; hub stored {}, duplicates {}, queued {}", p.stored, p.duplicates, p.pending)
-                }
-                Err(AgentError::Unreachable(e)) => eprintln!("reading {seq} queued ({} waiting): hub unreachable: {e}", agent.queued()?.len()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        // Drain the queue before stopping, for at most 30 s.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !agent.queued()?.is_empty() {
-            match publish(&mut agent, link.as_mut()).await {
-                Ok(_) => {}
-                Err(AgentError::Unreachable(e)) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(%e, "retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(e) => return Err(anyhow::Error::from(e).context(format!("{} reading(s) stay queued", agent.queued().map(|q| q.len()).unwrap_or(0)))),
-            }
+        if let Stop::Signal(name) = stop {
+            let n = std::fs::read_dir(&queue)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| {
+                            let n = e.file_name();
+                            let n = n.to_string_lossy();
+                            n.ends_with(".up") || n.ends_with(".skip")
+                        })
+                        .count()
+                })
+                .unwrap_or(0);
+            eprintln!("{name}: stopping; {n} message(s) stay queued");
         }
         Ok(())
     })
+}
+
+/// What the publishing task tells the measuring loop.
+enum Report {
+    Round(Published),
+    List(ListUpdate),
+    Failed,
+    Fatal(AgentError),
+}
+
+/// Aborts a task when dropped.
+struct Task(tokio::task::JoinHandle<()>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn agent_main(
+    a: &RunArgs,
+    every: Duration,
+    pair_wait: Duration,
+    mut source: Source,
+) -> Result<Stop> {
+    let mut agent = Agent::open(&a.state_dir).map_err(|e| {
+        if e.is_disk_full() {
+            disk_full(&e, &a.state_dir)
+        } else {
+            usage(format!("{}: {e}", a.state_dir.display()))
+        }
+    })?;
+    let now = timearg::now()?;
+    if !agent.joined() {
+        let hub = a
+            .hub
+            .as_deref()
+            .ok_or_else(|| usage("the device has not joined a hub yet: pass --hub URL"))?;
+        join(&mut agent, hub, i64::try_from(now.secs())?).await?;
+        eprintln!("device {} joined {hub}", agent.device());
+    }
+    if let Some(path) = &a.keys {
+        let keys = keyfile::read_keys(path).map_err(|e| usage(format!("--keys: {e:#}")))?;
+        let kept = agent
+            .provision(&keys, now)
+            .map_err(|e| usage(format!("--keys: {e}")))?;
+        eprintln!("provisioned: keeping {kept} secret(s), the frontier from {now}");
+    }
+    if a.pair || (!agent.has_keys() && a.keys.is_none()) {
+        eprintln!(
+            "device {} waits for its owner's keeper to pair (`custos keeper pair` with the owner code on the label), up to {}",
+            agent.device(),
+            a.pair_timeout
+        );
+        let (epoch, held) = match agent.await_pairing(timearg::now()?, pair_wait).await {
+            Ok(p) => p,
+            Err(e @ (AgentError::NoOwnerCode | AgentError::NotPaired)) => {
+                return Err(usage(format!(
+                    "the device holds no keys and cannot get them: {e}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        eprintln!("paired: DPK epoch {epoch}, keeping a frontier of {held} secret(s)");
+    }
+    check_list(agent.refresh_device_list().await)?;
+    let link = match &a.mqtt {
+        Some(url) => Some(
+            MqttLink::connect(url, &a.mqtt_prefix, agent.device())
+                .map_err(|e| usage(format!("--mqtt: {e}")))?,
+        ),
+        None => None,
+    };
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let kick = std::sync::Arc::new(tokio::sync::Notify::new());
+    let _publishing = Task(tokio::spawn(publish_loop(
+        agent.publisher()?,
+        link,
+        kick.clone(),
+        tx,
+    )));
+    let mut taken = 0u64;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if a.count.is_some_and(|c| taken >= c) {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(r) = reports.recv() => on_report(r)?,
+            _ = ticker.tick() => {
+                let t = timearg::now()?;
+                let Some(reading) = source.next(t)? else { break };
+                let seq = agent.seal(&reading, t).map_err(|e| {
+                    if e.is_disk_full() { disk_full(&e, &a.state_dir) } else { e.into() }
+                })?;
+                taken += 1;
+                kick.notify_one();
+                eprintln!("reading {seq} sealed");
+            }
+        }
+    }
+    // Drain the queue before stopping, while the hub answers: give up after 30 s without progress.
+    let mut deadline = tokio::time::Instant::now() + DRAIN_PATIENCE;
+    kick.notify_one();
+    loop {
+        let left = agent.queued()?.len();
+        if left == 0 {
+            return Ok(Stop::Done);
+        }
+        tokio::select! {
+            r = reports.recv() => {
+                let Some(r) = r else { bail!("the publishing task ended; {left} message(s) stay queued") };
+                if matches!(&r, Report::Round(p) if p.stored + p.duplicates + p.too_old + p.noted > 0) {
+                    deadline = tokio::time::Instant::now() + DRAIN_PATIENCE;
+                }
+                on_report(r)?;
+            }
+            _ = tokio::time::sleep_until(deadline) => bail!(
+                "the hub did not take the queue for {} s; {left} message(s) stay queued for the next run",
+                DRAIN_PATIENCE.as_secs()
+            ),
+        }
+    }
+}
+
+/// How long `--count` waits for the hub to take the rest of the queue without progress.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(30);
+
+fn on_report(r: Report) -> Result<()> {
+    match r {
+        Report::Round(p) => {
+            if let Some(u) = p.list {
+                check_list(Ok(u))?;
+            }
+            if p.stored + p.duplicates + p.too_old + p.noted + p.ignored > 0 {
+                eprintln!(
+                    "hub stored {}, duplicates {}, too old {}, skips noted {}; {} queued{}",
+                    p.stored,
+                    p.duplicates,
+                    p.too_old,
+                    p.noted,
+                    p.pending,
+                    if p.ignored > 0 {
+                        format!(
+                            "; {} downlink message(s) ignored (unauthenticated or not matching)",
+                            p.ignored
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            Ok(())
+        }
+        Report::List(u) => check_list(Ok(u)),
+        Report::Failed => Ok(()),
+        Report::Fatal(e) => Err(e.into()),
+    }
+}
+
+/// Joins the hub, trying again with backoff while it cannot be reached or fails (5xx); a refusal (a wrong or
+/// used join code) is a configuration error.
+async fn join(agent: &mut Agent, hub: &str, now: i64) -> Result<()> {
+    let mut backoff = Backoff::default();
+    loop {
+        match agent.join(hub, now).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !e.is_refusal() => {
+                let wait = backoff.next(false);
+                eprintln!(
+                    "cannot join {hub} yet ({e}); trying again in {} ms",
+                    wait.as_millis()
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(e @ (AgentError::Refused { .. } | AgentError::NoJoinCode)) => {
+                return Err(usage(format!("cannot join {hub}: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Publishes the queue whenever there is something to send, backing off after failures; over HTTP it also checks
+/// the signed device list now and then, and at once after a refusal.
+async fn publish_loop(
+    mut publisher: Publisher,
+    mut link: Option<MqttLink>,
+    kick: std::sync::Arc<tokio::sync::Notify>,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
+) {
+    let mut backoff = Backoff::default();
+    let mut listed_at = tokio::time::Instant::now();
+    let mut failing = false;
+    loop {
+        // Over HTTP the device asks for the list now and then; over MQTT the hub pushes it.
+        if link.is_none() && listed_at.elapsed() >= LIST_EVERY {
+            listed_at = tokio::time::Instant::now();
+            match publisher.refresh_device_list().await {
+                Ok(u) => {
+                    let _ = tx.send(Report::List(u));
+                }
+                Err(e) => tracing::warn!(%e, "no device list checked"),
+            }
+        }
+        let result = match link.as_mut() {
+            Some(l) => publisher.publish_mqtt(l).await,
+            None => publisher.publish().await,
+        };
+        match result {
+            Ok(p) => {
+                if failing {
+                    eprintln!("the hub answers again");
+                    failing = false;
+                }
+                backoff.reset();
+                let idle = p.pending == 0;
+                if tx.send(Report::Round(p)).is_err() {
+                    return;
+                }
+                if idle {
+                    kick.notified().await;
+                }
+            }
+            Err(e) if e.is_transient() => {
+                failing = true;
+                let refused = e.is_refusal();
+                let wait = backoff.next(refused);
+                let queued = publisher.pending().unwrap_or(0);
+                if refused {
+                    eprintln!(
+                        "the hub refused the batch ({e}); refusals are not authenticated, so the agent keeps its queue ({queued}) and tries again in {} ms",
+                        wait.as_millis()
+                    );
+                    // A revoked device is told so by a signed list, not by a refusal: check the list now.
+                    if link.is_none() {
+                        listed_at = tokio::time::Instant::now();
+                        if let Ok(u) = publisher.refresh_device_list().await {
+                            let _ = tx.send(Report::List(u));
+                        }
+                    }
+                } else {
+                    eprintln!(
+                        "{e}; {queued} message(s) queued, trying again in {} ms",
+                        wait.as_millis()
+                    );
+                }
+                if tx.send(Report::Failed).is_err() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                let _ = tx.send(Report::Fatal(e));
+                return;
+            }
+        }
+    }
+}
+
+fn disk_full(e: &AgentError, dir: &std::path::Path) -> anyhow::Error {
+    let queued = std::fs::read_dir(dir.join("queue"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    anyhow::anyhow!(
+        "the device's disk is full ({e}); stopping with {queued} file(s) in the queue, which stay there: free space and run the agent again to send them"
+    )
 }
 
 /// How often an agent on HTTP fetches the hub's device list.
@@ -211,10 +473,11 @@ const LIST_EVERY: Duration = Duration::from_secs(60);
 /// are only logged, since publishing does not depend on them.
 fn check_list(update: Result<ListUpdate, AgentError>) -> Result<()> {
     match update {
-        Ok(u) if !u.authorized => bail!(
+        Ok(u) if !u.authorized => Err(Revoked(format!(
             "this device is not on the hub's signed device list (version {}): it was revoked; stopping",
             u.version
-        ),
+        ))
+        .into()),
         Ok(u) if u.changed => {
             eprintln!(
                 "device list version {} checked: this device is authorized",
@@ -227,12 +490,5 @@ fn check_list(update: Result<ListUpdate, AgentError>) -> Result<()> {
             tracing::warn!(%e, "no device list checked");
             Ok(())
         }
-    }
-}
-
-async fn publish(agent: &mut Agent, link: Option<&mut MqttLink>) -> Result<Published, AgentError> {
-    match link {
-        Some(l) => agent.publish_mqtt(l).await,
-        None => agent.publish().await,
     }
 }

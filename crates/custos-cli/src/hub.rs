@@ -3,13 +3,13 @@
 //! Settings come from flags, then environment variables, then a TOML config file (`--config`), then defaults:
 //! `data_dir = "custos-hub"`, `listen = "127.0.0.1:7180"`, no `database` (SQLite in the data directory).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use custos_hub::Hub;
-use custos_hub::serve::{self, ServeConfig};
+use custos_hub::serve::{self, Limits, Rate, ServeConfig};
 use custos_proto::{DeviceId, UnixTime};
 use custos_store::{AnyStore, PendingAdmission, Store};
 use serde::Deserialize;
@@ -19,7 +19,7 @@ use serde_json::json;
 #[derive(Subcommand)]
 pub enum HubCmd {
     /// Run the hub's HTTP API until Ctrl-C or SIGTERM.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Register a device's join code, so that it can join once before the code expires.
     Admit(AdmitArgs),
     /// Revoke a device: the hub refuses its messages and drops it from the signed device list.
@@ -37,7 +37,7 @@ pub struct HubLocation {
     /// A PostgreSQL URL to store in instead of SQLite, e.g. postgres://user@host/db.
     #[arg(long, env = "CUSTOS_DATABASE_URL")]
     database: Option<String>,
-    /// A TOML file with data_dir, listen and database.
+    /// A TOML file with data_dir, listen, database, the mqtt settings and a [limits] table.
     #[arg(long, env = "CUSTOS_HUB_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -60,6 +60,142 @@ pub struct ServeArgs {
     /// per start].
     #[arg(long, env = "CUSTOS_MQTT_CLIENT_ID")]
     mqtt_client_id: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What the hub allows its HTTP clients (docs/operations.md, "Limits"); also the `[limits]` table of the config
+/// file, with the same names.
+#[derive(Args, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitArgs {
+    /// The most connections open at once [default: 10000, lowered to stay below the open-file limit].
+    #[arg(long, env = "CUSTOS_HUB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// The most connections open at once from one client address (IPv4 address or IPv6 /64) [default: 256].
+    #[arg(long, env = "CUSTOS_HUB_MAX_CONNECTIONS_PER_CLIENT")]
+    max_connections_per_client: Option<usize>,
+    /// Time a connection has to send a whole request head, after it opens and after each response; also the
+    /// keep-alive idle timeout: 10s, 1m [default: 10s].
+    #[arg(long, env = "CUSTOS_HUB_HEADER_TIMEOUT")]
+    header_timeout: Option<String>,
+    /// Time a request has to send its whole body: 30s, 2m [default: 30s].
+    #[arg(long, env = "CUSTOS_HUB_BODY_TIMEOUT")]
+    body_timeout: Option<String>,
+    /// Request-body bytes held at once over all requests, MiB; beyond it, 503 busy [default: 128].
+    #[arg(long, env = "CUSTOS_HUB_BODY_BUDGET_MIB")]
+    body_budget_mib: Option<usize>,
+    /// Anonymous writes (sharing requests, answers, pairing messages, admission) per second and client
+    /// address; 0 for no limit [default: 10].
+    #[arg(long, env = "CUSTOS_HUB_RATE_LIMIT")]
+    rate_limit: Option<u32>,
+    /// The burst of anonymous writes one client address may send at once [default: 50].
+    #[arg(long, env = "CUSTOS_HUB_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
+    /// Other requests per second and client address, device uplinks excepted; 0 for no limit [default: 100].
+    #[arg(long, env = "CUSTOS_HUB_READ_RATE_LIMIT")]
+    read_rate_limit: Option<u32>,
+    /// The burst of other requests one client address may send at once [default: 200].
+    #[arg(long, env = "CUSTOS_HUB_READ_RATE_LIMIT_BURST")]
+    read_rate_limit_burst: Option<u32>,
+    /// Device uplinks and admissions in progress at once; beyond it, 503 busy [default: 512].
+    #[arg(long, env = "CUSTOS_HUB_MAX_INGEST")]
+    max_ingest: Option<usize>,
+    /// Reads (devices, records, presence, device list, hub key) in progress at once [default: 64].
+    #[arg(long, env = "CUSTOS_HUB_MAX_READS")]
+    max_reads: Option<usize>,
+    /// Sharing requests, answers and pairing messages being posted at once [default: 32].
+    #[arg(long, env = "CUSTOS_HUB_MAX_SHARING")]
+    max_sharing: Option<usize>,
+    /// Long-polls (answers, inboxes, pairing mailboxes) waiting at once [default: 256].
+    #[arg(long, env = "CUSTOS_HUB_MAX_LONG_POLLS")]
+    max_long_polls: Option<usize>,
+    /// A reverse proxy in front of the hub (repeat, or separate with commas): exempt from the per-address
+    /// connection cap, and its requests are limited by the last X-Forwarded-For address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "CUSTOS_HUB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    #[serde(default)]
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl LimitArgs {
+    /// The limits: these flags, then `file`'s, then the defaults.
+    fn resolve(&self, file: &LimitArgs) -> Result<Limits> {
+        let mut l = Limits::default();
+        let secs =
+            |flag: &Option<String>, file: &Option<String>| -> Result<Option<std::time::Duration>> {
+                flag.as_ref()
+                    .or(file.as_ref())
+                    .map(|t| Ok(std::time::Duration::from_secs(u64::try_from(duration(t)?)?)))
+                    .transpose()
+            };
+        if let Some(t) = secs(&self.header_timeout, &file.header_timeout)? {
+            l.header_timeout = t;
+        }
+        if let Some(t) = secs(&self.body_timeout, &file.body_timeout)? {
+            l.body_timeout = t;
+        }
+        let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
+            flag.or(file).unwrap_or(default)
+        };
+        l.max_connections = pick(
+            self.max_connections,
+            file.max_connections,
+            l.max_connections,
+        );
+        l.max_connections_per_client = pick(
+            self.max_connections_per_client,
+            file.max_connections_per_client,
+            l.max_connections_per_client,
+        );
+        if let Some(mib) = self.body_budget_mib.or(file.body_budget_mib) {
+            l.body_budget = mib
+                .checked_mul(1 << 20)
+                .context("--body-budget-mib is too large")?;
+        }
+        let rate = |per_second: Option<u32>, burst: Option<u32>, default: Rate| Rate {
+            per_second: per_second.unwrap_or(default.per_second),
+            burst: burst.unwrap_or(default.burst),
+        };
+        l.write_rate = rate(
+            self.rate_limit.or(file.rate_limit),
+            self.rate_limit_burst.or(file.rate_limit_burst),
+            l.write_rate,
+        );
+        l.read_rate = rate(
+            self.read_rate_limit.or(file.read_rate_limit),
+            self.read_rate_limit_burst.or(file.read_rate_limit_burst),
+            l.read_rate,
+        );
+        l.ingest_concurrency = pick(self.max_ingest, file.max_ingest, l.ingest_concurrency);
+        l.read_concurrency = pick(self.max_reads, file.max_reads, l.read_concurrency);
+        l.sharing_concurrency = pick(self.max_sharing, file.max_sharing, l.sharing_concurrency);
+        l.long_poll_concurrency = pick(
+            self.max_long_polls,
+            file.max_long_polls,
+            l.long_poll_concurrency,
+        );
+        l.trusted_proxies = if self.trusted_proxies.is_empty() {
+            file.trusted_proxies.clone()
+        } else {
+            self.trusted_proxies.clone()
+        };
+        for (name, n) in [
+            ("max_connections", l.max_connections),
+            ("max_connections_per_client", l.max_connections_per_client),
+            ("body_budget_mib", l.body_budget),
+            ("max_ingest", l.ingest_concurrency),
+            ("max_reads", l.read_concurrency),
+            ("max_sharing", l.sharing_concurrency),
+            ("max_long_polls", l.long_poll_concurrency),
+        ] {
+            anyhow::ensure!(n > 0, "{name} must be at least 1");
+        }
+        Ok(l)
+    }
 }
 
 /// `custos hub admit`.
@@ -113,6 +249,8 @@ struct ConfigFile {
     mqtt: Option<String>,
     mqtt_prefix: Option<String>,
     mqtt_client_id: Option<String>,
+    #[serde(default)]
+    limits: LimitArgs,
 }
 
 fn config_file(path: Option<&Path>) -> Result<ConfigFile> {
@@ -184,7 +322,7 @@ pub fn run(cmd: HubCmd) -> Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         match cmd {
-            HubCmd::Serve(a) => serve_cmd(a).await,
+            HubCmd::Serve(a) => serve_cmd(*a).await,
             HubCmd::Admit(a) => admit(a).await,
             HubCmd::Revoke(a) => revoke(a).await,
             HubCmd::Devices(a) => devices(a).await,
@@ -235,11 +373,13 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
             })
         }
     };
+    let limits = a.limits.resolve(&file.limits)?;
     let config = ServeConfig {
         data_dir,
         listen,
         database,
         mqtt,
+        limits,
     };
     serve::serve(&config, serve::shutdown_signal(), |addr| {
         // One line on stdout that scripts and tests read to find the hub.
@@ -357,6 +497,30 @@ async fn devices(a: DevicesArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_from_flags_then_file_then_defaults() {
+        let file: ConfigFile = toml::from_str(
+            "[limits]\nmax_connections = 500\nrate_limit = 3\nheader_timeout = \"5s\"\ntrusted_proxies = [\"10.0.0.1\"]\n",
+        )
+        .unwrap();
+        let flags = LimitArgs {
+            max_connections: Some(900),
+            ..Default::default()
+        };
+        let l = flags.resolve(&file.limits).unwrap();
+        assert_eq!(l.max_connections, 900);
+        assert_eq!(l.write_rate.per_second, 3);
+        assert_eq!(l.write_rate.burst, Limits::default().write_rate.burst);
+        assert_eq!(l.header_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(l.trusted_proxies, vec![IpAddr::from([10, 0, 0, 1])]);
+        assert_eq!(l.body_timeout, Limits::default().body_timeout);
+        let zero = LimitArgs {
+            max_reads: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.resolve(&LimitArgs::default()).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -281,7 +281,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
-        Command::Device(DeviceCmd::Run(args)) => agent::run(&args),
+        Command::Device(DeviceCmd::Run(args)) => return agent::run(&args),
         Command::Hub(cmd) => hub::run(cmd),
         Command::Keeper(cmd) => return keeper::run(cmd),
         Command::App(cmd) => return app::run(cmd),

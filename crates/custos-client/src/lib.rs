@@ -142,7 +142,9 @@ impl HubClient {
                 &format!(
                     "/v1/pairing/{device}/{}?after={after}&wait={}",
                     direction.path(),
-                    wait.as_secs().min(custos_max_wait())
+                    // Rounded up: a caller with less than a second left would otherwise ask again and again
+                    // with `wait=0`, a tight loop the hub's per-address rate limit refuses.
+                    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).min(custos_max_wait())
                 ),
                 auth,
             )

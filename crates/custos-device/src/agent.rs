@@ -3,10 +3,18 @@
 //!
 //! State directory layout (all owner-only): `device.json` (identity, codes, hub session), `keys.json` (the
 //! frontier: the only data-key secrets the device holds), `seq` (the next sequence number) and `queue/`, one file
-//! per message not yet acknowledged, named by its sequence number. Every write is atomic (write, sync, rename).
+//! per message not yet acknowledged, named by its sequence number (`….up` for an uplink, `….skip` for a skip
+//! notice, named by its first number), and `queue/acked`, the acknowledged message with the highest sequence number
+//! (kept instead of deleted). Every write is atomic (write, sync, rename).
 //!
 //! Sequence numbers are reserved on disk before use, so a crash can skip one but never reuse one. The sequence
-//! number is also the record's nonce: unique per device, hence per leaf key.
+//! number is also the record's nonce: unique per device, hence per leaf key. Numbers reserved but never queued
+//! (the agent died between the two writes) are found when the agent opens its state: they lie between the highest
+//! number queued or acked and `seq`, and the agent queues a skip notice for them, so that a gap the hub reports is a
+//! real loss.
+//!
+//! Only what verifies under the device's session acts on the queue: a message leaves it when an authenticated ack
+//! for it arrives. Anything else that comes down (forged or stale acks, refusals, junk) is ignored and counted.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +23,9 @@ use std::time::Duration;
 use custos_proto::admission::DeviceAwaitingResponse;
 use custos_proto::cose::DeviceList;
 use custos_proto::record::OVERHEAD;
-use custos_proto::uplink::{ACK_LEN, LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_uplink};
+use custos_proto::uplink::{
+    ACK_LEN, LinkKeys, UPLINK_OVERHEAD, Verdict, open_ack, seal_skip, seal_uplink,
+};
 use custos_proto::{DeviceId, LeafKey, RustCrypto, Secret, UnixTime};
 use rand_core::{OsRng, RngCore};
 use rumqttc::v5::mqttbytes::QoS;
@@ -46,6 +56,10 @@ pub enum AgentError {
     /// The hub could not be reached; queued messages stay queued.
     #[error("hub unreachable: {0}")]
     Unreachable(String),
+    /// The hub answered, but without an authenticated ack for the messages sent (over MQTT: none within
+    /// [`ACK_TIMEOUT`]); they stay queued.
+    #[error("no authenticated ack: {0}")]
+    NoAck(String),
     /// The hub refused the request.
     #[error("hub refused ({status}): {message}")]
     Refused {
@@ -113,6 +127,11 @@ pub struct Published {
     pub duplicates: usize,
     /// Refused as too old.
     pub too_old: usize,
+    /// Skip notices the hub noted.
+    pub noted: usize,
+    /// Downlink messages ignored: acks that do not verify or match no queued message, refusals on the MQTT
+    /// `…/error` topic (unauthenticated), device lists that fail their checks.
+    pub ignored: usize,
     /// Still queued.
     pub pending: usize,
     /// A device list that arrived meanwhile (over MQTT) and was accepted.
@@ -126,6 +145,8 @@ pub struct Agent {
     http: reqwest::Client,
     keys: Option<Keys>,
     cached: Option<LeafKey<RustCrypto>>,
+    /// The next sequence number to reserve, once read from disk.
+    next_seq: Option<u64>,
 }
 
 fn err_io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -151,13 +172,16 @@ impl Agent {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        Ok(Self {
+        let mut agent = Self {
             dir: dir.to_path_buf(),
             state,
             http,
             keys,
             cached: None,
-        })
+            next_seq: None,
+        };
+        agent.account_for_skips()?;
+        Ok(agent)
     }
 
     /// The device id.
@@ -173,26 +197,6 @@ impl Agent {
     /// Whether the device has joined a hub.
     pub fn joined(&self) -> bool {
         self.state.session.is_some()
-    }
-
-    async fn post(&self, url: &str, body: Vec<u8>) -> Result<Vec<u8>, AgentError> {
-        let resp = self
-            .http
-            .post(url)
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            return Err(refusal(status.as_u16(), &bytes));
-        }
-        Ok(bytes.to_vec())
     }
 
     /// Joins the hub at `hub` (e.g. `http://127.0.0.1:7180`) with the device's join code; does nothing if the
@@ -212,9 +216,7 @@ impl Agent {
             Secret::from_bytes(*ephemeral),
             None,
         )?;
-        let reply = self
-            .post(&format!("{hub}/v1/admission/hello"), hello)
-            .await?;
+        let reply = post(&self.http, &format!("{hub}/v1/admission/hello"), hello).await?;
         let (id, response) = reply
             .split_at_checked(16)
             .ok_or(custos_proto::Error::Truncated)?;
@@ -226,7 +228,7 @@ impl Agent {
         let url = format!("{hub}/v1/admission/finish");
         let mut tries = 0;
         let welcome = loop {
-            match self.post(&url, body.clone()).await {
+            match post(&self.http, &url, body.clone()).await {
                 Err(AgentError::Unreachable(e)) if tries < 4 => {
                     tries += 1;
                     tracing::warn!(%e, "no answer to Finish; sending it again");
@@ -270,30 +272,7 @@ impl Agent {
     /// replayed list cannot bring back a revoked device.
     pub fn accept_device_list(&mut self, bytes: &[u8]) -> Result<ListUpdate, AgentError> {
         let key = self.hub_signing_key().ok_or(AgentError::NoHubKey)?;
-        let list = DeviceList::verify(&RustCrypto, bytes, &key)?;
-        let have = self.device_list()?.map(|l| l.version);
-        if let Some(have) = have.filter(|&h| h > list.version) {
-            return Err(AgentError::StaleList {
-                have,
-                got: list.version,
-            });
-        }
-        let changed = have != Some(list.version);
-        if changed {
-            write_atomic(&self.dir.join("device-list.cose"), bytes)?;
-        }
-        let authorized = list.contains(self.state.device);
-        if changed && !authorized {
-            tracing::warn!(
-                version = list.version,
-                "this device is not on the hub's device list: revoked"
-            );
-        }
-        Ok(ListUpdate {
-            version: list.version,
-            changed,
-            authorized,
-        })
+        accept_list(&self.dir, &key, self.state.device, bytes)
     }
 
     /// Waits up to `timeout` for the owner's keeper to pair through the hub's relay (Noise NNpsk0 keyed by the
@@ -402,26 +381,8 @@ impl Agent {
             self.fetch_hub_key().await?;
         }
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
-        let bytes = self.get(&format!("{}/v1/device-list", session.hub)).await?;
+        let bytes = get(&self.http, &format!("{}/v1/device-list", session.hub)).await?;
         self.accept_device_list(&bytes)
-    }
-
-    async fn get(&self, url: &str) -> Result<Vec<u8>, AgentError> {
-        let resp = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-        if !status.is_success() {
-            return Err(refusal(status.as_u16(), &body));
-        }
-        Ok(body.to_vec())
     }
 
     /// Fetches the hub's key for device lists, authenticated under the session, and pins it.
@@ -429,7 +390,7 @@ impl Agent {
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
         let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
         let url = format!("{}/v1/devices/{}/hub-key", session.hub, self.state.device);
-        let body = self.get(&url).await?;
+        let body = get(&self.http, &url).await?;
         let key = custos_proto::uplink::open_hub_key(&RustCrypto, &link, self.state.device, &body)?;
         if let Some(s) = self.state.session.as_mut() {
             s.hub_signing = Some(key);
@@ -465,21 +426,43 @@ impl Agent {
         Ok(n)
     }
 
-    fn reserve_seq(&self) -> Result<u64, AgentError> {
+    fn reserve_seq(&mut self) -> Result<u64, AgentError> {
         let path = self.dir.join("seq");
-        let stored: u64 = match fs::read_to_string(&path) {
-            Ok(t) => t.trim().parse().map_err(|_| StateError::Invalid {
-                path: path.clone(),
-                why: "not a number".into(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(StateError::Io { path, source: e }.into()),
+        let seq = match self.next_seq {
+            Some(s) => s,
+            None => {
+                // Never below a message queued or acked, even if `seq` was lost.
+                let accounted = accounted_until(&self.dir.join("queue"))?;
+                read_seq_file(&path)?.max(accounted)
+            }
         };
-        // Never below a queued message, even if `seq` was lost.
-        let queued = self.queued()?.last().map_or(0, |(s, _)| s + 1);
-        let seq = stored.max(queued);
         write_atomic(&path, (seq + 1).to_string().as_bytes())?;
+        self.next_seq = Some(seq + 1);
         Ok(seq)
+    }
+
+    /// Finds the sequence numbers reserved on disk (`seq`) but never queued, nor acked: the agent died between
+    /// reserving one and queueing its message. Queues a skip notice for them, so the hub can tell them from lost
+    /// messages. Returns the range skipped, if any.
+    fn account_for_skips(&mut self) -> Result<Option<(u64, u64)>, AgentError> {
+        let Some(session) = self.state.session.as_ref() else {
+            return Ok(None);
+        };
+        let queue = self.dir.join("queue");
+        let reserved = read_seq_file(&self.dir.join("seq"))?;
+        let accounted = accounted_until(&queue)?;
+        if reserved <= accounted {
+            return Ok(None);
+        }
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let skip = seal_skip(&RustCrypto, &link, self.state.device, accounted, reserved)?;
+        write_atomic(&queue.join(format!("{accounted:016x}.skip")), &skip)?;
+        tracing::warn!(
+            from = accounted,
+            until = reserved,
+            "sequence numbers were reserved but never queued (the agent was stopped abruptly); telling the hub"
+        );
+        Ok(Some((accounted, reserved)))
     }
 
     /// Seals `reading` taken at `at`, and queues it for the hub. Returns its sequence number.
@@ -502,8 +485,8 @@ impl Agent {
                 .ok_or(AgentError::NoKeys)?;
             self.cached = Some(keys.spec.leaf_key(&RustCrypto, holder, leaf, keys.suite)?);
         }
-        let key = self.cached.as_ref().ok_or(AgentError::NoKeys)?;
         let seq = self.reserve_seq()?;
+        let key = self.cached.as_ref().ok_or(AgentError::NoKeys)?;
         let mut record = vec![0u8; reading.len() + OVERHEAD];
         key.seal(&RustCrypto, seq.to_be_bytes(), reading, &mut record)?;
         let mut msg = vec![0u8; record.len() + UPLINK_OVERHEAD];
@@ -519,62 +502,225 @@ impl Agent {
         Ok(seq)
     }
 
-    /// The queued messages, oldest first.
+    /// The queued messages (uplinks, `….up`, and skip notices, `….skip`), oldest first.
     pub fn queued(&self) -> Result<Vec<Queued>, AgentError> {
-        let dir = self.dir.join("queue");
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(err_io(&dir))? {
-            let path = entry.map_err(err_io(&dir))?.path();
-            let seq = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".up"))
-                .and_then(|h| u64::from_str_radix(h, 16).ok());
-            if let Some(seq) = seq {
-                out.push((seq, path));
-            }
-        }
-        out.sort();
-        Ok(out)
+        queued_in(&self.dir.join("queue"))
     }
 
-    /// The next batch of queued messages, framed as the hub expects (`length (u16) ‖ uplink`, repeated).
-    fn next_batch(&self, max_bytes: usize) -> Result<(Vec<Queued>, Vec<u8>), AgentError> {
-        let mut batch = Vec::new();
+    /// What publishes this device's queue: owns everything it needs, so it can run in a task of its own while the
+    /// agent goes on sealing into the same queue.
+    pub fn publisher(&self) -> Result<Publisher, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let queue = self.dir.join("queue");
+        Ok(Publisher {
+            link: LinkKeys::derive(&RustCrypto, &session.session_key)?,
+            hub: session.hub.clone(),
+            hub_signing: session.hub_signing,
+            device: self.state.device,
+            http: self.http.clone(),
+            last_acked: last_acked(&queue)?,
+            dir: self.dir.clone(),
+            queue,
+        })
+    }
+
+    /// Sends queued messages to the hub over HTTP (see [`Publisher::publish`]).
+    pub async fn publish(&mut self) -> Result<Published, AgentError> {
+        self.publisher()?.publish().await
+    }
+
+    /// Sends queued messages over MQTT (see [`Publisher::publish_mqtt`]).
+    pub async fn publish_mqtt(&mut self, mqtt: &mut MqttLink) -> Result<Published, AgentError> {
+        let mut publisher = self.publisher()?;
+        publisher.publish_mqtt(mqtt).await
+    }
+}
+
+/// How long a device waits for the authenticated acks of a batch sent over MQTT.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The name under which the last acknowledged message with the highest sequence number is kept in the queue
+/// directory, instead of being deleted, so that the agent knows on start how far its numbers were accounted for.
+const LAST_ACKED: &str = "acked";
+
+/// The sequence number after the highest one accounted for: queued (an uplink, or a skip notice's last number), or
+/// acked (kept as [`LAST_ACKED`]). 0 if none.
+fn accounted_until(queue: &Path) -> Result<u64, AgentError> {
+    let mut until = last_acked(queue)?.map_or(0, |s| s + 1);
+    for (seq, path) in queued_in(queue)? {
+        let high = if is_skip(&path) {
+            let bytes = fs::read(&path).map_err(err_io(&path))?;
+            message_high(&bytes).unwrap_or(seq)
+        } else {
+            seq
+        };
+        until = until.max(high + 1);
+    }
+    Ok(until)
+}
+
+/// The highest sequence number of the kept last acked message.
+fn last_acked(queue: &Path) -> Result<Option<u64>, AgentError> {
+    let path = queue.join(LAST_ACKED);
+    match fs::read(&path) {
+        Ok(bytes) => Ok(message_high(&bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StateError::Io { path, source: e }.into()),
+    }
+}
+
+/// The highest sequence number a queued message accounts for: an uplink's own, or a skip's last.
+fn message_high(msg: &[u8]) -> Option<u64> {
+    let six = |b: &[u8]| b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+    match msg.first() {
+        Some(&custos_proto::uplink::UPLINK) => msg.get(1..7).map(six),
+        Some(&custos_proto::uplink::SKIP) => msg.get(7..13).map(six),
+        _ => None,
+    }
+}
+
+fn read_seq_file(path: &Path) -> Result<u64, AgentError> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(t.trim().parse().map_err(|_| StateError::Invalid {
+            path: path.to_path_buf(),
+            why: "not a number".into(),
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+        .into()),
+    }
+}
+
+fn is_skip(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "skip")
+}
+
+fn queued_in(dir: &Path) -> Result<Vec<Queued>, AgentError> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(err_io(dir))? {
+        let path = entry.map_err(err_io(dir))?.path();
+        let seq = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".up").or_else(|| n.strip_suffix(".skip")))
+            .and_then(|h| u64::from_str_radix(h, 16).ok());
+        if let Some(seq) = seq {
+            out.push((seq, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Publishes a device's queue to its hub, over HTTP or MQTT. Made by [`Agent::publisher`].
+///
+/// A message leaves the queue only when an ack for it verifies under the device's session: with the verdict of an
+/// uplink (stored, duplicate, too old) for an uplink, "noted" for a skip notice. Everything else that comes down
+/// (acks that fail to verify, acks for messages no longer queued, the wrong number of acks, refusals on the MQTT
+/// `…/error` topic, which anyone on the broker can post) is ignored and counted in [`Published::ignored`]. Dropping
+/// a publish future half-way is safe: at worst a message is sent again, and the hub answers "duplicate".
+pub struct Publisher {
+    dir: PathBuf,
+    queue: PathBuf,
+    device: DeviceId,
+    hub: String,
+    link: LinkKeys,
+    hub_signing: Option<[u8; 32]>,
+    http: reqwest::Client,
+    last_acked: Option<u64>,
+}
+
+/// Messages sent and not answered yet: by sequence number, whether a skip, and its file.
+type InFlight = std::collections::BTreeMap<(u64, bool), PathBuf>;
+
+impl Publisher {
+    /// The device id.
+    pub fn device(&self) -> DeviceId {
+        self.device
+    }
+
+    /// How many messages are queued.
+    pub fn pending(&self) -> Result<usize, AgentError> {
+        Ok(queued_in(&self.queue)?.len())
+    }
+
+    /// The next batch of queued messages, framed as the hub expects (`length (u16) ‖ message`, repeated).
+    fn next_batch(&self, max_bytes: usize) -> Result<(InFlight, Vec<u8>), AgentError> {
+        let mut batch = InFlight::new();
         let mut body = Vec::new();
-        for (seq, path) in self.queued()?.into_iter().take(MAX_BATCH) {
-            let msg = fs::read(&path).map_err(err_io(&path))?;
+        for (seq, path) in queued_in(&self.queue)?.into_iter().take(MAX_BATCH) {
+            let msg = match fs::read(&path) {
+                Ok(m) => m,
+                // Settled meanwhile by a late ack.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StateError::Io { path, source: e }.into()),
+            };
             // Always at least one message, so a large one still goes out alone.
             if !batch.is_empty() && body.len() + 2 + msg.len() > max_bytes {
                 break;
             }
-            batch.push((seq, path));
             let len = u16::try_from(msg.len())
                 .map_err(|_| custos_proto::Error::InvalidValue("message over 64 KiB"))?;
             body.extend_from_slice(&len.to_be_bytes());
             body.extend_from_slice(&msg);
+            batch.insert((seq, is_skip(&path)), path);
         }
         Ok((batch, body))
     }
 
-    /// Verifies the hub's acks for `batch` and drops every acknowledged message from the queue.
+    /// Takes in acks: each one that verifies and matches a queued message settles it (drops it from the queue,
+    /// and from `flight`); the rest are ignored and counted. Returns how many messages were settled.
     fn settle(
-        &self,
-        link: &LinkKeys,
-        batch: &[Queued],
+        &mut self,
         acks: &[u8],
+        flight: &mut InFlight,
         report: &mut Published,
-    ) -> Result<(), AgentError> {
-        if acks.len() != batch.len() * ACK_LEN {
-            return Err(
-                custos_proto::Error::InvalidValue("ack count differs from the batch").into(),
+    ) -> Result<usize, AgentError> {
+        if acks.is_empty() || !acks.len().is_multiple_of(ACK_LEN) {
+            report.ignored += 1;
+            tracing::warn!(
+                len = acks.len(),
+                ignored = report.ignored,
+                "ignoring an answer that is not a whole number of acks"
             );
+            return Ok(0);
         }
-        for ((seq, path), ack) in batch.iter().zip(acks.chunks(ACK_LEN)) {
-            let (acked, verdict) = open_ack(&RustCrypto, link, self.state.device, ack)?;
-            if acked != *seq {
-                return Err(custos_proto::Error::InvalidValue("ack for another message").into());
-            }
+        let mut settled = 0;
+        for ack in acks.chunks(ACK_LEN) {
+            let (seq, verdict) = match open_ack(&RustCrypto, &self.link, self.device, ack) {
+                Ok(a) => a,
+                Err(e) => {
+                    report.ignored += 1;
+                    tracing::warn!(%e, ignored = report.ignored, "ignoring an ack that does not verify");
+                    continue;
+                }
+            };
+            let skip = verdict == Verdict::Noted;
+            let path = match flight.remove(&(seq, skip)) {
+                Some(p) => p,
+                // An authenticated ack for a message still queued, though not in this batch (a late answer to
+                // an earlier send) is genuine.
+                None => self
+                    .queue
+                    .join(format!("{seq:016x}.{}", if skip { "skip" } else { "up" })),
+            };
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.ignored += 1;
+                    tracing::info!(
+                        seq,
+                        ?verdict,
+                        ignored = report.ignored,
+                        "ignoring an ack that matches no queued message (stale, or a verdict of the wrong kind)"
+                    );
+                    continue;
+                }
+                Err(e) => return Err(StateError::Io { path, source: e }.into()),
+            };
             match verdict {
                 Verdict::Stored => report.stored += 1,
                 Verdict::Duplicate => report.duplicates += 1,
@@ -582,76 +728,306 @@ impl Agent {
                     report.too_old += 1;
                     tracing::warn!(seq, "the hub refused a message as too old; dropping it");
                 }
-                Verdict::Noted => {
-                    return Err(custos_proto::Error::InvalidValue(
-                        "a skip's verdict for an uplink",
-                    )
-                    .into());
-                }
+                Verdict::Noted => report.noted += 1,
             }
-            fs::remove_file(path).map_err(err_io(path))?;
+            self.retire(&path, &bytes)?;
+            settled += 1;
         }
-        Ok(())
+        Ok(settled)
     }
 
-    /// Sends queued messages to the hub over HTTP, a batch at a time, and drops each one the hub acknowledged.
-    /// On a network failure the rest stays queued for the next call.
+    /// Drops an acknowledged message from the queue. The one accounting for the highest sequence number so far is
+    /// kept as [`LAST_ACKED`] (a rename, as cheap as deleting), so that on start the agent can tell numbers that
+    /// were queued and acked from numbers reserved and never queued.
+    fn retire(&mut self, path: &Path, msg: &[u8]) -> Result<(), AgentError> {
+        let high = message_high(msg);
+        let result = if high > self.last_acked {
+            let r = fs::rename(path, self.queue.join(LAST_ACKED));
+            if r.is_ok() {
+                self.last_acked = high;
+            }
+            r
+        } else {
+            fs::remove_file(path)
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StateError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }
+            .into()),
+        }
+    }
+
+    /// Sends queued messages to the hub over HTTP, a batch at a time, and drops each one an authenticated ack
+    /// settles. Any failure leaves the rest queued: [`AgentError::Unreachable`] (no answer), [`AgentError::Refused`]
+    /// (an HTTP error status, which anyone in between can forge), or [`AgentError::NoAck`] (an answer without a
+    /// single ack for the batch).
     pub async fn publish(&mut self) -> Result<Published, AgentError> {
-        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
-        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
-        let url = format!("{}/v1/devices/{}/uplinks", session.hub, self.state.device);
+        let url = format!("{}/v1/devices/{}/uplinks", self.hub, self.device);
         let mut report = Published::default();
         loop {
-            let (batch, body) = self.next_batch(MAX_HTTP_BATCH_BYTES)?;
+            let (mut batch, body) = self.next_batch(MAX_HTTP_BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
             }
-            let acks = self.post(&url, body).await?;
-            self.settle(&link, &batch, &acks, &mut report)?;
+            let acks = post(&self.http, &url, body).await?;
+            if self.settle(&acks, &mut batch, &mut report)? == 0 {
+                return Err(AgentError::NoAck(format!(
+                    "the hub's answer settled none of {} message(s)",
+                    batch.len()
+                )));
+            }
         }
-        report.pending = self.queued()?.len();
+        report.pending = self.pending()?;
         Ok(report)
     }
 
     /// The same over MQTT: each batch goes to `{prefix}/{device}/up`, and the hub's acks come back on
-    /// `{prefix}/{device}/ack` (or a refusal on `…/error`) within 10 seconds.
+    /// `{prefix}/{device}/ack`. The agent waits up to [`ACK_TIMEOUT`] for authenticated acks settling the whole
+    /// batch; a refusal on `…/error` is only logged (anyone on the broker can post one). Device lists pushed
+    /// meanwhile are taken in.
     pub async fn publish_mqtt(&mut self, mqtt: &mut MqttLink) -> Result<Published, AgentError> {
-        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
-        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
         let mut report = Published::default();
         loop {
-            let (batch, body) = self.next_batch(MAX_MQTT_BATCH_BYTES)?;
+            // Late answers to earlier batches may still settle queued messages; device lists are taken in.
+            let mut none = InFlight::new();
+            while let Ok(msg) = mqtt.incoming.try_recv() {
+                self.on_downlink(msg, &mut none, &mut report)?;
+            }
+            let (mut batch, body) = self.next_batch(MAX_MQTT_BATCH_BYTES)?;
             if batch.is_empty() {
                 break;
             }
-            // Forget answers to earlier batches that arrived late, but take in device lists.
-            while let Ok(msg) = mqtt.incoming.try_recv() {
-                self.on_mqtt_list(msg, &mut report);
-            }
+            let total = batch.len();
             mqtt.client
-                .publish(mqtt.topic("up"), QoS::AtLeastOnce, false, body)
-                .await
+                .try_publish(mqtt.topic("up"), QoS::AtLeastOnce, false, body)
                 .map_err(|e| AgentError::Unreachable(e.to_string()))?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            loop {
+            let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+            while !batch.is_empty() {
                 let answer = tokio::time::timeout_at(deadline, mqtt.incoming.recv())
                     .await
                     .map_err(|_| {
-                        AgentError::Unreachable("no answer from a hub within 10 s".into())
+                        AgentError::NoAck(format!(
+                            "{} of {total} message(s) unanswered after {} s",
+                            batch.len(),
+                            ACK_TIMEOUT.as_secs()
+                        ))
                     })?
                     .ok_or_else(|| AgentError::Unreachable("MQTT connection closed".into()))?;
-                match answer {
-                    (Incoming::Ack, payload) => {
-                        self.settle(&link, &batch, &payload, &mut report)?;
-                        break;
-                    }
-                    (Incoming::Error, payload) => return Err(refusal(0, &payload)),
-                    list @ (Incoming::DeviceList, _) => self.on_mqtt_list(list, &mut report),
-                }
+                self.on_downlink(answer, &mut batch, &mut report)?;
             }
         }
-        report.pending = self.queued()?.len();
+        report.pending = self.pending()?;
         Ok(report)
+    }
+
+    fn on_downlink(
+        &mut self,
+        (kind, payload): (Incoming, Vec<u8>),
+        flight: &mut InFlight,
+        report: &mut Published,
+    ) -> Result<(), AgentError> {
+        match kind {
+            Incoming::Ack => {
+                self.settle(&payload, flight, report)?;
+            }
+            Incoming::Error => {
+                report.ignored += 1;
+                tracing::warn!(
+                    message = %custos_client::hub_message(&payload),
+                    ignored = report.ignored,
+                    "a refusal on the error topic, unauthenticated (anyone on the broker can post one): waiting for an authenticated ack"
+                );
+            }
+            Incoming::DeviceList => match self.accept_device_list(&payload) {
+                Ok(update) => report.list = Some(update),
+                Err(e) => {
+                    report.ignored += 1;
+                    tracing::warn!(%e, ignored = report.ignored, "ignoring a device list from the broker");
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Checks a signed device list (see [`Agent::accept_device_list`]).
+    pub fn accept_device_list(&mut self, bytes: &[u8]) -> Result<ListUpdate, AgentError> {
+        let key = self.hub_signing.ok_or(AgentError::NoHubKey)?;
+        accept_list(&self.dir, &key, self.device, bytes)
+    }
+
+    /// Fetches the hub's current device list over HTTP and checks it, fetching the hub's signing key first if the
+    /// device does not have it yet.
+    pub async fn refresh_device_list(&mut self) -> Result<ListUpdate, AgentError> {
+        if self.hub_signing.is_none() {
+            let url = format!("{}/v1/devices/{}/hub-key", self.hub, self.device);
+            let body = get(&self.http, &url).await?;
+            let key =
+                custos_proto::uplink::open_hub_key(&RustCrypto, &self.link, self.device, &body)?;
+            let mut state = DeviceState::read(&self.dir)?;
+            if let Some(s) = state.session.as_mut() {
+                s.hub_signing = Some(key);
+            }
+            state.save(&self.dir)?;
+            self.hub_signing = Some(key);
+        }
+        let bytes = get(&self.http, &format!("{}/v1/device-list", self.hub)).await?;
+        self.accept_device_list(&bytes)
+    }
+}
+
+/// Checks a signed device list against the hub's key and keeps it in `dir` if it is newer.
+fn accept_list(
+    dir: &Path,
+    key: &[u8; 32],
+    device: DeviceId,
+    bytes: &[u8],
+) -> Result<ListUpdate, AgentError> {
+    let list = DeviceList::verify(&RustCrypto, bytes, key)?;
+    let path = dir.join("device-list.cose");
+    let have = match fs::read(&path) {
+        Ok(b) => Some(DeviceList::verify(&RustCrypto, &b, key)?.version),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StateError::Io { path, source: e }.into()),
+    };
+    if let Some(have) = have.filter(|&h| h > list.version) {
+        return Err(AgentError::StaleList {
+            have,
+            got: list.version,
+        });
+    }
+    let changed = have != Some(list.version);
+    if changed {
+        write_atomic(&path, bytes)?;
+    }
+    let authorized = list.contains(device);
+    if changed && !authorized {
+        tracing::warn!(
+            version = list.version,
+            "this device is not on the hub's device list: revoked"
+        );
+    }
+    Ok(ListUpdate {
+        version: list.version,
+        changed,
+        authorized,
+    })
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Vec<u8>, AgentError> {
+    let resp = http
+        .post(url)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+    answer(resp).await
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, AgentError> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+    answer(resp).await
+}
+
+async fn answer(resp: reqwest::Response) -> Result<Vec<u8>, AgentError> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+    if !status.is_success() {
+        return Err(refusal(status.as_u16(), &bytes));
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Jittered exponential backoff ("full jitter"): after the `n`th failure in a row the agent waits a random time
+/// between 0 and `min(cap, base · 2ⁿ⁻¹)` (never less than 50 ms); a refusal (an HTTP 4xx) waits as after the fourth
+/// failure at least. [`Backoff::reset`] after a success.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Default for Backoff {
+    /// 1 s doubling to 60 s.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(1), Duration::from_secs(60))
+    }
+}
+
+impl Backoff {
+    /// Backoff from `base`, doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Self {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// How long to wait after one more failure; `refused` for a refusal.
+    pub fn next(&mut self, refused: bool) -> Duration {
+        if refused {
+            self.failures = self.failures.max(3);
+        }
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(20))
+            .min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        let millis = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        let wait = OsRng.next_u64() % millis.saturating_add(1);
+        Duration::from_millis(wait.max(50))
+    }
+}
+
+impl AgentError {
+    /// Whether this is the hub's or the network's failure, to try again later: no answer, an HTTP error status
+    /// (anyone in between can forge one), no authenticated ack. Anything else is local.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unreachable(_) | Self::Refused { .. } | Self::NoAck(_)
+        )
+    }
+
+    /// Whether the hub (or someone posing as it) refused the request with a 4xx status.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { status, .. } if (400..500).contains(status))
+    }
+
+    /// Whether the local disk is full (or the device's quota used up).
+    pub fn is_disk_full(&self) -> bool {
+        let full = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        };
+        match self {
+            Self::State(StateError::Io { source, .. }) => full(source),
+            Self::Keys(e) => e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(full)
+                    || matches!(c.downcast_ref::<StateError>(), Some(StateError::Io { source, .. }) if full(source))
+            }),
+            _ => false,
+        }
     }
 }
 
@@ -751,8 +1127,14 @@ impl MqttLink {
                         } else {
                             continue;
                         };
-                        if tx.send((kind, p.payload.to_vec())).await.is_err() {
-                            break;
+                        // Never block the connection: if nobody reads (the agent backs off), drop what comes;
+                        // unanswered batches are sent again.
+                        match tx.try_send((kind, p.payload.to_vec())) {
+                            Ok(()) => {}
+                            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                                tracing::debug!("dropping a downlink message nobody reads")
+                            }
+                            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => break,
                         }
                     }
                     Ok(_) => {}

@@ -303,9 +303,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> 
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(io(&tmp))?;
+    if let Err(e) = f.write_all(bytes).and_then(|()| f.sync_all()) {
+        // Do not leave a partial file taking space (the disk may be full).
+        drop(f);
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
+    }
     fs::rename(&tmp, path).map_err(io(path))?;
     if let Some(dir) = path.parent() {
         // Make the rename itself durable.

@@ -23,6 +23,7 @@ async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
         listen,
         database: None,
         mqtt: None,
+        limits: Default::default(),
     })
     .await
     .unwrap()
@@ -368,4 +369,84 @@ async fn a_lost_welcome_is_fetched_again() {
 fn agent_session_key(dir: &Path) -> [u8; 32] {
     let state = custos_device::DeviceState::read(dir).unwrap();
     *state.session.unwrap().session_key.expose()
+}
+
+/// The agent was killed between reserving sequence numbers and queueing their messages (here: `seq` moved on by
+/// two, as a crash leaves it), after everything before had been acked and dropped from the queue. On its next start
+/// it queues a skip notice for exactly those numbers, once; the hub notes it, and reports no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_reserved_but_never_queued_are_sent_as_a_skip() {
+    use custos_proto::uplink::{LinkKeys, seal_skip};
+
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let dev_dir = dir.path().join("device");
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dev_dir).unwrap();
+    let device = made.device;
+    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
+    {
+        let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+            .await
+            .unwrap();
+        store
+            .put_admission(&PendingAdmission {
+                device,
+                join_code: made.join_code,
+                created_at: 0,
+                expires_at: i64::MAX,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let mut agent = Agent::open(&dev_dir).unwrap();
+    agent.join(&hub.url(), 0).await.unwrap();
+    let master = MasterSecret::new(Secret::from_bytes([0x4d; 32]));
+    agent.provision(&year_keys(device, &master), at(0)).unwrap();
+    for i in 0..3 {
+        agent.seal(b"r", at(i)).unwrap();
+    }
+    let sent = agent.publish().await.unwrap();
+    assert_eq!((sent.stored, sent.pending), (3, 0));
+
+    // Numbers 3 and 4 were reserved, and the agent died before queueing them.
+    drop(agent);
+    std::fs::write(dev_dir.join("seq"), "5").unwrap();
+    let agent = Agent::open(&dev_dir).unwrap();
+    let skip = dev_dir.join("queue/0000000000000003.skip");
+    let session = custos_device::DeviceState::read(&dev_dir)
+        .unwrap()
+        .session
+        .unwrap();
+    let link = LinkKeys::derive(&RustCrypto, &session.session_key).unwrap();
+    assert_eq!(
+        std::fs::read(&skip).expect("no skip notice queued"),
+        seal_skip(&RustCrypto, &link, device, 3, 5).unwrap(),
+        "the skip names 3..5"
+    );
+    assert_eq!(agent.queued().unwrap().len(), 1);
+    // Opening again finds nothing new to skip.
+    drop(agent);
+    let mut agent = Agent::open(&dev_dir).unwrap();
+    assert_eq!(agent.queued().unwrap().len(), 1);
+    assert_eq!(agent.seal(b"r", at(5)).unwrap(), 5);
+    let sent = agent.publish().await.unwrap();
+    assert_eq!((sent.stored, sent.pending), (1, 0));
+    let gaps: serde_json::Value = serde_json::from_slice(
+        &reqwest::get(format!("{}/v1/devices/{device}/gaps", hub.url()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gaps["gaps"], serde_json::json!([]), "{gaps}");
+    assert_eq!(gaps["max_seq"], 5);
+    // A clean restart skips nothing.
+    drop(agent);
+    let agent = Agent::open(&dev_dir).unwrap();
+    assert!(agent.queued().unwrap().is_empty());
+    stop_hub(hub).await;
 }

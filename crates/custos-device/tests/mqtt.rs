@@ -125,7 +125,7 @@ async fn drain(agent: &mut Agent, link: &mut MqttLink) -> usize {
         match agent.publish_mqtt(link).await {
             Ok(p) if p.pending == 0 => return stored + p.stored,
             Ok(p) => stored += p.stored,
-            Err(AgentError::Unreachable(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) if e.is_transient() => tokio::time::sleep(Duration::from_millis(250)).await,
             Err(e) => panic!("{e}"),
         }
     }
@@ -377,15 +377,152 @@ async fn a_broker_crash_mid_stream_loses_and_duplicates_nothing() {
     for i in 10..25 {
         agent.seal(b"during", at(i)).unwrap();
     }
-    assert!(matches!(
-        agent.publish_mqtt(&mut link).await,
-        Err(AgentError::Unreachable(_))
-    ));
+    match agent.publish_mqtt(&mut link).await {
+        Err(AgentError::Unreachable(_) | AgentError::NoAck(_)) => {}
+        other => panic!("expected no answer, got {other:?}"),
+    }
     assert_eq!(agent.queued().unwrap().len(), 15);
 
     // It comes back on the same port; hub and device reconnect by themselves.
     let _broker = Broker::start(dir.path(), port);
     assert_eq!(drain(&mut agent, &mut link).await, 15);
     assert_eq!(seqs(&store, id).await, (0..25).collect::<Vec<_>>());
+    let _ = stop_tx.send(true);
+}
+
+/// Anyone may publish on the broker. A relay between the device's topics and the hub's (a prefix of its own) forges
+/// downlinks before each batch reaches the hub: a refusal on `…/error`, acks with a bad MAC or a bad length, an
+/// authenticated ack with a skip's verdict for an uplink, junk on the hub's `…/up` (whose real refusal it passes
+/// on), and it prepends the previous batch's real acks to each real answer (a stale ack, and the wrong count). The
+/// agent ignores all of it, counts it, and delivers everything exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_and_unmatched_downlinks_are_ignored() {
+    use custos_proto::uplink::{LinkKeys, Verdict, seal_ack};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = AnyStore::open(dir.path().join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let outer = format!("custos-test-{}", random_hex(6));
+    let inner = format!("custos-test-{}", random_hex(6));
+    let (stop_tx, stop) = watch::channel(false);
+    let (_hub, url) = start_hub(store.clone(), SHARED_BROKER, &inner, stop).await;
+    let dev_dir = dir.path().join("dev");
+    let (mut agent, id) = device(&store, &url, &dev_dir).await;
+    let session = custos_device::DeviceState::read(&dev_dir)
+        .unwrap()
+        .session
+        .unwrap();
+    let keys = LinkKeys::derive(&RustCrypto, &session.session_key).unwrap();
+
+    let (relay, mut events) = AsyncClient::new(
+        MqttOptions::new(format!("relay-{}", random_hex(4)), "127.0.0.1", 1883),
+        64,
+    );
+    for t in [
+        format!("{outer}/{id}/up"),
+        format!("{inner}/{id}/ack"),
+        format!("{inner}/{id}/error"),
+    ] {
+        relay.subscribe(t, QoS::AtLeastOnce).await.unwrap();
+    }
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let forwarder = relay.clone();
+    let (outer_, inner_) = (outer.clone(), inner.clone());
+    let relay_task = tokio::spawn(async move {
+        let (outer, inner) = (outer_, inner_);
+        let mut subscribed_tx = Some(subscribed_tx);
+        let mut suback = 0;
+        let mut previous: Vec<u8> = Vec::new();
+        let pub_to = |topic: String, payload: Vec<u8>| {
+            let c = forwarder.clone();
+            async move {
+                c.publish(topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .unwrap()
+            }
+        };
+        loop {
+            let p = match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    suback += 1;
+                    if suback == 3 {
+                        let _ = subscribed_tx.take().map(|t| t.send(()));
+                    }
+                    continue;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => p,
+                Ok(_) => continue,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let topic = String::from_utf8_lossy(&p.topic).into_owned();
+            if topic.ends_with("/up") {
+                let first = u64::from_be_bytes([
+                    0,
+                    0,
+                    p.payload[3],
+                    p.payload[4],
+                    p.payload[5],
+                    p.payload[6],
+                    p.payload[7],
+                    p.payload[8],
+                ]);
+                let refusal = br#"{"error":"revoked","message":"device is revoked"}"#;
+                pub_to(format!("{outer}/{id}/error"), refusal.to_vec()).await;
+                let mut junk = vec![0x32u8; 24];
+                OsRng.fill_bytes(&mut junk[1..]);
+                pub_to(format!("{outer}/{id}/ack"), junk).await;
+                pub_to(format!("{outer}/{id}/ack"), vec![0x32; 23]).await;
+                let wrong = seal_ack(&RustCrypto, &keys, id, first, Verdict::Noted).unwrap();
+                pub_to(format!("{outer}/{id}/ack"), wrong.to_vec()).await;
+                pub_to(format!("{inner}/{id}/up"), vec![0, 5, 1]).await;
+                pub_to(format!("{inner}/{id}/up"), p.payload.to_vec()).await;
+            } else if topic.ends_with("/ack") {
+                let mut both = previous.clone();
+                both.extend_from_slice(&p.payload);
+                previous = p.payload.to_vec();
+                pub_to(format!("{outer}/{id}/ack"), both).await;
+            } else {
+                pub_to(format!("{outer}/{id}/error"), p.payload.to_vec()).await;
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let mut link = MqttLink::connect(SHARED_BROKER, &outer, id).unwrap();
+    let (mut stored, mut ignored) = (0, 0);
+    for round in 0..5u64 {
+        for i in 0..10 {
+            agent.seal(b"r", at(round * 10 + i)).unwrap();
+        }
+        for _ in 0..10 {
+            match agent.publish_mqtt(&mut link).await {
+                Ok(p) => {
+                    stored += p.stored;
+                    ignored += p.ignored;
+                    if p.pending == 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.is_transient() => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert_eq!(stored, 50);
+    // Per batch: the refusal, two bad acks, the skip's verdict, the hub's real refusal of the junk; and from the
+    // second batch on, the previous batch's acks (all settled already).
+    assert!(ignored >= 5 * 5 + 4 * 10, "{ignored} ignored");
+    assert_eq!(seqs(&store, id).await, (0..50).collect::<Vec<_>>());
+    relay_task.abort();
     let _ = stop_tx.send(true);
 }

@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API: it tells the client what it may know and logs the rest.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custos_store::StoreError;
 
@@ -36,9 +36,16 @@ pub enum ApiError {
     /// A quota is used up (e.g. open sharing requests for one owner): `429 quota`.
     #[error("{0}")]
     Quota(String),
-    /// Too many admissions in progress, or a lost race; try again.
+    /// Too many admissions in progress, a lost race, or the hub is at one of its load limits (connections of a
+    /// kind, request bytes in flight); try again after the `Retry-After` seconds.
     #[error("busy, try again")]
     Busy,
+    /// This client sent more requests of this kind than its rate allows; try again after the given seconds.
+    #[error("too many requests from this address; try again in {0} s")]
+    RateLimited(u64),
+    /// The request body did not arrive within the hub's body deadline.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// Something failed inside the hub; the details are logged, not sent.
     #[error("internal error")]
     Internal(String),
@@ -62,6 +69,8 @@ impl ApiError {
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Self::Quota(_) => (StatusCode::TOO_MANY_REQUESTS, "quota"),
             Self::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            Self::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            Self::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -101,10 +110,21 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(%status, message = %self, "request refused");
         }
-        (
+        let retry_after = match self {
+            Self::Busy => Some(1),
+            Self::RateLimited(seconds) => Some(seconds.max(1)),
+            _ => None,
+        };
+        let mut response = (
             status,
             Json(serde_json::json!({"error": code, "message": self.to_string()})),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

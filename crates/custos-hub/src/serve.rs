@@ -1,12 +1,29 @@
 //! Running the hub: open its data directory and store, bind, serve until asked to stop.
+//!
+//! The hub runs its own accept loop over hyper, with the limits of [`Limits`]: a timeout for request heads (which
+//! is also the keep-alive idle timeout), a connection limit below the file-descriptor limit, a cap on the
+//! connections of one client address, and the request middleware of [`limits`] (rates, load classes, the body
+//! deadline and budget).
+
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use custos_store::AnyStore;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt as _;
+
+pub use limits::{FdLimits, Limits, Rate};
 
 use crate::{Hub, HubKeys, app};
+
+/// The largest request head (request line and headers) a client may send, bytes; beyond it, 431.
+pub const MAX_HEAD: usize = 64 << 10;
 
 /// Where the hub keeps its state and how it is reached.
 #[derive(Clone, Debug)]
@@ -19,6 +36,8 @@ pub struct ServeConfig {
     pub database: Option<String>,
     /// An MQTT broker to take uplinks from, besides HTTP.
     pub mqtt: Option<crate::mqtt::MqttConfig>,
+    /// What the hub allows its HTTP clients.
+    pub limits: Limits,
 }
 
 /// Why the hub could not start.
@@ -75,6 +94,26 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    let limits = &config.limits;
+    let fds = limits::raise_fd_limit();
+    let max_connections = limits.connection_limit(fds.map_or(u64::MAX, |f| f.soft));
+    match fds {
+        Some(f) => tracing::info!(
+            soft_before = f.before,
+            soft = f.soft,
+            hard = f.hard,
+            max_connections,
+            "open-file limit"
+        ),
+        None => tracing::info!(max_connections, "no open-file limit"),
+    }
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            max_connections,
+            "connection limit lowered to stay below the open-file limit"
+        );
+    }
     let (store, keys) = open(&config.data_dir, config.database.as_deref()).await?;
     let hub: Arc<Hub<AnyStore>> = Hub::new(store.clone(), keys);
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -89,7 +128,7 @@ pub async fn serve(
     })?;
     tracing::info!(%addr, backend = if config.database.is_some() { "postgres" } else { "sqlite" }, "hub listening");
     ready(addr);
-    // One shutdown signal, seen by both the HTTP server and the MQTT listener.
+    // One shutdown signal, seen by the HTTP server, the MQTT listener and the housekeeping tasks.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -103,13 +142,13 @@ pub async fn serve(
         .mqtt
         .clone()
         .map(|m| tokio::spawn(crate::mqtt::run(hub.clone(), m, stopped(stop_rx.clone()))));
-    axum::serve(
-        listener,
-        app(hub).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx))
-    .await
-    .map_err(|source| ServeError::Listen { addr, source })?;
+    let guard = limits::Guard::new(limits);
+    tokio::spawn(forget_quiet_clients(
+        guard.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let router = app(hub).layer(axum::middleware::from_fn_with_state(guard, limits::guard));
+    accept_loop(listener, router, limits, max_connections, stopped(stop_rx)).await;
     if let Some(task) = mqtt {
         match task.await {
             Ok(Err(e)) => tracing::error!(%e, "MQTT listener failed"),
@@ -120,6 +159,88 @@ pub async fn serve(
     store.close().await;
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// Accepts connections until `stop`, then lets the requests in flight finish (for at most
+/// `limits.shutdown_grace`).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: &Limits,
+    max_connections: usize,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let clients = limits::ClientConnections::new(limits);
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD);
+    loop {
+        // Take a connection slot before accepting: beyond the limit, clients wait in the kernel's backlog
+        // rather than costing a file descriptor.
+        let permit = tokio::select! {
+            () = &mut stop => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it was accepted: wait a little
+                    // rather than spin.
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = clients.enter(remote.ip()) else {
+            tracing::debug!(%remote, "client at its connection cap; closed");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router.clone().map_request(
+            move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request
+            },
+        );
+        let connection = graceful
+            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%remote, %e, "connection ended");
+            }
+            drop((permit, slot));
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(limits.shutdown_grace) => {
+            tracing::warn!("requests still in flight after the shutdown grace period; dropped");
+        }
+    }
+}
+
+/// Every 30 s, drops the rate-limit state of clients that are back to a full burst.
+async fn forget_quiet_clients(guard: Arc<limits::Guard>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => guard.forget_quiet_clients(),
+        }
+    }
 }
 
 /// How long the hub keeps a sharing request (and its answer) after it expired: the application may still be

@@ -49,6 +49,12 @@ async fn run() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        // A benchmark from one address: no per-address rate limits.
+        limits: custos_hub::serve::Limits {
+            write_rate: custos_hub::serve::Rate::UNLIMITED,
+            read_rate: custos_hub::serve::Rate::UNLIMITED,
+            ..Default::default()
+        },
     })
     .await
     .unwrap();
