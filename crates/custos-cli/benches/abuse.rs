@@ -187,6 +187,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// `--every` in milliseconds (`10ms`, `1s`).
+fn every_ms(every: &str) -> f64 {
+    let at = every
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(every.len());
+    let n: f64 = every[..at].parse().unwrap_or(1.0);
+    match &every[at..] {
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => n,
+    }
+}
+
 fn log_file(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).unwrap())
 }
@@ -243,6 +256,8 @@ struct Device {
     dir: PathBuf,
     log: PathBuf,
     agent: Option<Child>,
+    /// Stopped by SIGKILL after ignoring SIGINT: its last reserved sequence number may never have been queued.
+    killed: bool,
 }
 
 struct Rig {
@@ -303,6 +318,7 @@ impl Rig {
                 dir: root.join(&state),
                 log: root.join(format!("dev{i}.log")),
                 agent: None,
+                killed: false,
             });
         }
         let prefix = mqtt.then(|| {
@@ -1021,6 +1037,11 @@ async fn integrity(rig: &Rig) -> Integrity {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0);
         out.sealed += sealed;
+        let expected = if d.killed {
+            sealed.saturating_sub(1)
+        } else {
+            sealed
+        };
         let mut seqs = BTreeSet::new();
         let mut total = 0u64;
         let mut after: Option<u64> = None;
@@ -1058,7 +1079,7 @@ async fn integrity(rig: &Rig) -> Integrity {
             continue;
         }
         out.duplicated += total - seqs.len() as u64;
-        out.lost += (0..sealed).filter(|s| !seqs.contains(s)).count() as u64;
+        out.lost += (0..expected).filter(|s| !seqs.contains(s)).count() as u64;
         let gaps = async {
             let resp = http
                 .get(format!("{}/v1/devices/{}/gaps", rig.url, d.id))
@@ -1085,10 +1106,13 @@ struct Row {
     baseline: Window,
     under: Window,
     hwm_kib: u64,
+    /// Readings per second the agents take.
+    offered: f64,
     hub_alive: bool,
     agents_alive: usize,
     agents: usize,
     clean_exits: usize,
+    exits: Vec<Option<i32>>,
     drained: bool,
     integrity: Integrity,
 }
@@ -1128,6 +1152,9 @@ impl Row {
         if self.integrity.unchecked > 0 {
             why.push("unchecked");
         }
+        if !self.drained {
+            why.push("undrained");
+        }
         if why.is_empty() {
             "ok".into()
         } else {
@@ -1147,6 +1174,7 @@ impl Row {
             "ratio": self.ratio(),
             "baseline_backlog": self.baseline.backlog,
             "attack_backlog": self.under.backlog,
+            "attack_backlog_s": self.under.backlog as f64 / self.offered,
             "baseline_rss_peak_mib": self.baseline.rss_peak_kib as f64 / 1024.0,
             "attack_rss_peak_mib": self.under.rss_peak_kib as f64 / 1024.0,
             "hub_vmhwm_mib": self.hwm_kib as f64 / 1024.0,
@@ -1154,6 +1182,7 @@ impl Row {
             "agents": self.agents,
             "agents_alive": self.agents_alive,
             "agents_exit_0": self.clean_exits,
+            "agent_exit_codes": self.exits,
             "drained": self.drained,
             "sealed": self.integrity.sealed,
             "lost": self.integrity.lost,
@@ -1260,14 +1289,15 @@ fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, kind: Attack) -> Row {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut clean_exits = 0;
+    let mut exits = Vec::new();
     for d in &mut rig.devices {
-        if let Some(mut c) = d.agent.take()
-            && interrupt(&mut c, 15) == Some(0)
-        {
-            clean_exits += 1;
+        if let Some(mut c) = d.agent.take() {
+            let code = interrupt(&mut c, 15);
+            d.killed = code.is_none();
+            exits.push(code);
         }
     }
+    let clean_exits = exits.iter().filter(|c| **c == Some(0)).count();
     // An agent stopped by SIGINT keeps what it has not sent; `--count 0` sends it and exits.
     let mut drained = true;
     for i in 0..rig.devices.len() {
@@ -1275,11 +1305,16 @@ fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, kind: Attack) -> Row {
         {
             let mut cmd = rig.agent_command(cfg, i);
             cmd.args(["--count", "0"]);
-            drained &= run_bounded(cmd, 60) == Some(true);
+            drained &= run_bounded(cmd, 45) == Some(true);
         }
     }
     let integrity = rt.block_on(integrity(&rig));
     interrupt(&mut rig.hub, 10);
+    let agents = rig.devices.len();
+    if std::env::var_os("CUSTOS_ABUSE_KEEP").is_some() {
+        eprintln!("abuse: {}: kept {}", kind.name(), rig.root.display());
+        std::mem::forget(rig);
+    }
     Row {
         scenario: kind.name(),
         attack,
@@ -1287,10 +1322,12 @@ fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, kind: Attack) -> Row {
         baseline,
         under,
         hwm_kib,
+        offered: cfg.devices as f64 * 1000.0 / every_ms(&cfg.every),
         hub_alive,
         agents_alive,
-        agents: rig.devices.len(),
+        agents,
         clean_exits,
+        exits,
         drained,
         integrity,
     }
@@ -1321,13 +1358,14 @@ fn table(cfg: &Config, rows: &[Row]) -> String {
     for r in rows {
         writeln!(
             t,
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {} | {:.0} / {:.0} / {:.0} | {}/{} | {}/{} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {:.2} | {} ({:.1} s) | {:.0} / {:.0} / {:.0} | {}/{} | {}/{} | {} | {} | {} | {} |",
             r.scenario,
             r.attack,
             r.baseline.rate,
             r.under.rate,
             r.ratio(),
             r.under.backlog,
+            r.under.backlog as f64 / r.offered,
             r.baseline.rss_peak_kib as f64 / 1024.0,
             r.under.rss_peak_kib as f64 / 1024.0,
             r.hwm_kib as f64 / 1024.0,
