@@ -1022,6 +1022,8 @@ struct Integrity {
     duplicated: u64,
     gaps: Option<u64>,
     unchecked: usize,
+    /// Still in the agents' queues after the drain.
+    still_queued: u64,
 }
 
 /// Every device's stored sequence numbers against what it sealed (its `seq` file), and the hub's gap report.
@@ -1079,7 +1081,19 @@ async fn integrity(rig: &Rig) -> Integrity {
             continue;
         }
         out.duplicated += total - seqs.len() as u64;
-        out.lost += (0..expected).filter(|s| !seqs.contains(s)).count() as u64;
+        // What the agent still holds after draining is late, not lost: counted apart.
+        let queued: BTreeSet<u64> = std::fs::read_dir(d.dir.join("queue"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.ok()?.file_name();
+                u64::from_str_radix(name.to_str()?.strip_suffix(".up")?, 16).ok()
+            })
+            .collect();
+        out.still_queued += queued.len() as u64;
+        out.lost += (0..expected)
+            .filter(|s| !seqs.contains(s) && !queued.contains(s))
+            .count() as u64;
         let gaps = async {
             let resp = http
                 .get(format!("{}/v1/devices/{}/gaps", rig.url, d.id))
@@ -1187,6 +1201,7 @@ impl Row {
             "sealed": self.integrity.sealed,
             "lost": self.integrity.lost,
             "duplicated": self.integrity.duplicated,
+            "still_queued": self.integrity.still_queued,
             "gaps_missing": self.integrity.gaps,
             "devices_unchecked": self.integrity.unchecked,
             "verdict": self.verdict(),
