@@ -24,7 +24,8 @@ pub enum HubCmd {
     Admit(AdmitArgs),
     /// Revoke a device: the hub refuses its messages and drops it from the signed device list.
     Revoke(DeviceArgs),
-    /// List admitted devices with their presence.
+    /// List admitted devices with their presence, and how many of their messages were lost on the way (sequence
+    /// numbers neither stored nor accounted for by the device).
     Devices(DevicesArgs),
 }
 
@@ -445,11 +446,17 @@ async fn devices(a: DevicesArgs) -> Result<()> {
     let (store, _) = a.at.open().await?;
     let devices = store.devices().await?;
     let presence = store.presence().await?;
+    // Sequence numbers lost on the way: neither stored nor skipped by the device (the first 100 ranges).
+    let mut lost = Vec::with_capacity(devices.len());
+    for d in &devices {
+        lost.push(store.gaps(d.device, 100).await?);
+    }
     store.close().await;
     let now = now()?;
     let rows: Vec<_> = devices
         .iter()
-        .map(|d| {
+        .zip(&lost)
+        .map(|(d, gaps)| {
             let p = presence.iter().find(|p| p.device == d.device);
             let state = match (d.revoked_at, p) {
                 (Some(_), _) => "revoked",
@@ -457,16 +464,17 @@ async fn devices(a: DevicesArgs) -> Result<()> {
                 (None, Some(_)) => "offline",
                 (None, None) => "never seen",
             };
-            (d, p, state)
+            (d, p, state, gaps)
         })
         .collect();
     if a.json {
         let list: Vec<_> = rows
             .iter()
-            .map(|(d, p, state)| {
+            .map(|(d, p, state, gaps)| {
                 json!({"device": d.device.to_string(), "state": state, "admitted_at": show(d.admitted_at),
                     "revoked_at": d.revoked_at.map(show), "last_seen": p.map(|p| show(p.last_seen)),
-                    "address": p.map(|p| p.address.clone()), "max_seq": d.max_seq})
+                    "address": p.map(|p| p.address.clone()), "max_seq": d.max_seq,
+                    "lost": missing(gaps), "gaps": gaps.iter().map(|(a, b)| [a, b]).collect::<Vec<_>>()})
             })
             .collect();
         println!("{}", json!({ "devices": list }));
@@ -477,21 +485,27 @@ async fn devices(a: DevicesArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<25} {:<11} {:<22} address",
-        "device", "state", "last seen"
+        "{:<25} {:<11} {:<22} {:>6} address",
+        "device", "state", "last seen", "lost"
     );
-    for (d, p, state) in rows {
+    for (d, p, state, gaps) in rows {
         let seen = p.map_or_else(|| "-".into(), |p| show(p.last_seen));
         let addr = p.map_or("-", |p| p.address.as_str());
         println!(
-            "{:<25} {:<11} {:<22} {}",
+            "{:<25} {:<11} {:<22} {:>6} {}",
             d.device.to_string(),
             state,
             seen,
+            missing(gaps),
             addr
         );
     }
     Ok(())
+}
+
+/// How many sequence numbers the ranges `[from, until)` hold.
+fn missing(gaps: &[(u64, u64)]) -> u64 {
+    gaps.iter().map(|(a, b)| b - a).sum()
 }
 
 #[cfg(test)]

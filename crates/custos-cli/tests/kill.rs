@@ -182,6 +182,18 @@ fn a_hub_killed_mid_stream_loses_and_duplicates_nothing() {
         "every reading once, in order"
     );
     assert_eq!(gaps["gaps"], serde_json::json!([]), "{gaps}");
+    // The operator's view says the same.
+    let listed: serde_json::Value = serde_json::from_slice(&custos(
+        d,
+        &["hub", "devices", "--data-dir", "hub", "--json"],
+    ))
+    .unwrap();
+    let row = &listed["devices"][0];
+    assert_eq!(
+        (row["max_seq"].as_i64(), row["lost"].as_u64()),
+        (Some(39), Some(0)),
+        "{listed}"
+    );
 }
 
 #[test]

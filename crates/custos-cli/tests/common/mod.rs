@@ -5,13 +5,17 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// A port nothing listens on now.
+/// A port nothing listens on now, below Linux's ephemeral range (32768 and up): tests stop and restart hubs on
+/// their port, and a port from the ephemeral range could meanwhile become the source port of any connection.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand_core::RngCore;
+    for _ in 0..1000 {
+        let port = 20_000 + (rand_core::OsRng.next_u32() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000")
 }
 
 /// Starts `custos hub serve` with its data in `dir/hub`, on 127.0.0.1:`port`, and waits until it listens.
