@@ -263,7 +263,8 @@ async fn agent_main(
     check_list(agent.refresh_device_list().await)?;
     let link = match &a.mqtt {
         Some(url) => Some(
-            MqttLink::connect(url, &a.mqtt_prefix, agent.device())
+            agent
+                .connect_mqtt(url, &a.mqtt_prefix)
                 .map_err(|e| usage(format!("--mqtt: {e}")))?,
         ),
         None => None,

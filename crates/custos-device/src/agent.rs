@@ -18,6 +18,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use custos_proto::admission::DeviceAwaitingResponse;
@@ -820,6 +822,7 @@ impl Publisher {
                 self.on_downlink(answer, &mut batch, &mut report)?;
             }
         }
+        report.ignored += mqtt.dropped.swap(0, Ordering::Relaxed) as usize;
         report.pending = self.pending()?;
         Ok(report)
     }
@@ -833,14 +836,6 @@ impl Publisher {
         match kind {
             Incoming::Ack => {
                 self.settle(&payload, flight, report)?;
-            }
-            Incoming::Error => {
-                report.ignored += 1;
-                tracing::warn!(
-                    message = %custos_client::hub_message(&payload),
-                    ignored = report.ignored,
-                    "a refusal on the error topic, unauthenticated (anyone on the broker can post one): waiting for an authenticated ack"
-                );
             }
             Incoming::DeviceList => match self.accept_device_list(&payload) {
                 Ok(update) => report.list = Some(update),
@@ -1064,7 +1059,6 @@ impl Agent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Incoming {
     Ack,
-    Error,
     DeviceList,
 }
 
@@ -1083,11 +1077,33 @@ pub struct MqttLink {
     prefix: String,
     device: DeviceId,
     task: tokio::task::JoinHandle<()>,
+    /// Downlink messages dropped unread because they do not authenticate (forged acks, anything on `…/error`).
+    dropped: Arc<AtomicU64>,
+}
+
+impl Agent {
+    /// Connects to the MQTT broker at `url` for this device. Acks are checked under the device's session as they
+    /// arrive and forged ones dropped at once, so that a flood of them cannot crowd out the hub's real acks.
+    pub fn connect_mqtt(&self, url: &str, prefix: &str) -> Result<MqttLink, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let keys = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        MqttLink::open(url, prefix, self.state.device, Some(keys))
+    }
 }
 
 impl MqttLink {
-    /// Connects to `mqtt://host:port` for `device`; reconnects on its own in the background.
+    /// Connects to `mqtt://host:port` for `device`; reconnects on its own in the background. Without the device's
+    /// keys it cannot drop forged acks before they are queued for the agent: prefer [`Agent::connect_mqtt`].
     pub fn connect(url: &str, prefix: &str, device: DeviceId) -> Result<Self, AgentError> {
+        Self::open(url, prefix, device, None)
+    }
+
+    fn open(
+        url: &str,
+        prefix: &str,
+        device: DeviceId,
+        keys: Option<LinkKeys>,
+    ) -> Result<Self, AgentError> {
         let (host, port) = custos_proto::codec::mqtt_endpoint(url)
             .map_err(|e| AgentError::Unreachable(format!("`{url}`: {e}")))?;
         let mut opts = MqttOptions::new(
@@ -1108,28 +1124,62 @@ impl MqttLink {
             format!("{prefix}/device-list"),
         );
         let sub = client.clone();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = dropped.clone();
         let task = tokio::spawn(async move {
+            let mut logged = tokio::time::Instant::now();
             loop {
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = sub.subscribe(ack_topic.clone(), QoS::AtLeastOnce).await;
-                        let _ = sub.subscribe(error_topic.clone(), QoS::AtLeastOnce).await;
+                        // Acks and refusals at QoS 0: a lost one only means the batch is sent again, and a flood
+                        // of forged ones then costs the device no PUBACKs.
+                        let _ = sub.subscribe(ack_topic.clone(), QoS::AtMostOnce).await;
+                        let _ = sub.subscribe(error_topic.clone(), QoS::AtMostOnce).await;
                         let _ = sub.subscribe(list_topic.clone(), QoS::AtLeastOnce).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic);
+                        let mut payload = p.payload.to_vec();
                         let kind = if topic == ack_topic {
+                            // Keep only the acks that verify under the session: what is left is the hub's.
+                            if let Some(keys) = &keys {
+                                let total = payload.len().div_ceil(ACK_LEN);
+                                payload = payload
+                                    .chunks(ACK_LEN)
+                                    .filter(|a| open_ack(&RustCrypto, keys, device, a).is_ok())
+                                    .flatten()
+                                    .copied()
+                                    .collect();
+                                let forged = total - payload.len() / ACK_LEN;
+                                counter.fetch_add(forged as u64, Ordering::Relaxed);
+                                if payload.is_empty() {
+                                    continue;
+                                }
+                            }
                             Incoming::Ack
                         } else if topic == error_topic {
-                            Incoming::Error
+                            // Unauthenticated (anyone on the broker can post one): counted, never acted on. The
+                            // agent waits for an authenticated ack, and sends the batch again without one.
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            continue;
                         } else if topic == list_topic {
                             Incoming::DeviceList
                         } else {
                             continue;
                         };
+                        if logged.elapsed() >= Duration::from_secs(10) {
+                            let n = counter.load(Ordering::Relaxed);
+                            if n > 0 {
+                                tracing::warn!(
+                                    dropped = n,
+                                    "unauthenticated downlink messages ignored so far (forged acks, refusals on the error topic)"
+                                );
+                            }
+                            logged = tokio::time::Instant::now();
+                        }
                         // Never block the connection: if nobody reads (the agent backs off), drop what comes;
                         // unanswered batches are sent again.
-                        match tx.try_send((kind, p.payload.to_vec())) {
+                        match tx.try_send((kind, payload)) {
                             Ok(()) => {}
                             Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
                                 tracing::debug!("dropping a downlink message nobody reads")
@@ -1151,6 +1201,7 @@ impl MqttLink {
             prefix: prefix.to_string(),
             device,
             task,
+            dropped,
         })
     }
 

@@ -498,7 +498,7 @@ async fn forged_stale_and_unmatched_downlinks_are_ignored() {
         .unwrap()
         .unwrap();
 
-    let mut link = MqttLink::connect(SHARED_BROKER, &outer, id).unwrap();
+    let mut link = agent.connect_mqtt(SHARED_BROKER, &outer).unwrap();
     let (mut stored, mut ignored) = (0, 0);
     for round in 0..5u64 {
         for i in 0..10 {

@@ -68,9 +68,18 @@ pub struct Hub<S> {
     changed: tokio::sync::Notify,
     /// Uplink batches this hub took in (HTTP and MQTT), for operators and tests.
     batches: std::sync::atomic::AtomicU64,
+    /// MQTT batches dropped as junk (malformed or unauthenticated).
+    junk: std::sync::atomic::AtomicU64,
     /// Turns at decoding and verifying signed statements off the async workers (see [`Hub::off_workers`]).
     cpu: Arc<tokio::sync::Semaphore>,
+    /// The link keys of devices this hub took batches from, so that forgeries are refused before any query. A
+    /// device's session key never changes once it is admitted, so an entry never goes stale; revocation is still
+    /// checked in the store for every batch that authenticates.
+    link_keys: Mutex<HashMap<custos_proto::DeviceId, custos_proto::uplink::LinkKeys>>,
 }
+
+/// The most devices whose link keys a hub keeps in memory (about 100 bytes each); past that it starts afresh.
+pub const LINK_KEY_CACHE: usize = 100_000;
 
 /// How many signed statements the hub decodes and verifies at once, off the async workers.
 pub const CPU_TURNS: usize = 2;
@@ -92,9 +101,31 @@ impl<S: Store> Hub<S> {
             finished: Mutex::new(HashMap::new()),
             clock,
             batches: Default::default(),
+            junk: Default::default(),
             changed: tokio::sync::Notify::new(),
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
+            link_keys: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub(crate) fn link_keys(
+        &self,
+        device: custos_proto::DeviceId,
+    ) -> Option<custos_proto::uplink::LinkKeys> {
+        self.link_keys.lock().ok()?.get(&device).cloned()
+    }
+
+    pub(crate) fn remember_link_keys(
+        &self,
+        device: custos_proto::DeviceId,
+        keys: &custos_proto::uplink::LinkKeys,
+    ) {
+        if let Ok(mut cache) = self.link_keys.lock() {
+            if cache.len() >= LINK_KEY_CACHE && !cache.contains_key(&device) {
+                cache.clear();
+            }
+            cache.insert(device, keys.clone());
+        }
     }
 
     /// Runs CPU-bound work (decoding CBOR, checking signatures of bodies up to [`MAX_BODY`]) on the blocking pool,

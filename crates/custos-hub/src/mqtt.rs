@@ -158,6 +158,15 @@ async fn handle<S: Store>(
         // The store failed. The batch is still acknowledged to the broker: within one connection a broker never
         // delivers an unacknowledged message again, it only fills the in-flight window. The device resends it
         // when no ack comes.
+        // Junk (a batch that does not parse or authenticate) may be anyone's: it gets no answer, which would only
+        // double the broker's load, and the device acts on authenticated acks alone.
+        Err(e @ (ApiError::BadRequest(_) | ApiError::Unauthorized(_))) => {
+            let n = hub.junk.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(%device, %e, junk = n, "unauthenticated or malformed MQTT batches dropped so far");
+            }
+            let _ = client.ack(&p).await;
+        }
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
                 tracing::error!(%detail, %device, "batch not stored; the device will send it again");

@@ -443,6 +443,20 @@ pub async fn ingest<S: Store>(
     body: &[u8],
     address: &str,
 ) -> Result<Vec<u8>, ApiError> {
+    // A forgery for a device whose keys this hub has seen is refused on its first message, before any database
+    // work: junk on a device's MQTT topic (anyone on the broker can post) must cost an HMAC, not a query.
+    // (A first frame that does not parse is left to the full check below, which says why.)
+    let first = body
+        .split_first_chunk::<2>()
+        .and_then(|(len, rest)| rest.get(..usize::from(u16::from_be_bytes(*len))));
+    if let (Some(keys), Some(first)) = (hub.link_keys(device), first) {
+        open_upward(&RustCrypto, &keys, device, first).map_err(|e| match e {
+            ProtoError::Authentication => {
+                ApiError::Unauthorized("message 0 failed authentication".into())
+            }
+            other => ApiError::BadRequest(format!("message 0: {other}")),
+        })?;
+    }
     let stored = hub
         .store
         .device(device)
@@ -453,6 +467,7 @@ pub async fn ingest<S: Store>(
     }
     let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    hub.remember_link_keys(device, &keys);
     let now = hub.now();
 
     // Check the whole batch before storing any of it: one bad message changes nothing.

@@ -95,6 +95,7 @@ pub fn is_too_old(seq: u64, max_seq: i64) -> bool {
 }
 
 /// The two MAC keys of a device's session, derived from its server–device key.
+#[derive(Clone)]
 pub struct LinkKeys {
     up: Secret,
     down: Secret,
