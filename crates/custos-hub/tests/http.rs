@@ -636,3 +636,30 @@ async fn bad_paths_and_oversized_bodies_get_json_errors() {
     );
     assert!(v["next_after"].is_i64());
 }
+
+#[tokio::test]
+async fn a_forgery_for_a_known_device_costs_no_query() {
+    let f = fixture().await;
+    register(&f, DEV, NOW + 600).await;
+    let admitted = join(&f, DEV, &CODE).await.unwrap();
+    let keys = LinkKeys::derive(&RustCrypto, &admitted.session_key).unwrap();
+    let path = format!("/v1/devices/{DEV}/uplinks");
+    let good = batch(&keys, DEV, &[(0, reading(NOW, "20.0"))]);
+    let (status, _) = call(&f, "POST", &path, good.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    // With the database gone, a forgery is still refused as a forgery: it never reached the store.
+    f.hub.store().close().await;
+    let forged = LinkKeys::derive(&RustCrypto, &Secret::from_bytes([9; 32])).unwrap();
+    let (status, body) = call(
+        &f,
+        "POST",
+        &path,
+        batch(&forged, DEV, &[(1, reading(NOW, "6"))]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", message(&body));
+    assert_eq!(message(&body), "message 0 failed authentication");
+    // An authentic batch does need the store (for revocation and the window): now a 500, nothing claimed.
+    let (status, _) = call(&f, "POST", &path, good).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+}
