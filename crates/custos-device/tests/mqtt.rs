@@ -183,7 +183,7 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
         .unwrap();
     let (mut error, mut list) = (None, None);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while (error.is_none() || list.is_none()) && tokio::time::Instant::now() < deadline {
+    while list.is_none() && tokio::time::Instant::now() < deadline {
         if let Ok(Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(
             p,
         )))) = tokio::time::timeout(Duration::from_secs(1), events.poll()).await
@@ -195,8 +195,9 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
             }
         }
     }
-    let error = error.expect("no refusal on the error topic");
-    assert!(error.contains("announced"), "{error}");
+    // Junk on a device's topic may be anyone's: the hub drops it, counts it, and answers nothing.
+    assert_eq!(error, None, "the hub answered junk");
+    assert!(hub.mqtt_junk() >= 1, "the junk was not counted");
     // The retained, signed device list names the device.
     let list = custos_hub::DeviceList::verify(
         &custos_proto::RustCrypto,
@@ -519,9 +520,9 @@ async fn forged_stale_and_unmatched_downlinks_are_ignored() {
         }
     }
     assert_eq!(stored, 50);
-    // Per batch: the refusal, two bad acks, the skip's verdict, the hub's real refusal of the junk; and from the
-    // second batch on, the previous batch's acks (all settled already).
-    assert!(ignored >= 5 * 5 + 4 * 10, "{ignored} ignored");
+    // Per batch: the refusal, two bad acks, the skip's verdict; and from the second batch on, the previous batch's
+    // acks (all settled already). The hub answers the junk on `…/up` with nothing.
+    assert!(ignored >= 5 * 4 + 4 * 10, "{ignored} ignored");
     assert_eq!(seqs(&store, id).await, (0..50).collect::<Vec<_>>());
     relay_task.abort();
     let _ = stop_tx.send(true);

@@ -163,6 +163,11 @@ impl<S: Store> Hub<S> {
         self.batches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// How many MQTT batches this hub dropped as junk (malformed, or failing authentication) since it started.
+    pub fn mqtt_junk(&self) -> u64 {
+        self.junk.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// How many admission handshakes wait for their `Finish` (timed-out ones included until the next `Hello`).
     pub fn handshakes_in_progress(&self) -> usize {
         self.pending.lock().map_or(0, |m| m.len())
