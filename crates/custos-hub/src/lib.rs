@@ -70,6 +70,8 @@ pub struct Hub<S> {
     batches: std::sync::atomic::AtomicU64,
     /// MQTT batches dropped as junk (malformed or unauthenticated).
     junk: std::sync::atomic::AtomicU64,
+    /// MQTT batches acknowledged unstored because the store's workers were behind.
+    shed: std::sync::atomic::AtomicU64,
     /// Turns at decoding and verifying signed statements off the async workers (see [`Hub::off_workers`]).
     cpu: Arc<tokio::sync::Semaphore>,
     /// The link keys of devices this hub took batches from, so that forgeries are refused before any query. A
@@ -102,6 +104,7 @@ impl<S: Store> Hub<S> {
             clock,
             batches: Default::default(),
             junk: Default::default(),
+            shed: Default::default(),
             changed: tokio::sync::Notify::new(),
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),

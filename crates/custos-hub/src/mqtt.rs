@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use custos_store::Store;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
 use crate::{ApiError, Hub};
@@ -27,6 +27,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// How many batches one hub stores at once from MQTT.
 pub const IN_FLIGHT: usize = 4;
+/// How many MQTT batches wait for a worker; past that a batch is acknowledged unstored, and its device, which gets
+/// no ack, sends it again.
+pub const QUEUED: usize = 256;
 
 /// How the hub reaches the broker.
 #[derive(Clone, Debug)]
@@ -76,12 +79,31 @@ pub async fn run<S: Store + 'static>(
     let mut net = opts.network_options();
     net.set_tcp_nodelay(true);
     opts.set_network_options(net);
-    let (client, mut events) = AsyncClient::new(opts, 256);
+    let (client, mut events) = AsyncClient::new(opts, 1024);
     let subscription = format!("$share/custos-hub/{}/+/up", config.prefix);
     let list_topic = format!("{}/device-list", config.prefix);
     let mut published_list = 0i64;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
-    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // The connection is read without ever waiting on the store (waiting here would also stop the acks that the
+    // store's workers send, through this same loop, and deadlock it). Batches that pass the cheap check queue for
+    // IN_FLIGHT workers; past QUEUED of them, a batch is acknowledged unstored (its device sends it again).
+    let (work, mut queue) = tokio::sync::mpsc::channel::<Publish>(QUEUED);
+    let dispatcher = {
+        let (hub, client, prefix) = (hub.clone(), client.clone(), config.prefix.clone());
+        tokio::spawn(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+            while let Some(p) = queue.recv().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let (hub, client, prefix) = (hub.clone(), client.clone(), prefix.clone());
+                tokio::spawn(async move {
+                    handle(&hub, &client, &prefix, p).await;
+                    drop(permit);
+                });
+            }
+        })
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -90,7 +112,7 @@ pub async fn run<S: Store + 'static>(
                 // Keep the retained device list current, whichever hub or command changed it.
                 if let Ok(Some((version, signed))) = hub.store.device_list().await
                     && version > published_list
-                        && client.publish(list_topic.clone(), QoS::AtLeastOnce, true, signed).await.is_ok()
+                        && client.try_publish(list_topic.clone(), QoS::AtLeastOnce, true, signed).is_ok()
                     {
                         published_list = version;
                     }
@@ -98,20 +120,30 @@ pub async fn run<S: Store + 'static>(
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %config.url, "connected to the MQTT broker");
-                    if let Err(e) = client.subscribe(subscription.clone(), QoS::AtLeastOnce).await {
+                    if let Err(e) = client.try_subscribe(subscription.clone(), QoS::AtLeastOnce) {
                         tracing::warn!(%e, "subscribing failed");
                     }
                     published_list = 0;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    // Up to IN_FLIGHT batches are stored at once while the connection keeps reading; past that,
-                    // reading waits (back-pressure on the broker, not an unbounded queue here).
-                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                    let (hub, client, prefix) = (hub.clone(), client.clone(), config.prefix.clone());
-                    tokio::spawn(async move {
-                        handle(&hub, &client, &prefix, p).await;
-                        drop(permit);
-                    });
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let device = device_of(&topic, &config.prefix).and_then(|d| d.parse().ok());
+                    let junk = match device {
+                        None => Some(ApiError::BadRequest(format!("`{topic}` names no device"))),
+                        Some(d) => crate::routes::precheck(&hub, d, &p.payload).err(),
+                    };
+                    if let Some(e) = junk {
+                        count_junk(&hub, &topic, &e);
+                        let _ = client.try_ack(&p);
+                        continue;
+                    }
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(p)) = work.try_send(p) {
+                        let shed = hub.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if shed.is_power_of_two() {
+                            tracing::warn!(shed, "MQTT batches acknowledged unstored: the store is behind");
+                        }
+                        let _ = client.try_ack(&p);
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -121,8 +153,17 @@ pub async fn run<S: Store + 'static>(
             }
         }
     }
+    dispatcher.abort();
     let _ = client.disconnect().await;
     Ok(())
+}
+
+/// Counts a batch dropped as junk, logging at powers of two.
+fn count_junk<S>(hub: &Hub<S>, topic: &str, e: &ApiError) {
+    let n = hub.junk.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        tracing::warn!(%topic, %e, junk = n, "unauthenticated or malformed MQTT batches dropped so far");
+    }
 }
 
 /// Stores one batch and answers the device; acknowledges it to the broker once it is settled.
@@ -161,10 +202,7 @@ async fn handle<S: Store>(
         // Junk (a batch that does not parse or authenticate) may be anyone's: it gets no answer, which would only
         // double the broker's load, and the device acts on authenticated acks alone.
         Err(e @ (ApiError::BadRequest(_) | ApiError::Unauthorized(_))) => {
-            let n = hub.junk.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                tracing::warn!(%device, %e, junk = n, "unauthenticated or malformed MQTT batches dropped so far");
-            }
+            count_junk(hub, &topic, &e);
             let _ = client.ack(&p).await;
         }
         Err(e) => {

@@ -434,6 +434,38 @@ async fn device_list<S: Store>(
     ))
 }
 
+/// Refuses a forgery for a device whose link keys this hub has seen on its first message, before any database
+/// work: junk on a device's MQTT topic (anyone on the broker can post) must cost an HMAC, not a query. The errors
+/// are those [`ingest`] would give.
+pub(crate) fn precheck<S: Store>(
+    hub: &Hub<S>,
+    device: DeviceId,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    if let Some(keys) = hub.link_keys(device) {
+        if body.is_empty() {
+            return Err(ApiError::BadRequest("empty batch".into()));
+        }
+        let (len, rest) = body
+            .split_first_chunk::<2>()
+            .ok_or_else(|| ApiError::BadRequest("message 0: truncated length".into()))?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let first = rest.get(..len).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "message 0: {len} bytes announced, {} left",
+                rest.len()
+            ))
+        })?;
+        open_upward(&RustCrypto, &keys, device, first).map_err(|e| match e {
+            ProtoError::Authentication => {
+                ApiError::Unauthorized("message 0 failed authentication".into())
+            }
+            other => ApiError::BadRequest(format!("message 0: {other}")),
+        })?;
+    }
+    Ok(())
+}
+
 /// Checks a batch of uplinks from `device` (each framed as `length (u16) ‖ uplink`), stores the new records and
 /// returns the acks, 24 bytes each, in order. The whole batch is checked before anything is stored. Shared by
 /// the HTTP endpoint and the MQTT listener.
@@ -443,20 +475,7 @@ pub async fn ingest<S: Store>(
     body: &[u8],
     address: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    // A forgery for a device whose keys this hub has seen is refused on its first message, before any database
-    // work: junk on a device's MQTT topic (anyone on the broker can post) must cost an HMAC, not a query.
-    // (A first frame that does not parse is left to the full check below, which says why.)
-    let first = body
-        .split_first_chunk::<2>()
-        .and_then(|(len, rest)| rest.get(..usize::from(u16::from_be_bytes(*len))));
-    if let (Some(keys), Some(first)) = (hub.link_keys(device), first) {
-        open_upward(&RustCrypto, &keys, device, first).map_err(|e| match e {
-            ProtoError::Authentication => {
-                ApiError::Unauthorized("message 0 failed authentication".into())
-            }
-            other => ApiError::BadRequest(format!("message 0: {other}")),
-        })?;
-    }
+    precheck(hub, device, body)?;
     let stored = hub
         .store
         .device(device)
