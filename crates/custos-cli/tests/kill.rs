@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::{free_port, start_hub};
+use common::{custos, free_port, start_hub};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,20 +13,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "custos {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// A device made in `state` (relative to `d`, or absolute), admitted at the hub in `d/hub`, a master secret and a
 /// DPK for it in `d/dpk.json`; returns the device id.

@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
-use common::free_port;
+use common::{custos, free_port, serve};
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,42 +23,10 @@ fn random_hex(n: usize) -> String {
     hex::encode(b)
 }
 
-fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("CUSTOS_DATABASE_URL")
-        .env_remove("CUSTOS_MQTT_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "custos {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// `custos hub serve` on PostgreSQL and the shared broker, waiting until it listens.
+/// `custos hub serve` on PostgreSQL and the shared broker.
 fn replica(dir: &Path, data: &str, database: &str, prefix: &str, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args(["hub", "serve", "--data-dir", data, "--database", database])
-        .args(["--mqtt", BROKER, "--mqtt-prefix", prefix])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .current_dir(dir)
-        .env_remove("RUST_LOG")
-        .env_remove("CUSTOS_HUB_CONFIG")
-        .env_remove("CUSTOS_MQTT_CLIENT_ID")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on"), "{line}");
-    child
+    let args = ["--data-dir", data, "--database", database, "--mqtt", BROKER];
+    serve(dir, &[&args[..], &["--mqtt-prefix", prefix]].concat(), port)
 }
 
 struct Killed(Vec<Child>);

@@ -898,12 +898,30 @@ fn accept_list(
     if changed {
         write_atomic(&path, bytes)?;
     }
-    let authorized = list.contains(device);
-    if changed && !authorized {
-        tracing::warn!(
-            version = list.version,
-            "this device is not on the hub's device list: revoked"
-        );
+    // A list signed before this device was admitted leaves it out too (it may arrive first: a retained MQTT
+    // message, or a list signed while the device was joining). Only a list newer than one that named the device
+    // says it was revoked; the version that first named it is kept in `listed-since`.
+    let since_path = dir.join("listed-since");
+    let since: Option<i64> = fs::read_to_string(&since_path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
+    let on_list = list.contains(device);
+    if on_list && since.is_none_or(|v| list.version < v) {
+        write_atomic(&since_path, list.version.to_string().as_bytes())?;
+    }
+    let authorized = on_list || since.is_none_or(|v| list.version < v);
+    if changed && !on_list {
+        if authorized {
+            tracing::info!(
+                version = list.version,
+                "a device list from before this device was admitted; waiting for a newer one"
+            );
+        } else {
+            tracing::warn!(
+                version = list.version,
+                "this device is not on the hub's device list: revoked"
+            );
+        }
     }
     Ok(ListUpdate {
         version: list.version,

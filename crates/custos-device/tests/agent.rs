@@ -450,3 +450,54 @@ async fn numbers_reserved_but_never_queued_are_sent_as_a_skip() {
     assert!(agent.queued().unwrap().is_empty());
     stop_hub(hub).await;
 }
+
+#[tokio::test]
+async fn a_list_from_before_the_device_was_admitted_is_no_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dir.path().join("device")).unwrap();
+    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
+    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store
+        .put_admission(&PendingAdmission {
+            device: made.device,
+            join_code: made.join_code,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    agent.join(&hub.url(), 0).await.unwrap();
+    let keys = custos_hub::HubKeys::load_or_create(&hub_dir).unwrap();
+    let signed = |version: i64, devices: Vec<DeviceId>| {
+        DeviceList {
+            version,
+            issued_at: 0,
+            devices,
+        }
+        .sign(|tbs| keys.sign(tbs))
+        .unwrap()
+    };
+    // A genuine list signed before the device was admitted (say, retained on the broker) reaches it first.
+    let before = agent.accept_device_list(&signed(0, vec![])).unwrap();
+    assert!(before.authorized, "taken for a revocation");
+    // The hub's current list names it; a later one that leaves it out is a revocation.
+    let now = agent.refresh_device_list().await.unwrap();
+    assert!(now.authorized && now.changed && now.version > 0);
+    let after = agent
+        .accept_device_list(&signed(now.version + 1, vec![]))
+        .unwrap();
+    assert!(!after.authorized, "a revocation not noticed");
+    // And after a restart too.
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    let again = agent
+        .accept_device_list(&signed(now.version + 2, vec![]))
+        .unwrap();
+    assert!(!again.authorized);
+    store.close().await;
+    hub.stop().await.unwrap();
+}

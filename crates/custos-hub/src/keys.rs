@@ -111,7 +111,8 @@ impl HubKeys {
         RustCrypto.ed25519_public(&self.signing)
     }
 
-    pub(crate) fn sign(&self, msg: &[u8]) -> [u8; 64] {
+    /// Signs `msg` with the hub's Ed25519 key (device lists are signed with it).
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
         RustCrypto.ed25519_sign(&self.signing, msg)
     }
 }

@@ -184,8 +184,10 @@ impl<S: Store> Hub<S> {
     pub async fn publish_device_list(&self) -> Result<DeviceList, ApiError> {
         // Two hubs may publish at once; the store keeps versions increasing, so retry on a lost race.
         for _ in 0..5 {
-            let devices = self.store.devices().await?;
+            // The version first, then the devices: a device named by any list up to that version was admitted
+            // before this read, so no later version can leave it out unless it was revoked.
             let version = self.store.device_list().await?.map_or(1, |(v, _)| v + 1);
+            let devices = self.store.devices().await?;
             let list = DeviceList {
                 version,
                 issued_at: self.now(),

@@ -20,21 +20,22 @@ pub fn free_port() -> u16 {
 
 /// Starts `custos hub serve` with its data in `dir/hub`, on 127.0.0.1:`port`, and waits until it listens.
 pub fn start_hub(dir: &Path, port: u16) -> Child {
+    serve(dir, &["--data-dir", "hub"], port)
+}
+
+/// Starts `custos hub serve` with `args`, on 127.0.0.1:`port`, in `dir`, and waits until it listens.
+pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
-        .args([
-            "hub",
-            "serve",
-            "--data-dir",
-            "hub",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
+        .args(["hub", "serve"])
+        .args(args)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .current_dir(dir)
         .env_remove("RUST_LOG")
         // Flags only: the environment of whoever runs the tests must not point the hub elsewhere.
         .env_remove("CUSTOS_DATABASE_URL")
         .env_remove("CUSTOS_HUB_CONFIG")
         .env_remove("CUSTOS_MQTT_URL")
+        .env_remove("CUSTOS_MQTT_CLIENT_ID")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -45,4 +46,21 @@ pub fn start_hub(dir: &Path, port: u16) -> Child {
         .unwrap();
     assert!(line.starts_with("listening on"), "{line}");
     child
+}
+
+/// Runs `custos args` in `dir`, asserts it succeeded, and returns its standard output.
+pub fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_custos"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("CUSTOS_DATABASE_URL")
+        .env_remove("CUSTOS_MQTT_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "custos {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
