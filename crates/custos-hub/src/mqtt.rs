@@ -3,10 +3,12 @@
 //! on `{prefix}/{device}/ack` (the 24-byte acks) or `{prefix}/{device}/error` (JSON), and keeps the signed device
 //! list retained on `{prefix}/device-list`.
 //!
-//! A batch is acknowledged to the broker only once it is stored (manual QoS 1 acks). The session is clean and ends
-//! with the connection, so a replica that dies holds nothing back: what was in flight to it is dropped with its
-//! session and resent by its device, which waits for an authenticated ack; a batch stored twice is harmless (the
-//! store keeps each sequence number once).
+//! Hubs subscribe at QoS 0, and the session is clean and ends with the connection, so a replica that dies holds
+//! nothing back: what was on its way to it is lost with it and resent by its device, which waits for an
+//! authenticated ack; a batch stored twice is harmless (the store keeps each sequence number once). QoS 1 would add
+//! nothing here (a broker redelivers only to the same session, which dies with the replica) and would cap how fast
+//! a hub reads its share: the broker keeps only a few unacknowledged messages in flight to each client, which a
+//! flood of junk then fills.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,7 +122,7 @@ pub async fn run<S: Store + 'static>(
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %config.url, "connected to the MQTT broker");
-                    if let Err(e) = client.try_subscribe(subscription.clone(), QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(subscription.clone(), QoS::AtMostOnce) {
                         tracing::warn!(%e, "subscribing failed");
                     }
                     published_list = 0;
@@ -196,15 +198,13 @@ async fn handle<S: Store>(
                 .await;
             let _ = client.ack(&p).await;
         }
-        // The store failed. The batch is still acknowledged to the broker: within one connection a broker never
-        // delivers an unacknowledged message again, it only fills the in-flight window. The device resends it
-        // when no ack comes.
         // Junk (a batch that does not parse or authenticate) may be anyone's: it gets no answer, which would only
         // double the broker's load, and the device acts on authenticated acks alone.
         Err(e @ (ApiError::BadRequest(_) | ApiError::Unauthorized(_))) => {
             count_junk(hub, &topic, &e);
             let _ = client.ack(&p).await;
         }
+        // A refusal, or the store failed: the device resends what got no ack.
         Err(e) => {
             if let ApiError::Internal(detail) = &e {
                 tracing::error!(%detail, %device, "batch not stored; the device will send it again");
