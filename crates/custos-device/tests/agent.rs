@@ -17,6 +17,30 @@ use custos_proto::{
 use custos_store::{AnyStore, PendingAdmission, RecordQuery, Store};
 use rand_core::OsRng;
 
+/// A hub in `dir/hub` and a device in `dir/device`, admitted and joined.
+async fn joined() -> (tempfile::TempDir, Running, AnyStore, Factory, Agent) {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let made = Factory::make(&mut OsRng);
+    made.write_state(&dir.path().join("device")).unwrap();
+    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
+    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store
+        .put_admission(&PendingAdmission {
+            device: made.device,
+            join_code: made.join_code,
+            created_at: 0,
+            expires_at: i64::MAX,
+        })
+        .await
+        .unwrap();
+    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
+    agent.join(&hub.url(), 0).await.unwrap();
+    (dir, hub, store, made, agent)
+}
+
 async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
     spawn(ServeConfig {
         data_dir: data.to_path_buf(),
@@ -211,25 +235,8 @@ async fn a_device_with_a_wrong_code_is_told_why_and_stays_unjoined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, hub, store, made, mut agent) = joined().await;
     let hub_dir = dir.path().join("hub");
-    let made = Factory::make(&mut OsRng);
-    made.write_state(&dir.path().join("device")).unwrap();
-    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
-    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
-        .await
-        .unwrap();
-    store
-        .put_admission(&PendingAdmission {
-            device: made.device,
-            join_code: made.join_code,
-            created_at: 0,
-            expires_at: i64::MAX,
-        })
-        .await
-        .unwrap();
-    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
-    agent.join(&hub.url(), 0).await.unwrap();
     let first = agent.refresh_device_list().await.unwrap();
     assert!(first.authorized && first.changed);
     let captured = reqwest::get(format!("{}/v1/device-list", hub.url()))
@@ -453,25 +460,8 @@ async fn numbers_reserved_but_never_queued_are_sent_as_a_skip() {
 
 #[tokio::test]
 async fn a_list_from_before_the_device_was_admitted_is_no_revocation() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, hub, store, _made, mut agent) = joined().await;
     let hub_dir = dir.path().join("hub");
-    let made = Factory::make(&mut OsRng);
-    made.write_state(&dir.path().join("device")).unwrap();
-    let hub = start_hub(&hub_dir, "127.0.0.1:0".parse().unwrap()).await;
-    let store = AnyStore::open(hub_dir.join("hub.db").to_str().unwrap())
-        .await
-        .unwrap();
-    store
-        .put_admission(&PendingAdmission {
-            device: made.device,
-            join_code: made.join_code,
-            created_at: 0,
-            expires_at: i64::MAX,
-        })
-        .await
-        .unwrap();
-    let mut agent = Agent::open(&dir.path().join("device")).unwrap();
-    agent.join(&hub.url(), 0).await.unwrap();
     let keys = custos_hub::HubKeys::load_or_create(&hub_dir).unwrap();
     let signed = |version: i64, devices: Vec<DeviceId>| {
         DeviceList {

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use custos_proto::DeviceId;
 use custos_store::Store;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
@@ -89,18 +90,18 @@ pub async fn run<S: Store + 'static>(
     // The connection is read without ever waiting on the store (waiting here would also stop the acks that the
     // store's workers send, through this same loop, and deadlock it). Batches that pass the cheap check queue for
     // IN_FLIGHT workers; past QUEUED of them, a batch is acknowledged unstored (its device sends it again).
-    let (work, mut queue) = tokio::sync::mpsc::channel::<Publish>(QUEUED);
+    let (work, mut queue) = tokio::sync::mpsc::channel::<(DeviceId, Publish)>(QUEUED);
     let dispatcher = {
         let (hub, client, prefix) = (hub.clone(), client.clone(), config.prefix.clone());
         tokio::spawn(async move {
             let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-            while let Some(p) = queue.recv().await {
+            while let Some((device, p)) = queue.recv().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let (hub, client, prefix) = (hub.clone(), client.clone(), prefix.clone());
                 tokio::spawn(async move {
-                    handle(&hub, &client, &prefix, p).await;
+                    handle(&hub, &client, &prefix, device, p).await;
                     drop(permit);
                 });
             }
@@ -130,16 +131,20 @@ pub async fn run<S: Store + 'static>(
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
                     let device = device_of(&topic, &config.prefix).and_then(|d| d.parse().ok());
-                    let junk = match device {
-                        None => Some(ApiError::BadRequest(format!("`{topic}` names no device"))),
-                        Some(d) => crate::routes::precheck(&hub, d, &p.payload).err(),
+                    let checked = device
+                        .ok_or_else(|| ApiError::BadRequest(format!("`{topic}` names no device")))
+                        .and_then(|d| crate::routes::precheck(&hub, d, &p.payload).map(|()| d));
+                    let device = match checked {
+                        Ok(d) => d,
+                        Err(e) => {
+                            count_junk(&hub, &topic, &e);
+                            let _ = client.try_ack(&p);
+                            continue;
+                        }
                     };
-                    if let Some(e) = junk {
-                        count_junk(&hub, &topic, &e);
-                        let _ = client.try_ack(&p);
-                        continue;
-                    }
-                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(p)) = work.try_send(p) {
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Full((_, p))) =
+                        work.try_send((device, p))
+                    {
                         let shed = hub.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                         if shed.is_power_of_two() {
                             tracing::warn!(shed, "MQTT batches acknowledged unstored: the store is behind");
@@ -173,19 +178,11 @@ async fn handle<S: Store>(
     hub: &Hub<S>,
     client: &AsyncClient,
     prefix: &str,
-    p: rumqttc::v5::mqttbytes::v5::Publish,
+    device: DeviceId,
+    p: Publish,
 ) {
     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-    let Some(device) = device_of(&topic, prefix) else {
-        let _ = client.ack(&p).await;
-        return;
-    };
-    let reply = match device.parse() {
-        Ok(id) => crate::routes::ingest(hub, id, &p.payload, "mqtt").await,
-        Err(_) => Err(ApiError::BadRequest(format!(
-            "`{device}` is not a device id"
-        ))),
-    };
+    let reply = crate::routes::ingest(hub, device, &p.payload, "mqtt").await;
     match reply {
         Ok(acks) => {
             let _ = client

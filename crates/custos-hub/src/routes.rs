@@ -291,6 +291,7 @@ async fn uplinks<S: Store>(
                 too_large()
             }
         })?;
+    precheck(&hub, device, &body)?;
     let acks = ingest(&hub, device, &body, &address).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], acks))
 }
@@ -435,7 +436,7 @@ async fn device_list<S: Store>(
 }
 
 /// Refuses a forgery for a device whose link keys this hub has seen on its first message, before any database
-/// work: junk on a device's MQTT topic (anyone on the broker can post) must cost an HMAC, not a query. The errors
+/// work (the HTTP endpoint and the MQTT read loop call it before [`ingest`]): junk on a device's MQTT topic (anyone on the broker can post) must cost an HMAC, not a query. The errors
 /// are those [`ingest`] would give.
 pub(crate) fn precheck<S: Store>(
     hub: &Hub<S>,
@@ -475,7 +476,6 @@ pub async fn ingest<S: Store>(
     body: &[u8],
     address: &str,
 ) -> Result<Vec<u8>, ApiError> {
-    precheck(hub, device, body)?;
     let stored = hub
         .store
         .device(device)
