@@ -337,6 +337,10 @@ impl Agent {
                                 suite: provision.suite(),
                                 nodes: provision.into_nodes(),
                             };
+                            // The new user–device key replaces the old one before the ack: once the keeper
+                            // sees the ack it uses the new key, and anything under the old one is refused.
+                            self.state.user_device_key = Some(paired.user_device_key().clone());
+                            self.state.save(&self.dir)?;
                             let held = self.provision(&keys, now)?;
                             let ack = paired.seal_ack()?;
                             client

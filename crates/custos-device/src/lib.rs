@@ -6,6 +6,7 @@
 //! owner-only; [`Factory::label`] is the text printed on the packaging.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod actuator;
 pub mod agent;
 pub mod keyfile;
 mod state;

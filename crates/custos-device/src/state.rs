@@ -115,6 +115,7 @@ impl Factory {
             join_code: Some(hex::encode(self.join_code)),
             owner_code: Some(hex::encode(self.owner_code)),
             session: None,
+            user_device_key: None,
         };
         let text = Zeroizing::new(
             serde_json::to_string_pretty(&file).map_err(|e| StateError::Invalid {
@@ -159,6 +160,8 @@ struct StateFile {
     owner_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     session: Option<SessionFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_device_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -198,6 +201,9 @@ pub struct DeviceState {
     pub owner_code: Option<[u8; 16]>,
     /// The hub session, once joined.
     pub session: Option<Session>,
+    /// The user–device key from the latest pairing with the owner's keeper: what owner commands, the list of
+    /// authorized senders and claims are keyed by (docs/wire.md §11). Each pairing replaces it.
+    pub user_device_key: Option<Secret>,
 }
 
 impl DeviceState {
@@ -260,6 +266,19 @@ impl DeviceState {
             join_code: code(&file.join_code)?,
             owner_code: code(&file.owner_code)?,
             session,
+            user_device_key: match &file.user_device_key {
+                None => None,
+                Some(h) => {
+                    let b = Zeroizing::new(
+                        hex::decode(h).map_err(|_| bad("the user-device key is not hex"))?,
+                    );
+                    let k: [u8; 32] = b
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| bad("the user-device key is not 32 bytes"))?;
+                    Some(Secret::from_bytes(k))
+                }
+            },
         })
     }
 
@@ -279,6 +298,10 @@ impl DeviceState {
                 joined_at: s.joined_at,
                 hub_signing: s.hub_signing.map(hex::encode),
             }),
+            user_device_key: self
+                .user_device_key
+                .as_ref()
+                .map(|k| hex::encode(k.expose())),
         };
         let text = Zeroizing::new(
             serde_json::to_string_pretty(&file).map_err(|e| StateError::Invalid {
@@ -290,6 +313,7 @@ impl DeviceState {
         if let Some(s) = file.session {
             drop(Zeroizing::new(s.session_key));
         }
+        drop(file.user_device_key.map(Zeroizing::new));
         write_atomic(&path, text.as_bytes())
     }
 }
