@@ -49,6 +49,9 @@ pub enum VaultError {
     /// The node cannot be derived (not in the tree, or a backend failure).
     #[error("cannot derive the node: {0}")]
     Derive(#[from] custos_proto::Error),
+    /// Sealed keeper state did not open: altered, moved to another context, or sealed by another vault.
+    #[error("sealed keeper state was altered, or belongs to another vault or entry")]
+    StateTampered,
     /// The random number generator failed, so no secret, salt or nonce could be drawn.
     #[error("the random number generator failed")]
     Random,

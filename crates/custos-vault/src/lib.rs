@@ -39,4 +39,15 @@ pub trait Vault: Send + Sync {
     /// secret. Node secrets are what the keeper hands out (a DPK to its device, a grant to an app); the master
     /// secret itself stays inside.
     fn derive(&self, spec: &TreeSpec, node: NodeId) -> Result<NodeSecret, VaultError>;
+
+    /// Encrypts `plain` for the keeper's own state (user–device keys, control keys), bound to `context` (what
+    /// the bytes are and whose they are, so one sealed value cannot stand in for another). The key is the
+    /// vault's own, never released: `nonce (12) ‖ ciphertext ‖ tag (16)`, AES-256-GCM under
+    /// `HKDF-Expand(M, "custos/v1/vault-state")` with a random nonce (docs/vault.md).
+    fn seal_state(&self, context: &[u8], plain: &[u8]) -> Result<Vec<u8>, VaultError>;
+
+    /// Opens what [`Vault::seal_state`] sealed under the same `context`; anything else is
+    /// [`VaultError::StateTampered`] and releases nothing.
+    fn open_state(&self, context: &[u8], sealed: &[u8])
+    -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError>;
 }

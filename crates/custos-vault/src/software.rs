@@ -94,6 +94,57 @@ impl Vault for SoftwareVault {
         let root = spec.root(&RustCrypto, &self.master)?;
         Ok(spec.derive(&RustCrypto, &root, node)?)
     }
+
+    fn seal_state(&self, context: &[u8], plain: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let key = self.state_key()?;
+        let mut nonce = [0u8; STATE_NONCE];
+        fill(&mut rand_core::OsRng, &mut nonce)?;
+        let mut out = Vec::with_capacity(STATE_NONCE + plain.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = RustCrypto
+            .aead_seal(&key, &nonce, context, &mut out[STATE_NONCE..])
+            .map_err(|_| VaultError::Crypto)?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn open_state(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        if sealed.len() < STATE_NONCE + TAG_LEN {
+            return Err(VaultError::StateTampered);
+        }
+        let key = self.state_key()?;
+        let (nonce, rest) = sealed.split_at(STATE_NONCE);
+        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let nonce: [u8; STATE_NONCE] = nonce.try_into().map_err(|_| VaultError::StateTampered)?;
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| VaultError::StateTampered)?;
+        let mut buf = Zeroizing::new(body.to_vec());
+        RustCrypto
+            .aead_open(&key, &nonce, context, &mut buf, &tag)
+            .map_err(|_| VaultError::StateTampered)?;
+        Ok(buf)
+    }
+}
+
+const STATE_NONCE: usize = 12;
+const TAG_LEN: usize = 16;
+/// The label of the key that seals the keeper's own state; nothing else is derived with it.
+const STATE_LABEL: &[u8] = b"custos/v1/vault-state";
+
+impl SoftwareVault {
+    fn state_key(&self) -> Result<<RustCrypto as Crypto>::AeadKey, VaultError> {
+        let mut k = Zeroizing::new([0u8; 32]);
+        RustCrypto
+            .hkdf_expand(self.master.expose().expose(), &[STATE_LABEL], k.as_mut())
+            .map_err(|_| VaultError::Crypto)?;
+        RustCrypto
+            .aead_key(custos_proto::Suite::AES256GCM, &Secret::from_bytes(*k))
+            .map_err(|_| VaultError::Crypto)
+    }
 }
 
 /// Shows the public key only.
@@ -156,4 +207,47 @@ fn unseal(path: &Path, unlock: Unlock<'_>) -> Result<Plain, VaultError> {
 
 fn fill(rng: &mut impl CryptoRngCore, buf: &mut [u8]) -> Result<(), VaultError> {
     rng.try_fill_bytes(buf).map_err(|_| VaultError::Random)
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn sealed_state_opens_only_in_its_context_and_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let fast = KdfParams::new(8 * 1024, 1, 1).unwrap();
+        let a = SoftwareVault::create(
+            &dir.path().join("a.json"),
+            Unlock::Passphrase("correct horse"),
+            fast,
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        let b = SoftwareVault::create(
+            &dir.path().join("b.json"),
+            Unlock::Passphrase("correct horse"),
+            fast,
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        let sealed = a.seal_state(b"udk/0011223344556677", b"key bytes").unwrap();
+        assert_eq!(
+            &a.open_state(b"udk/0011223344556677", &sealed).unwrap()[..],
+            b"key bytes"
+        );
+        assert!(!sealed.windows(9).any(|w| w == b"key bytes"));
+        for bad in [
+            a.open_state(b"udk/0011223344556678", &sealed),
+            b.open_state(b"udk/0011223344556677", &sealed),
+            a.open_state(b"udk/0011223344556677", &sealed[..20]),
+        ] {
+            assert!(matches!(bad, Err(VaultError::StateTampered)));
+        }
+        for i in 0..sealed.len() {
+            let mut x = sealed.clone();
+            x[i] ^= 1;
+            assert!(a.open_state(b"udk/0011223344556677", &x).is_err());
+        }
+    }
 }
