@@ -62,6 +62,14 @@ pub enum KeeperError {
     /// The hub could not be reached or refused.
     #[error("hub: {0}")]
     Hub(String),
+    /// The keeper holds no control key for the device (neither paired by it nor shared with it).
+    #[error(
+        "this keeper cannot control device {0}: pair it (`custos keeper pair`) or have its owner share it"
+    )]
+    NoControl(DeviceId),
+    /// The keeper is not the device's owner's (it did not pair the device).
+    #[error("only the keeper that paired device {0} can do that")]
+    NotOwner(DeviceId),
 }
 
 type Result<T, E = KeeperError> = std::result::Result<T, E>;
@@ -245,6 +253,11 @@ impl Keeper {
         self.vault.signing_public()
     }
 
+    /// The keeper's control state: user–device keys, members, command counters (sealed by the vault).
+    pub fn control(&self) -> Result<crate::control::ControlBook<'_>> {
+        crate::control::ControlBook::open(&self.dir, &*self.vault)
+    }
+
     /// The consent log.
     pub fn log(&self) -> &ConsentLog {
         &self.log
@@ -394,6 +407,9 @@ impl Keeper {
             }
         }
         self.register_epoch(&spec, suite)?;
+        // The device took the new user–device key with this Provision; from now on only it opens commands.
+        self.control()?
+            .set_user_device_key(device, paired.user_device_key())?;
         Ok(Paired {
             device,
             epoch: spec.epoch().0,

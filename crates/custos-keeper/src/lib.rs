@@ -6,6 +6,7 @@
 //! - [`consent`]: the hash-chained, signed log of every decision the keeper makes.
 
 pub mod consent;
+pub mod control;
 pub mod keeper;
 pub mod policy;
 

@@ -48,6 +48,9 @@ pub trait Vault: Send + Sync {
 
     /// Opens what [`Vault::seal_state`] sealed under the same `context`; anything else is
     /// [`VaultError::StateTampered`] and releases nothing.
-    fn open_state(&self, context: &[u8], sealed: &[u8])
-    -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError>;
+    fn open_state(
+        &self,
+        context: &[u8],
+        sealed: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError>;
 }

@@ -109,11 +109,7 @@ impl Vault for SoftwareVault {
         Ok(out)
     }
 
-    fn open_state(
-        &self,
-        context: &[u8],
-        sealed: &[u8],
-    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    fn open_state(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         if sealed.len() < STATE_NONCE + TAG_LEN {
             return Err(VaultError::StateTampered);
         }
