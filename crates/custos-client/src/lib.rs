@@ -1,9 +1,13 @@
 //! A small HTTP client for the hub's API (`docs/api.md`), shared by the device agent, the keeper and
 //! applications, so that all three read the hub's refusals and relay its mailboxes the same way.
 
+mod control;
+
 use std::time::Duration;
 
 use custos_proto::DeviceId;
+
+pub use control::{Delivery, Queued};
 
 /// Why a call to the hub failed.
 #[derive(Debug, thiserror::Error)]
