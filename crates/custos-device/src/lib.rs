@@ -8,6 +8,7 @@
 
 pub mod actuator;
 pub mod agent;
+pub mod control;
 pub mod keyfile;
 mod state;
 

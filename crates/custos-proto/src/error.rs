@@ -69,6 +69,9 @@ pub enum Error {
         /// The message type received.
         got: u8,
     },
+    /// A list of authorized senders older than the one held (or the same version with other contents): a replay,
+    /// or a relay that tries to undo a revocation.
+    StaleList,
 }
 
 impl fmt::Display for Error {
@@ -115,6 +118,9 @@ impl fmt::Display for Error {
             Self::UnexpectedMessage { expected, got } => {
                 write!(f, "unexpected message type {got:#04x} (expected {expected:#04x})")
             }
+            Self::StaleList => f.write_str(
+                "the list of authorized senders is not newer than the one held (replayed or rolled back)",
+            ),
         }
     }
 }

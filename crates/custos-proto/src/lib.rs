@@ -54,6 +54,8 @@ extern crate std;
 #[cfg(feature = "admission")]
 pub mod admission;
 pub mod codec;
+#[cfg(feature = "control")]
+pub mod control;
 #[cfg(feature = "cose")]
 pub mod cose;
 pub mod cover;
