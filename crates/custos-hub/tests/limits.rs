@@ -21,6 +21,7 @@ async fn start(limits: Limits) -> (Running, tempfile::TempDir) {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits,
     })
     .await
