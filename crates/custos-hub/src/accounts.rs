@@ -455,9 +455,10 @@ pub(crate) async fn login<S: Store>(
         Json(json!({"token": token.as_str(), "expires": expires, "name": account.name})),
     )
         .into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie(&token, SESSION_LIFETIME)?);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(&token, SESSION_LIFETIME)?,
+    );
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -573,8 +574,14 @@ mod tests {
     #[test]
     fn cookies_and_bearers_are_found() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; custos_session=abc ; c=d"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer xyz"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; custos_session=abc ; c=d"),
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer xyz"),
+        );
         assert_eq!(cookie(&h), Some("abc"));
         assert_eq!(bearer(&h), Some("xyz"));
     }

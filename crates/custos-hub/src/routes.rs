@@ -60,10 +60,7 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
             put(crate::accounts::change_password::<S>),
         )
         .route("/v1/sessions", post(crate::accounts::login::<S>))
-        .route(
-            "/v1/sessions/current",
-            delete(crate::accounts::logout::<S>),
-        )
+        .route("/v1/sessions/current", delete(crate::accounts::logout::<S>))
         .route("/v1/devices/{device}/uplinks", post(uplinks::<S>))
         .route("/v1/devices/{device}/records", get(records::<S>))
         .route("/v1/devices/{device}/gaps", get(gaps::<S>))

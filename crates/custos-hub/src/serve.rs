@@ -98,9 +98,14 @@ pub fn operator_token(data_dir: &Path) -> std::io::Result<zeroize::Zeroizing<Str
     use rand_core::RngCore;
     let path = data_dir.join(OPERATOR_TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(zeroize::Zeroizing::new(text.trim().into())),
+        Ok(text) if !text.trim().is_empty() => {
+            return Ok(zeroize::Zeroizing::new(text.trim().into()));
+        }
         Ok(_) => {
-            return Err(std::io::Error::other(format!("{} is empty", path.display())));
+            return Err(std::io::Error::other(format!(
+                "{} is empty",
+                path.display()
+            )));
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         Err(_) => {}
@@ -300,8 +305,13 @@ async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Futur
         let now = hub.now();
         let store = hub.store();
         hub.forget_quiet_logins();
-        match (store.purge_sessions(now).await, store.purge_control(now - KEEP_EXPIRED).await) {
-            (Ok(a), Ok(b)) if a + b > 0 => tracing::info!(sessions = a, control = b, "housekeeping"),
+        match (
+            store.purge_sessions(now).await,
+            store.purge_control(now - KEEP_EXPIRED).await,
+        ) {
+            (Ok(a), Ok(b)) if a + b > 0 => {
+                tracing::info!(sessions = a, control = b, "housekeeping")
+            }
             (Ok(_), Ok(_)) => {}
             (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(%e, "housekeeping failed; next try in 10 min")
