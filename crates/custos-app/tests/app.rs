@@ -122,6 +122,7 @@ async fn an_application_gets_exactly_its_week_and_the_hub_cannot_redirect_it() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await

@@ -147,6 +147,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
         listen: "127.0.0.1:0".parse()?,
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await?;

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// per start].
     #[arg(long, env = "CUSTOS_MQTT_CLIENT_ID")]
     mqtt_client_id: Option<String>,
+    /// Argon2id memory per password hash, KiB [default: 19456]. Lower it only for tests.
+    #[arg(long, env = "CUSTOS_HUB_PASSWORD_MEMORY_KIB")]
+    password_memory_kib: Option<u32>,
+    /// Argon2id passes per password hash [default: 9]. Lower it only for tests.
+    #[arg(long, env = "CUSTOS_HUB_PASSWORD_ITERATIONS")]
+    password_iterations: Option<u32>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -375,18 +381,36 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         }
     };
     let limits = a.limits.resolve(&file.limits)?;
+    let mut accounts = custos_hub::AccountConfig::default();
+    if let Some(m) = a.password_memory_kib {
+        accounts.password_cost.memory_kib = m;
+    }
+    if let Some(t) = a.password_iterations {
+        accounts.password_cost.iterations = t;
+    }
+    argon2_check(accounts.password_cost)?;
     let config = ServeConfig {
         data_dir,
         listen,
         database,
         mqtt,
         limits,
+        accounts,
     };
     serve::serve(&config, serve::shutdown_signal(), |addr| {
         // One line on stdout that scripts and tests read to find the hub.
         println!("listening on http://{addr}");
     })
     .await?;
+    Ok(())
+}
+
+/// Refuses Argon2id parameters the hash function refuses, at start rather than at the first login.
+fn argon2_check(cost: custos_hub::PasswordCost) -> Result<()> {
+    anyhow::ensure!(
+        cost.memory_kib >= 8 * cost.parallelism && cost.iterations >= 1,
+        "--password-memory-kib must be at least 8 and --password-iterations at least 1"
+    );
     Ok(())
 }
 

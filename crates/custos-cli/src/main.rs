@@ -19,6 +19,7 @@ use custos_proto::{
 use rand_core::{OsRng, RngCore};
 use serde_json::json;
 
+mod account;
 mod agent;
 mod app;
 mod demo;
@@ -61,6 +62,9 @@ enum Command {
     /// Devices: make one at the factory, run the device agent.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// An account at a hub: register, log in and out, change the password, show who is logged in.
+    #[command(subcommand)]
+    Account(account::AccountCmd),
     /// The hub: serve its API, admit and revoke devices, list them.
     #[command(subcommand)]
     Hub(hub::HubCmd),
@@ -282,6 +286,7 @@ fn main() -> ExitCode {
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
         Command::Device(DeviceCmd::Run(args)) => return agent::run(&args),
+        Command::Account(cmd) => account::run(cmd),
         Command::Hub(cmd) => hub::run(cmd),
         Command::Keeper(cmd) => return keeper::run(cmd),
         Command::App(cmd) => return app::run(cmd),

@@ -166,6 +166,124 @@ impl HubClient {
     }
 }
 
+/// A session at the hub, as `POST /v1/sessions` returns it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken {
+    /// The bearer token (64 hex digits).
+    pub token: String,
+    /// When the session ends unless used (Unix seconds; sliding).
+    pub expires: i64,
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionToken")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Account calls (docs/api.md, "Accounts"). Passwords and tokens go only in request bodies and headers.
+impl HubClient {
+    async fn call_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let answer = Self::finish(
+            req.send()
+                .await
+                .map_err(|e| ClientError::Unreachable(e.to_string()))?,
+        )
+        .await?;
+        if answer.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        json(&answer)
+    }
+
+    /// `POST /v1/accounts`: creates an account; returns its normalised name.
+    pub async fn register(&self, name: &str, password: &str) -> Result<String, ClientError> {
+        let v = self
+            .call_json(
+                reqwest::Method::POST,
+                "/v1/accounts",
+                None,
+                Some(serde_json::json!({"name": name, "password": password})),
+            )
+            .await?;
+        Ok(v["name"].as_str().unwrap_or(name).to_string())
+    }
+
+    /// `POST /v1/sessions`: logs in.
+    pub async fn login(&self, name: &str, password: &str) -> Result<SessionToken, ClientError> {
+        let v = self
+            .call_json(
+                reqwest::Method::POST,
+                "/v1/sessions",
+                None,
+                Some(serde_json::json!({"name": name, "password": password})),
+            )
+            .await?;
+        match (v["token"].as_str(), v["expires"].as_i64()) {
+            (Some(token), Some(expires)) => Ok(SessionToken {
+                token: token.to_string(),
+                expires,
+            }),
+            _ => Err(ClientError::Unreachable(
+                "the hub's answer has no token".into(),
+            )),
+        }
+    }
+
+    /// `DELETE /v1/sessions/current`: ends the session.
+    pub async fn logout(&self, token: &str) -> Result<(), ClientError> {
+        self.call_json(
+            reqwest::Method::DELETE,
+            "/v1/sessions/current",
+            Some(token),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `PUT /v1/accounts/me/password`: changes the password; returns how many other sessions ended.
+    pub async fn change_password(
+        &self,
+        token: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<u64, ClientError> {
+        let v = self
+            .call_json(
+                reqwest::Method::PUT,
+                "/v1/accounts/me/password",
+                Some(token),
+                Some(serde_json::json!({"old": old, "new": new})),
+            )
+            .await?;
+        Ok(v["sessions_ended"].as_u64().unwrap_or(0))
+    }
+
+    /// `GET /v1/accounts/me`: `{name, created_at, owned, shared}`.
+    pub async fn whoami(&self, token: &str) -> Result<serde_json::Value, ClientError> {
+        self.call_json(reqwest::Method::GET, "/v1/accounts/me", Some(token), None)
+            .await
+    }
+}
+
 /// The longest long-poll the hub grants, seconds.
 fn custos_max_wait() -> u64 {
     30

@@ -47,6 +47,7 @@ async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
         listen,
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await

@@ -97,6 +97,13 @@ impl From<StoreError> for ApiError {
                 Self::Forbidden(format!("device {d} is already admitted"))
             }
             StoreError::InvalidInput(what) => Self::BadRequest(what.into()),
+            StoreError::NameTaken => Self::Conflict("the account name is taken".into()),
+            StoreError::QueueFull(d) => Self::Quota(format!(
+                "device {d} has too many control messages waiting; try again once it answers"
+            )),
+            StoreError::UnknownControl(d, id) => {
+                Self::NotFound(format!("no control message {id} for device {d}"))
+            }
             other => Self::Internal(other.to_string()),
         }
     }

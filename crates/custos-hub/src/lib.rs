@@ -6,6 +6,7 @@
 //! drive without a socket.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod accounts;
 mod error;
 mod extract;
 mod keys;
@@ -15,12 +16,13 @@ pub mod serve;
 pub mod sharing;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use custos_proto::admission::HubAwaitingFinish;
 use custos_store::Store;
 
+pub use accounts::{Account, LoginRate, Operator, PasswordCost};
 pub use custos_proto::cose::DeviceList;
 pub use error::ApiError;
 pub use keys::HubKeys;
@@ -78,6 +80,25 @@ pub struct Hub<S> {
     /// device's session key never changes once it is admitted, so an entry never goes stale; revocation is still
     /// checked in the store for every batch that authenticates.
     link_keys: Mutex<HashMap<custos_proto::DeviceId, custos_proto::uplink::LinkKeys>>,
+    /// The Argon2id cost of password hashes.
+    password_cost: PasswordCost,
+    /// Login attempts per client address, and the per-account delay base.
+    login_rate: LoginRate,
+    /// Login attempts per client address (`None`: no per-address limit).
+    login_limiter: Option<accounts::LoginLimiter>,
+    /// A hash that unknown accounts' logins are checked against, made on first use.
+    dummy: OnceLock<String>,
+    /// SHA-256 of the operator token; admin endpoints refuse everyone without it.
+    operator: OnceLock<[u8; 32]>,
+}
+
+/// How a hub treats accounts: the cost of password hashes and the login limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountConfig {
+    /// The Argon2id cost of password hashes.
+    pub password_cost: PasswordCost,
+    /// Login attempts per client address, and the per-account delay base.
+    pub login_rate: LoginRate,
 }
 
 /// The most devices whose link keys a hub keeps in memory (about 100 bytes each); past that it starts afresh.
@@ -96,6 +117,16 @@ impl<S: Store> Hub<S> {
 
     /// A hub with its own clock (Unix seconds), for tests.
     pub fn with_clock(store: S, keys: HubKeys, clock: fn() -> i64) -> Arc<Self> {
+        Self::configured(store, keys, clock, AccountConfig::default())
+    }
+
+    /// A hub with its own clock and account settings.
+    pub fn configured(
+        store: S,
+        keys: HubKeys,
+        clock: fn() -> i64,
+        accounts: AccountConfig,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             keys,
@@ -108,7 +139,20 @@ impl<S: Store> Hub<S> {
             changed: tokio::sync::Notify::new(),
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),
+            password_cost: accounts.password_cost,
+            login_rate: accounts.login_rate,
+            login_limiter: accounts::login_limiter(accounts.login_rate),
+            dummy: OnceLock::new(),
+            operator: OnceLock::new(),
         })
+    }
+
+    /// Forgets the login-rate state of client addresses that are back to a full burst. Run now and then.
+    pub fn forget_quiet_logins(&self) {
+        if let Some(l) = &self.login_limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 
     pub(crate) fn link_keys(
@@ -208,7 +252,7 @@ impl<S: Store> Hub<S> {
     }
 }
 
-fn system_now() -> i64 {
+pub(crate) fn system_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -11,7 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use custos_proto::admission::{HubAwaitingCode, JOIN_CODE_LEN};
 use custos_proto::record::RecordHeader;
 use custos_proto::uplink::{LinkKeys, Upward, Verdict, is_too_old, open_upward, seal_ack};
@@ -53,6 +53,14 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
             post(finish::<S>).layer(DefaultBodyLimit::max(MAX_ADMISSION)),
         )
         .route("/v1/devices", get(devices::<S>))
+        .route("/v1/accounts", post(crate::accounts::register::<S>))
+        .route("/v1/accounts/me", get(crate::accounts::me::<S>))
+        .route(
+            "/v1/accounts/me/password",
+            put(crate::accounts::change_password::<S>),
+        )
+        .route("/v1/sessions", post(crate::accounts::login::<S>))
+        .route("/v1/sessions/current", delete(crate::accounts::logout::<S>))
         .route("/v1/devices/{device}/uplinks", post(uplinks::<S>))
         .route("/v1/devices/{device}/records", get(records::<S>))
         .route("/v1/devices/{device}/gaps", get(gaps::<S>))
@@ -249,6 +257,7 @@ async fn finish<S: Store>(
 
 async fn devices<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
+    _: crate::accounts::Operator,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let list: Vec<_> = hub
         .store
@@ -374,6 +383,7 @@ struct PresenceParams {
 
 async fn presence<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
+    _: crate::accounts::Operator,
     ApiQuery(p): ApiQuery<PresenceParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let threshold = p.offline_after.unwrap_or(300);

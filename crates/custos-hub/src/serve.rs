@@ -38,7 +38,12 @@ pub struct ServeConfig {
     pub mqtt: Option<crate::mqtt::MqttConfig>,
     /// What the hub allows its HTTP clients.
     pub limits: Limits,
+    /// The cost of password hashes and the login limits.
+    pub accounts: crate::AccountConfig,
 }
+
+/// The operator token's file in the data directory.
+pub const OPERATOR_TOKEN_FILE: &str = "operator.token";
 
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +92,38 @@ pub async fn open(
     Ok((AnyStore::open(&location).await?, keys))
 }
 
+/// The operator token of the hub whose data directory is `data_dir`: read from `operator.token`, or made (32
+/// random bytes, hex) and written there owner-only on first start.
+pub fn operator_token(data_dir: &Path) -> std::io::Result<zeroize::Zeroizing<String>> {
+    use rand_core::RngCore;
+    let path = data_dir.join(OPERATOR_TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            return Ok(zeroize::Zeroizing::new(text.trim().into()));
+        }
+        Ok(_) => {
+            return Err(std::io::Error::other(format!(
+                "{} is empty",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    rand_core::OsRng.fill_bytes(raw.as_mut());
+    let token = zeroize::Zeroizing::new(hex::encode(raw.as_ref()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path)?;
+    std::io::Write::write_all(&mut file, format!("{}\n", token.as_str()).as_bytes())?;
+    file.sync_all()?;
+    tracing::info!(path = %path.display(), "wrote a new operator token");
+    Ok(token)
+}
+
 /// Serves the hub until `shutdown` completes, then finishes the requests in flight. `ready` gets the bound
 /// address (useful with port 0).
 pub async fn serve(
@@ -115,7 +152,13 @@ pub async fn serve(
         );
     }
     let (store, keys) = open(&config.data_dir, config.database.as_deref()).await?;
-    let hub: Arc<Hub<AnyStore>> = Hub::new(store.clone(), keys);
+    let operator = operator_token(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.join(OPERATOR_TOKEN_FILE),
+        source,
+    })?;
+    let hub: Arc<Hub<AnyStore>> =
+        Hub::configured(store.clone(), keys, crate::system_now, config.accounts);
+    hub.set_operator_token(&operator);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -261,6 +304,19 @@ async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Futur
         }
         let now = hub.now();
         let store = hub.store();
+        hub.forget_quiet_logins();
+        match (
+            store.purge_sessions(now).await,
+            store.purge_control(now - KEEP_EXPIRED).await,
+        ) {
+            (Ok(a), Ok(b)) if a + b > 0 => {
+                tracing::info!(sessions = a, control = b, "housekeeping")
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(%e, "housekeeping failed; next try in 10 min")
+            }
+        }
         match (
             store.purge_admissions(now).await,
             store

@@ -40,17 +40,19 @@ async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hub.db");
     let store = SqliteStore::open(&db).await.unwrap();
-    Fixture {
-        hub: Hub::with_clock(store, HubKeys::generate(), now),
-        db,
-        _dir: dir,
-    }
+    let hub = Hub::with_clock(store, HubKeys::generate(), now);
+    hub.set_operator_token(OPERATOR);
+    Fixture { hub, db, _dir: dir }
 }
+
+/// The operator token of the fixture's hub, sent with every call (only the admin listings look at it).
+const OPERATOR: &str = "operator-test-token";
 
 async fn call(f: &Fixture, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
     let req = Request::builder()
         .method(method)
         .uri(path)
+        .header("authorization", format!("Bearer {OPERATOR}"))
         .body(Body::from(body))
         .unwrap();
     let resp = app(f.hub.clone()).oneshot(req).await.unwrap();

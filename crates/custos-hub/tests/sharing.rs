@@ -320,6 +320,7 @@ async fn a_serving_hub_purges_long_expired_requests() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await

@@ -50,6 +50,7 @@ async fn run() {
         database: None,
         mqtt: None,
         // A benchmark from one address: no per-address rate limits.
+        accounts: Default::default(),
         limits: custos_hub::serve::Limits {
             write_rate: custos_hub::serve::Rate::UNLIMITED,
             read_rate: custos_hub::serve::Rate::UNLIMITED,

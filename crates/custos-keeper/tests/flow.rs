@@ -94,6 +94,7 @@ async fn offline_keeper_policy_user_and_application() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await

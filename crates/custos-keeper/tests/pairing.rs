@@ -43,6 +43,7 @@ async fn pair_provision_seal_and_share() {
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,
         mqtt: None,
+        accounts: Default::default(),
         limits: Default::default(),
     })
     .await

@@ -55,6 +55,18 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An account of that (normalised) name exists already.
+    #[error("the account name is taken")]
+    NameTaken,
+    /// No such account.
+    #[error("no account {0}")]
+    UnknownAccount(i64),
+    /// The device's control queue holds as many unanswered, unexpired messages as it may.
+    #[error("device {0} has too many control messages waiting")]
+    QueueFull(DeviceId),
+    /// No control message of that id for that device.
+    #[error("no control message {1} for device {0}")]
+    UnknownControl(DeviceId, i64),
 }
 
 /// Result of store operations.
@@ -181,6 +193,152 @@ pub struct StoredRequest {
     /// When it expires.
     pub expires_at: i64,
 }
+
+/// What a device's owner has granted another account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rights {
+    /// May send commands (and see state).
+    Control,
+    /// May see state only.
+    View,
+}
+
+impl Rights {
+    /// The stored (and JSON) name: `control` or `view`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Control => "control",
+            Self::View => "view",
+        }
+    }
+
+    /// Parses [`Rights::as_str`].
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "control" => Some(Self::Control),
+            "view" => Some(Self::View),
+            _ => None,
+        }
+    }
+}
+
+/// The login-throttle state of an account (see docs/api.md, "Login throttling"). Kept in the store because hub
+/// replicas share it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoginThrottle {
+    /// Consecutive failed logins from anywhere but `home`.
+    pub failures: u32,
+    /// When the last of them was.
+    pub last_failure_at: Option<i64>,
+    /// The client address of the last successful login, if any.
+    pub home: Option<String>,
+    /// Consecutive failed logins from `home`.
+    pub home_failures: u32,
+    /// When the last of them was.
+    pub home_last_failure_at: Option<i64>,
+}
+
+/// A user account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Store-wide id.
+    pub id: i64,
+    /// The normalised name.
+    pub name: String,
+    /// The password's Argon2id hash, a PHC string.
+    pub password_hash: String,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
+    /// Failed-login state.
+    pub throttle: LoginThrottle,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at", &self.created_at)
+            .field("throttle", &self.throttle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login session, found by the SHA-256 of its bearer token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// SHA-256 of the bearer token (the token itself is never stored).
+    pub token_hash: [u8; 32],
+    /// The account.
+    pub account: i64,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
+    /// When it ends unless used again.
+    pub expires_at: i64,
+    /// When it was last used.
+    pub last_used_at: i64,
+}
+
+/// A change of a device's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnershipChange {
+    /// The device.
+    pub device: DeviceId,
+    /// The previous owner; `None` for the first claim.
+    pub from: Option<i64>,
+    /// The new owner.
+    pub to: i64,
+    /// When (Unix seconds).
+    pub at: i64,
+}
+
+/// A one-time claim token for (account, device), by SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// SHA-256 of the token.
+    pub token_hash: [u8; 32],
+    /// The device to be claimed.
+    pub device: DeviceId,
+    /// The account claiming it.
+    pub account: i64,
+    /// When it was issued.
+    pub created_at: i64,
+    /// When it stops working.
+    pub expires_at: i64,
+}
+
+/// A message for a device's control queue, as posted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewControl {
+    /// The device it is for.
+    pub device: DeviceId,
+    /// The account that posted it.
+    pub account: i64,
+    /// Its type byte (0x41 command, 0x45 list, 0x47 claim seal).
+    pub kind: u8,
+    /// The message, opaque to the hub.
+    pub message: Vec<u8>,
+    /// When it was posted.
+    pub created_at: i64,
+    /// When it expires.
+    pub expires_at: i64,
+}
+
+/// A stored control message and its answer, once the device gave one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlMessage {
+    /// Store-wide id, increasing: the device's cursor.
+    pub id: i64,
+    /// The message as posted.
+    pub posted: NewControl,
+    /// The device's answer.
+    pub answer: Option<Vec<u8>>,
+    /// When the answer came.
+    pub answered_at: Option<i64>,
+}
+
+/// The longest device state, bytes.
+pub const MAX_DEVICE_STATE: usize = 64;
 
 /// The hub's storage. Every method is atomic.
 pub trait Store: Send + Sync {
@@ -341,6 +499,187 @@ pub trait Store: Send + Sync {
     /// Whether `device`'s pairing window is open at `now` (admitted, not revoked, window not past).
     fn pairing_open(&self, device: DeviceId, now: i64)
     -> impl Future<Output = Result<bool>> + Send;
+
+    /// Creates an account; returns its id. `name` must be normalised by the caller. Fails with
+    /// [`StoreError::NameTaken`] if the name exists.
+    fn create_account(
+        &self,
+        name: &str,
+        password_hash: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// The account of that (normalised) name.
+    fn account_by_name(&self, name: &str) -> impl Future<Output = Result<Option<Account>>> + Send;
+
+    /// The account of that id.
+    fn account(&self, id: i64) -> impl Future<Output = Result<Option<Account>>> + Send;
+
+    /// Replaces an account's password hash and, in the same transaction, ends every session of the account but
+    /// `keep`; returns how many sessions ended. [`StoreError::UnknownAccount`] if there is no such account.
+    fn set_password(
+        &self,
+        account: i64,
+        password_hash: &str,
+        keep: Option<[u8; 32]>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Counts a failed login at `at`: against the home address's counter if `home`, else the other one. Returns
+    /// the new state. [`StoreError::UnknownAccount`] if there is no such account.
+    fn login_failed(
+        &self,
+        account: i64,
+        home: bool,
+        at: i64,
+    ) -> impl Future<Output = Result<LoginThrottle>> + Send;
+
+    /// A successful login from `address`: both failure counters go to zero and `address` becomes home.
+    fn login_succeeded(
+        &self,
+        account: i64,
+        address: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Stores a new session. [`StoreError::UnknownAccount`] if the account does not exist.
+    fn put_session(&self, s: &Session) -> impl Future<Output = Result<()>> + Send;
+
+    /// The session of that token hash, if it has not expired at `now`.
+    fn session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Session>>> + Send;
+
+    /// Notes a use of an unexpired session at `now` and moves its end to `expires_at` (never back); false if
+    /// it is gone or expired.
+    fn touch_session(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+        expires_at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Ends a session; false if there was none.
+    fn delete_session(&self, token_hash: [u8; 32]) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes sessions expired at `now`; returns how many.
+    fn purge_sessions(&self, now: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Makes `to` the owner of `device` if its owner is now `from` (`None`: it has none), and logs the change, in
+    /// one transaction. A transfer (from an owner) also ends every share of the device. False if the owner is not
+    /// `from` (nothing changed). [`StoreError::UnknownDevice`] / [`StoreError::UnknownAccount`] for unknown ones.
+    fn set_owner(
+        &self,
+        device: DeviceId,
+        from: Option<i64>,
+        to: i64,
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The owning account of a device.
+    fn owner(&self, device: DeviceId) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    /// The devices an account owns, ordered by id.
+    fn owned_devices(&self, account: i64) -> impl Future<Output = Result<Vec<DeviceId>>> + Send;
+
+    /// Every change of a device's owner, oldest first.
+    fn ownership_log(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = Result<Vec<OwnershipChange>>> + Send;
+
+    /// Grants (or changes) `account`'s rights on `device`. [`StoreError::InvalidInput`] if the account owns the
+    /// device.
+    fn put_share(
+        &self,
+        device: DeviceId,
+        account: i64,
+        rights: Rights,
+        at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Withdraws a share; false if there was none.
+    fn remove_share(
+        &self,
+        device: DeviceId,
+        account: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The devices shared with an account and its rights on each, ordered by device.
+    fn shared_with(
+        &self,
+        account: i64,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, Rights)>>> + Send;
+
+    /// The accounts a device is shared with, ordered by account.
+    fn shares_of(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = Result<Vec<(i64, Rights)>>> + Send;
+
+    /// Keeps a claim token (replacing none: false if that hash exists).
+    fn put_claim(&self, c: &Claim) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Uses up a claim token: returns it if it existed and had not expired at `now`; it is gone either way. Of
+    /// two concurrent takes, at most one gets it.
+    fn take_claim(
+        &self,
+        token_hash: [u8; 32],
+        now: i64,
+    ) -> impl Future<Output = Result<Option<Claim>>> + Send;
+
+    /// Queues a control message; returns its id. Fails with [`StoreError::QueueFull`] if the device already has
+    /// `max_waiting` messages that are unanswered and unexpired at `m.created_at`, with
+    /// [`StoreError::UnknownDevice`] if it is not admitted.
+    fn push_control(
+        &self,
+        m: &NewControl,
+        max_waiting: u32,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    /// What a device still has to act on: its messages after `after` that are unanswered and unexpired at `now`,
+    /// oldest first.
+    fn pending_control(
+        &self,
+        device: DeviceId,
+        after: i64,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ControlMessage>>> + Send;
+
+    /// One control message of a device, answered or not, expired or not (until purged).
+    fn control_message(
+        &self,
+        device: DeviceId,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<ControlMessage>>> + Send;
+
+    /// Keeps the device's answer to a control message; false if it already has one (answers are final).
+    /// [`StoreError::UnknownControl`] if the device has no message of that id.
+    fn put_control_answer(
+        &self,
+        device: DeviceId,
+        id: i64,
+        answer: &[u8],
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Deletes control messages and claims that expired before `before`; returns how many.
+    fn purge_control(&self, before: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Sets a device's reported state (at most [`MAX_DEVICE_STATE`] bytes), unless a newer one is stored.
+    fn put_device_state(
+        &self,
+        device: DeviceId,
+        state: &str,
+        at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// A device's last reported state and when.
+    fn device_state(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = Result<Option<(String, i64)>>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -486,5 +825,119 @@ impl Store for AnyStore {
     }
     async fn pairing_open(&self, device: DeviceId, now: i64) -> Result<bool> {
         delegate!(self, pairing_open(device, now))
+    }
+
+    async fn create_account(&self, name: &str, password_hash: &str, at: i64) -> Result<i64> {
+        delegate!(self, create_account(name, password_hash, at))
+    }
+    async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
+        delegate!(self, account_by_name(name))
+    }
+    async fn account(&self, id: i64) -> Result<Option<Account>> {
+        delegate!(self, account(id))
+    }
+    async fn set_password(
+        &self,
+        account: i64,
+        password_hash: &str,
+        keep: Option<[u8; 32]>,
+    ) -> Result<u64> {
+        delegate!(self, set_password(account, password_hash, keep))
+    }
+    async fn login_failed(&self, account: i64, home: bool, at: i64) -> Result<LoginThrottle> {
+        delegate!(self, login_failed(account, home, at))
+    }
+    async fn login_succeeded(&self, account: i64, address: &str) -> Result<()> {
+        delegate!(self, login_succeeded(account, address))
+    }
+    async fn put_session(&self, s: &Session) -> Result<()> {
+        delegate!(self, put_session(s))
+    }
+    async fn session(&self, token_hash: [u8; 32], now: i64) -> Result<Option<Session>> {
+        delegate!(self, session(token_hash, now))
+    }
+    async fn touch_session(&self, token_hash: [u8; 32], now: i64, expires_at: i64) -> Result<bool> {
+        delegate!(self, touch_session(token_hash, now, expires_at))
+    }
+    async fn delete_session(&self, token_hash: [u8; 32]) -> Result<bool> {
+        delegate!(self, delete_session(token_hash))
+    }
+    async fn purge_sessions(&self, now: i64) -> Result<u64> {
+        delegate!(self, purge_sessions(now))
+    }
+    async fn set_owner(
+        &self,
+        device: DeviceId,
+        from: Option<i64>,
+        to: i64,
+        at: i64,
+    ) -> Result<bool> {
+        delegate!(self, set_owner(device, from, to, at))
+    }
+    async fn owner(&self, device: DeviceId) -> Result<Option<i64>> {
+        delegate!(self, owner(device))
+    }
+    async fn owned_devices(&self, account: i64) -> Result<Vec<DeviceId>> {
+        delegate!(self, owned_devices(account))
+    }
+    async fn ownership_log(&self, device: DeviceId) -> Result<Vec<OwnershipChange>> {
+        delegate!(self, ownership_log(device))
+    }
+    async fn put_share(
+        &self,
+        device: DeviceId,
+        account: i64,
+        rights: Rights,
+        at: i64,
+    ) -> Result<()> {
+        delegate!(self, put_share(device, account, rights, at))
+    }
+    async fn remove_share(&self, device: DeviceId, account: i64) -> Result<bool> {
+        delegate!(self, remove_share(device, account))
+    }
+    async fn shared_with(&self, account: i64) -> Result<Vec<(DeviceId, Rights)>> {
+        delegate!(self, shared_with(account))
+    }
+    async fn shares_of(&self, device: DeviceId) -> Result<Vec<(i64, Rights)>> {
+        delegate!(self, shares_of(device))
+    }
+    async fn put_claim(&self, c: &Claim) -> Result<bool> {
+        delegate!(self, put_claim(c))
+    }
+    async fn take_claim(&self, token_hash: [u8; 32], now: i64) -> Result<Option<Claim>> {
+        delegate!(self, take_claim(token_hash, now))
+    }
+    async fn push_control(&self, m: &NewControl, max_waiting: u32) -> Result<i64> {
+        delegate!(self, push_control(m, max_waiting))
+    }
+    async fn pending_control(
+        &self,
+        device: DeviceId,
+        after: i64,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<ControlMessage>> {
+        delegate!(self, pending_control(device, after, now, limit))
+    }
+    async fn control_message(&self, device: DeviceId, id: i64) -> Result<Option<ControlMessage>> {
+        delegate!(self, control_message(device, id))
+    }
+    async fn put_control_answer(
+        &self,
+        device: DeviceId,
+        id: i64,
+        answer: &[u8],
+        at: i64,
+    ) -> Result<bool> {
+        delegate!(self, put_control_answer(device, id, answer, at))
+    }
+    async fn purge_control(&self, before: i64) -> Result<u64> {
+        delegate!(self, purge_control(before))
+    }
+    async fn put_device_state(&self, device: DeviceId, state: &str, at: i64) -> Result<()> {
+        delegate!(self, put_device_state(device, state, at))
+    }
+    async fn device_state(&self, device: DeviceId) -> Result<Option<(String, i64)>> {
+        delegate!(self, device_state(device))
     }
 }

@@ -14,8 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use crate::{
-    Device, NewRecord, PendingAdmission, Presence, RecordQuery, Result, Store, StoreError,
-    StoredRecord, StoredRequest,
+    Account, Claim, ControlMessage, Device, LoginThrottle, MAX_DEVICE_STATE, NewControl, NewRecord,
+    OwnershipChange, PendingAdmission, Presence, RecordQuery, Result, Rights, Session, Store,
+    StoreError, StoredRecord, StoredRequest,
 };
 
 /// The store on SQLite: one file, the embedded default.
@@ -139,6 +140,18 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_foreign_key_violation())
+}
+
+fn count(n: i64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt("counter out of range"))
+}
+
+fn rights(text: &str) -> Result<Rights> {
+    Rights::parse(text).ok_or(StoreError::Corrupt("unknown rights"))
+}
+
 // No write may report success for a failed commit. A write that reads rows back (RETURNING) runs in a transaction
 // whose commit is checked: SQLite hands over a RETURNING row before the statement completes, and the failure of an
 // autocommit at its end (a full disk) never reaches the reader. A write without RETURNING may autocommit: `execute`
@@ -165,6 +178,53 @@ macro_rules! sql_store {
                     admitted_at: row.try_get("admitted_at")?,
                     revoked_at: row.try_get("revoked_at")?,
                     max_seq: row.try_get("max_seq")?,
+                })
+            }
+
+            fn account_row(row: &$row) -> Result<Account> {
+                Ok(Account {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    password_hash: row.try_get("password")?,
+                    created_at: row.try_get("created_at")?,
+                    throttle: Self::throttle_row(row)?,
+                })
+            }
+
+            fn throttle_row(row: &$row) -> Result<LoginThrottle> {
+                Ok(LoginThrottle {
+                    failures: count(row.try_get("failures")?)?,
+                    last_failure_at: row.try_get("last_failure_at")?,
+                    home: row.try_get("home_address")?,
+                    home_failures: count(row.try_get("home_failures")?)?,
+                    home_last_failure_at: row.try_get("home_last_failure_at")?,
+                })
+            }
+
+            fn session_row(row: &$row) -> Result<Session> {
+                Ok(Session {
+                    token_hash: key(row.try_get("token_hash")?)?,
+                    account: row.try_get("account")?,
+                    created_at: row.try_get("created_at")?,
+                    expires_at: row.try_get("expires_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                })
+            }
+
+            fn control_row(row: &$row) -> Result<ControlMessage> {
+                let kind: i32 = row.try_get("kind")?;
+                Ok(ControlMessage {
+                    id: row.try_get("id")?,
+                    posted: NewControl {
+                        device: device_id(row.try_get("device")?)?,
+                        account: row.try_get("account")?,
+                        kind: u8::try_from(kind).map_err(|_| StoreError::Corrupt("control kind is not a byte"))?,
+                        message: row.try_get("message")?,
+                        created_at: row.try_get("created_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                    },
+                    answer: row.try_get("answer")?,
+                    answered_at: row.try_get("answered_at")?,
                 })
             }
         }
@@ -690,6 +750,553 @@ macro_rules! sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(open.is_some())
+            }
+
+            async fn create_account(&self, name: &str, password_hash: &str, at: i64) -> Result<i64> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<i64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let row = sqlx::query(
+                        "INSERT INTO accounts (name, password, created_at) VALUES ($1, $2, $3) RETURNING id",
+                    )
+                    .bind(name)
+                    .bind(password_hash)
+                    .bind(at)
+                    .fetch_one(&mut *tx)
+                    .await;
+                    let id: i64 = match row {
+                        Err(e) if is_unique_violation(&e) => return Err(StoreError::NameTaken),
+                        other => other?.try_get("id")?,
+                    };
+                    tx.commit().await?;
+                    Ok(id)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn account_by_name(&self, name: &str) -> Result<Option<Account>> {
+                let row = sqlx::query("SELECT * FROM accounts WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::account_row).transpose()
+            }
+
+            async fn account(&self, id: i64) -> Result<Option<Account>> {
+                let row = sqlx::query("SELECT * FROM accounts WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::account_row).transpose()
+            }
+
+            async fn set_password(&self, account: i64, password_hash: &str, keep: Option<[u8; 32]>) -> Result<u64> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let done = sqlx::query("UPDATE accounts SET password = $2 WHERE id = $1")
+                        .bind(account)
+                        .bind(password_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::UnknownAccount(account));
+                    }
+                    let ended = sqlx::query(
+                        "DELETE FROM sessions WHERE account = $1 AND ($2 IS NULL OR token_hash <> $2)",
+                    )
+                    .bind(account)
+                    .bind(keep.as_ref().map(|k| &k[..]))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(ended.rows_affected())
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn login_failed(&self, account: i64, home: bool, at: i64) -> Result<LoginThrottle> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<LoginThrottle> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let statement = if home {
+                        "UPDATE accounts SET home_failures = home_failures + 1, home_last_failure_at = $2 \
+                         WHERE id = $1 RETURNING *"
+                    } else {
+                        "UPDATE accounts SET failures = failures + 1, last_failure_at = $2 WHERE id = $1 RETURNING *"
+                    };
+                    let row = sqlx::query(statement)
+                        .bind(account)
+                        .bind(at)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .ok_or(StoreError::UnknownAccount(account))?;
+                    let throttle = Self::throttle_row(&row)?;
+                    tx.commit().await?;
+                    Ok(throttle)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn login_succeeded(&self, account: i64, address: &str) -> Result<()> {
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "UPDATE accounts SET failures = 0, last_failure_at = NULL, home_address = $2, \
+                     home_failures = 0, home_last_failure_at = NULL WHERE id = $1",
+                )
+                .bind(account)
+                .bind(address)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::UnknownAccount(account));
+                }
+                Ok(())
+            }
+
+            async fn put_session(&self, s: &Session) -> Result<()> {
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO sessions (token_hash, account, created_at, expires_at, last_used_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&s.token_hash[..])
+                .bind(s.account)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.last_used_at)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(e) if is_foreign_key_violation(&e) => Err(StoreError::UnknownAccount(s.account)),
+                    Err(e) if is_unique_violation(&e) => Err(StoreError::InvalidInput("session token reused")),
+                    other => other.map(|_| ()).map_err(Into::into),
+                }
+            }
+
+            async fn session(&self, token_hash: [u8; 32], now: i64) -> Result<Option<Session>> {
+                let row = sqlx::query("SELECT * FROM sessions WHERE token_hash = $1 AND expires_at > $2")
+                    .bind(&token_hash[..])
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::session_row).transpose()
+            }
+
+            async fn touch_session(&self, token_hash: [u8; 32], now: i64, expires_at: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "UPDATE sessions SET last_used_at = $2, \
+                     expires_at = CASE WHEN $3 > expires_at THEN $3 ELSE expires_at END \
+                     WHERE token_hash = $1 AND expires_at > $2",
+                )
+                .bind(&token_hash[..])
+                .bind(now)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn delete_session(&self, token_hash: [u8; 32]) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                    .bind(&token_hash[..])
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn purge_sessions(&self, now: i64) -> Result<u64> {
+                let _write = self.writer().await;
+                let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn set_owner(&self, device: DeviceId, from: Option<i64>, to: i64, at: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<bool> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // A no-op write locks the device's row (PostgreSQL; SQLite's IMMEDIATE holds the whole
+                    // database): concurrent changes of one device's owner take turns.
+                    let known = sqlx::query("UPDATE devices SET pairing_until = pairing_until WHERE device = $1")
+                        .bind(&device.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    if known.rows_affected() == 0 {
+                        return Err(StoreError::UnknownDevice(device));
+                    }
+                    if sqlx::query("SELECT 1 FROM accounts WHERE id = $1").bind(to).fetch_optional(&mut *tx).await?.is_none() {
+                        return Err(StoreError::UnknownAccount(to));
+                    }
+                    let current: Option<i64> = sqlx::query("SELECT account FROM ownership WHERE device = $1")
+                        .bind(&device.0[..])
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|row| row.try_get("account"))
+                        .transpose()?;
+                    if current != from {
+                        return Ok(false);
+                    }
+                    if from.is_some() {
+                        sqlx::query("UPDATE ownership SET account = $2, since = $3 WHERE device = $1")
+                            .bind(&device.0[..])
+                            .bind(to)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?;
+                        // A new owner starts with no shares: the old owner's grants were the old owner's.
+                        sqlx::query("DELETE FROM shares WHERE device = $1")
+                            .bind(&device.0[..])
+                            .execute(&mut *tx)
+                            .await?;
+                    } else {
+                        sqlx::query("INSERT INTO ownership (device, account, since) VALUES ($1, $2, $3)")
+                            .bind(&device.0[..])
+                            .bind(to)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?;
+                        // The owner needs no share of its own device.
+                        sqlx::query("DELETE FROM shares WHERE device = $1 AND account = $2")
+                            .bind(&device.0[..])
+                            .bind(to)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("INSERT INTO ownership_log (device, from_account, to_account, at) VALUES ($1, $2, $3, $4)")
+                        .bind(&device.0[..])
+                        .bind(from)
+                        .bind(to)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(true)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn owner(&self, device: DeviceId) -> Result<Option<i64>> {
+                let row = sqlx::query("SELECT account FROM ownership WHERE device = $1")
+                    .bind(&device.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| Ok(row.try_get("account")?)).transpose()
+            }
+
+            async fn owned_devices(&self, account: i64) -> Result<Vec<DeviceId>> {
+                let rows = sqlx::query("SELECT device FROM ownership WHERE account = $1 ORDER BY device")
+                    .bind(account)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|row| device_id(row.try_get("device")?)).collect()
+            }
+
+            async fn ownership_log(&self, device: DeviceId) -> Result<Vec<OwnershipChange>> {
+                let rows = sqlx::query(
+                    "SELECT from_account, to_account, at FROM ownership_log WHERE device = $1 ORDER BY id",
+                )
+                .bind(&device.0[..])
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(OwnershipChange {
+                            device,
+                            from: row.try_get("from_account")?,
+                            to: row.try_get("to_account")?,
+                            at: row.try_get("at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_share(&self, device: DeviceId, account: i64, rights: Rights, at: i64) -> Result<()> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<()> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let owns = sqlx::query("SELECT 1 FROM ownership WHERE device = $1 AND account = $2")
+                        .bind(&device.0[..])
+                        .bind(account)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if owns.is_some() {
+                        return Err(StoreError::InvalidInput("the account owns the device"));
+                    }
+                    let done = sqlx::query(
+                        "INSERT INTO shares (device, account, rights, granted_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (device, account) DO UPDATE SET rights = excluded.rights, \
+                         granted_at = excluded.granted_at",
+                    )
+                    .bind(&device.0[..])
+                    .bind(account)
+                    .bind(rights.as_str())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await;
+                    match done {
+                        Err(e) if is_foreign_key_violation(&e) => {
+                            // PostgreSQL has aborted the transaction; which of the two is unknown?
+                            tx.rollback().await?;
+                            return Err(match self.device(device).await? {
+                                None => StoreError::UnknownDevice(device),
+                                Some(_) => StoreError::UnknownAccount(account),
+                            });
+                        }
+                        other => other?,
+                    };
+                    tx.commit().await?;
+                    Ok(())
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn remove_share(&self, device: DeviceId, account: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query("DELETE FROM shares WHERE device = $1 AND account = $2")
+                    .bind(&device.0[..])
+                    .bind(account)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn shared_with(&self, account: i64) -> Result<Vec<(DeviceId, Rights)>> {
+                let rows = sqlx::query("SELECT device, rights FROM shares WHERE account = $1 ORDER BY device")
+                    .bind(account)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|row| Ok((device_id(row.try_get("device")?)?, rights(row.try_get("rights")?)?))).collect()
+            }
+
+            async fn shares_of(&self, device: DeviceId) -> Result<Vec<(i64, Rights)>> {
+                let rows = sqlx::query("SELECT account, rights FROM shares WHERE device = $1 ORDER BY account")
+                    .bind(&device.0[..])
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|row| Ok((row.try_get("account")?, rights(row.try_get("rights")?)?))).collect()
+            }
+
+            async fn put_claim(&self, c: &Claim) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO claims (token_hash, device, account, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO NOTHING",
+                )
+                .bind(&c.token_hash[..])
+                .bind(&c.device.0[..])
+                .bind(c.account)
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(e) if is_foreign_key_violation(&e) => Err(match self.device(c.device).await? {
+                        None => StoreError::UnknownDevice(c.device),
+                        Some(_) => StoreError::UnknownAccount(c.account),
+                    }),
+                    other => Ok(other?.rows_affected() == 1),
+                }
+            }
+
+            async fn take_claim(&self, token_hash: [u8; 32], now: i64) -> Result<Option<Claim>> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<Option<Claim>> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let row = sqlx::query("DELETE FROM claims WHERE token_hash = $1 RETURNING *")
+                        .bind(&token_hash[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let claim = row
+                        .map(|row| -> Result<Claim> {
+                            Ok(Claim {
+                                token_hash: key(row.try_get("token_hash")?)?,
+                                device: device_id(row.try_get("device")?)?,
+                                account: row.try_get("account")?,
+                                created_at: row.try_get("created_at")?,
+                                expires_at: row.try_get("expires_at")?,
+                            })
+                        })
+                        .transpose()?;
+                    tx.commit().await?;
+                    Ok(claim.filter(|c| c.expires_at > now))
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn push_control(&self, m: &NewControl, max_waiting: u32) -> Result<i64> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<i64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // Lock the device's row first, so that two pushes cannot both see room for one more.
+                    let known = sqlx::query("UPDATE devices SET pairing_until = pairing_until WHERE device = $1")
+                        .bind(&m.device.0[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    if known.rows_affected() == 0 {
+                        return Err(StoreError::UnknownDevice(m.device));
+                    }
+                    let waiting: i64 = sqlx::query(
+                        "SELECT COUNT(*) AS n FROM control WHERE device = $1 AND answer IS NULL AND expires_at > $2",
+                    )
+                    .bind(&m.device.0[..])
+                    .bind(m.created_at)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("n")?;
+                    if waiting >= i64::from(max_waiting) {
+                        return Err(StoreError::QueueFull(m.device));
+                    }
+                    let row = sqlx::query(
+                        "INSERT INTO control (device, account, kind, message, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    )
+                    .bind(&m.device.0[..])
+                    .bind(m.account)
+                    .bind(i32::from(m.kind))
+                    .bind(&m.message[..])
+                    .bind(m.created_at)
+                    .bind(m.expires_at)
+                    .fetch_one(&mut *tx)
+                    .await;
+                    let id: i64 = match row {
+                        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::UnknownAccount(m.account)),
+                        other => other?.try_get("id")?,
+                    };
+                    tx.commit().await?;
+                    Ok(id)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn pending_control(&self, device: DeviceId, after: i64, now: i64, limit: u32) -> Result<Vec<ControlMessage>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM control WHERE device = $1 AND id > $2 AND answer IS NULL AND expires_at > $3 \
+                     ORDER BY id LIMIT $4",
+                )
+                .bind(&device.0[..])
+                .bind(after)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(Self::control_row).collect()
+            }
+
+            async fn control_message(&self, device: DeviceId, id: i64) -> Result<Option<ControlMessage>> {
+                let row = sqlx::query("SELECT * FROM control WHERE device = $1 AND id = $2")
+                    .bind(&device.0[..])
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::control_row).transpose()
+            }
+
+            async fn put_control_answer(&self, device: DeviceId, id: i64, answer: &[u8], at: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<bool> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let done = sqlx::query(
+                        "UPDATE control SET answer = $3, answered_at = $4 \
+                         WHERE device = $1 AND id = $2 AND answer IS NULL",
+                    )
+                    .bind(&device.0[..])
+                    .bind(id)
+                    .bind(answer)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        tx.commit().await?;
+                        return Ok(true);
+                    }
+                    let exists = sqlx::query("SELECT 1 FROM control WHERE device = $1 AND id = $2")
+                        .bind(&device.0[..])
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    match exists {
+                        Some(_) => Ok(false),
+                        None => Err(StoreError::UnknownControl(device, id)),
+                    }
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn purge_control(&self, before: i64) -> Result<u64> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let control = sqlx::query("DELETE FROM control WHERE expires_at < $1")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?;
+                    let claims = sqlx::query("DELETE FROM claims WHERE expires_at < $1")
+                        .bind(before)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(control.rows_affected() + claims.rows_affected())
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn put_device_state(&self, device: DeviceId, state: &str, at: i64) -> Result<()> {
+                if state.len() > MAX_DEVICE_STATE {
+                    return Err(StoreError::InvalidInput("device state longer than 64 bytes"));
+                }
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO device_state (device, state, at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (device) DO UPDATE SET state = excluded.state, at = excluded.at \
+                     WHERE excluded.at >= device_state.at",
+                )
+                .bind(&device.0[..])
+                .bind(state)
+                .bind(at)
+                .execute(&self.pool)
+                .await;
+                match done {
+                    Err(e) if is_foreign_key_violation(&e) => Err(StoreError::UnknownDevice(device)),
+                    other => other.map(|_| ()).map_err(Into::into),
+                }
+            }
+
+            async fn device_state(&self, device: DeviceId) -> Result<Option<(String, i64)>> {
+                let row = sqlx::query("SELECT state, at FROM device_state WHERE device = $1")
+                    .bind(&device.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| Ok((row.try_get("state")?, row.try_get("at")?))).transpose()
             }
         }
     };

@@ -7,8 +7,8 @@
 use anyhow::{Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
-    Device, NewRecord, PendingAdmission, PgStore, RecordQuery, SqliteStore, Store, StoreError,
-    StoredRequest,
+    Claim, Device, NewControl, NewRecord, PendingAdmission, PgStore, RecordQuery, Rights, Session,
+    SqliteStore, Store, StoreError, StoredRequest,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Connection;
@@ -529,6 +529,311 @@ async fn two_writers_store_each_record_once<S: Store + Clone + 'static>(s: S) ->
     Ok(())
 }
 
+fn session(n: u8, account: i64, expires_at: i64) -> Session {
+    Session {
+        token_hash: [n; 32],
+        account,
+        created_at: NOW,
+        expires_at,
+        last_used_at: NOW,
+    }
+}
+
+async fn accounts_have_unique_names_and_sessions_end<S: Store>(s: S) -> Result<()> {
+    let alice = s.create_account("alice", "$argon2id$v=19$x", NOW).await?;
+    let taken = s.create_account("alice", "$argon2id$v=19$y", NOW).await;
+    ensure!(matches!(taken, Err(StoreError::NameTaken)), "{taken:?}");
+    let bob = s.create_account("bob", "$argon2id$v=19$z", NOW).await?;
+    ensure!(alice != bob);
+    let a = s.account_by_name("alice").await?.unwrap();
+    ensure!(a.id == alice && a.password_hash == "$argon2id$v=19$x" && a.created_at == NOW);
+    ensure!(s.account(bob).await?.unwrap().name == "bob");
+    ensure!(s.account_by_name("carol").await?.is_none());
+
+    s.put_session(&session(1, alice, NOW + 100)).await?;
+    s.put_session(&session(2, alice, NOW + 100)).await?;
+    s.put_session(&session(3, bob, NOW + 100)).await?;
+    let orphan = s.put_session(&session(4, 9999, NOW + 100)).await;
+    ensure!(
+        matches!(orphan, Err(StoreError::UnknownAccount(9999))),
+        "{orphan:?}"
+    );
+    ensure!(s.session([1; 32], NOW).await? == Some(session(1, alice, NOW + 100)));
+    ensure!(
+        s.session([1; 32], NOW + 100).await?.is_none(),
+        "expired session"
+    );
+    // Sliding: a use moves the end forward, never back.
+    ensure!(s.touch_session([1; 32], NOW + 50, NOW + 150).await?);
+    ensure!(s.touch_session([1; 32], NOW + 60, NOW + 120).await?);
+    let touched = s.session([1; 32], NOW + 120).await?.unwrap();
+    ensure!(touched.expires_at == NOW + 150 && touched.last_used_at == NOW + 60);
+    ensure!(
+        !s.touch_session([2; 32], NOW + 100, NOW + 200).await?,
+        "expired"
+    );
+    ensure!(!s.touch_session([9; 32], NOW, NOW + 200).await?, "unknown");
+
+    // A new password ends every other session of the account, and only those.
+    s.put_session(&session(5, alice, NOW + 100)).await?;
+    ensure!(
+        s.set_password(alice, "$argon2id$new", Some([1; 32]))
+            .await?
+            == 2
+    );
+    ensure!(s.account(alice).await?.unwrap().password_hash == "$argon2id$new");
+    ensure!(s.session([1; 32], NOW).await?.is_some());
+    ensure!(s.session([5; 32], NOW).await?.is_none());
+    ensure!(s.session([3; 32], NOW).await?.is_some(), "bob's session");
+    let unknown = s.set_password(9999, "x", None).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(9999))),
+        "{unknown:?}"
+    );
+    ensure!(s.delete_session([1; 32]).await?);
+    ensure!(!s.delete_session([1; 32]).await?);
+    ensure!(s.purge_sessions(NOW + 100).await? == 1, "bob's, expired");
+    Ok(())
+}
+
+async fn login_failures_are_counted_per_home_and_elsewhere<S: Store>(s: S) -> Result<()> {
+    let a = s.create_account("alice", "h", NOW).await?;
+    let t = s.account(a).await?.unwrap().throttle;
+    ensure!(t == Default::default(), "{t:?}");
+    s.login_failed(a, false, NOW).await?;
+    let t = s.login_failed(a, false, NOW + 1).await?;
+    ensure!(t.failures == 2 && t.last_failure_at == Some(NOW + 1) && t.home_failures == 0);
+    s.login_succeeded(a, "192.0.2.7").await?;
+    let t = s.account(a).await?.unwrap().throttle;
+    ensure!(
+        t.failures == 0 && t.last_failure_at.is_none() && t.home.as_deref() == Some("192.0.2.7")
+    );
+    let t = s.login_failed(a, true, NOW + 2).await?;
+    ensure!(t.home_failures == 1 && t.failures == 0 && t.home_last_failure_at == Some(NOW + 2));
+    let t = s.login_failed(a, false, NOW + 3).await?;
+    ensure!(t.home_failures == 1 && t.failures == 1);
+    let unknown = s.login_failed(9999, false, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(_))),
+        "{unknown:?}"
+    );
+    let unknown = s.login_succeeded(9999, "x").await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
+
+async fn devices_have_one_owner_and_transfers_are_logged<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    let alice = s.create_account("alice", "h", NOW).await?;
+    let bob = s.create_account("bob", "h", NOW).await?;
+    ensure!(s.owner(dev(1)).await?.is_none());
+    ensure!(s.set_owner(dev(1), None, alice, NOW).await?);
+    ensure!(
+        !s.set_owner(dev(1), None, bob, NOW).await?,
+        "a claimed device cannot be claimed again"
+    );
+    ensure!(
+        !s.set_owner(dev(1), Some(bob), bob, NOW).await?,
+        "bob is not the owner"
+    );
+    ensure!(s.owner(dev(1)).await? == Some(alice));
+    ensure!(s.owned_devices(alice).await? == vec![dev(1)]);
+
+    s.put_share(dev(1), bob, Rights::View, NOW).await?;
+    s.put_share(dev(1), bob, Rights::Control, NOW + 1).await?;
+    ensure!(s.shared_with(bob).await? == vec![(dev(1), Rights::Control)]);
+    ensure!(s.shares_of(dev(1)).await? == vec![(bob, Rights::Control)]);
+    let own = s.put_share(dev(1), alice, Rights::View, NOW).await;
+    ensure!(matches!(own, Err(StoreError::InvalidInput(_))), "{own:?}");
+    let unknown = s.put_share(dev(9), bob, Rights::View, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    let unknown = s.put_share(dev(2), 9999, Rights::View, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(9999))),
+        "{unknown:?}"
+    );
+
+    // A transfer is explicit, logged, and ends the old owner's shares.
+    ensure!(s.set_owner(dev(1), Some(alice), bob, NOW + 10).await?);
+    ensure!(s.owner(dev(1)).await? == Some(bob));
+    ensure!(s.shared_with(bob).await?.is_empty());
+    ensure!(s.owned_devices(alice).await?.is_empty());
+    let log = s.ownership_log(dev(1)).await?;
+    ensure!(log.len() == 2, "{log:?}");
+    ensure!(log[0].from.is_none() && log[0].to == alice && log[0].at == NOW);
+    ensure!(log[1].from == Some(alice) && log[1].to == bob && log[1].at == NOW + 10);
+
+    s.put_share(dev(1), alice, Rights::View, NOW).await?;
+    ensure!(s.remove_share(dev(1), alice).await?);
+    ensure!(!s.remove_share(dev(1), alice).await?);
+    let unknown = s.set_owner(dev(9), None, alice, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    let unknown = s.set_owner(dev(2), None, 9999, NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(9999))),
+        "{unknown:?}"
+    );
+    ensure!(s.owner(dev(2)).await?.is_none() && s.ownership_log(dev(2)).await?.is_empty());
+    Ok(())
+}
+
+async fn claims_are_used_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    let alice = s.create_account("alice", "h", NOW).await?;
+    let claim = |n: u8, expires_at| Claim {
+        token_hash: [n; 32],
+        device: dev(1),
+        account: alice,
+        created_at: NOW,
+        expires_at,
+    };
+    ensure!(s.put_claim(&claim(1, NOW + 600)).await?);
+    ensure!(!s.put_claim(&claim(1, NOW + 600)).await?, "same hash twice");
+    let unknown = s
+        .put_claim(&Claim {
+            device: dev(9),
+            ..claim(2, NOW + 600)
+        })
+        .await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.take_claim([1; 32], NOW).await })
+        })
+        .collect();
+    let mut got = 0;
+    for t in tasks {
+        if let Some(c) = t.await?? {
+            ensure!(c == claim(1, NOW + 600));
+            got += 1;
+        }
+    }
+    ensure!(got == 1, "{got} takes got the claim");
+    s.put_claim(&claim(3, NOW + 10)).await?;
+    ensure!(s.take_claim([3; 32], NOW + 10).await?.is_none(), "expired");
+    ensure!(
+        s.take_claim([3; 32], NOW).await?.is_none(),
+        "gone once tried"
+    );
+    s.put_claim(&claim(4, NOW + 10)).await?;
+    ensure!(s.purge_control(NOW + 11).await? == 1);
+    Ok(())
+}
+
+fn control(n: u8, account: i64, created_at: i64, expires_at: i64) -> NewControl {
+    NewControl {
+        device: dev(n),
+        account,
+        kind: 0x41,
+        message: vec![0x41, n, 0xaa],
+        created_at,
+        expires_at,
+    }
+}
+
+async fn control_queues_are_bounded_and_answered_once<S: Store + Clone + 'static>(
+    s: S,
+) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    let alice = s.create_account("alice", "h", NOW).await?;
+    let short = s.push_control(&control(1, alice, NOW, NOW + 5), 3).await?;
+    let a = s.push_control(&control(1, alice, NOW, NOW + 60), 3).await?;
+    let b = s.push_control(&control(1, alice, NOW, NOW + 60), 3).await?;
+    ensure!(short < a && a < b);
+    let full = s.push_control(&control(1, alice, NOW, NOW + 60), 3).await;
+    ensure!(matches!(full, Err(StoreError::QueueFull(_))), "{full:?}");
+    // Other devices have their own queues; expired messages no longer count.
+    s.push_control(&control(2, alice, NOW, NOW + 60), 3).await?;
+    let c = s
+        .push_control(&control(1, alice, NOW + 5, NOW + 60), 3)
+        .await?;
+    let unknown = s.push_control(&control(9, alice, NOW, NOW + 60), 3).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    let unknown = s.push_control(&control(2, 9999, NOW, NOW + 60), 3).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownAccount(_))),
+        "{unknown:?}"
+    );
+
+    let ids = |v: Vec<custos_store::ControlMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    ensure!(ids(s.pending_control(dev(1), 0, NOW, 100).await?) == vec![short, a, b, c]);
+    ensure!(ids(s.pending_control(dev(1), a, NOW + 5, 100).await?) == vec![b, c]);
+    ensure!(ids(s.pending_control(dev(1), 0, NOW + 5, 1).await?) == vec![a]);
+
+    // Concurrent answers to one message: exactly one is kept.
+    let tasks: Vec<_> = (0..4u8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.put_control_answer(dev(1), a, &[0x42, i], NOW + 1).await })
+        })
+        .collect();
+    let mut kept = 0;
+    for t in tasks {
+        kept += usize::from(t.await??);
+    }
+    ensure!(kept == 1, "{kept} answers kept");
+    let m = s.control_message(dev(1), a).await?.unwrap();
+    ensure!(m.answer.as_ref().is_some_and(|x| x[0] == 0x42) && m.answered_at == Some(NOW + 1));
+    ensure!(m.posted == control(1, alice, NOW, NOW + 60));
+    ensure!(
+        !s.put_control_answer(dev(1), a, &[0x42], NOW + 2).await?,
+        "answers are final"
+    );
+    let wrong = s.put_control_answer(dev(2), a, &[0x42], NOW).await;
+    ensure!(
+        matches!(wrong, Err(StoreError::UnknownControl(_, _))),
+        "{wrong:?}"
+    );
+    ensure!(
+        s.control_message(dev(2), a).await?.is_none(),
+        "another device's message"
+    );
+    ensure!(ids(s.pending_control(dev(1), 0, NOW + 5, 100).await?) == vec![b, c]);
+    // Answering makes room.
+    s.push_control(&control(1, alice, NOW + 5, NOW + 60), 3)
+        .await?;
+
+    ensure!(s.purge_control(NOW + 6).await? == 1, "the short one");
+    ensure!(s.control_message(dev(1), short).await?.is_none());
+    Ok(())
+}
+
+async fn device_state_keeps_the_newest<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    ensure!(s.device_state(dev(1)).await?.is_none());
+    s.put_device_state(dev(1), "on", NOW).await?;
+    s.put_device_state(dev(1), "21.5", NOW + 2).await?;
+    s.put_device_state(dev(1), "off", NOW + 1).await?;
+    ensure!(s.device_state(dev(1)).await? == Some(("21.5".into(), NOW + 2)));
+    let long = s.put_device_state(dev(1), &"x".repeat(65), NOW + 3).await;
+    ensure!(matches!(long, Err(StoreError::InvalidInput(_))), "{long:?}");
+    s.put_device_state(dev(1), &"é".repeat(32), NOW + 3).await?;
+    let unknown = s.put_device_state(dev(9), "on", NOW).await;
+    ensure!(
+        matches!(unknown, Err(StoreError::UnknownDevice(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -608,4 +913,10 @@ contract!(
     expired_unanswered_requests_go_at_once,
     relay_mailboxes_keep_the_newest_within_limits,
     pairing_windows_open_for_admitted_devices_only,
+    accounts_have_unique_names_and_sessions_end,
+    login_failures_are_counted_per_home_and_elsewhere,
+    devices_have_one_owner_and_transfers_are_logged,
+    claims_are_used_once,
+    control_queues_are_bounded_and_answered_once,
+    device_state_keeps_the_newest,
 );

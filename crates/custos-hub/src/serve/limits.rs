@@ -260,6 +260,11 @@ fn classify(method: &Method, path: &str) -> (Class, RateKind) {
         ["devices", _, "uplinks"] if post => (Class::Ingest, RateKind::None),
         ["admission", "hello" | "finish"] if post => (Class::Ingest, RateKind::Write),
         ["requests"] | ["answers"] | ["pairing", _, _] if post => (Class::Sharing, RateKind::Write),
+        // Account writes hash a password (within the hub's CPU turns); they share the sharing class's slots.
+        ["accounts"] | ["sessions"] if post => (Class::Sharing, RateKind::Write),
+        ["accounts", "me", "password"] if *method == Method::PUT => {
+            (Class::Sharing, RateKind::Write)
+        }
         ["requests", _, "answer"] | ["owners", _, "inbox"] | ["pairing", _, _] if get => {
             (Class::LongPoll, RateKind::Read)
         }
@@ -267,6 +272,7 @@ fn classify(method: &Method, path: &str) -> (Class, RateKind) {
         | ["devices", _, "records" | "hub-key" | "gaps"]
         | ["presence"]
         | ["device-list"]
+        | ["accounts", "me"]
             if get =>
         {
             (Class::Read, RateKind::Read)
@@ -377,11 +383,21 @@ fn refuse(error: ApiError, has_body: bool) -> Response {
 /// The middleware that applies [`Limits`] to each request, in this order: the client's rate (429
 /// `rate_limited`), the class's concurrency (503 `busy`), the body budget (503 `busy`), the body deadline (408
 /// `request_timeout`). Refusals come at once: nothing waits in a queue.
-pub(crate) async fn guard(State(g): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+pub(crate) async fn guard(
+    State(g): State<Arc<Guard>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    // Handlers that limit per client (logins) see the address these limits saw.
+    if let Some(client) = g.client(peer, request.headers()) {
+        request
+            .extensions_mut()
+            .insert(crate::accounts::ClientAddr(client));
+    }
     let (class, rate) = classify(request.method(), request.uri().path());
     let size = http_body::Body::size_hint(request.body()).exact();
     let has_body = size != Some(0);
@@ -515,6 +531,13 @@ mod tests {
         assert_eq!(c(get, "/v1/device-list"), (Class::Read, RateKind::Read));
         assert_eq!(c(get, "/healthz"), (Class::Other, RateKind::Read));
         assert_eq!(c(post, "/v1/devices"), (Class::Other, RateKind::Read));
+        assert_eq!(c(post, "/v1/accounts"), (Class::Sharing, RateKind::Write));
+        assert_eq!(c(post, "/v1/sessions"), (Class::Sharing, RateKind::Write));
+        assert_eq!(
+            c(&Method::PUT, "/v1/accounts/me/password"),
+            (Class::Sharing, RateKind::Write)
+        );
+        assert_eq!(c(get, "/v1/accounts/me"), (Class::Read, RateKind::Read));
     }
 
     #[test]
