@@ -288,6 +288,57 @@ pub fn open_pairing_wait<C: Crypto>(
     Ok(u64::from_be_bytes(time))
 }
 
+/// Message type of a claim proof.
+pub const CLAIM_PROOF: u8 = 0x35;
+/// Length of a claim proof.
+pub const CLAIM_PROOF_LEN: usize = 1 + 16 + 16;
+
+/// A claim proof: the device tells the hub, under its session, the claim token it opened from a sealed claim
+/// (docs/wire.md §11), so the hub knows the claimant holds the user–device key.
+/// `0x35 ‖ token (16) ‖ HMAC-SHA256(K_up, 0x35 ‖ device id ‖ token)[..16]`.
+pub fn seal_claim_proof<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    token: &[u8; 16],
+) -> [u8; CLAIM_PROOF_LEN] {
+    let mut out = [0u8; CLAIM_PROOF_LEN];
+    out[0] = CLAIM_PROOF;
+    out[1..17].copy_from_slice(token);
+    let t = tag(crypto, &keys.up, CLAIM_PROOF, device, token, &[]);
+    out[17..].copy_from_slice(&t);
+    out
+}
+
+/// Verifies a claim proof from `device`; returns the token.
+pub fn open_claim_proof<C: Crypto>(
+    crypto: &C,
+    keys: &LinkKeys,
+    device: DeviceId,
+    msg: &[u8],
+) -> Result<[u8; 16], Error> {
+    let msg: &[u8; CLAIM_PROOF_LEN] = msg.try_into().map_err(|_| {
+        if msg.len() < CLAIM_PROOF_LEN {
+            Error::Truncated
+        } else {
+            Error::TrailingBytes
+        }
+    })?;
+    if msg[0] != CLAIM_PROOF {
+        return Err(Error::UnexpectedMessage {
+            expected: CLAIM_PROOF,
+            got: msg[0],
+        });
+    }
+    let want = tag(crypto, &keys.up, CLAIM_PROOF, device, &msg[1..17], &[]);
+    if !bool::from(want.ct_eq(&msg[17..])) {
+        return Err(Error::Authentication);
+    }
+    let mut token = [0u8; 16];
+    token.copy_from_slice(&msg[1..17]);
+    Ok(token)
+}
+
 /// One message of a batch from a device: an uplink or a skip notice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upward<'m> {
