@@ -1,9 +1,14 @@
 //! A small HTTP client for the hub's API (`docs/api.md`), shared by the device agent, the keeper and
-//! applications, so that all three read the hub's refusals and relay its mailboxes the same way.
+//! applications, so that all three read the hub's refusals and relay its mailboxes the same way. It speaks HTTPS
+//! and verifies the hub as [`TlsTrust`] says; plain HTTP only to the loopback interface ([`tls::check_url`]).
+
+pub mod tls;
 
 use std::time::Duration;
 
 use custos_proto::DeviceId;
+
+pub use tls::{Fingerprint, TlsTrust};
 
 /// Why a call to the hub failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +27,12 @@ pub enum ClientError {
         /// The hub's `message`, or the body as text.
         message: String,
     },
+    /// The TLS settings could not be used: an unreadable CA file, no system roots, two kinds of trust at once.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The URL would send requests in the clear to another machine (or is not an HTTP URL at all).
+    #[error("{0}")]
+    Insecure(String),
 }
 
 /// The side of a pairing a mailbox delivers to.
@@ -50,13 +61,15 @@ pub struct HubClient {
 }
 
 impl HubClient {
-    /// A client for the hub at `base` (e.g. `http://127.0.0.1:7180`); each call times out after `timeout` on top of
-    /// any long-poll wait it asks for.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout + Duration::from_secs(custos_max_wait()))
-            .build()
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+    /// A client for the hub at `base` (e.g. `https://hub.example:7180`, or `http://127.0.0.1:7180` on this
+    /// machine), verifying its certificate as `trust` says; each call times out after `timeout` on top of any
+    /// long-poll wait it asks for.
+    pub fn new(base: &str, timeout: Duration, trust: &TlsTrust) -> Result<Self, ClientError> {
+        tls::check_url(base)?;
+        let http = tls::http_client(
+            reqwest::Client::builder().timeout(timeout + Duration::from_secs(custos_max_wait())),
+            trust,
+        )?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http,
@@ -73,7 +86,7 @@ impl HubClient {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         if (200..300).contains(&status) {
             Ok(body.to_vec())
         } else {
@@ -90,7 +103,7 @@ impl HubClient {
         Self::finish(
             req.send()
                 .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?,
+                .map_err(unreachable)?,
         )
         .await
     }
@@ -104,7 +117,7 @@ impl HubClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         Self::finish(resp).await
     }
 
@@ -160,6 +173,18 @@ impl HubClient {
         }
         Ok(out)
     }
+}
+
+/// A transport failure, with its causes (a refused certificate shows only there).
+fn unreachable(e: reqwest::Error) -> ClientError {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    ClientError::Unreachable(text)
 }
 
 /// The longest long-poll the hub grants, seconds.
