@@ -27,7 +27,8 @@ pub enum ClientError {
         /// The hub's `message`, or the body as text.
         message: String,
     },
-    /// The TLS settings could not be used: an unreadable CA file, no system roots, two kinds of trust at once.
+    /// The TLS settings could not be used (an unreadable CA file, no system roots, two kinds of trust at once), or
+    /// the server's certificate is not trusted by them: trying again will not help.
     #[error("TLS: {0}")]
     Tls(String),
     /// The URL would send requests in the clear to another machine (or is not an HTTP URL at all).
@@ -177,14 +178,24 @@ impl HubClient {
 
 /// A transport failure, with its causes (a refused certificate shows only there).
 fn unreachable(e: reqwest::Error) -> ClientError {
+    if tls::is_refused_certificate(&e) {
+        ClientError::Tls(error_text(&e))
+    } else {
+        ClientError::Unreachable(error_text(&e))
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: …`: reqwest says why a TLS handshake failed only in the
+/// causes.
+pub fn error_text(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
     }
-    ClientError::Unreachable(text)
+    text
 }
 
 /// The longest long-poll the hub grants, seconds.

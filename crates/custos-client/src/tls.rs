@@ -251,6 +251,27 @@ pub fn http_client(
         .map_err(|e| ClientError::Tls(e.to_string()))
 }
 
+/// Whether `e` (or one of its causes) is a TLS handshake that failed on the certificate: not trusted, not for
+/// this name, not the pinned one. Such a failure is not worth retrying.
+pub fn is_refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// Refuses a hub URL that would send requests in the clear beyond this machine: `https://` is fine, `http://`
 /// only to `localhost`, 127.0.0.0/8 or `[::1]`.
 pub fn check_url(url: &str) -> Result<(), ClientError> {
