@@ -65,10 +65,20 @@ pub struct ServeArgs {
     mqtt_tls: crate::MqttTlsArgs,
     /// The hub's TLS certificate chain (PEM, end-entity first) [default: a self-signed certificate made at first
     /// start in the data directory, tls.crt and tls.key, for development].
-    #[arg(long, env = "CUSTOS_HUB_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "CUSTOS_HUB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(long, env = "CUSTOS_HUB_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "CUSTOS_HUB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Serve plain HTTP without TLS: only on a loopback address (127.0.0.1, ::1) unless --insecure-plain-http,
     /// e.g. behind a reverse proxy on the same machine that terminates TLS.

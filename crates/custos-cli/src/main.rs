@@ -61,7 +61,12 @@ struct HubTlsArgs {
     hub_ca: Option<PathBuf>,
     /// Trust exactly the hub certificate with this fingerprint, as `custos hub serve` prints it: sha256:<hex>.
     /// Remembered in the device's, keeper's or application's directory, so later runs need not repeat it.
-    #[arg(long, global = true, env = "CUSTOS_HUB_FINGERPRINT", value_name = "sha256:HEX")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTOS_HUB_FINGERPRINT",
+        value_name = "sha256:HEX"
+    )]
     hub_fingerprint: Option<custos_client::Fingerprint>,
 }
 
@@ -88,8 +93,7 @@ impl MqttTlsArgs {
 }
 
 /// The trust given by --hub-ca or --hub-fingerprint, if any (set once in `main`).
-static HUB_TRUST: std::sync::OnceLock<Option<custos_client::TlsTrust>> =
-    std::sync::OnceLock::new();
+static HUB_TRUST: std::sync::OnceLock<Option<custos_client::TlsTrust>> = std::sync::OnceLock::new();
 
 /// The hub trust this command was given (--hub-ca, --hub-fingerprint or their variables), if any.
 pub(crate) fn hub_trust() -> Option<custos_client::TlsTrust> {

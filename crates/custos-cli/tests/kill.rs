@@ -49,7 +49,7 @@ fn make_device(d: &Path, state: &str) -> String {
 /// `custos device run` with `args`, its stderr into `d/{log}`.
 fn spawn_agent(d: &Path, log: &str, args: &[&str]) -> Child {
     let err = std::fs::File::create(d.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_custos"))
+    common::trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), d)
         .args(["device", "run"])
         .args(args)
         .current_dir(d)
@@ -132,7 +132,7 @@ fn a_hub_killed_mid_stream_loses_and_duplicates_nothing() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
 
     let hub = start_hub(d, port);
     let mut agent = spawn_agent(
@@ -188,7 +188,7 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -202,7 +202,7 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
             "2",
         ];
         args.extend_from_slice(extra);
-        Command::new(env!("CARGO_BIN_EXE_custos"))
+        common::trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), d)
             .args(&args)
             .current_dir(d)
             .output()
@@ -334,7 +334,8 @@ fn a_hub_answering_500_for_a_while_loses_nothing() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let hub = start_hub(d, port);
+    // Plain HTTP on loopback: the proxy answers 500 in plain HTTP itself.
+    let hub = common::serve(d, &["--data-dir", "hub", "--plain-http"], port);
     let proxy = proxy(port);
     let url = format!("http://127.0.0.1:{}", proxy.port);
     let started = Instant::now();
@@ -393,7 +394,7 @@ fn sigint_and_sigterm_stop_the_agent_promptly_with_its_queue_intact() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,
@@ -453,7 +454,7 @@ fn an_agent_killed_over_and_over_leaves_no_gap_at_the_hub() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,
@@ -560,7 +561,7 @@ fn a_full_disk_stops_the_agent_and_keeps_its_queue() {
     let state_arg = state.to_str().unwrap();
     let device = make_device(d, state_arg);
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,

@@ -84,10 +84,7 @@ impl HubClient {
 
     async fn finish(resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(unreachable)?;
+        let body = resp.bytes().await.map_err(unreachable)?;
         if (200..300).contains(&status) {
             Ok(body.to_vec())
         } else {
@@ -101,12 +98,7 @@ impl HubClient {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        Self::finish(
-            req.send()
-                .await
-                .map_err(unreachable)?,
-        )
-        .await
+        Self::finish(req.send().await.map_err(unreachable)?).await
     }
 
     /// `POST {base}{path}` with a binary body.

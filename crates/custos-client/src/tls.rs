@@ -138,11 +138,13 @@ impl TlsTrust {
                     })?)
                     .with_no_client_auth()
             }
-            Self::Ca { path, certs } => builder
-                .with_root_certificates(roots(certs).map_err(|e| {
-                    ClientError::Tls(format!("CA file {}: {e}", path.display()))
-                })?)
-                .with_no_client_auth(),
+            Self::Ca { path, certs } => {
+                builder
+                    .with_root_certificates(roots(certs).map_err(|e| {
+                        ClientError::Tls(format!("CA file {}: {e}", path.display()))
+                    })?)
+                    .with_no_client_auth()
+            }
             Self::Pinned(pin) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
@@ -220,7 +222,6 @@ impl ServerCertVerifier for PinnedCertificate {
 }
 
 /// The server showed another certificate than the pinned one.
-#[derive(Debug)]
 struct PinMismatch {
     seen: Fingerprint,
     pinned: Fingerprint,
@@ -233,6 +234,13 @@ impl fmt::Display for PinMismatch {
             "the server's certificate is {}, not the pinned {}",
             self.seen, self.pinned
         )
+    }
+}
+
+// rustls shows the cause of a certificate error with `Debug`: the same sentence.
+impl fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -265,6 +273,12 @@ pub fn is_refused_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
             tls,
             Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
         ) {
+            return true;
+        }
+        // Boxed causes (a `Box<dyn Error>` reports its inner error's causes, not the inner error) hide the rustls
+        // error from `downcast_ref`; its message is stable.
+        let text = err.to_string();
+        if text.contains("invalid peer certificate") || text.contains("peer sent no certificates") {
             return true;
         }
         next = err.source();
@@ -350,7 +364,13 @@ mod tests {
         assert_eq!(text.parse::<Fingerprint>().unwrap(), f);
         let colons = format!("SHA256:{}", vec!["AB"; 32].join(":"));
         assert_eq!(colons.parse::<Fingerprint>().unwrap(), f);
-        for bad in ["", "sha256:", "ab".repeat(32).as_str(), "sha256:abcd", "sha1:00"] {
+        for bad in [
+            "",
+            "sha256:",
+            "ab".repeat(32).as_str(),
+            "sha256:abcd",
+            "sha1:00",
+        ] {
             assert!(bad.parse::<Fingerprint>().is_err(), "{bad}");
         }
     }

@@ -985,11 +985,7 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Vec<u8
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, AgentError> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .map_err(transport_err)?;
+    let resp = http.get(url).send().await.map_err(transport_err)?;
     answer(resp).await
 }
 

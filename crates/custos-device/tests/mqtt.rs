@@ -54,6 +54,7 @@ async fn start_hub<S: Store + Clone + 'static>(
         url: broker.into(),
         prefix: prefix.into(),
         client_id: format!("custos-hub-test-{}", random_hex(6)),
+        trust: custos_client::TlsTrust::System,
     };
     tokio::spawn(custos_hub::mqtt::run(hub.clone(), config, stopped(stop)));
     (hub, format!("http://{addr}"))
@@ -499,7 +500,9 @@ async fn forged_stale_and_unmatched_downlinks_are_ignored() {
         .unwrap()
         .unwrap();
 
-    let mut link = agent.connect_mqtt(SHARED_BROKER, &outer).unwrap();
+    let mut link = agent
+        .connect_mqtt(SHARED_BROKER, &outer, &custos_client::TlsTrust::System)
+        .unwrap();
     let (mut stored, mut ignored) = (0, 0);
     for round in 0..5u64 {
         for i in 0..10 {

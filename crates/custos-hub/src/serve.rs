@@ -395,8 +395,10 @@ impl Running {
     /// How a client in this process trusts the hub: its pinned fingerprint (the system's roots for plain HTTP,
     /// where they are not used).
     pub fn trust(&self) -> custos_client::TlsTrust {
-        self.fingerprint
-            .map_or(custos_client::TlsTrust::System, custos_client::TlsTrust::Pinned)
+        self.fingerprint.map_or(
+            custos_client::TlsTrust::System,
+            custos_client::TlsTrust::Pinned,
+        )
     }
 
     /// Stops the hub gracefully and waits until it has.

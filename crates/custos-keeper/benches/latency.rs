@@ -55,6 +55,7 @@ async fn run() {
             read_rate: custos_hub::serve::Rate::UNLIMITED,
             ..Default::default()
         },
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

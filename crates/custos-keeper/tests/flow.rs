@@ -95,6 +95,8 @@ async fn offline_keeper_policy_user_and_application() {
         database: None,
         mqtt: None,
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

@@ -92,7 +92,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_err(path, format!("no PEM private key: {e}")))
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| file_err(path, format!("no PEM private key: {e}")))
 }
 
 /// The self-signed certificate in `data_dir`, made now if it is not there.
@@ -113,7 +114,11 @@ fn self_signed(
     let made =
         rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Config(e.to_string()))?;
     // The key first, owner-only and complete, so that a certificate file never exists without its key.
-    write_new(&key_path, made.signing_key.serialize_pem().as_bytes(), 0o600)?;
+    write_new(
+        &key_path,
+        made.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )?;
     write_new(&cert_path, made.cert.pem().as_bytes(), 0o644)?;
     tracing::info!(cert = %cert_path.display(), "made a self-signed TLS certificate");
     Ok((
