@@ -87,12 +87,9 @@ fn signal(child: &Child, name: &str) {
 
 /// `GET path` on the hub at `port`, as JSON.
 fn get_json(port: u16, path: &str) -> serde_json::Value {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(conn, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let (status, body) = common::get(port, path);
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {status} {}", String::from_utf8_lossy(&body)))
 }
 
 fn stored_seqs(port: u16, device: &str) -> Vec<u64> {

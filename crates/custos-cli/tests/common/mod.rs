@@ -83,7 +83,44 @@ pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
         "{fingerprint}"
     );
     std::fs::write(dir.join(FINGERPRINT_FILE), fingerprint).unwrap();
+    PINS.lock()
+        .unwrap()
+        .insert(port, fingerprint.parse().unwrap());
     child
+}
+
+/// The fingerprint of the hub started on each port (none for a plain-HTTP hub).
+static PINS: std::sync::Mutex<std::collections::BTreeMap<u16, custos_client::Fingerprint>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// `GET path` on the hub this process started on `port` (HTTPS with its pinned certificate, or plain HTTP if it
+/// serves that): the status and the body.
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let pin = PINS.lock().unwrap().get(&port).copied();
+    let (url, trust) = match pin {
+        Some(f) => (
+            format!("https://127.0.0.1:{port}{path}"),
+            custos_client::TlsTrust::Pinned(f),
+        ),
+        None => (
+            format!("http://127.0.0.1:{port}{path}"),
+            custos_client::TlsTrust::System,
+        ),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let http = custos_client::tls::http_client(
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)),
+                &trust,
+            )
+            .unwrap();
+            let resp = http.get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        })
 }
 
 /// Runs `custos args` in `dir`, asserts it succeeded, and returns its standard output.
