@@ -582,6 +582,10 @@ fn keeper_serve_rides_out_an_unreachable_hub_and_stops_on_sigterm() {
     let d = tmp.path();
     let port = free_port();
     let url = common::hub_url(port);
+    // The hub's first start makes its certificate, whose fingerprint the keeper is then given; it goes away again.
+    let mut first = start_hub(d, port);
+    first.kill().unwrap();
+    first.wait().unwrap();
 
     // Unattended: the vault is locked with a key file, and the policy allows everything.
     let owner = ok(
