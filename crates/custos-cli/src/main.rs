@@ -162,7 +162,7 @@ enum DeviceCmd {
     },
     /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
     /// unsent readings in an on-disk queue.
-    Run(agent::RunArgs),
+    Run(Box<agent::RunArgs>),
 }
 
 #[derive(Subcommand)]
