@@ -126,17 +126,13 @@ impl TlsTrust {
         };
         Ok(match self {
             Self::System => {
-                // Some unreadable files among the system's certificates are no reason to refuse the rest.
+                // Some unreadable files among the system's certificates are no reason to refuse the rest; and a
+                // machine without any still builds clients (for plain HTTP on loopback), whose handshakes then
+                // fail for want of a trusted issuer.
                 let found = rustls_native_certs::load_native_certs();
-                builder
-                    .with_root_certificates(roots(&found.certs).map_err(|_| {
-                        ClientError::Tls(
-                            "no system root certificates found (install ca-certificates, or give a CA file \
-                             or a pinned fingerprint)"
-                                .into(),
-                        )
-                    })?)
-                    .with_no_client_auth()
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add_parsable_certificates(found.certs);
+                builder.with_root_certificates(roots).with_no_client_auth()
             }
             Self::Ca { path, certs } => {
                 builder
@@ -397,6 +393,19 @@ mod tests {
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn every_kind_of_trust_makes_a_config() {
+        assert!(TlsTrust::System.client_config().is_ok());
+        assert!(
+            TlsTrust::Pinned(Fingerprint([1; 32]))
+                .client_config()
+                .is_ok()
+        );
+        let none = std::env::temp_dir().join("custos-no-such-ca.pem");
+        assert!(matches!(TlsTrust::ca_file(&none), Err(ClientError::Tls(_))));
+        assert!(TlsTrust::from_options(Some(&none), Some(Fingerprint([1; 32]))).is_err());
     }
 
     #[test]
