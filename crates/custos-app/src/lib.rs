@@ -166,6 +166,7 @@ pub struct App {
     dir: PathBuf,
     name: String,
     seed: Secret,
+    trust: custos_client::TlsTrust,
 }
 
 impl App {
@@ -212,7 +213,20 @@ impl App {
             dir: dir.to_path_buf(),
             name: file.name.clone(),
             seed: Secret::from_bytes(*seed),
+            trust: custos_client::tls::remembered(dir, None).map_err(app_err)?,
         })
+    }
+
+    /// Trusts the hub's certificate as `trust` says from now on. A pinned fingerprint is also remembered in the
+    /// application's directory (`hub-fingerprint`); a CA file is for this process only.
+    pub fn set_hub_trust(&mut self, trust: custos_client::TlsTrust) -> Result<()> {
+        self.trust = custos_client::tls::remembered(&self.dir, Some(trust)).map_err(app_err)?;
+        Ok(())
+    }
+
+    /// A client for `hub`; long-polls get their wait on top of the timeout.
+    fn client(&self, hub: &str) -> Result<HubClient> {
+        HubClient::new(hub, Duration::from_secs(60), &self.trust).map_err(app_err)
     }
 
     /// The application's name.
@@ -262,7 +276,7 @@ impl App {
             })?,
         );
         write_private(&requests.join(format!("{id}.json")), &file)?;
-        client(hub)?
+        self.client(hub)?
             .post("/v1/requests", signed.clone())
             .await
             .map_err(app_err)?;
@@ -361,7 +375,7 @@ impl App {
     /// [`App::wait`], asking `hub` (another address of the hub the request was posted to, say).
     pub async fn wait_at(&self, hub: &str, id: &str, timeout: Duration) -> Result<Answer> {
         self.load_request(id)?;
-        let client = client(hub)?;
+        let client = self.client(hub)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -405,7 +419,7 @@ impl App {
         let from = spec.leaf_at(range.start())?;
         // The last second of the range is in the last leaf; the query's upper bound is exclusive.
         let last = spec.leaf_at(UnixTime::new(range.end().secs() - 1)?)?;
-        let client = client(hub)?;
+        let client = self.client(hub)?;
         let mut out = Vec::new();
         let mut after: Option<i64> = None;
         loop {
@@ -436,11 +450,6 @@ impl App {
             }
         }
     }
-}
-
-/// A client for `hub`; long-polls get their wait on top of the timeout.
-fn client(hub: &str) -> Result<HubClient> {
-    HubClient::new(hub, Duration::from_secs(60)).map_err(app_err)
 }
 
 fn app_err(e: ClientError) -> AppError {

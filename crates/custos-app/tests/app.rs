@@ -104,7 +104,8 @@ fn wall_clock() -> UnixTime {
 }
 
 async fn post(url: &str, body: Vec<u8>) -> u16 {
-    reqwest::Client::new()
+    custos_client::tls::http_client(reqwest::Client::builder(), &custos_client::TlsTrust::System)
+        .unwrap()
         .post(url)
         .body(body)
         .send()
@@ -124,6 +125,8 @@ async fn an_application_gets_exactly_its_week_and_the_hub_cannot_redirect_it() {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

@@ -340,7 +340,16 @@ impl Rig {
         } else {
             Command::new(BIN)
         };
-        cmd.args(["hub", "serve", "--data-dir", "hub", "--listen", &listen]);
+        // Plain HTTP on loopback: the figures in docs/benchmarks.md measure the limits, not TLS.
+        cmd.args([
+            "hub",
+            "serve",
+            "--data-dir",
+            "hub",
+            "--listen",
+            &listen,
+            "--plain-http",
+        ]);
         if let Some(p) = &prefix {
             cmd.args(["--mqtt", &cfg.mqtt, "--mqtt-prefix", p]);
         }
@@ -1028,10 +1037,11 @@ struct Integrity {
 
 /// Every device's stored sequence numbers against what it sealed (its `seq` file), and the hub's gap report.
 async fn integrity(rig: &Rig) -> Integrity {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = custos_client::tls::http_client(
+        reqwest::Client::builder().timeout(Duration::from_secs(30)),
+        &custos_client::TlsTrust::System,
+    )
+    .unwrap();
     let mut out = Integrity::default();
     for d in &rig.devices {
         let sealed: u64 = std::fs::read_to_string(d.dir.join("seq"))
@@ -1271,11 +1281,13 @@ fn scenario(cfg: &Config, rt: &tokio::runtime::Runtime, kind: Attack) -> Row {
         mqtt: cfg.mqtt.clone(),
         clients: (0..cfg.sources as usize)
             .map(|k| {
-                reqwest::Client::builder()
-                    .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap()
+                custos_client::tls::http_client(
+                    reqwest::Client::builder()
+                        .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + k as u8)))
+                        .timeout(Duration::from_secs(30)),
+                    &custos_client::TlsTrust::System,
+                )
+                .unwrap()
             })
             .collect(),
     });

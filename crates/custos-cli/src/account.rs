@@ -77,6 +77,9 @@ struct SavedSession {
     name: String,
     token: String,
     expires: i64,
+    /// The hub's pinned certificate fingerprint, if the login was given one: later commands need no flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
 }
 
 impl Drop for SavedSession {
@@ -101,8 +104,18 @@ pub fn run(cmd: AccountCmd) -> Result<()> {
     })
 }
 
-fn client(hub: &str) -> Result<HubClient> {
-    Ok(HubClient::new(hub, Duration::from_secs(30))?)
+/// A client for `hub`, trusting it as --hub-ca/--hub-fingerprint say, else as pinned at login, else by the
+/// system's roots.
+fn client(hub: &str, pinned: Option<&str>) -> Result<HubClient> {
+    let trust = match (crate::hub_trust(), pinned) {
+        (Some(t), _) => t,
+        (None, Some(f)) => custos_client::TlsTrust::Pinned(
+            f.parse()
+                .map_err(|e| anyhow::anyhow!("the session file's hub fingerprint: {e}"))?,
+        ),
+        (None, None) => custos_client::TlsTrust::default(),
+    };
+    Ok(HubClient::new(hub, Duration::from_secs(30), &trust)?)
 }
 
 fn session_path(a: &SessionArgs) -> Result<PathBuf> {
@@ -222,7 +235,7 @@ async fn register(c: &Credentials) -> Result<()> {
             return Err(usage("the two passwords differ"));
         }
     }
-    let name = client(&c.hub)?.register(&c.name, &password).await?;
+    let name = client(&c.hub, None)?.register(&c.name, &password).await?;
     if c.at.json {
         println!("{}", json!({"hub": c.hub, "name": name}));
     } else {
@@ -238,13 +251,17 @@ async fn login(c: &Credentials) -> Result<()> {
     let path = session_path(&c.at)?;
     let mut lines = stdin_lines();
     let password = read_secret(c.password_stdin, &mut lines, "Password: ")?;
-    let hub = client(&c.hub)?;
+    let hub = client(&c.hub, None)?;
     let session = hub.login(&c.name, &password).await?;
     let saved = SavedSession {
         hub: hub.base().to_string(),
         name: c.name.to_ascii_lowercase(),
         token: session.token.clone(),
         expires: session.expires,
+        fingerprint: match crate::hub_trust() {
+            Some(custos_client::TlsTrust::Pinned(f)) => Some(f.to_string()),
+            _ => None,
+        },
     };
     write_session(&path, &saved)?;
     if c.at.json {
@@ -266,7 +283,9 @@ async fn login(c: &Credentials) -> Result<()> {
 async fn logout(a: &SessionArgs) -> Result<()> {
     let path = session_path(a)?;
     let saved = read_session(&path)?;
-    let result = client(&saved.hub)?.logout(&saved.token).await;
+    let result = client(&saved.hub, saved.fingerprint.as_deref())?
+        .logout(&saved.token)
+        .await;
     // The token is of no use once the hub refused it (the session had ended already): delete the file anyway.
     match &result {
         Ok(()) | Err(custos_client::ClientError::Refused { status: 401, .. }) => {
@@ -297,7 +316,7 @@ async fn passwd(a: &PasswdArgs) -> Result<()> {
             return Err(usage("the two new passwords differ"));
         }
     }
-    let ended = client(&saved.hub)?
+    let ended = client(&saved.hub, saved.fingerprint.as_deref())?
         .change_password(&saved.token, &old, &new)
         .await?;
     if a.at.json {
@@ -310,7 +329,9 @@ async fn passwd(a: &PasswdArgs) -> Result<()> {
 
 async fn whoami(a: &SessionArgs) -> Result<()> {
     let saved = read_session(&session_path(a)?)?;
-    let mut me = client(&saved.hub)?.whoami(&saved.token).await?;
+    let mut me = client(&saved.hub, saved.fingerprint.as_deref())?
+        .whoami(&saved.token)
+        .await?;
     me["hub"] = json!(saved.hub);
     if a.json {
         println!("{me}");

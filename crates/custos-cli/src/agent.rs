@@ -22,7 +22,8 @@ pub struct RunArgs {
     /// The device's state directory (from `custos device make`).
     #[arg(long)]
     state_dir: PathBuf,
-    /// The hub to join, e.g. http://127.0.0.1:7180 (first start only; remembered).
+    /// The hub to join, e.g. https://hub.example:7180 (first start only; remembered). Plain http:// only to
+    /// this machine.
     #[arg(long)]
     hub: Option<String>,
     /// Provision data keys from this key file (a DPK from `custos dpk new`); the device keeps only its
@@ -39,9 +40,12 @@ pub struct RunArgs {
     /// Stop after this many readings, once the queue is sent (or the hub stays unreachable for 30 s).
     #[arg(long)]
     count: Option<u64>,
-    /// Publish over MQTT through this broker (e.g. mqtt://127.0.0.1:1883) instead of HTTP; joining still uses HTTP.
+    /// Publish over MQTT through this broker (e.g. mqtts://broker.example:8883, or mqtt://127.0.0.1:1883 without
+    /// TLS) instead of HTTP; joining still uses HTTP(S).
     #[arg(long, env = "CUSTOS_MQTT_URL")]
     mqtt: Option<String>,
+    #[command(flatten)]
+    mqtt_tls: crate::MqttTlsArgs,
     /// Wait for the owner's keeper to pair (`custos keeper pair`) and provision a DPK epoch before streaming,
     /// even if the device holds keys already: how a device takes a new epoch. A device without keys always waits.
     #[arg(long)]
@@ -227,12 +231,19 @@ async fn agent_main(
             usage(format!("{}: {e}", a.state_dir.display()))
         }
     })?;
+    if let Some(trust) = crate::hub_trust() {
+        agent
+            .set_hub_trust(trust)
+            .map_err(|e| usage(format!("{}: {e}", a.state_dir.display())))?;
+    }
     let now = timearg::now()?;
     if !agent.joined() {
-        let hub = a
-            .hub
-            .as_deref()
-            .ok_or_else(|| usage("the device has not joined a hub yet: pass --hub URL"))?;
+        let hub = crate::keeper::hub_url(
+            a.hub
+                .as_deref()
+                .ok_or_else(|| usage("the device has not joined a hub yet: pass --hub URL"))?,
+        )?;
+        let hub = hub.as_str();
         join(&mut agent, hub, i64::try_from(now.secs())?).await?;
         eprintln!("device {} joined {hub}", agent.device());
     }
@@ -264,7 +275,7 @@ async fn agent_main(
     let link = match &a.mqtt {
         Some(url) => Some(
             agent
-                .connect_mqtt(url, &a.mqtt_prefix)
+                .connect_mqtt(url, &a.mqtt_prefix, &a.mqtt_tls.trust()?)
                 .map_err(|e| usage(format!("--mqtt: {e}")))?,
         ),
         None => None,

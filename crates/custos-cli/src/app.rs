@@ -87,7 +87,7 @@ pub struct NewArgs {
 pub struct RequestArgs {
     #[command(flatten)]
     at: DirArg,
-    /// The hub's URL, e.g. http://127.0.0.1:7180.
+    /// The hub's URL, e.g. https://hub.example:7180.
     #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
     hub: String,
     /// The data owner: the owner id of their keeper (64 hex digits, from `custos keeper id`).
@@ -126,7 +126,7 @@ pub struct WaitArgs {
     at: DirArg,
     /// The request id, or its first 8 or more hex digits.
     id: String,
-    /// The hub's URL, e.g. http://127.0.0.1:7180 [default: the hub the request was posted to].
+    /// The hub's URL, e.g. https://hub.example:7180 [default: the hub the request was posted to].
     #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
     hub: Option<String>,
     /// How long to wait for the answer: 60s, 10m, 0s (ask once).
@@ -153,7 +153,7 @@ pub struct FetchArgs {
     at: DirArg,
     /// The request id, or its first 8 or more hex digits.
     id: String,
-    /// The hub's URL, e.g. http://127.0.0.1:7180 [default: the hub the request was posted to].
+    /// The hub's URL, e.g. https://hub.example:7180 [default: the hub the request was posted to].
     #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
     hub: Option<String>,
     /// Output format.
@@ -197,7 +197,11 @@ fn open(dir: &Path) -> Result<App> {
             dir.display()
         )));
     }
-    App::open(dir).map_err(app_err)
+    let mut app = App::open(dir).map_err(app_err)?;
+    if let Some(trust) = crate::hub_trust() {
+        app.set_hub_trust(trust).map_err(app_err)?;
+    }
+    Ok(app)
 }
 
 fn new(a: &NewArgs) -> Result<()> {
@@ -212,7 +216,10 @@ fn new(a: &NewArgs) -> Result<()> {
         );
     }
     crate::keeper::private_dir(&a.at.dir)?;
-    let app = App::create(&a.at.dir, name).map_err(app_err)?;
+    let mut app = App::create(&a.at.dir, name).map_err(app_err)?;
+    if let Some(trust) = crate::hub_trust() {
+        app.set_hub_trust(trust).map_err(app_err)?;
+    }
     let key = hex::encode(app.public_key());
     if a.json {
         println!(

@@ -149,12 +149,20 @@ async fn story(args: &DemoArgs) -> Result<()> {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        tls: custos_hub::serve::HubTls::SelfSigned,
     })
     .await?;
     let url = running.url();
+    // Everyone here pins the hub's self-signed certificate, as `--hub-fingerprint` does.
+    let trust = running.trust();
     say(
         "hub",
-        format!("serving {url}, SQLite in its data directory"),
+        format!(
+            "serving {url} (self-signed certificate {}), SQLite in its data directory",
+            running
+                .fingerprint
+                .map_or_else(|| "none".into(), |f| f.to_string())
+        ),
     );
     let store = AnyStore::open(&hub_dir.join("hub.db").to_string_lossy()).await?;
 
@@ -162,6 +170,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     let keeper_dir = work.path().join("keeper");
     let pass = Unlock::Passphrase(PASSPHRASE);
     let mut keeper = Keeper::init(&keeper_dir, pass, KdfParams::default())?;
+    keeper.set_hub_trust(trust.clone())?;
     std::fs::write(keeper_dir.join("policy.toml"), POLICY)?;
     let owner = keeper.owner();
     say(
@@ -189,6 +198,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
             })
             .await?;
         let mut agent = Agent::open(&dir)?;
+        agent.set_hub_trust(trust.clone())?;
         agent.join(&url, now).await?;
         let spec = TreeSpec::new(made.device, Epoch(1), Schedule::default(), epoch_span)?;
         let device_side = tokio::spawn(async move {
@@ -279,7 +289,8 @@ async fn story(args: &DemoArgs) -> Result<()> {
     );
 
     // While the keeper is offline, an application asks three times.
-    let app = App::create(&work.path().join("app"), "heating-optimizer")?;
+    let mut app = App::create(&work.path().join("app"), "heating-optimizer")?;
+    app.set_hub_trust(trust.clone())?;
     let expires = UnixTime::new(wall_clock()?.secs() + 7 * 86_400)?;
     let ask = |device: DeviceId, range: Span, purpose: &str, text: &str| Ask {
         owner,
@@ -510,7 +521,8 @@ async fn story(args: &DemoArgs) -> Result<()> {
         "a relabelled record opened"
     );
     say("hub", "alters a byte of a week-2 record, relabels a week-1 record as week 2: both rejected, no plaintext".into());
-    let rival = App::create(&work.path().join("rival"), "ad-network")?;
+    let mut rival = App::create(&work.path().join("rival"), "ad-network")?;
+    rival.set_hub_trust(trust.clone())?;
     let rival_req = rival
         .request(
             &url,
@@ -532,7 +544,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     seal_uplink(&c, &stranger, first, 1 << 40, &first_month[0], &mut forged)?;
     let mut body = (forged.len() as u16).to_be_bytes().to_vec();
     body.extend_from_slice(&forged);
-    let resp = reqwest::Client::new()
+    let resp = custos_client::tls::http_client(reqwest::Client::builder(), &trust)?
         .post(format!("{url}/v1/devices/{first}/uplinks"))
         .body(body)
         .send()

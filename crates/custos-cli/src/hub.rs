@@ -18,7 +18,7 @@ use serde_json::json;
 /// The hub's subcommands.
 #[derive(Subcommand)]
 pub enum HubCmd {
-    /// Run the hub's HTTP API until Ctrl-C or SIGTERM.
+    /// Run the hub's API (HTTPS; plain HTTP with --plain-http) until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
     /// Register a device's join code, so that it can join once before the code expires.
     Admit(AdmitArgs),
@@ -67,6 +67,33 @@ pub struct ServeArgs {
     /// Argon2id passes per password hash [default: 9]. Lower it only for tests.
     #[arg(long, env = "CUSTOS_HUB_PASSWORD_ITERATIONS")]
     password_iterations: Option<u32>,
+    #[command(flatten)]
+    mqtt_tls: crate::MqttTlsArgs,
+    /// The hub's TLS certificate chain (PEM, end-entity first) [default: a self-signed certificate made at first
+    /// start in the data directory, tls.crt and tls.key, for development].
+    #[arg(
+        long,
+        env = "CUSTOS_HUB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "CUSTOS_HUB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP without TLS: only on a loopback address (127.0.0.1, ::1) unless --insecure-plain-http,
+    /// e.g. behind a reverse proxy on the same machine that terminates TLS.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain_http: bool,
+    /// Allow --plain-http on an address other machines can reach: requests, tokens and answers then cross the
+    /// network in the clear. Only for a network you trust entirely.
+    #[arg(long, requires = "plain_http")]
+    insecure_plain_http: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -256,6 +283,8 @@ struct ConfigFile {
     mqtt: Option<String>,
     mqtt_prefix: Option<String>,
     mqtt_client_id: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     #[serde(default)]
     limits: LimitArgs,
 }
@@ -374,6 +403,7 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
                 .or(file.mqtt_prefix.clone())
                 .unwrap_or_else(|| "custos".into());
             Some(custos_hub::mqtt::MqttConfig {
+                trust: a.mqtt_tls.trust()?,
                 url,
                 prefix,
                 client_id,
@@ -389,6 +419,7 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         accounts.password_cost.iterations = t;
     }
     argon2_check(accounts.password_cost)?;
+    let tls = tls_mode(&a, &file, listen)?;
     let config = ServeConfig {
         data_dir,
         listen,
@@ -396,10 +427,16 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         mqtt,
         limits,
         accounts,
+        tls,
     };
-    serve::serve(&config, serve::shutdown_signal(), |addr| {
-        // One line on stdout that scripts and tests read to find the hub.
-        println!("listening on http://{addr}");
+    serve::serve(&config, serve::shutdown_signal(), |bound| {
+        // Lines on stdout that scripts and tests read to find the hub and to pin its certificate.
+        println!("listening on {}", bound.url());
+        if let Some(f) = bound.fingerprint {
+            println!("tls fingerprint: {f}");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
     })
     .await?;
     Ok(())
@@ -412,6 +449,34 @@ fn argon2_check(cost: custos_hub::PasswordCost) -> Result<()> {
         "--password-memory-kib must be at least 8 and --password-iterations at least 1"
     );
     Ok(())
+}
+
+/// HTTPS with the given certificate, else with the self-signed one; plain HTTP only if asked, and beyond the
+/// loopback interface only if insisted on.
+fn tls_mode(a: &ServeArgs, file: &ConfigFile, listen: SocketAddr) -> Result<serve::HubTls> {
+    if a.plain_http {
+        if !listen.ip().is_loopback() && !a.insecure_plain_http {
+            return Err(crate::keeper::usage(format!(
+                "--plain-http on {listen} would serve the API in the clear to other machines: listen on \
+                 127.0.0.1 (behind a TLS-terminating proxy), drop --plain-http to serve HTTPS, or add \
+                 --insecure-plain-http if the network is entirely trusted"
+            )));
+        }
+        if a.insecure_plain_http {
+            tracing::warn!(%listen, "serving plain HTTP beyond the loopback interface (--insecure-plain-http)");
+        }
+        return Ok(serve::HubTls::Plain);
+    }
+    match (
+        a.tls_cert.clone().or(file.tls_cert.clone()),
+        a.tls_key.clone().or(file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Ok(serve::HubTls::Files { cert, key }),
+        (None, None) => Ok(serve::HubTls::SelfSigned),
+        _ => Err(crate::keeper::usage(
+            "give both --tls-cert and --tls-key (or tls_cert and tls_key in the config file)",
+        )),
+    }
 }
 
 async fn admit(a: AdmitArgs) -> Result<()> {

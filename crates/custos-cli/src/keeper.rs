@@ -146,7 +146,7 @@ pub struct UnlockArgs {
 /// The hub to talk to.
 #[derive(Args)]
 pub struct HubArg {
-    /// The hub's URL, e.g. http://127.0.0.1:7180.
+    /// The hub's URL, e.g. https://hub.example:7180.
     #[arg(long, env = "CUSTOS_HUB_URL", value_name = "URL")]
     hub: String,
 }
@@ -509,9 +509,10 @@ pub(crate) fn hub_url(text: &str) -> Result<String> {
     let t = text.trim();
     if !(t.starts_with("http://") || t.starts_with("https://")) || t.len() <= "https://".len() {
         return Err(usage(format!(
-            "`{text}` is not a hub URL: expected http://HOST:PORT or https://HOST"
+            "`{text}` is not a hub URL: expected https://HOST[:PORT] (or http://127.0.0.1:PORT on this machine)"
         )));
     }
+    custos_client::tls::check_url(t).map_err(|e| usage(e.to_string()))?;
     Ok(t.trim_end_matches('/').to_string())
 }
 
@@ -729,8 +730,17 @@ fn keeper_err(e: KeeperError) -> anyhow::Error {
 fn open(dir: &Path, u: &Unlocker) -> Result<(Keeper, DirLock)> {
     has_keeper(dir)?;
     let lock = DirLock::take(dir)?;
-    let keeper = Keeper::open(dir, u.unlock()).map_err(keeper_err)?;
+    let mut keeper = Keeper::open(dir, u.unlock()).map_err(keeper_err)?;
+    trust_hub(&mut keeper)?;
     Ok((keeper, lock))
+}
+
+/// Applies --hub-ca or --hub-fingerprint, if given (a fingerprint is remembered in the keeper's directory).
+fn trust_hub(keeper: &mut Keeper) -> Result<()> {
+    if let Some(trust) = crate::hub_trust() {
+        keeper.set_hub_trust(trust).map_err(keeper_err)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -800,7 +810,8 @@ fn init(a: &InitArgs) -> Result<()> {
     }
     let unlocker = Unlocker::from_args(&a.unlock)?;
     private_dir(dir)?;
-    let keeper = Keeper::init(dir, unlocker.unlock(), params).map_err(keeper_err)?;
+    let mut keeper = Keeper::init(dir, unlocker.unlock(), params).map_err(keeper_err)?;
+    trust_hub(&mut keeper)?;
     let owner = hex::encode(keeper.owner());
     let kind = match unlocker {
         Unlocker::Passphrase(_) => "passphrase",
@@ -1155,9 +1166,9 @@ fn serve(a: &ServeArgs) -> Result<()> {
     let dir = a.at.dir.clone();
     let unlocker = Unlocker::from_args(&a.unlock)?;
     // Fail now, not in a loop, on a wrong passphrase or a broken state directory.
-    let owner = {
+    let (owner, hub_trust) = {
         let (keeper, _lock) = open(&dir, &unlocker)?;
-        hex::encode(keeper.owner())
+        (hex::encode(keeper.owner()), keeper.hub_trust().clone())
     };
     tracing::info!(%owner, %hub, every = %human_duration(every.as_secs()), dir = %dir.display(), "keeper serving");
     runtime()?.block_on(async {
@@ -1166,7 +1177,7 @@ fn serve(a: &ServeArgs) -> Result<()> {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
-        let client = custos_client::HubClient::new(&hub, Duration::from_secs(10)).ok();
+        let client = custos_client::HubClient::new(&hub, Duration::from_secs(10), &hub_trust).ok();
         let mut watch: Option<custos_keeper::InboxWatch> = None;
         loop {
             // The next round comes at the next tick, or as soon as a new request reaches the hub.
@@ -1243,6 +1254,11 @@ async fn round(
         return Ok(None);
     };
     let mut keeper = Keeper::open(dir, u.unlock()).map_err(|e| RoundError::Other(e.into()))?;
+    if let Some(trust) = crate::hub_trust() {
+        keeper
+            .set_hub_trust(trust)
+            .map_err(|e| RoundError::Other(e.into()))?;
+    }
     match keeper.sync(hub).await {
         Ok(r) => {
             let watch = now().ok().and_then(|t| keeper.watch(t).ok());

@@ -49,6 +49,56 @@ const MAX_RECORDS: u64 = 2 * (MAX_PLAINTEXT + OVERHEAD as u64) + 4096;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    hub_tls: HubTlsArgs,
+}
+
+/// How commands that talk to a hub verify its certificate (docs/operations.md, "TLS"). Without either flag: the
+/// fingerprint the device, keeper or application directory remembers, else the system's root certificates.
+#[derive(clap::Args)]
+struct HubTlsArgs {
+    /// Trust hub certificates issued by the CA certificates in this PEM file (commands that talk to a hub).
+    #[arg(long, global = true, env = "CUSTOS_HUB_CA", value_name = "FILE")]
+    hub_ca: Option<PathBuf>,
+    /// Trust exactly the hub certificate with this fingerprint, as `custos hub serve` prints it: sha256:<hex>.
+    /// Remembered in the device's, keeper's or application's directory, so later runs need not repeat it.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTOS_HUB_FINGERPRINT",
+        value_name = "sha256:HEX"
+    )]
+    hub_fingerprint: Option<custos_client::Fingerprint>,
+}
+
+/// How an MQTT client (the hub's, a device's) verifies an `mqtts://` broker [default: the system's roots].
+#[derive(clap::Args)]
+pub(crate) struct MqttTlsArgs {
+    /// Trust mqtts:// broker certificates issued by the CA certificates in this PEM file.
+    #[arg(long, env = "CUSTOS_MQTT_CA", value_name = "FILE")]
+    mqtt_ca: Option<PathBuf>,
+    /// Trust exactly the mqtts:// broker certificate with this fingerprint: sha256:<hex>.
+    #[arg(long, env = "CUSTOS_MQTT_FINGERPRINT", value_name = "sha256:HEX")]
+    mqtt_fingerprint: Option<custos_client::Fingerprint>,
+}
+
+impl MqttTlsArgs {
+    /// The broker trust: as given, else the system's roots. A bad CA file is a usage error.
+    pub(crate) fn trust(&self) -> Result<custos_client::TlsTrust> {
+        Ok(
+            custos_client::TlsTrust::from_options(self.mqtt_ca.as_deref(), self.mqtt_fingerprint)
+                .map_err(|e| keeper::usage(format!("--mqtt-ca/--mqtt-fingerprint: {e}")))?
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// The trust given by --hub-ca or --hub-fingerprint, if any (set once in `main`).
+static HUB_TRUST: std::sync::OnceLock<Option<custos_client::TlsTrust>> = std::sync::OnceLock::new();
+
+/// The hub trust this command was given (--hub-ca, --hub-fingerprint or their variables), if any.
+pub(crate) fn hub_trust() -> Option<custos_client::TlsTrust> {
+    HUB_TRUST.get().cloned().flatten()
 }
 
 #[derive(Subcommand)]
@@ -116,7 +166,7 @@ enum DeviceCmd {
     },
     /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
     /// unsent readings in an on-disk queue.
-    Run(agent::RunArgs),
+    Run(Box<agent::RunArgs>),
 }
 
 #[derive(Subcommand)]
@@ -281,6 +331,15 @@ fn parse_suite(s: &str) -> Result<Suite, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match custos_client::TlsTrust::from_options(
+        cli.hub_tls.hub_ca.as_deref(),
+        cli.hub_tls.hub_fingerprint,
+    ) {
+        Ok(trust) => {
+            let _ = HUB_TRUST.set(trust);
+        }
+        Err(e) => return keeper::exit(Err(keeper::usage(e.to_string()))),
+    }
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),

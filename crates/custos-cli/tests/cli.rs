@@ -635,7 +635,7 @@ fn demo_runs_and_reports_what_each_party_holds() {
     assert_eq!(v["consent_entries"], 3);
     assert_eq!(v["app_node_secrets"], 3);
     assert_eq!(v["hub_keys_found"], 0);
-    assert!(v["hub"].as_str().unwrap().starts_with("http://127.0.0.1:"));
+    assert!(v["hub"].as_str().unwrap().starts_with("https://127.0.0.1:"));
 }
 
 #[test]

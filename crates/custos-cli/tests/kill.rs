@@ -49,7 +49,7 @@ fn make_device(d: &Path, state: &str) -> String {
 /// `custos device run` with `args`, its stderr into `d/{log}`.
 fn spawn_agent(d: &Path, log: &str, args: &[&str]) -> Child {
     let err = std::fs::File::create(d.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_custos"))
+    common::trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), d)
         .args(["device", "run"])
         .args(args)
         .current_dir(d)
@@ -87,12 +87,9 @@ fn signal(child: &Child, name: &str) {
 
 /// `GET path` on the hub at `port`, as JSON.
 fn get_json(port: u16, path: &str) -> serde_json::Value {
-    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(conn, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    let (status, body) = common::get(port, path);
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {status} {}", String::from_utf8_lossy(&body)))
 }
 
 fn stored_seqs(port: u16, device: &str) -> Vec<u64> {
@@ -132,7 +129,7 @@ fn a_hub_killed_mid_stream_loses_and_duplicates_nothing() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
 
     let hub = start_hub(d, port);
     let mut agent = spawn_agent(
@@ -188,7 +185,7 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -202,7 +199,7 @@ fn a_revoked_device_stops_on_the_signed_device_list() {
             "2",
         ];
         args.extend_from_slice(extra);
-        Command::new(env!("CARGO_BIN_EXE_custos"))
+        common::trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), d)
             .args(&args)
             .current_dir(d)
             .output()
@@ -334,7 +331,8 @@ fn a_hub_answering_500_for_a_while_loses_nothing() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let hub = start_hub(d, port);
+    // Plain HTTP on loopback: the proxy answers 500 in plain HTTP itself.
+    let hub = common::serve(d, &["--data-dir", "hub", "--plain-http"], port);
     let proxy = proxy(port);
     let url = format!("http://127.0.0.1:{}", proxy.port);
     let started = Instant::now();
@@ -393,7 +391,7 @@ fn sigint_and_sigterm_stop_the_agent_promptly_with_its_queue_intact() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,
@@ -453,7 +451,7 @@ fn an_agent_killed_over_and_over_leaves_no_gap_at_the_hub() {
     let d = dir.path();
     let device = make_device(d, "dev");
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,
@@ -560,7 +558,7 @@ fn a_full_disk_stops_the_agent_and_keeps_its_queue() {
     let state_arg = state.to_str().unwrap();
     let device = make_device(d, state_arg);
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     custos(
         d,

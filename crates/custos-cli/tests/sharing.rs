@@ -18,6 +18,7 @@ const PASS: &str = "correct horse battery staple";
 
 fn command(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_custos"));
+    common::trusting(&mut c, dir);
     c.args(args)
         .current_dir(dir)
         .env("CUSTOS_KEEPER_PASSPHRASE", PASS)
@@ -165,7 +166,7 @@ fn an_application_gets_exactly_what_the_keeper_grants() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
 
     // The keeper, and its owner id.
@@ -580,7 +581,11 @@ fn keeper_serve_rides_out_an_unreachable_hub_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
+    // The hub's first start makes its certificate, whose fingerprint the keeper is then given; it goes away again.
+    let mut first = start_hub(d, port);
+    first.kill().unwrap();
+    first.wait().unwrap();
 
     // Unattended: the vault is locked with a key file, and the policy allows everything.
     let owner = ok(
@@ -850,7 +855,7 @@ fn keeper_pair_provisions_a_waiting_device_through_the_hub() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     ok(
         d,
@@ -992,7 +997,7 @@ fn keeper_serve_answers_at_once_between_rounds() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
     let owner = ok(
         d,
@@ -1091,7 +1096,7 @@ fn the_inbox_says_why_a_name_is_unverified_and_wait_and_fetch_take_the_same_hub(
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let hub = start_hub(d, port);
 
     let init = json(&ok(

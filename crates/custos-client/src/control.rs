@@ -43,7 +43,7 @@ impl HubClient {
             .header("authorization", auth)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            .map_err(crate::unreachable)?;
         let body = Self::finish(resp).await?;
         if body.is_empty() {
             return Ok(serde_json::Value::Null);

@@ -1,5 +1,8 @@
 //! A small HTTP client for the hub's API (`docs/api.md`), shared by the device agent, the keeper and
-//! applications, so that all three read the hub's refusals and relay its mailboxes the same way.
+//! applications, so that all three read the hub's refusals and relay its mailboxes the same way. It speaks HTTPS
+//! and verifies the hub as [`TlsTrust`] says; plain HTTP only to the loopback interface ([`tls::check_url`]).
+
+pub mod tls;
 
 mod control;
 
@@ -8,6 +11,7 @@ use std::time::Duration;
 use custos_proto::DeviceId;
 
 pub use control::{Delivery, Queued};
+pub use tls::{Fingerprint, TlsTrust};
 
 /// Why a call to the hub failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,13 @@ pub enum ClientError {
         /// The hub's `message`, or the body as text.
         message: String,
     },
+    /// The TLS settings could not be used (an unreadable CA file, no system roots, two kinds of trust at once), or
+    /// the server's certificate is not trusted by them: trying again will not help.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The URL would send requests in the clear to another machine (or is not an HTTP URL at all).
+    #[error("{0}")]
+    Insecure(String),
 }
 
 /// The side of a pairing a mailbox delivers to.
@@ -54,13 +65,15 @@ pub struct HubClient {
 }
 
 impl HubClient {
-    /// A client for the hub at `base` (e.g. `http://127.0.0.1:7180`); each call times out after `timeout` on top of
-    /// any long-poll wait it asks for.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout + Duration::from_secs(custos_max_wait()))
-            .build()
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+    /// A client for the hub at `base` (e.g. `https://hub.example:7180`, or `http://127.0.0.1:7180` on this
+    /// machine), verifying its certificate as `trust` says; each call times out after `timeout` on top of any
+    /// long-poll wait it asks for.
+    pub fn new(base: &str, timeout: Duration, trust: &TlsTrust) -> Result<Self, ClientError> {
+        tls::check_url(base)?;
+        let http = tls::http_client(
+            reqwest::Client::builder().timeout(timeout + Duration::from_secs(custos_max_wait())),
+            trust,
+        )?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             http,
@@ -74,10 +87,7 @@ impl HubClient {
 
     async fn finish(resp: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let body = resp.bytes().await.map_err(unreachable)?;
         if (200..300).contains(&status) {
             Ok(body.to_vec())
         } else {
@@ -91,12 +101,7 @@ impl HubClient {
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
-        Self::finish(
-            req.send()
-                .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?,
-        )
-        .await
+        Self::finish(req.send().await.map_err(unreachable)?).await
     }
 
     /// `POST {base}{path}` with a binary body.
@@ -108,7 +113,7 @@ impl HubClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            .map_err(unreachable)?;
         Self::finish(resp).await
     }
 
@@ -201,12 +206,7 @@ impl HubClient {
                 .header("content-type", "application/json")
                 .body(b.to_string());
         }
-        let answer = Self::finish(
-            req.send()
-                .await
-                .map_err(|e| ClientError::Unreachable(e.to_string()))?,
-        )
-        .await?;
+        let answer = Self::finish(req.send().await.map_err(unreachable)?).await?;
         if answer.is_empty() {
             return Ok(serde_json::Value::Null);
         }
@@ -282,6 +282,28 @@ impl HubClient {
         self.call_json(reqwest::Method::GET, "/v1/accounts/me", Some(token), None)
             .await
     }
+}
+
+/// A transport failure, with its causes (a refused certificate shows only there).
+fn unreachable(e: reqwest::Error) -> ClientError {
+    if tls::is_refused_certificate(&e) {
+        ClientError::Tls(error_text(&e))
+    } else {
+        ClientError::Unreachable(error_text(&e))
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: …`: reqwest says why a TLS handshake failed only in the
+/// causes.
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// The longest long-poll the hub grants, seconds.

@@ -114,6 +114,7 @@ async fn backend(name: &str, location: &str, raw_url: &str, broker_port: u16) {
         url: format!("mqtt://127.0.0.1:{broker_port}"),
         prefix: prefix.clone(),
         client_id: format!("{prefix}-hub"),
+        trust: custos_client::TlsTrust::System,
     };
     tokio::spawn(custos_hub::mqtt::run(hub.clone(), config, stopped(stop)));
 
@@ -163,7 +164,11 @@ async fn backend(name: &str, location: &str, raw_url: &str, broker_port: u16) {
     )
     .await
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = custos_client::tls::http_client(
+        reqwest::Client::builder(),
+        &custos_client::TlsTrust::System,
+    )
+    .unwrap();
     let uplinks = format!("{url}/v1/devices/{}/uplinks", made.device);
     tokio::time::sleep(Duration::from_millis(500)).await;
 

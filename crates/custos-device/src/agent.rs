@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use custos_client::TlsTrust;
 use custos_proto::admission::DeviceAwaitingResponse;
 use custos_proto::cose::DeviceList;
 use custos_proto::record::OVERHEAD;
@@ -58,6 +59,10 @@ pub enum AgentError {
     /// The hub could not be reached; queued messages stay queued.
     #[error("hub unreachable: {0}")]
     Unreachable(String),
+    /// The hub's or the broker's URL or TLS settings cannot be used: plain HTTP to another machine, an unreadable
+    /// CA file.
+    #[error("{0}")]
+    Tls(String),
     /// The hub answered, but without an authenticated ack for the messages sent (over MQTT: none within
     /// [`ACK_TIMEOUT`]); they stay queued.
     #[error("no authenticated ack: {0}")]
@@ -145,6 +150,7 @@ pub struct Agent {
     dir: PathBuf,
     state: DeviceState,
     http: reqwest::Client,
+    trust: TlsTrust,
     keys: Option<Keys>,
     cached: Option<LeafKey<RustCrypto>>,
     /// The next sequence number to reserve, once read from disk.
@@ -170,20 +176,33 @@ impl Agent {
         };
         let queue = dir.join("queue");
         fs::create_dir_all(&queue).map_err(err_io(&queue))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        let trust = custos_client::tls::remembered(dir, None).map_err(tls_err)?;
+        let http = http_client(&trust)?;
         let mut agent = Self {
             dir: dir.to_path_buf(),
             state,
             http,
+            trust,
             keys,
             cached: None,
             next_seq: None,
         };
         agent.account_for_skips()?;
         Ok(agent)
+    }
+
+    /// Trusts the hub's certificate as `trust` says from now on. A pinned fingerprint is also remembered in the
+    /// state directory (`hub-fingerprint`), so that later runs need not be told again; a CA file is for this run.
+    pub fn set_hub_trust(&mut self, trust: TlsTrust) -> Result<(), AgentError> {
+        let trust = custos_client::tls::remembered(&self.dir, Some(trust)).map_err(tls_err)?;
+        self.http = http_client(&trust)?;
+        self.trust = trust;
+        Ok(())
+    }
+
+    /// How this agent trusts the hub's certificate.
+    pub fn hub_trust(&self) -> &TlsTrust {
+        &self.trust
     }
 
     /// The device id.
@@ -209,6 +228,7 @@ impl Agent {
         }
         let code = Zeroizing::new(self.state.join_code.ok_or(AgentError::NoJoinCode)?);
         let hub = hub.trim_end_matches('/').to_string();
+        custos_client::tls::check_url(&hub).map_err(tls_err)?;
         let mut ephemeral = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(ephemeral.as_mut());
         let (device, hello) = DeviceAwaitingResponse::start(
@@ -291,7 +311,7 @@ impl Agent {
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
         let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
         let code = Zeroizing::new(self.state.owner_code.ok_or(AgentError::NoOwnerCode)?);
-        let client = HubClient::new(&session.hub, Duration::from_secs(10))
+        let client = HubClient::new(&session.hub, Duration::from_secs(10), &self.trust)
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         let device = self.state.device;
         let cursor_path = self.dir.join("pairing.cursor");
@@ -934,6 +954,29 @@ fn accept_list(
     })
 }
 
+/// The agent's HTTP client: 10 s per call, the hub verified as `trust` says.
+fn http_client(trust: &TlsTrust) -> Result<reqwest::Client, AgentError> {
+    custos_client::tls::http_client(
+        reqwest::Client::builder().timeout(Duration::from_secs(10)),
+        trust,
+    )
+    .map_err(tls_err)
+}
+
+/// A failed request: a certificate the agent does not trust is no transient failure.
+fn transport_err(e: reqwest::Error) -> AgentError {
+    let text = custos_client::error_text(&e);
+    if custos_client::tls::is_refused_certificate(&e) {
+        AgentError::Tls(text)
+    } else {
+        AgentError::Unreachable(text)
+    }
+}
+
+fn tls_err(e: custos_client::ClientError) -> AgentError {
+    AgentError::Tls(e.to_string())
+}
+
 async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Vec<u8>, AgentError> {
     let resp = http
         .post(url)
@@ -941,16 +984,12 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Vec<u8
         .body(body)
         .send()
         .await
-        .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+        .map_err(transport_err)?;
     answer(resp).await
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, AgentError> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| AgentError::Unreachable(e.to_string()))?;
+    let resp = http.get(url).send().await.map_err(transport_err)?;
     answer(resp).await
 }
 
@@ -1104,12 +1143,18 @@ pub struct MqttLink {
 }
 
 impl Agent {
-    /// Connects to the MQTT broker at `url` for this device. Acks are checked under the device's session as they
-    /// arrive and forged ones dropped at once, so that a flood of them cannot crowd out the hub's real acks.
-    pub fn connect_mqtt(&self, url: &str, prefix: &str) -> Result<MqttLink, AgentError> {
+    /// Connects to the MQTT broker at `url` (`mqtt://…`, or `mqtts://…` verified as `trust` says) for this
+    /// device. Acks are checked under the device's session as they arrive and forged ones dropped at once, so
+    /// that a flood of them cannot crowd out the hub's real acks.
+    pub fn connect_mqtt(
+        &self,
+        url: &str,
+        prefix: &str,
+        trust: &TlsTrust,
+    ) -> Result<MqttLink, AgentError> {
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
         let keys = LinkKeys::derive(&RustCrypto, &session.session_key)?;
-        MqttLink::open(url, prefix, self.state.device, Some(keys))
+        MqttLink::open(url, prefix, self.state.device, Some(keys), trust)
     }
 }
 
@@ -1117,7 +1162,7 @@ impl MqttLink {
     /// Connects to `mqtt://host:port` for `device`; reconnects on its own in the background. Without the device's
     /// keys it cannot drop forged acks before they are queued for the agent: prefer [`Agent::connect_mqtt`].
     pub fn connect(url: &str, prefix: &str, device: DeviceId) -> Result<Self, AgentError> {
-        Self::open(url, prefix, device, None)
+        Self::open(url, prefix, device, None, &TlsTrust::System)
     }
 
     fn open(
@@ -1125,14 +1170,21 @@ impl MqttLink {
         prefix: &str,
         device: DeviceId,
         keys: Option<LinkKeys>,
+        trust: &TlsTrust,
     ) -> Result<Self, AgentError> {
-        let (host, port) = custos_proto::codec::mqtt_endpoint(url)
+        let (host, port, tls) = custos_proto::codec::mqtt_broker(url)
             .map_err(|e| AgentError::Unreachable(format!("`{url}`: {e}")))?;
         let mut opts = MqttOptions::new(
             format!("custos-dev-{}", hex::encode(device.0)),
             host.to_string(),
             port,
         );
+        if tls {
+            let config = trust.client_config().map_err(tls_err)?;
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+            ));
+        }
         opts.set_keep_alive(Duration::from_secs(10));
         opts.set_max_packet_size(Some(1 << 20));
         let mut net = opts.network_options();

@@ -31,11 +31,12 @@ impl ControlChannel {
     /// A channel to `hub` for `device`, whose session gives `link`; resumes after the position kept in `dir`.
     pub fn new(
         hub: &str,
+        trust: &custos_client::TlsTrust,
         dir: &Path,
         device: DeviceId,
         link: LinkKeys,
     ) -> Result<Self, AgentError> {
-        let client = HubClient::new(hub, Duration::from_secs(10))
+        let client = HubClient::new(hub, Duration::from_secs(10), trust)
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         let cursor_path = dir.join("control.cursor");
         let cursor = std::fs::read_to_string(&cursor_path)

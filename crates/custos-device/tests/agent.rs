@@ -49,6 +49,8 @@ async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap()
@@ -110,7 +112,7 @@ async fn readings_survive_a_hub_outage_and_an_agent_restart_exactly_once() {
     ));
     agent.join(&url, 0).await.unwrap();
     let info: serde_json::Value = serde_json::from_slice(
-        &reqwest::get(format!("{url}/v1/hub"))
+        &plain_get(format!("{url}/v1/hub"))
             .await
             .unwrap()
             .bytes()
@@ -240,7 +242,7 @@ async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
     let hub_dir = dir.path().join("hub");
     let first = agent.refresh_device_list().await.unwrap();
     assert!(first.authorized && first.changed);
-    let captured = reqwest::get(format!("{}/v1/device-list", hub.url()))
+    let captured = plain_get(format!("{}/v1/device-list", hub.url()))
         .await
         .unwrap()
         .bytes()
@@ -442,7 +444,7 @@ async fn numbers_reserved_but_never_queued_are_sent_as_a_skip() {
     let sent = agent.publish().await.unwrap();
     assert_eq!((sent.stored, sent.pending), (1, 0));
     let gaps: serde_json::Value = serde_json::from_slice(
-        &reqwest::get(format!("{}/v1/devices/{device}/gaps", hub.url()))
+        &plain_get(format!("{}/v1/devices/{device}/gaps", hub.url()))
             .await
             .unwrap()
             .bytes()
@@ -491,4 +493,13 @@ async fn a_list_from_before_the_device_was_admitted_is_no_revocation() {
     assert!(!again.authorized);
     store.close().await;
     hub.stop().await.unwrap();
+}
+
+/// `GET url` over plain HTTP (the tests' hubs listen on loopback without TLS).
+async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
+    custos_client::tls::http_client(reqwest::Client::builder(), &custos_client::TlsTrust::System)
+        .unwrap()
+        .get(url)
+        .send()
+        .await
 }

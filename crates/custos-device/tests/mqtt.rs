@@ -1,6 +1,7 @@
 //! MQTT against real brokers: the machine's Mosquitto (each test on its own random topic prefix) and a private
 //! Mosquitto on a free port for the broker-crash test. Two hubs on one PostgreSQL share the device topics through
-//! an MQTT 5 shared subscription and store every record exactly once.
+//! an MQTT 5 shared subscription and store every record exactly once. A private Mosquitto with a TLS listener
+//! carries `mqtts://` end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use custos_client::{Fingerprint, TlsTrust};
 use custos_device::Factory;
 use custos_device::agent::{Agent, AgentError, MqttLink};
 use custos_device::keyfile::Keys;
@@ -36,6 +38,17 @@ async fn start_hub<S: Store + Clone + 'static>(
     prefix: &str,
     stop: watch::Receiver<bool>,
 ) -> (Arc<Hub<S>>, String) {
+    start_hub_trusting(store, broker, prefix, stop, TlsTrust::System).await
+}
+
+/// [`start_hub`], verifying an `mqtts://` broker as `trust` says.
+async fn start_hub_trusting<S: Store + Clone + 'static>(
+    store: S,
+    broker: &str,
+    prefix: &str,
+    stop: watch::Receiver<bool>,
+    trust: TlsTrust,
+) -> (Arc<Hub<S>>, String) {
     let hub = Hub::new(store, HubKeys::generate());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -54,6 +67,7 @@ async fn start_hub<S: Store + Clone + 'static>(
         url: broker.into(),
         prefix: prefix.into(),
         client_id: format!("custos-hub-test-{}", random_hex(6)),
+        trust,
     };
     tokio::spawn(custos_hub::mqtt::run(hub.clone(), config, stopped(stop)));
     (hub, format!("http://{addr}"))
@@ -322,10 +336,36 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16) -> Self {
+        Self::with_config(dir, port, "")
+    }
+
+    /// A broker whose listener speaks TLS with `dir/broker.pem` and `dir/broker.key`.
+    fn start_tls(dir: &Path, port: u16) -> Self {
+        // Mosquitto started as root reads its files as the `mosquitto` user: the test's files must be readable.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for (path, mode) in [
+                (dir.to_path_buf(), 0o755),
+                (dir.join("broker.pem"), 0o644),
+                (dir.join("broker.key"), 0o644),
+            ] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        let tls = format!(
+            "certfile {}\nkeyfile {}\n",
+            dir.join("broker.pem").display(),
+            dir.join("broker.key").display()
+        );
+        Self::with_config(dir, port, &tls)
+    }
+
+    fn with_config(dir: &Path, port: u16, extra: &str) -> Self {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+            format!("listener {port} 127.0.0.1\n{extra}allow_anonymous true\npersistence false\n"),
         )
         .unwrap();
         let child = std::process::Command::new("mosquitto")
@@ -499,7 +539,9 @@ async fn forged_stale_and_unmatched_downlinks_are_ignored() {
         .unwrap()
         .unwrap();
 
-    let mut link = agent.connect_mqtt(SHARED_BROKER, &outer).unwrap();
+    let mut link = agent
+        .connect_mqtt(SHARED_BROKER, &outer, &custos_client::TlsTrust::System)
+        .unwrap();
     let (mut stored, mut ignored) = (0, 0);
     for round in 0..5u64 {
         for i in 0..10 {
@@ -525,5 +567,67 @@ async fn forged_stale_and_unmatched_downlinks_are_ignored() {
     assert!(ignored >= 5 * 4 + 4 * 10, "{ignored} ignored");
     assert_eq!(seqs(&store, id).await, (0..50).collect::<Vec<_>>());
     relay_task.abort();
+    let _ = stop_tx.send(true);
+}
+
+/// A CA (`dir/ca.pem`) and a broker certificate it issued for 127.0.0.1 (`dir/broker.pem`, `dir/broker.key`);
+/// returns the broker certificate's fingerprint.
+fn issue_broker_certificate(dir: &Path) -> Fingerprint {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("broker.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("broker.key"), key.serialize_pem()).unwrap();
+    Fingerprint::of(cert.der())
+}
+
+/// `mqtts://` end to end: a private Mosquitto with a TLS listener; the hub trusts it through a CA file, the
+/// device through the pinned fingerprint of its certificate. A device that trusts neither gets nothing through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_publish_over_mqtts() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let pin = issue_broker_certificate(&certs);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _broker = Broker::start_tls(&certs, port);
+    let broker_url = format!("mqtts://127.0.0.1:{port}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let store = AnyStore::open(dir.path().join("hub.db").to_str().unwrap())
+        .await
+        .unwrap();
+    let (stop_tx, stop) = watch::channel(false);
+    let hub_trust = TlsTrust::ca_file(&certs.join("ca.pem")).unwrap();
+    let (_hub, url) =
+        start_hub_trusting(store.clone(), &broker_url, "custos", stop, hub_trust).await;
+    let (mut agent, id) = device(&store, &url, &dir.path().join("dev")).await;
+
+    // Without trust in the broker's certificate nothing is published.
+    let mut untrusting = agent
+        .connect_mqtt(&broker_url, "custos", &TlsTrust::System)
+        .unwrap();
+    agent.seal(b"first", at(0)).unwrap();
+    assert!(agent.publish_mqtt(&mut untrusting).await.is_err());
+    drop(untrusting);
+
+    let mut link = agent
+        .connect_mqtt(&broker_url, "custos", &TlsTrust::Pinned(pin))
+        .unwrap();
+    for i in 1..10 {
+        agent.seal(b"over tls", at(i)).unwrap();
+    }
+    assert_eq!(drain(&mut agent, &mut link).await, 10);
+    assert_eq!(seqs(&store, id).await, (0..10).collect::<Vec<_>>());
     let _ = stop_tx.send(true);
 }

@@ -37,8 +37,10 @@ pub const QUEUED: usize = 256;
 /// How the hub reaches the broker.
 #[derive(Clone, Debug)]
 pub struct MqttConfig {
-    /// `mqtt://host:port`.
+    /// `mqtt://host:port`, or `mqtts://host:port` over TLS.
     pub url: String,
+    /// How the broker's certificate is verified (`mqtts://` only).
+    pub trust: custos_client::TlsTrust,
     /// The topic prefix, e.g. `custos`.
     pub prefix: String,
     /// This hub's client id: unique per running replica (two connections with one id take turns kicking each
@@ -46,11 +48,19 @@ pub struct MqttConfig {
     pub client_id: String,
 }
 
-/// Splits `mqtt://host:port` (port defaults to 1883).
-pub fn parse_url(url: &str) -> Result<(String, u16), String> {
-    custos_proto::codec::mqtt_endpoint(url)
-        .map(|(host, port)| (host.to_string(), port))
+/// Splits `mqtt://host:port` or `mqtts://host:port` (port defaults to 1883, 8883 over TLS); `true` for TLS.
+pub fn parse_url(url: &str) -> Result<(String, u16, bool), String> {
+    custos_proto::codec::mqtt_broker(url)
+        .map(|(host, port, tls)| (host.to_string(), port, tls))
         .map_err(|e| format!("`{url}`: {e}"))
+}
+
+/// MQTT over TLS with `trust`: rumqttc's rustls transport, on the config custos-client builds.
+pub fn tls_transport(trust: &custos_client::TlsTrust) -> Result<rumqttc::Transport, String> {
+    let config = trust.client_config().map_err(|e| e.to_string())?;
+    Ok(rumqttc::Transport::tls_with_config(
+        rumqttc::TlsConfiguration::Rustls(Arc::new(config)),
+    ))
 }
 
 fn device_of(topic: &str, prefix: &str) -> Option<String> {
@@ -65,8 +75,11 @@ pub async fn run<S: Store + 'static>(
     config: MqttConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
-    let (host, port) = parse_url(&config.url)?;
+    let (host, port, tls) = parse_url(&config.url)?;
     let mut opts = MqttOptions::new(config.client_id.clone(), host, port);
+    if tls {
+        opts.set_transport(tls_transport(&config.trust)?);
+    }
     // A replica that dies must hold nothing back. With a persistent session the broker kept handing a stopped
     // replica its share of the batches until it came back (and it then acked stale batches). So: a clean start,
     // and a session that ends with the connection. Batches in flight to a replica that dies are lost with its

@@ -3,9 +3,12 @@
 //! The hub runs its own accept loop over hyper, with the limits of [`Limits`]: a timeout for request heads (which
 //! is also the keep-alive idle timeout), a connection limit below the file-descriptor limit, a cap on the
 //! connections of one client address, and the request middleware of [`limits`] (rates, load classes, the body
-//! deadline and budget).
+//! deadline and budget). It serves HTTPS ([`tls`]) unless told to serve plain HTTP; the TLS handshake, like the
+//! request head, must complete within the header timeout, and a connection in its handshake holds its slots
+//! against both connection caps.
 
 pub mod limits;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +21,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
+pub use custos_client::Fingerprint;
 pub use limits::{FdLimits, Limits, Rate};
+pub use tls::HubTls;
 
 use crate::{Hub, HubKeys, app};
 
@@ -40,6 +45,29 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// The cost of password hashes and the login limits.
     pub accounts: crate::AccountConfig,
+    /// HTTPS (with which certificate) or plain HTTP.
+    pub tls: HubTls,
+}
+
+/// Where a started hub listens.
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The fingerprint of the certificate it serves; `None` for plain HTTP.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+impl Bound {
+    /// The hub's base URL, `https://…` or `http://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
 }
 
 /// The operator token's file in the data directory.
@@ -60,6 +88,9 @@ pub enum ServeError {
     /// The database.
     #[error("database: {0}")]
     Store(#[from] custos_store::StoreError),
+    /// The TLS certificate or key.
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
     /// Binding or serving.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -125,11 +156,11 @@ pub fn operator_token(data_dir: &Path) -> std::io::Result<zeroize::Zeroizing<Str
 }
 
 /// Serves the hub until `shutdown` completes, then finishes the requests in flight. `ready` gets the bound
-/// address (useful with port 0).
+/// address (useful with port 0) and the certificate's fingerprint.
 pub async fn serve(
     config: &ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Bound),
 ) -> Result<(), ServeError> {
     let limits = &config.limits;
     let fds = limits::raise_fd_limit();
@@ -159,6 +190,7 @@ pub async fn serve(
     let hub: Arc<Hub<AnyStore>> =
         Hub::configured(store.clone(), keys, crate::system_now, config.accounts);
     hub.set_operator_token(&operator);
+    let tls = tls::server_config(&config.tls, &config.data_dir, config.listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Listen {
@@ -169,8 +201,10 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
-    tracing::info!(%addr, backend = if config.database.is_some() { "postgres" } else { "sqlite" }, "hub listening");
-    ready(addr);
+    let fingerprint = tls.as_ref().map(|(_, f)| *f);
+    tracing::info!(%addr, backend = if config.database.is_some() { "postgres" } else { "sqlite" },
+        tls = fingerprint.map_or_else(|| "off (plain HTTP)".to_string(), |f| f.to_string()), "hub listening");
+    ready(Bound { addr, fingerprint });
     // One shutdown signal, seen by the HTTP server, the MQTT listener and the housekeeping tasks.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -191,7 +225,16 @@ pub async fn serve(
         stopped(stop_rx.clone()),
     ));
     let router = app(hub).layer(axum::middleware::from_fn_with_state(guard, limits::guard));
-    accept_loop(listener, router, limits, max_connections, stopped(stop_rx)).await;
+    let acceptor = tls.map(|(config, _)| tokio_rustls::TlsAcceptor::from(config));
+    accept_loop(
+        listener,
+        acceptor,
+        router,
+        limits,
+        max_connections,
+        stopped(stop_rx),
+    )
+    .await;
     if let Some(task) = mqtt {
         match task.await {
             Ok(Err(e)) => tracing::error!(%e, "MQTT listener failed"),
@@ -205,9 +248,11 @@ pub async fn serve(
 }
 
 /// Accepts connections until `stop`, then lets the requests in flight finish (for at most
-/// `limits.shutdown_grace`).
+/// `limits.shutdown_grace`). With `acceptor`, each connection first completes a TLS handshake within the header
+/// timeout.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     limits: &Limits,
     max_connections: usize,
@@ -256,10 +301,39 @@ async fn accept_loop(
                 request
             },
         );
-        let connection = graceful
-            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let acceptor = acceptor.clone();
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let service = TowerToHyperService::new(service);
+            let ended = match acceptor {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                // The handshake has the header timeout, like a request head: a client that dribbles its
+                // ClientHello (or never finishes) is dropped, and its slots with it.
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(tls), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%remote, %e, "connection ended");
             }
             drop((permit, slot));
@@ -358,14 +432,29 @@ pub async fn shutdown_signal() {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The fingerprint of the certificate it serves; `None` for plain HTTP.
+    pub fingerprint: Option<Fingerprint>,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
 impl Running {
-    /// The hub's base URL.
+    /// The hub's base URL, `https://…` or `http://…`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        Bound {
+            addr: self.addr,
+            fingerprint: self.fingerprint,
+        }
+        .url()
+    }
+
+    /// How a client in this process trusts the hub: its pinned fingerprint (the system's roots for plain HTTP,
+    /// where they are not used).
+    pub fn trust(&self) -> custos_client::TlsTrust {
+        self.fingerprint.map_or(
+            custos_client::TlsTrust::System,
+            custos_client::TlsTrust::Pinned,
+        )
     }
 
     /// Stops the hub gracefully and waits until it has.
@@ -385,14 +474,19 @@ pub async fn spawn(config: ServeConfig) -> Result<Running, ServeError> {
             async move {
                 let _ = stopped.await;
             },
-            move |addr| {
-                let _ = ready_tx.send(addr);
+            move |bound| {
+                let _ = ready_tx.send(bound);
             },
         )
         .await
     });
     match ready_rx.await {
-        Ok(addr) => Ok(Running { addr, stop, task }),
+        Ok(Bound { addr, fingerprint }) => Ok(Running {
+            addr,
+            fingerprint,
+            stop,
+            task,
+        }),
         // The server ended before it listened: return its error.
         Err(_) => match task.await {
             Ok(Err(e)) => Err(e),

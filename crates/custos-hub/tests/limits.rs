@@ -23,6 +23,7 @@ async fn start(limits: Limits) -> (Running, tempfile::TempDir) {
         mqtt: None,
         accounts: Default::default(),
         limits,
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();
@@ -76,11 +77,13 @@ async fn read_response(stream: &mut TcpStream) -> String {
 }
 
 fn client(from: [u8; 4]) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .local_address(IpAddr::from(from))
-        .build()
-        .unwrap()
+    custos_client::tls::http_client(
+        reqwest::Client::builder()
+            .no_proxy()
+            .local_address(IpAddr::from(from)),
+        &custos_client::TlsTrust::System,
+    )
+    .unwrap()
 }
 
 const DEVICE: &str = "0011223344556677";

@@ -322,6 +322,8 @@ async fn a_serving_hub_purges_long_expired_requests() {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

@@ -56,6 +56,7 @@ async fn run() {
             read_rate: custos_hub::serve::Rate::UNLIMITED,
             ..Default::default()
         },
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

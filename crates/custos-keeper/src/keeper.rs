@@ -179,6 +179,7 @@ pub struct Keeper {
     log: ConsentLog,
     devices: BTreeMap<String, Vec<EpochRecord>>,
     apps: BTreeMap<String, String>,
+    trust: custos_client::TlsTrust,
 }
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -243,9 +244,29 @@ impl Keeper {
             log,
             devices: read_json(&dir.join("devices.json"))?,
             apps: read_json(&dir.join("apps.json"))?,
+            trust: custos_client::tls::remembered(dir, None).map_err(hub_err)?,
         };
         keeper.settle_staged()?;
         Ok(keeper)
+    }
+
+    /// Trusts the hub's certificate as `trust` says from now on. A pinned fingerprint is also remembered in the
+    /// keeper's directory (`hub-fingerprint`), so that later commands need not be told again; a CA file is for
+    /// this keeper only while it is open.
+    pub fn set_hub_trust(&mut self, trust: custos_client::TlsTrust) -> Result<()> {
+        self.trust = custos_client::tls::remembered(&self.dir, Some(trust)).map_err(hub_err)?;
+        Ok(())
+    }
+
+    /// How this keeper trusts the hub's certificate.
+    pub fn hub_trust(&self) -> &custos_client::TlsTrust {
+        &self.trust
+    }
+
+    /// A client for `hub`; long-polls get their wait on top of the timeout.
+    fn client(&self, hub: &str) -> Result<custos_client::HubClient> {
+        custos_client::HubClient::new(hub, std::time::Duration::from_secs(30), &self.trust)
+            .map_err(hub_err)
     }
 
     /// The owner id: the keeper's Ed25519 public key. Applications address their requests to it.
@@ -343,7 +364,7 @@ impl Keeper {
         use custos_proto::pairing::KeeperAwaitingAccept;
         let device = spec.device();
         let provision = self.prepare_epoch(spec, suite, now)?;
-        let client = client(hub)?;
+        let client = self.client(hub)?;
         let deadline = tokio::time::Instant::now() + timeout;
         // Only answers that arrive after our PairInit count: start past everything in the mailbox now.
         let mut cursor = client
@@ -856,7 +877,7 @@ impl Keeper {
 
     /// Delivers queued answers to the hub; keeps those the hub could not take. Returns how many it took.
     pub async fn deliver(&mut self, hub: &str) -> Result<usize> {
-        let client = client(hub)?;
+        let client = self.client(hub)?;
         let dir = self.dir.join("outbox");
         let mut delivered = 0;
         let mut paths: Vec<_> = fs::read_dir(&dir)
@@ -912,7 +933,7 @@ impl Keeper {
             delivered: self.deliver(hub).await?,
             ..SyncReport::default()
         };
-        let client = client(hub)?;
+        let client = self.client(hub)?;
         // Requests up to the cursor were considered already (decided, or pending with the user).
         let cursor_path = self.dir.join("inbox.cursor");
         let mut after = self.inbox_cursor();
@@ -990,11 +1011,6 @@ pub struct Paired {
     pub epoch: u16,
     /// How many node secrets (its frontier) it was sent.
     pub secrets: usize,
-}
-
-/// A client for `hub`; long-polls get their wait on top of the timeout.
-fn client(hub: &str) -> Result<custos_client::HubClient> {
-    custos_client::HubClient::new(hub, std::time::Duration::from_secs(30)).map_err(hub_err)
 }
 
 /// The most requests one inbox page asks for (the hub's own limit).

@@ -96,6 +96,8 @@ async fn offline_keeper_policy_user_and_application() {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();

@@ -45,6 +45,8 @@ async fn pair_provision_seal_and_share() {
         mqtt: None,
         accounts: Default::default(),
         limits: Default::default(),
+        // Plain HTTP on loopback: the TLS paths have their own tests (custos-hub tests/tls.rs, the CLI tests).
+        tls: custos_hub::serve::HubTls::Plain,
     })
     .await
     .unwrap();
@@ -109,7 +111,12 @@ async fn pair_provision_seal_and_share() {
         (agent, r)
     });
     let junk = {
-        let client = custos_client::HubClient::new(&url, Duration::from_secs(5)).unwrap();
+        let client = custos_client::HubClient::new(
+            &url,
+            Duration::from_secs(5),
+            &custos_client::TlsTrust::System,
+        )
+        .unwrap();
         let device = made.device;
         tokio::spawn(async move {
             for i in 0..8u8 {

@@ -61,24 +61,35 @@ impl<'a> Reader<'a> {
 }
 
 /// Splits a broker address `mqtt://host[:port][/]` into host and port (1883 when absent). Hub and device agent
-/// share it so both read broker addresses the same way.
+/// share it so both read broker addresses the same way. `mqtts://` addresses are refused: see [`mqtt_broker`].
 pub fn mqtt_endpoint(url: &str) -> Result<(&str, u16), Error> {
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or(Error::InvalidValue("not an mqtt:// URL"))?
-        .trim_end_matches('/');
+    match mqtt_broker(url)? {
+        (_, _, true) => Err(Error::InvalidValue("not an mqtt:// URL")),
+        (host, port, false) => Ok((host, port)),
+    }
+}
+
+/// Splits a broker address `mqtt://host[:port][/]` or `mqtts://host[:port][/]` (MQTT over TLS) into host, port
+/// (1883 or 8883 when absent) and whether it is over TLS.
+pub fn mqtt_broker(url: &str) -> Result<(&str, u16, bool), Error> {
+    let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return Err(Error::InvalidValue("not an mqtt:// or mqtts:// URL")),
+    };
+    let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) => (
             host,
             port.parse()
                 .map_err(|_| Error::InvalidValue("the port in the mqtt:// URL is not a number"))?,
         ),
-        None => (rest, 1883),
+        None => (rest, if tls { 8883 } else { 1883 }),
     };
     if host.is_empty() {
         return Err(Error::InvalidValue("no host in the mqtt:// URL"));
     }
-    Ok((host, port))
+    Ok((host, port, tls))
 }
 
 #[cfg(test)]
@@ -92,6 +103,9 @@ mod tests {
             Ok(("127.0.0.1", 1884))
         );
         assert_eq!(mqtt_endpoint("mqtt://broker"), Ok(("broker", 1883)));
+        assert_eq!(mqtt_broker("mqtts://broker"), Ok(("broker", 8883, true)));
+        assert_eq!(mqtt_broker("mqtts://b:1"), Ok(("b", 1, true)));
+        assert!(mqtt_endpoint("mqtts://broker").is_err());
         for bad in [
             "http://x:1",
             "mqtt://x:port",

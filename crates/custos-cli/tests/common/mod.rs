@@ -1,4 +1,6 @@
-//! What the CLI tests share: a free loopback port, and `custos hub serve` started on it.
+//! What the CLI tests share: a free loopback port, and `custos hub serve` started on it, over HTTPS with its
+//! self-signed certificate: the fingerprint it prints is kept in `hub.fingerprint` in the test's directory, and
+//! every command the tests run is given it (`CUSTOS_HUB_FINGERPRINT`), as a user pins it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -23,7 +25,26 @@ pub fn start_hub(dir: &Path, port: u16) -> Child {
     serve(dir, &["--data-dir", "hub"], port)
 }
 
-/// Starts `custos hub serve` with `args`, on 127.0.0.1:`port`, in `dir`, and waits until it listens.
+/// The hub's URL on `port`: `https://127.0.0.1:{port}`.
+pub fn hub_url(port: u16) -> String {
+    format!("https://127.0.0.1:{port}")
+}
+
+/// The file in a test's directory holding the fingerprint of the hub it started last.
+pub const FINGERPRINT_FILE: &str = "hub.fingerprint";
+
+/// Gives `command` the fingerprint of the hub started in `dir` (if any), as `CUSTOS_HUB_FINGERPRINT`.
+pub fn trusting<'a>(command: &'a mut Command, dir: &Path) -> &'a mut Command {
+    match std::fs::read_to_string(dir.join(FINGERPRINT_FILE)) {
+        Ok(f) => command.env("CUSTOS_HUB_FINGERPRINT", f.trim()),
+        Err(_) => command.env_remove("CUSTOS_HUB_FINGERPRINT"),
+    }
+    .env_remove("CUSTOS_HUB_CA")
+}
+
+/// Starts `custos hub serve` with `args`, on 127.0.0.1:`port`, in `dir`, and waits until it listens. Unless
+/// `args` has `--plain-http`, the hub serves HTTPS with its self-signed certificate, whose fingerprint is kept
+/// in `dir/hub.fingerprint`.
 pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["hub", "serve"])
@@ -36,21 +57,75 @@ pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
         .env_remove("CUSTOS_HUB_CONFIG")
         .env_remove("CUSTOS_MQTT_URL")
         .env_remove("CUSTOS_MQTT_CLIENT_ID")
+        .env_remove("CUSTOS_HUB_TLS_CERT")
+        .env_remove("CUSTOS_HUB_TLS_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    out.read_line(&mut line).unwrap();
     assert!(line.starts_with("listening on"), "{line}");
+    if args.contains(&"--plain-http") {
+        assert!(line.starts_with("listening on http://"), "{line}");
+        return child;
+    }
+    assert!(line.starts_with("listening on https://"), "{line}");
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let fingerprint = line
+        .strip_prefix("tls fingerprint: ")
+        .unwrap_or_else(|| panic!("no fingerprint: {line}"))
+        .trim();
+    assert!(
+        fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64,
+        "{fingerprint}"
+    );
+    std::fs::write(dir.join(FINGERPRINT_FILE), fingerprint).unwrap();
+    PINS.lock()
+        .unwrap()
+        .insert(port, fingerprint.parse().unwrap());
     child
+}
+
+/// The fingerprint of the hub started on each port (none for a plain-HTTP hub).
+static PINS: std::sync::Mutex<std::collections::BTreeMap<u16, custos_client::Fingerprint>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// `GET path` on the hub this process started on `port` (HTTPS with its pinned certificate, or plain HTTP if it
+/// serves that): the status and the body.
+pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
+    let pin = PINS.lock().unwrap().get(&port).copied();
+    let (url, trust) = match pin {
+        Some(f) => (
+            format!("https://127.0.0.1:{port}{path}"),
+            custos_client::TlsTrust::Pinned(f),
+        ),
+        None => (
+            format!("http://127.0.0.1:{port}{path}"),
+            custos_client::TlsTrust::System,
+        ),
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let http = custos_client::tls::http_client(
+                reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)),
+                &trust,
+            )
+            .unwrap();
+            let resp = http.get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.bytes().await.unwrap().to_vec())
+        })
 }
 
 /// Runs `custos args` in `dir`, asserts it succeeded, and returns its standard output.
 pub fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(env!("CARGO_BIN_EXE_custos"))
+    let out = trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), dir)
         .args(args)
         .current_dir(dir)
         .env_remove("CUSTOS_DATABASE_URL")
