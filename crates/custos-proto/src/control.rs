@@ -10,8 +10,8 @@
 //! for every sender key K_s (K_owner, or a member's random key):  K_cmd = Expand(K_s, "custos/v1/command")
 //!                                                                 K_ans = Expand(K_s, "custos/v1/answer")
 //!
-//! Command  41 ‖ suite ‖ sender (4) ‖ counter (8) ‖ expires (4) ‖ AEAD(K_cmd, sender ‖ counter, op ‖ value)   34 B + value
-//! Answer   42 ‖ suite ‖ sender (4) ‖ counter (8) ‖ nonce (12) ‖ AEAD(K_ans, nonce, status ‖ state)         42 B + state
+//! Command  41 ‖ suite ‖ sender (4) ‖ counter (8) ‖ expires (4) ‖ AEAD(K_cmd, sender ‖ counter, op ‖ value)   35 B + value
+//! Answer   42 ‖ suite ‖ sender (4) ‖ counter (8) ‖ nonce (12) ‖ AEAD(K_ans, nonce, status ‖ state)         43 B + state
 //! List     45 ‖ suite ‖ version (8) ‖ nonce (12) ‖ AEAD(K_list, nonce, n ‖ n × (sender ‖ rights ‖ key))
 //! ListAck  46 ‖ suite ‖ version (8) ‖ nonce (12) ‖ tag                                                     38 B
 //! Claim    47 ‖ suite ‖ nonce (12) ‖ AEAD(K_claim, nonce, token (16))                                        46 B
