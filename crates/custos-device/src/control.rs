@@ -12,11 +12,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use custos_client::{HubClient, Queued};
+use custos_proto::control::{self, DeviceControl, Op, OpenedCommand, OwnerKeys, Refusal, Status};
 use custos_proto::uplink::LinkKeys;
-use custos_proto::{DeviceId, RustCrypto};
+use custos_proto::{DeviceId, RustCrypto, Secret};
+use rand_core::{OsRng, RngCore};
 
+use crate::actuator::{Actuator, ActuatorError, CurrentState};
 use crate::agent::AgentError;
-use crate::state::write_atomic;
+use crate::state::{StateError, write_atomic};
 
 /// The device's line to its control queue at the hub (HTTP long-poll), authenticated by its device token.
 pub struct ControlChannel {
@@ -101,4 +104,243 @@ fn client_err(e: custos_client::ClientError) -> AgentError {
         } => AgentError::Refused { status, message },
         other => AgentError::Unreachable(other.to_string()),
     }
+}
+
+/// The device's side of owner control: its control state, its actuator and the state it last applied.
+pub struct Controller {
+    dir: PathBuf,
+    device: DeviceId,
+    control: DeviceControl,
+    actuator: Box<dyn Actuator>,
+    current: Option<CurrentState>,
+    /// Messages refused without an answer (unauthenticated: forged, altered, from a revoked member, under an old
+    /// user–device key), for logs and tests.
+    pub refused: u64,
+    link: LinkKeys,
+}
+
+/// The file that holds [`DeviceControl`]'s bytes.
+pub const CONTROL_FILE: &str = "control.bin";
+
+/// What the device did with one control message.
+#[derive(Debug)]
+pub enum Handled {
+    /// A command ran (or was refused with an authenticated answer): the answer for the sender.
+    Answer {
+        /// The answer bytes.
+        answer: Vec<u8>,
+        /// The status.
+        status: Status,
+    },
+    /// A list of authorized senders was taken (or re-acknowledged): the ack for the owner.
+    ListAck {
+        /// The ack bytes.
+        answer: Vec<u8>,
+        /// The version now held.
+        version: u64,
+    },
+    /// A claim opened: the claim proof for the hub.
+    Claim {
+        /// The proof bytes.
+        answer: Vec<u8>,
+    },
+    /// Not acted on and not answered: it does not authenticate (or is a stale list).
+    Refused(String),
+}
+
+impl Controller {
+    /// Opens the device's control state in `dir` and restores the actuator's last state (the seed's
+    /// `current.state`): a switch that was on before a reboot is on again. A state the actuator refuses at start
+    /// is logged; the device still runs.
+    pub fn open(
+        dir: &Path,
+        device: DeviceId,
+        link: LinkKeys,
+        mut actuator: Box<dyn Actuator>,
+    ) -> Result<Self, AgentError> {
+        let path = dir.join(CONTROL_FILE);
+        let control = match std::fs::read(&path) {
+            Ok(bytes) => DeviceControl::decode(&bytes).map_err(|e| {
+                AgentError::State(StateError::Invalid {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DeviceControl::new(),
+            Err(e) => return Err(AgentError::State(StateError::Io { path, source: e })),
+        };
+        let current = CurrentState::load(dir)?;
+        if let Some(s) = &current {
+            match actuator.apply(s.as_str()) {
+                Ok(()) => {
+                    tracing::info!(state = s.as_str(), actuator = %actuator.describe(), "state restored")
+                }
+                Err(e) => tracing::error!(state = s.as_str(), %e, "could not restore the state"),
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            device,
+            control,
+            actuator,
+            current,
+            refused: 0,
+            link,
+        })
+    }
+
+    /// The actuator's state as last applied.
+    pub fn state(&self) -> Option<&str> {
+        self.current.as_ref().map(CurrentState::as_str)
+    }
+
+    /// The device's control state (list version, members, marks).
+    pub fn control(&self) -> &DeviceControl {
+        &self.control
+    }
+
+    fn persist(&self) -> Result<(), AgentError> {
+        write_atomic(&self.dir.join(CONTROL_FILE), &self.control.encode())?;
+        Ok(())
+    }
+
+    /// Handles one control message with the current user–device key `udk` at device time `now` (Unix
+    /// seconds). A command that authenticates and is fresh: its mark is written to disk, then the actuator
+    /// moves, then the answer is sealed. Errors are local failures (the disk); what the message itself gets
+    /// wrong is in [`Handled::Refused`] or in the answer's status.
+    pub fn handle(&mut self, udk: &Secret, now: u64, msg: &[u8]) -> Result<Handled, AgentError> {
+        let owner = OwnerKeys::from_udk(&RustCrypto, udk)?;
+        let refuse = |this: &mut Self, why: String| {
+            this.refused += 1;
+            tracing::warn!(refused = this.refused, %why, "control message refused");
+            Ok(Handled::Refused(why))
+        };
+        match msg.first() {
+            Some(&control::COMMAND) => {}
+            Some(&control::LIST) => {
+                return match self
+                    .control
+                    .accept_list(&RustCrypto, &owner, self.device, msg)
+                {
+                    Ok(done) => {
+                        if done.changed {
+                            self.persist()?;
+                        }
+                        tracing::info!(
+                            version = done.version,
+                            members = self.control.members().count(),
+                            "authorized senders updated"
+                        );
+                        let answer = control::seal_list_ack(
+                            &RustCrypto,
+                            custos_proto::Suite::AES256GCM,
+                            &owner,
+                            self.device,
+                            done.version,
+                            nonce(),
+                        )?;
+                        Ok(Handled::ListAck {
+                            answer,
+                            version: done.version,
+                        })
+                    }
+                    Err(e) => refuse(self, format!("list: {e}")),
+                };
+            }
+            Some(&control::CLAIM) => {
+                return match control::open_claim(&RustCrypto, &owner, self.device, msg) {
+                    Ok(token) => {
+                        let proof = custos_proto::uplink::seal_claim_proof(
+                            &RustCrypto,
+                            &self.link,
+                            self.device,
+                            &token,
+                        );
+                        tracing::info!("claim opened: proving it to the hub");
+                        Ok(Handled::Claim {
+                            answer: proof.to_vec(),
+                        })
+                    }
+                    Err(e) => refuse(self, format!("claim: {e}")),
+                };
+            }
+            other => return refuse(self, format!("unknown control message type {other:?}")),
+        }
+        let (cmd, status) =
+            match self
+                .control
+                .open_command(&RustCrypto, &owner, self.device, now, msg)
+            {
+                Ok(cmd) => {
+                    // The mark reaches the disk before anything moves: no crash, reboot or replay runs it twice.
+                    self.control.commit(&cmd);
+                    self.persist()?;
+                    let status = self.act(&cmd)?;
+                    (cmd, status)
+                }
+                Err(Refusal::Answered(cmd, status)) => {
+                    tracing::warn!(
+                        sender = cmd.header.sender,
+                        counter = cmd.header.counter,
+                        ?status,
+                        "command refused"
+                    );
+                    (cmd, status)
+                }
+                Err(Refusal::Unauthenticated(e)) => return refuse(self, format!("command: {e}")),
+            };
+        let keys = self
+            .control
+            .sender_keys(&RustCrypto, &owner, cmd.header.sender)?
+            .ok_or(AgentError::Protocol(custos_proto::Error::Authentication))?;
+        let state = self.state().unwrap_or("").as_bytes().to_vec();
+        let answer = control::seal_answer(
+            &RustCrypto,
+            &keys,
+            self.device,
+            &cmd.header,
+            nonce(),
+            status,
+            &state,
+        )?;
+        Ok(Handled::Answer { answer, status })
+    }
+
+    fn act(&mut self, cmd: &OpenedCommand) -> Result<Status, AgentError> {
+        if cmd.op == Op::Get {
+            return Ok(Status::Done);
+        }
+        let Ok(text) = std::str::from_utf8(&cmd.value) else {
+            return Ok(Status::BadValue);
+        };
+        let Ok(state) = CurrentState::new(text) else {
+            return Ok(Status::BadValue);
+        };
+        match self.actuator.apply(state.as_str()) {
+            Ok(()) => {
+                state.save(&self.dir)?;
+                tracing::info!(
+                    state = state.as_str(),
+                    sender = cmd.header.sender,
+                    "command done"
+                );
+                self.current = Some(state);
+                Ok(Status::Done)
+            }
+            Err(ActuatorError::BadValue(v)) => {
+                tracing::warn!(value = %v, "the actuator does not take this value");
+                Ok(Status::BadValue)
+            }
+            Err(ActuatorError::Failed(why)) => {
+                tracing::error!(%why, "the actuator failed");
+                Ok(Status::Failed)
+            }
+        }
+    }
+}
+
+fn nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    OsRng.fill_bytes(&mut n);
+    n
 }
