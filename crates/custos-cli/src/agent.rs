@@ -31,7 +31,8 @@ pub struct RunArgs {
     #[arg(long)]
     keys: Option<PathBuf>,
     /// Where readings come from: `simulated` (a thermometer), `stdin` (one reading per line),
-    /// `file:PATH` (one per line) or `command:CMD` (run through `sh -c` for each reading, stdout is the reading).
+    /// `file:PATH` (one per line), `command:CMD` (run through `sh -c` for each reading, stdout is the reading) or
+    /// `none` (an actuator that measures nothing: it only takes commands).
     #[arg(long, default_value = "simulated")]
     source: String,
     /// Time between readings: 500ms, 10s, 5m.
@@ -53,12 +54,25 @@ pub struct RunArgs {
     /// How long to wait for the keeper to pair.
     #[arg(long, default_value = "10m")]
     pair_timeout: String,
+    /// What the device switches on its owner's commands: `relay` (simulated), `command:PROGRAM` (run with the new
+    /// state as its one argument) or `gpio:CHIP:LINE` (a Linux GPIO line, e.g. gpio:gpiochip0:17). The last state
+    /// is restored at start.
+    #[arg(long, default_value = "relay")]
+    actuator: String,
+    /// How often the device tells the hub it is online, with its state; commands arrive at once in between
+    /// (the hub holds the request open until one comes).
+    #[arg(long, default_value = "2s")]
+    heartbeat: String,
+    /// Take no owner commands (no control queue, no heartbeat).
+    #[arg(long)]
+    no_control: bool,
     /// The MQTT topic prefix the hub listens on.
     #[arg(long, default_value = "custos", env = "CUSTOS_MQTT_PREFIX")]
     mqtt_prefix: String,
 }
 
 enum Source {
+    None,
     Simulated,
     Lines(Box<dyn BufRead>),
     Command(String),
@@ -68,6 +82,8 @@ impl Source {
     fn parse(text: &str) -> Result<Self> {
         if text == "simulated" {
             Ok(Self::Simulated)
+        } else if text == "none" {
+            Ok(Self::None)
         } else if text == "stdin" {
             Ok(Self::Lines(Box::new(std::io::BufReader::new(
                 std::io::stdin(),
@@ -78,13 +94,14 @@ impl Source {
         } else if let Some(cmd) = text.strip_prefix("command:") {
             Ok(Self::Command(cmd.to_string()))
         } else {
-            bail!("`{text}` is not a source: use simulated, stdin, file:PATH or command:CMD")
+            bail!("`{text}` is not a source: use simulated, stdin, file:PATH, command:CMD or none")
         }
     }
 
     /// The next reading, or None when a line source is exhausted.
     fn next(&mut self, t: custos_proto::UnixTime) -> Result<Option<Vec<u8>>> {
         match self {
+            Self::None => Ok(None),
             Self::Simulated => Ok(Some(crate::demo::reading(t).into_bytes())),
             Self::Lines(r) => {
                 let mut line = String::new();
@@ -286,8 +303,31 @@ async fn agent_main(
         agent.publisher()?,
         link,
         kick.clone(),
-        tx,
+        tx.clone(),
     )));
+    let _control = if a.no_control {
+        None
+    } else {
+        let heartbeat =
+            interval(&a.heartbeat).map_err(|e| usage(format!("--heartbeat: {e}")))?;
+        let actuator = custos_device::actuator::from_spec(&a.actuator)
+            .map_err(|e| usage(format!("--actuator: {e}")))?;
+        let (controller, channel, udk) = agent.controller(actuator)?;
+        if udk.is_none() {
+            eprintln!(
+                "device {} is not paired with its owner's keeper yet: it takes no commands until it is",
+                agent.device()
+            );
+        }
+        Some(Task(tokio::spawn(control_loop(
+            controller,
+            channel,
+            udk,
+            heartbeat,
+            tx.clone(),
+        ))))
+    };
+    let measuring = !matches!(source, Source::None);
     let mut taken = 0u64;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,7 +338,7 @@ async fn agent_main(
         tokio::select! {
             biased;
             Some(r) = reports.recv() => on_report(r)?,
-            _ = ticker.tick() => {
+            _ = ticker.tick(), if measuring => {
                 let t = timearg::now()?;
                 let Some(reading) = source.next(t)? else { break };
                 let seq = agent.seal(&reading, t).map_err(|e| {
@@ -330,6 +370,80 @@ async fn agent_main(
                 "the hub did not take the queue for {} s; {left} message(s) stay queued for the next run",
                 DRAIN_PATIENCE.as_secs()
             ),
+        }
+    }
+}
+
+/// Takes the device's control messages as they come (the fetch doubles as its heartbeat, with its state),
+/// acts on those that authenticate and answers them. Network failures back off and try again; a local failure
+/// (the disk) ends the agent.
+async fn control_loop(
+    mut controller: custos_device::control::Controller,
+    mut channel: custos_device::control::ControlChannel,
+    udk: Option<custos_proto::Secret>,
+    heartbeat: Duration,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
+) {
+    use custos_device::control::Handled;
+    let mut backoff = Backoff::default();
+    loop {
+        let state = controller.state().map(str::to_owned);
+        let messages = match channel.fetch(heartbeat, state.as_deref()).await {
+            Ok(m) => {
+                backoff.reset();
+                m
+            }
+            Err(e) => {
+                let wait = backoff.next(e.is_refusal());
+                tracing::warn!(%e, "no control messages fetched; trying again in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        for m in messages {
+            let now = timearg::now().map_or(0, |t| t.secs());
+            let handled = match &udk {
+                Some(k) => controller.handle(k, now, &m.body),
+                None => Ok(Handled::Refused("the device is not paired".into())),
+            };
+            let handled = match handled.and_then(|h| channel.taken(m.id).map(|()| h)) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = tx.send(Report::Fatal(e));
+                    return;
+                }
+            };
+            match &handled {
+                Handled::Answer { status, .. } => eprintln!(
+                    "command {}: {status:?}; state {}",
+                    m.id,
+                    controller.state().unwrap_or("(none)")
+                ),
+                Handled::ListAck { version, .. } => {
+                    eprintln!("authorized senders: list version {version} held")
+                }
+                Handled::Claim { .. } => eprintln!("claim {}: opened, proving it to the hub", m.id),
+                Handled::Refused(why) => eprintln!(
+                    "control message {} refused ({why}); {} refused so far",
+                    m.id, controller.refused
+                ),
+            }
+            if let Some(answer) = handled.answer() {
+                // A few tries: past that the sender sees no answer and may ask again with a new command.
+                let mut tries = Backoff::default();
+                for attempt in 1..=5 {
+                    match channel.answer(m.id, answer).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 5 && e.is_transient() => {
+                            tokio::time::sleep(tries.next(false)).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(%e, id = m.id, "the answer did not reach the hub");
+                            break;
+                        }
+                    }
+                }
+            }
         }
     }
 }

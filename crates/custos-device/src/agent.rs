@@ -550,6 +550,34 @@ impl Agent {
         })
     }
 
+    /// The device's owner control: its [`Controller`](crate::control::Controller) over `actuator` (restoring
+    /// the last state now), the channel to its control queue at the hub, and the user–device key from its latest
+    /// pairing (`None` before the first: then it takes no command, list or claim).
+    pub fn controller(
+        &self,
+        actuator: Box<dyn crate::actuator::Actuator>,
+    ) -> Result<
+        (
+            crate::control::Controller,
+            crate::control::ControlChannel,
+            Option<Secret>,
+        ),
+        AgentError,
+    > {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let controller =
+            crate::control::Controller::open(&self.dir, self.state.device, link.clone(), actuator)?;
+        let channel = crate::control::ControlChannel::new(
+            &session.hub,
+            &self.trust,
+            &self.dir,
+            self.state.device,
+            link,
+        )?;
+        Ok((controller, channel, self.state.user_device_key.clone()))
+    }
+
     /// Sends queued messages to the hub over HTTP (see [`Publisher::publish`]).
     pub async fn publish(&mut self) -> Result<Published, AgentError> {
         self.publisher()?.publish().await

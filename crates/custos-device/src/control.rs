@@ -148,6 +148,16 @@ pub enum Handled {
     Refused(String),
 }
 
+impl Handled {
+    /// The bytes to send back, if any.
+    pub fn answer(&self) -> Option<&[u8]> {
+        match self {
+            Self::Answer { answer, .. } | Self::ListAck { answer, .. } | Self::Claim { answer } => Some(answer),
+            Self::Refused(_) => None,
+        }
+    }
+}
+
 impl Controller {
     /// Opens the device's control state in `dir` and restores the actuator's last state (the seed's
     /// `current.state`): a switch that was on before a reboot is on again. A state the actuator refuses at start

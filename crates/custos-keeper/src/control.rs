@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use custos_proto::{DeviceId, Secret};
+use custos_proto::control::{self, CommandHeader, Op, OwnerKeys, SenderKeys, Status};
+use custos_proto::{DeviceId, RustCrypto, Secret, Suite};
 use custos_vault::Vault;
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -393,5 +394,280 @@ mod tests {
             book.add_member(device, "eve"),
             Err(KeeperError::NotOwner(_))
         ));
+    }
+}
+
+/// A device's answer to a command, as its sender reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The hub's id of the command.
+    pub id: i64,
+    /// The sender's counter in it.
+    pub counter: u64,
+    /// What the device did.
+    pub status: Status,
+    /// The device's state after it.
+    pub state: String,
+}
+
+/// The prefix of a share code (see [`crate::Keeper::share_control`]).
+pub const SHARE_CODE_PREFIX: &str = "custos-share-1";
+
+/// How long a command stays valid, by default: it is refused by the device if it arrives later.
+pub const COMMAND_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn fresh_nonce() -> [u8; 12] {
+    let mut n = [0u8; 12];
+    OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// Waits up to `timeout` for the device's answer to control message `id`.
+async fn wait_answer(
+    client: &custos_client::HubClient,
+    device: DeviceId,
+    id: i64,
+    auth: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, KeeperError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let d = client
+            .control_result(
+                device,
+                id,
+                left.min(std::time::Duration::from_secs(25)),
+                auth,
+            )
+            .await
+            .map_err(crate::keeper::hub_err)?;
+        if let Some(a) = d.answer {
+            return Ok(a);
+        }
+        if d.expired {
+            return Err(KeeperError::NoAnswer {
+                device,
+                why: "it expired before the device took it".into(),
+            });
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(KeeperError::NoAnswer {
+                device,
+                why: if d.online {
+                    format!(
+                        "the device is online but did not answer (message {id} waits at the hub)"
+                    )
+                } else {
+                    format!("the device is offline; message {id} waits at the hub until it expires")
+                },
+            });
+        }
+    }
+}
+
+impl crate::Keeper {
+    /// Sends `op` with `value` to `device` through `hub` as the account of session `auth` (`Bearer <token>`),
+    /// sealed with this keeper's sender key, and waits up to `timeout` for the device's authenticated answer:
+    /// [`Outcome`] says what the device did, and the hub cannot have made it up.
+    pub async fn command(
+        &self,
+        hub: &str,
+        auth: &str,
+        device: DeviceId,
+        op: Op,
+        value: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Outcome, KeeperError> {
+        let mut book = self.control()?;
+        let sender = book.sender_key(device)?;
+        let keys = if sender.owner {
+            OwnerKeys::from_udk(&RustCrypto, &sender.key)?
+                .owner()
+                .clone()
+        } else {
+            SenderKeys::derive(&RustCrypto, &sender.key)?
+        };
+        let counter = book.next_counter(device, now_ms())?;
+        let expires = (now_ms() / 1000).saturating_add(COMMAND_LIFETIME.as_secs());
+        let header = CommandHeader {
+            suite: Suite::AES256GCM,
+            sender: sender.sender,
+            counter,
+            expires: u32::try_from(expires).map_err(|_| custos_proto::Error::TimeOutOfRange)?,
+        };
+        let msg = control::seal_command(&RustCrypto, &keys, device, header, op, value.as_bytes())?;
+        let client = self.client(hub)?;
+        let id = client
+            .control_send(device, &msg, auth)
+            .await
+            .map_err(crate::keeper::hub_err)?;
+        let answer = wait_answer(&client, device, id, auth, timeout).await?;
+        let (status, state) =
+            control::open_answer(&RustCrypto, &keys, device, sender.sender, counter, &answer)
+                .map_err(|e| KeeperError::ForgedAnswer {
+                    device,
+                    why: e.to_string(),
+                })?;
+        Ok(Outcome {
+            id,
+            counter,
+            status,
+            state: String::from_utf8_lossy(&state).into_owned(),
+        })
+    }
+
+    /// Claims `device` for the account of session `auth`: the hub's one-time token, sealed under the user–device
+    /// key, goes to the device, which proves to the hub that it opened it. Only the keeper that paired the device
+    /// can do this. Returns when the device answered (the hub then binds it to the account).
+    pub async fn claim(
+        &self,
+        hub: &str,
+        auth: &str,
+        device: DeviceId,
+        timeout: std::time::Duration,
+    ) -> Result<(), KeeperError> {
+        let book = self.control()?;
+        let owner = OwnerKeys::from_udk(&RustCrypto, &book.user_device_key(device)?)?;
+        let client = self.client(hub)?;
+        let token = client
+            .claim_start(device, auth)
+            .await
+            .map_err(crate::keeper::hub_err)?;
+        let sealed = control::seal_claim(
+            &RustCrypto,
+            Suite::AES256GCM,
+            &owner,
+            device,
+            fresh_nonce(),
+            &token,
+        )?;
+        let id = client
+            .control_send(device, &sealed, auth)
+            .await
+            .map_err(crate::keeper::hub_err)?;
+        wait_answer(&client, device, id, auth, timeout).await?;
+        Ok(())
+    }
+
+    /// Seals the current list of `device`'s members (a new version) and waits for the device's acknowledgement:
+    /// when this returns, a member removed from the list can no longer command the device.
+    pub async fn send_members(
+        &self,
+        hub: &str,
+        auth: &str,
+        device: DeviceId,
+        timeout: std::time::Duration,
+    ) -> Result<u64, KeeperError> {
+        let mut book = self.control()?;
+        let owner = OwnerKeys::from_udk(&RustCrypto, &book.user_device_key(device)?)?;
+        let (_, members) = book.members(device)?;
+        let mut list = Vec::with_capacity(members.len());
+        for m in &members {
+            list.push(control::Member {
+                sender: m.sender,
+                rights: control::RIGHT_CONTROL,
+                key: book.member_key(device, m)?,
+            });
+        }
+        list.sort_by_key(|m| m.sender);
+        let version = book.bump_list(device)?;
+        let msg = control::seal_list(
+            &RustCrypto,
+            Suite::AES256GCM,
+            &owner,
+            device,
+            version,
+            fresh_nonce(),
+            &list,
+        )?;
+        let client = self.client(hub)?;
+        let id = client
+            .control_send(device, &msg, auth)
+            .await
+            .map_err(crate::keeper::hub_err)?;
+        let answer = wait_answer(&client, device, id, auth, timeout).await?;
+        let held = control::open_list_ack(&RustCrypto, &owner, device, &answer).map_err(|e| {
+            KeeperError::ForgedAnswer {
+                device,
+                why: e.to_string(),
+            }
+        })?;
+        if held != version {
+            return Err(KeeperError::ForgedAnswer {
+                device,
+                why: format!("the device acknowledged list version {held}, not {version}"),
+            });
+        }
+        Ok(version)
+    }
+
+    /// Lets `account` command `device`: a fresh member key and sender id, a new list sent to the device (and
+    /// acknowledged), and the **share code** that hands the key to the member's keeper
+    /// (`custos-share-1:<device>:<sender>:<key hex>`). The code is a secret: give it to the member yourself (in
+    /// person, or over a channel you trust), never through the hub, which could otherwise keep the key.
+    pub async fn share_control(
+        &self,
+        hub: &str,
+        auth: &str,
+        device: DeviceId,
+        account: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Zeroizing<String>, KeeperError> {
+        let mut book = self.control()?;
+        let m = book.add_member(device, account)?;
+        let key = book.member_key(device, &m)?;
+        drop(book);
+        self.send_members(hub, auth, device, timeout).await?;
+        Ok(Zeroizing::new(format!(
+            "{SHARE_CODE_PREFIX}:{}:{}:{}",
+            hex::encode(device.0),
+            m.sender,
+            hex::encode(key.expose())
+        )))
+    }
+
+    /// Withdraws `account`'s control of `device`: a new list without it, acknowledged by the device. Returns
+    /// whether it was a member.
+    pub async fn unshare_control(
+        &self,
+        hub: &str,
+        auth: &str,
+        device: DeviceId,
+        account: &str,
+        timeout: std::time::Duration,
+    ) -> Result<bool, KeeperError> {
+        let removed = self.control()?.remove_member(device, account)?;
+        self.send_members(hub, auth, device, timeout).await?;
+        Ok(removed)
+    }
+
+    /// Takes a share code from a device's owner: this keeper can then command that device. Returns the device.
+    pub fn accept_share(&self, code: &str) -> Result<DeviceId, KeeperError> {
+        let bad = || KeeperError::BadShareCode;
+        let mut parts = code.trim().split(':');
+        if parts.next() != Some(SHARE_CODE_PREFIX) {
+            return Err(bad());
+        }
+        let (Some(device), Some(sender), Some(key), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let mut d = [0u8; 8];
+        hex::decode_to_slice(device, &mut d).map_err(|_| bad())?;
+        let sender: u32 = sender.parse().map_err(|_| bad())?;
+        let mut k = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(key, k.as_mut()).map_err(|_| bad())?;
+        let device = DeviceId(d);
+        self.control()?
+            .set_member_key(device, sender, &Secret::from_bytes(*k))?;
+        Ok(device)
     }
 }

@@ -70,6 +70,26 @@ pub enum KeeperError {
     /// The keeper is not the device's owner's (it did not pair the device).
     #[error("only the keeper that paired device {0} can do that")]
     NotOwner(DeviceId),
+    /// The device did not answer in time (its message may still wait at the hub).
+    #[error("no answer from device {device}: {why}")]
+    NoAnswer {
+        /// The device.
+        device: DeviceId,
+        /// What the hub said about it.
+        why: String,
+    },
+    /// An answer that does not authenticate as the device's: the hub (or someone on the way) made it up or
+    /// altered it. Nothing in it is believed.
+    #[error("the answer said to be from device {device} is not authentic ({why}); it is ignored")]
+    ForgedAnswer {
+        /// The device.
+        device: DeviceId,
+        /// Why it was refused.
+        why: String,
+    },
+    /// A share code that is not one (`custos-share-1:<device>:<sender>:<key>`).
+    #[error("not a share code: expected custos-share-1:<device hex>:<sender>:<64 hex digits>")]
+    BadShareCode,
 }
 
 type Result<T, E = KeeperError> = std::result::Result<T, E>;
@@ -264,7 +284,7 @@ impl Keeper {
     }
 
     /// A client for `hub`; long-polls get their wait on top of the timeout.
-    fn client(&self, hub: &str) -> Result<custos_client::HubClient> {
+    pub(crate) fn client(&self, hub: &str) -> Result<custos_client::HubClient> {
         custos_client::HubClient::new(hub, std::time::Duration::from_secs(30), &self.trust)
             .map_err(hub_err)
     }
@@ -1016,7 +1036,7 @@ pub struct Paired {
 /// The most requests one inbox page asks for (the hub's own limit).
 const MAX_INBOX_PAGE: u32 = 100;
 
-fn hub_err(e: custos_client::ClientError) -> KeeperError {
+pub(crate) fn hub_err(e: custos_client::ClientError) -> KeeperError {
     KeeperError::Hub(e.to_string())
 }
 
