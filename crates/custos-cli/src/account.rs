@@ -38,10 +38,10 @@ pub enum AccountCmd {
 pub struct SessionArgs {
     /// The session file [default: $XDG_CONFIG_HOME/custos/session.json or ~/.config/custos/session.json].
     #[arg(long, env = "CUSTOS_SESSION")]
-    session: Option<PathBuf>,
+    pub(crate) session: Option<PathBuf>,
     /// Machine-readable output.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 /// `register` and `login`.
@@ -72,14 +72,14 @@ pub struct PasswdArgs {
 
 /// What the session file holds.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct SavedSession {
-    hub: String,
-    name: String,
-    token: String,
+pub(crate) struct SavedSession {
+    pub(crate) hub: String,
+    pub(crate) name: String,
+    pub(crate) token: String,
     expires: i64,
     /// The hub's pinned certificate fingerprint, if the login was given one: later commands need no flag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    fingerprint: Option<String>,
+    pub(crate) fingerprint: Option<String>,
 }
 
 impl Drop for SavedSession {
@@ -106,7 +106,7 @@ pub fn run(cmd: AccountCmd) -> Result<()> {
 
 /// A client for `hub`, trusting it as --hub-ca/--hub-fingerprint say, else as pinned at login, else by the
 /// system's roots.
-fn client(hub: &str, pinned: Option<&str>) -> Result<HubClient> {
+pub(crate) fn client(hub: &str, pinned: Option<&str>) -> Result<HubClient> {
     let trust = match (crate::hub_trust(), pinned) {
         (Some(t), _) => t,
         (None, Some(f)) => custos_client::TlsTrust::Pinned(
@@ -118,7 +118,7 @@ fn client(hub: &str, pinned: Option<&str>) -> Result<HubClient> {
     Ok(HubClient::new(hub, Duration::from_secs(30), &trust)?)
 }
 
-fn session_path(a: &SessionArgs) -> Result<PathBuf> {
+pub(crate) fn session_path(a: &SessionArgs) -> Result<PathBuf> {
     if let Some(p) = &a.session {
         return Ok(p.clone());
     }
@@ -132,7 +132,7 @@ fn session_path(a: &SessionArgs) -> Result<PathBuf> {
     Ok(base.join("custos").join("session.json"))
 }
 
-fn read_session(path: &Path) -> Result<SavedSession> {
+pub(crate) fn read_session(path: &Path) -> Result<SavedSession> {
     let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             usage(format!(

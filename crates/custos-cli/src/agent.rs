@@ -308,8 +308,7 @@ async fn agent_main(
     let _control = if a.no_control {
         None
     } else {
-        let heartbeat =
-            interval(&a.heartbeat).map_err(|e| usage(format!("--heartbeat: {e}")))?;
+        let heartbeat = interval(&a.heartbeat).map_err(|e| usage(format!("--heartbeat: {e}")))?;
         let actuator = custos_device::actuator::from_spec(&a.actuator)
             .map_err(|e| usage(format!("--actuator: {e}")))?;
         let (controller, channel, udk) = agent.controller(actuator)?;

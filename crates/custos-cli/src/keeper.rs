@@ -128,7 +128,7 @@ pub enum KeeperCmd {
 pub struct DirArg {
     /// The keeper's state directory.
     #[arg(long, env = "CUSTOS_KEEPER_DIR", value_name = "DIR")]
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
 }
 
 /// How to unlock the vault.
@@ -619,13 +619,13 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 // Unlocking and locking.
 
 /// The secret that unlocks the vault, held for as long as the command runs (`serve` reopens every round).
-enum Unlocker {
+pub(crate) enum Unlocker {
     Passphrase(Zeroizing<String>),
     KeyFile(PathBuf),
 }
 
 impl Unlocker {
-    fn from_args(a: &UnlockArgs) -> Result<Self> {
+    pub(crate) fn from_args(a: &UnlockArgs) -> Result<Self> {
         if let Some(path) = &a.key_file {
             if !path.is_file() {
                 return Err(usage(format!(
@@ -663,7 +663,7 @@ impl Unlocker {
 }
 
 /// An exclusive lock on the keeper's directory, released when dropped (or when the process dies).
-struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
@@ -715,7 +715,7 @@ fn has_keeper(dir: &Path) -> Result<()> {
 }
 
 /// A keeper error as the CLI reports it: the ones caused by what the user typed are usage errors.
-fn keeper_err(e: KeeperError) -> anyhow::Error {
+pub(crate) fn keeper_err(e: KeeperError) -> anyhow::Error {
     match e {
         KeeperError::NotPending(_)
         | KeeperError::UnknownDevice(_)
@@ -727,7 +727,7 @@ fn keeper_err(e: KeeperError) -> anyhow::Error {
 }
 
 /// Opens the keeper in `dir`, holding its lock.
-fn open(dir: &Path, u: &Unlocker) -> Result<(Keeper, DirLock)> {
+pub(crate) fn open(dir: &Path, u: &Unlocker) -> Result<(Keeper, DirLock)> {
     has_keeper(dir)?;
     let lock = DirLock::take(dir)?;
     let mut keeper = Keeper::open(dir, u.unlock()).map_err(keeper_err)?;

@@ -22,6 +22,7 @@ use serde_json::json;
 mod account;
 mod agent;
 mod app;
+mod control;
 mod demo;
 mod hub;
 mod keeper;
@@ -167,6 +168,24 @@ enum DeviceCmd {
     /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
     /// unsent readings in an on-disk queue.
     Run(Box<agent::RunArgs>),
+    /// Claim a device for your account (`custos account login` first): your keeper, which paired it, proves
+    /// you hold its user–device key through the device itself; the hub learns no key.
+    Claim(control::ClaimArgs),
+    /// Switch a device (on, off, or a value) and wait for its authenticated answer: "done" means the device
+    /// did it. Exit 0 done, 1 refused or failed (the answer says which) or no answer, 2 usage.
+    Set(control::SetArgs),
+    /// Ask a device for its state, end to end (its answer is authenticated).
+    Get(control::GetArgs),
+    /// A device's state and presence as the hub last heard them in its heartbeat.
+    State(control::ViewArgs),
+    /// Let another account control or view a device; for control, prints the share code to hand over.
+    Share(control::ShareArgs),
+    /// Take a device back from an account; the device acknowledges before this returns.
+    Unshare(control::UnshareArgs),
+    /// Who owns a device and who it is shared with.
+    Owners(control::ViewArgs),
+    /// Take a share code from a device's owner, so that your keeper can command that device.
+    Accept(control::AcceptArgs),
 }
 
 #[derive(Subcommand)]
@@ -345,6 +364,14 @@ fn main() -> ExitCode {
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
         Command::Device(DeviceCmd::Run(args)) => return agent::run(&args),
+        Command::Device(DeviceCmd::Claim(a)) => return keeper::exit(control::claim(&a)),
+        Command::Device(DeviceCmd::Set(a)) => return keeper::exit(control::set(&a)),
+        Command::Device(DeviceCmd::Get(a)) => return keeper::exit(control::get(&a)),
+        Command::Device(DeviceCmd::State(a)) => return keeper::exit(control::state(&a)),
+        Command::Device(DeviceCmd::Share(a)) => return keeper::exit(control::share(&a)),
+        Command::Device(DeviceCmd::Unshare(a)) => return keeper::exit(control::unshare(&a)),
+        Command::Device(DeviceCmd::Owners(a)) => return keeper::exit(control::owners(&a)),
+        Command::Device(DeviceCmd::Accept(a)) => return keeper::exit(control::accept(&a)),
         Command::Account(cmd) => account::run(cmd),
         Command::Hub(cmd) => hub::run(cmd),
         Command::Keeper(cmd) => return keeper::run(cmd),

@@ -152,7 +152,9 @@ impl Handled {
     /// The bytes to send back, if any.
     pub fn answer(&self) -> Option<&[u8]> {
         match self {
-            Self::Answer { answer, .. } | Self::ListAck { answer, .. } | Self::Claim { answer } => Some(answer),
+            Self::Answer { answer, .. } | Self::ListAck { answer, .. } | Self::Claim { answer } => {
+                Some(answer)
+            }
             Self::Refused(_) => None,
         }
     }
