@@ -560,6 +560,21 @@ async fn story(args: &DemoArgs) -> Result<()> {
             .into(),
     );
 
+    // Owner control: the second act.
+    let control = crate::demo_control::act(
+        crate::demo_control::Stage {
+            url: &url,
+            trust: &trust,
+            store: &store,
+            work: work.path(),
+            keeper: &keeper,
+            agent: &fleet[0].agent,
+            device: first,
+        },
+        &say,
+    )
+    .await?;
+
     // The consent log: three signed, chained decisions; one altered byte is caught.
     let exported = keeper.log().export();
     let entries = custos_keeper::consent::verify_export(&exported, &owner)?;
@@ -579,7 +594,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     // Shut the hub down and scan its data directory for any key that opens a record, and for plaintext.
     running.stop().await?;
     store.close().await;
-    let (secrets, found) = scan(&hub_dir, &fleet, &keeper, start, end)?;
+    let (secrets, found) = scan(&hub_dir, &fleet, &keeper, start, end, &control.secrets)?;
     ensure!(
         found == 0,
         "the hub's data directory holds {found} record key(s) or plaintext reading(s)"
@@ -587,7 +602,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     say(
         "hub",
         format!(
-            "its data directory, scanned for {secrets} secrets (DPKs, stage and leaf keys) and for plaintext: none found"
+            "its data directory, scanned for {secrets} secrets (DPKs, stage and leaf keys, the user–device key and member keys) and for plaintext: none found"
         ),
     );
 
@@ -697,9 +712,10 @@ fn scan(
     keeper: &Keeper,
     from: UnixTime,
     until: UnixTime,
+    extra: &[[u8; 32]],
 ) -> Result<(usize, usize)> {
     let c = RustCrypto;
-    let mut secrets: HashSet<[u8; 32]> = HashSet::new();
+    let mut secrets: HashSet<[u8; 32]> = extra.iter().copied().collect();
     for f in fleet {
         let dpk = keeper.node_secret(&f.spec, custos_proto::NodeId::ROOT)?;
         secrets.insert(*dpk.secret().expose());

@@ -24,6 +24,7 @@ mod agent;
 mod app;
 mod control;
 mod demo;
+mod demo_control;
 mod hub;
 mod keeper;
 mod timearg;
