@@ -265,11 +265,26 @@ fn classify(method: &Method, path: &str) -> (Class, RateKind) {
         ["accounts", "me", "password"] if *method == Method::PUT => {
             (Class::Sharing, RateKind::Write)
         }
-        ["requests", _, "answer"] | ["owners", _, "inbox"] | ["pairing", _, _] if get => {
+        // A device's answer is authenticated by its device token; many devices may share one NAT address.
+        ["devices", _, "control", _, "answer"] if post => (Class::Ingest, RateKind::None),
+        // Owner control: writes of a logged-in account.
+        ["devices", _, "claim" | "transfer" | "control" | "shares"] if post => {
+            (Class::Sharing, RateKind::Write)
+        }
+        ["devices", _, "shares", _] if *method == Method::DELETE => {
+            (Class::Sharing, RateKind::Write)
+        }
+        ["requests", _, "answer"]
+        | ["owners", _, "inbox"]
+        | ["pairing", _, _]
+        | ["devices", _, "control"]
+        | ["devices", _, "control", _]
+            if get =>
+        {
             (Class::LongPoll, RateKind::Read)
         }
         ["devices"]
-        | ["devices", _, "records" | "hub-key" | "gaps"]
+        | ["devices", _, "records" | "hub-key" | "gaps" | "shares" | "state"]
         | ["presence"]
         | ["device-list"]
         | ["accounts", "me"]
@@ -538,6 +553,33 @@ mod tests {
             (Class::Sharing, RateKind::Write)
         );
         assert_eq!(c(get, "/v1/accounts/me"), (Class::Read, RateKind::Read));
+        let delete = &Method::DELETE;
+        assert_eq!(
+            c(post, "/v1/devices/d/control/7/answer"),
+            (Class::Ingest, RateKind::None)
+        );
+        for path in ["claim", "transfer", "control", "shares"] {
+            assert_eq!(
+                c(post, &format!("/v1/devices/d/{path}")),
+                (Class::Sharing, RateKind::Write)
+            );
+        }
+        assert_eq!(
+            c(delete, "/v1/devices/d/shares/bob"),
+            (Class::Sharing, RateKind::Write)
+        );
+        for path in ["control", "control/7"] {
+            assert_eq!(
+                c(get, &format!("/v1/devices/d/{path}")),
+                (Class::LongPoll, RateKind::Read)
+            );
+        }
+        for path in ["shares", "state"] {
+            assert_eq!(
+                c(get, &format!("/v1/devices/d/{path}")),
+                (Class::Read, RateKind::Read)
+            );
+        }
     }
 
     #[test]
