@@ -107,7 +107,11 @@ async fn access<S: Store>(
     device: DeviceId,
     account: &Account,
 ) -> Result<Access, ApiError> {
-    let stored = hub.store.device(device).await?.ok_or_else(|| unknown(device))?;
+    let stored = hub
+        .store
+        .device(device)
+        .await?
+        .ok_or_else(|| unknown(device))?;
     let owner = hub.store.owner(device).await?;
     let relation = if owner == Some(account.id) {
         Relation::Owner
@@ -138,7 +142,10 @@ fn owner_only(a: &Access, device: DeviceId, what: &str) -> Result<(), ApiError> 
 }
 
 /// Whether `device` was heard within the hub's offline threshold, and when it was last.
-async fn presence<S: Store>(hub: &Hub<S>, device: DeviceId) -> Result<(bool, Option<i64>), ApiError> {
+async fn presence<S: Store>(
+    hub: &Hub<S>,
+    device: DeviceId,
+) -> Result<(bool, Option<i64>), ApiError> {
     let last = hub.store.last_seen(device).await?;
     let now = hub.now();
     Ok((last.is_some_and(|t| now - t < hub.offline_after), last))
@@ -186,7 +193,9 @@ pub(crate) async fn claim<S: Store>(
         .await?;
     if !fresh {
         // 128 random bits do not collide; a store that says so is broken.
-        return Err(ApiError::Internal("a fresh claim token was already stored".into()));
+        return Err(ApiError::Internal(
+            "a fresh claim token was already stored".into(),
+        ));
     }
     tracing::info!(%device, account = %account.name, "claim token issued");
     Ok((
@@ -514,7 +523,9 @@ pub(crate) async fn store_answer<S: Store>(
         .store
         .control_message(device, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no control message {id} for device {device}")))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no control message {id} for device {device}"))
+        })?;
     if msg.answer.is_some() {
         return Err(ApiError::Conflict(format!(
             "control message {id} is answered already"
@@ -544,14 +555,22 @@ pub(crate) async fn store_answer<S: Store>(
                 "the claim token is for another device or account".into(),
             ));
         }
-        if !hub.store.set_owner(device, None, claim.account, now).await? {
+        if !hub
+            .store
+            .set_owner(device, None, claim.account, now)
+            .await?
+        {
             return Err(ApiError::Conflict(format!(
                 "device {device} already has an owner"
             )));
         }
         tracing::info!(%device, account = claim.account, "device claimed");
     }
-    if !hub.store.put_control_answer(device, id, answer, now).await? {
+    if !hub
+        .store
+        .put_control_answer(device, id, answer, now)
+        .await?
+    {
         return Err(ApiError::Conflict(format!(
             "control message {id} is answered already"
         )));
@@ -595,8 +614,16 @@ pub(crate) async fn result<S: Store>(
     ApiQuery(q): ApiQuery<ResultQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = parse_device(&device)?;
-    let gone = || ApiError::NotFound(format!("no control message {id} of yours for device {device}"));
-    let msg = hub.store.control_message(device, id).await?.ok_or_else(gone)?;
+    let gone = || {
+        ApiError::NotFound(format!(
+            "no control message {id} of yours for device {device}"
+        ))
+    };
+    let msg = hub
+        .store
+        .control_message(device, id)
+        .await?
+        .ok_or_else(gone)?;
     if msg.posted.account != account.id && hub.store.owner(device).await? != Some(account.id) {
         return Err(gone());
     }
@@ -612,7 +639,11 @@ pub(crate) async fn result<S: Store>(
             return describe(&hub, device, &msg).await;
         }
         wait_for_change(changed, deadline).await;
-        msg = hub.store.control_message(device, id).await?.ok_or_else(gone)?;
+        msg = hub
+            .store
+            .control_message(device, id)
+            .await?
+            .ok_or_else(gone)?;
     }
 }
 
@@ -680,7 +711,9 @@ pub(crate) async fn put_share<S: Store>(
             "a device is shared with at most {MAX_SHARES} accounts"
         )));
     }
-    hub.store.put_share(device, to.id, rights, hub.now()).await?;
+    hub.store
+        .put_share(device, to.id, rights, hub.now())
+        .await?;
     tracing::info!(%device, owner = %account.name, to = %name, rights = rights.as_str(), "device shared");
     Ok(Json(json!({"account": name, "rights": rights.as_str()})))
 }
@@ -765,7 +798,10 @@ mod tests {
         p.extend_from_slice(&[0x34; PAIRING_WAIT_LEN]);
         p.extend_from_slice(&[0x42, 1, 2]);
         let (id, token, answer) = split_mqtt_answer(&p).unwrap();
-        assert_eq!((id, token.len(), answer), (7, PAIRING_WAIT_LEN, &[0x42, 1, 2][..]));
+        assert_eq!(
+            (id, token.len(), answer),
+            (7, PAIRING_WAIT_LEN, &[0x42, 1, 2][..])
+        );
         assert!(split_mqtt_answer(&p[..20]).is_err());
         let mut big = u64::MAX.to_be_bytes().to_vec();
         big.extend_from_slice(&[0; PAIRING_WAIT_LEN]);

@@ -236,7 +236,9 @@ fn take_answer<S: Store + 'static>(
             let (_, token, _) = crate::control::split_mqtt_answer(&p.payload)?;
             if let Some(keys) = hub.link_keys(d) {
                 custos_proto::uplink::open_pairing_wait(&custos_proto::RustCrypto, &keys, d, token)
-                    .map_err(|_| ApiError::Unauthorized("the device token does not verify".into()))?;
+                    .map_err(|_| {
+                        ApiError::Unauthorized("the device token does not verify".into())
+                    })?;
             }
             Ok(d)
         });

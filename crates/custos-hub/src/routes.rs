@@ -111,7 +111,10 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
             "/v1/devices/{device}/shares/{account}",
             delete(crate::control::remove_share::<S>),
         )
-        .route("/v1/devices/{device}/state", get(crate::control::state::<S>))
+        .route(
+            "/v1/devices/{device}/state",
+            get(crate::control::state::<S>),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -284,7 +284,11 @@ fn classify(method: &Method, path: &str) -> (Class, RateKind) {
             (Class::LongPoll, RateKind::Read)
         }
         ["devices"]
-        | ["devices", _, "records" | "hub-key" | "gaps" | "shares" | "state"]
+        | [
+            "devices",
+            _,
+            "records" | "hub-key" | "gaps" | "shares" | "state",
+        ]
         | ["presence"]
         | ["device-list"]
         | ["accounts", "me"]
