@@ -515,7 +515,7 @@ mod tests {
 
     #[test]
     fn classes() {
-        let c = |m: &Method, p| classify(m, p);
+        let c = |m: &Method, p: &str| classify(m, p);
         let (get, post) = (&Method::GET, &Method::POST);
         assert_eq!(
             c(post, "/v1/devices/0011223344556677/uplinks"),
@@ -563,26 +563,20 @@ mod tests {
             (Class::Ingest, RateKind::None)
         );
         for path in ["claim", "transfer", "control", "shares"] {
-            assert_eq!(
-                c(post, &format!("/v1/devices/d/{path}")),
-                (Class::Sharing, RateKind::Write)
-            );
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(post, &path), (Class::Sharing, RateKind::Write));
         }
         assert_eq!(
             c(delete, "/v1/devices/d/shares/bob"),
             (Class::Sharing, RateKind::Write)
         );
         for path in ["control", "control/7"] {
-            assert_eq!(
-                c(get, &format!("/v1/devices/d/{path}")),
-                (Class::LongPoll, RateKind::Read)
-            );
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(get, &path), (Class::LongPoll, RateKind::Read));
         }
         for path in ["shares", "state"] {
-            assert_eq!(
-                c(get, &format!("/v1/devices/d/{path}")),
-                (Class::Read, RateKind::Read)
-            );
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(get, &path), (Class::Read, RateKind::Read));
         }
     }
 
