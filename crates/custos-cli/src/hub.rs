@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Argon2id passes per password hash [default: 9]. Lower it only for tests.
     #[arg(long, env = "CUSTOS_HUB_PASSWORD_ITERATIONS")]
     password_iterations: Option<u32>,
+    /// A device not heard from for this long (its control long-poll is its heartbeat) counts as offline in
+    /// control answers and device state: 5s, 1m [default: 5s].
+    #[arg(long, env = "CUSTOS_HUB_OFFLINE_AFTER")]
+    offline_after: Option<String>,
     #[command(flatten)]
     mqtt_tls: crate::MqttTlsArgs,
     /// The hub's TLS certificate chain (PEM, end-entity first) [default: a self-signed certificate made at first
@@ -419,6 +423,10 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         accounts.password_cost.iterations = t;
     }
     argon2_check(accounts.password_cost)?;
+    if let Some(t) = &a.offline_after {
+        // `duration` refuses anything below 1 s.
+        accounts.offline_after = std::time::Duration::from_secs(duration(t)?.unsigned_abs());
+    }
     let tls = tls_mode(&a, &file, listen)?;
     let config = ServeConfig {
         data_dir,

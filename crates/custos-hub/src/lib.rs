@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod accounts;
+pub mod control;
 mod error;
 mod extract;
 mod keys;
@@ -90,16 +91,41 @@ pub struct Hub<S> {
     dummy: OnceLock<String>,
     /// SHA-256 of the operator token; admin endpoints refuse everyone without it.
     operator: OnceLock<[u8; 32]>,
+    /// A device not heard from for this many seconds is offline.
+    offline_after: i64,
+    /// Every control message this hub queues, for its MQTT side to publish (`mqtt.rs`). Nothing listens without
+    /// MQTT, and a lagging listener skips messages: the HTTP queue is what delivers, MQTT only makes it faster.
+    downlink: tokio::sync::broadcast::Sender<control::Downlink>,
 }
 
-/// How a hub treats accounts: the cost of password hashes and the login limits.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a hub treats accounts and what it tells them: the cost of password hashes, the login limits, and when a
+/// device counts as offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccountConfig {
     /// The Argon2id cost of password hashes.
     pub password_cost: PasswordCost,
     /// Login attempts per client address, and the per-account delay base.
     pub login_rate: LoginRate,
+    /// A device not heard from for this long is offline (`online: false` in control answers and device state);
+    /// whole seconds, at least 1. Default [`DEFAULT_OFFLINE_AFTER`].
+    pub offline_after: Duration,
 }
+
+/// How long a device may be silent and still count as online, by default.
+pub const DEFAULT_OFFLINE_AFTER: Duration = Duration::from_secs(5);
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        Self {
+            password_cost: PasswordCost::default(),
+            login_rate: LoginRate::default(),
+            offline_after: DEFAULT_OFFLINE_AFTER,
+        }
+    }
+}
+
+/// How many queued control messages wait for the MQTT side to publish them; past that it skips the oldest.
+pub const DOWNLINK_BUFFER: usize = 1024;
 
 /// The most devices whose link keys a hub keeps in memory (about 100 bytes each); past that it starts afresh.
 pub const LINK_KEY_CACHE: usize = 100_000;
@@ -144,6 +170,10 @@ impl<S: Store> Hub<S> {
             login_limiter: accounts::login_limiter(accounts.login_rate),
             dummy: OnceLock::new(),
             operator: OnceLock::new(),
+            offline_after: i64::try_from(accounts.offline_after.as_secs())
+                .unwrap_or(i64::MAX)
+                .max(1),
+            downlink: tokio::sync::broadcast::channel(DOWNLINK_BUFFER).0,
         })
     }
 

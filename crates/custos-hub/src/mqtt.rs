@@ -3,6 +3,11 @@
 //! on `{prefix}/{device}/ack` (the 24-byte acks) or `{prefix}/{device}/error` (JSON), and keeps the signed device
 //! list retained on `{prefix}/device-list`.
 //!
+//! Owner control: each control message a hub queues is also published on `{prefix}/{device}/control`
+//! (`id (8) ‖ message`, QoS 1, not retained), and devices may answer on `{prefix}/{device}/answer`
+//! (`id (8) ‖ device token (25) ‖ answer`, taken through `$share/custos-hub/{prefix}/+/answer`). The HTTP queue
+//! stays the record: MQTT only makes delivery faster.
+//!
 //! Hubs subscribe at QoS 0, and the session is clean and ends with the connection, so a replica that dies holds
 //! nothing back: what was on its way to it is lost with it and resent by its device, which waits for an
 //! authenticated ack; a batch stored twice is harmless (the store keeps each sequence number once). QoS 1 would add
@@ -63,11 +68,15 @@ pub fn tls_transport(trust: &custos_client::TlsTrust) -> Result<rumqttc::Transpo
     ))
 }
 
-fn device_of(topic: &str, prefix: &str) -> Option<String> {
+/// The device and the last level of `{prefix}/{device}/{tail}`.
+fn device_of<'t>(topic: &'t str, prefix: &str) -> Option<(&'t str, &'t str)> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
-    let (device, tail) = rest.split_once('/')?;
-    (tail == "up").then(|| device.to_string())
+    rest.split_once('/')
 }
+
+/// How many device answers one hub handles at once from MQTT; past that an answer is dropped (the device sends it
+/// again over HTTP, or the sender asks again).
+pub const ANSWERS_IN_FLIGHT: usize = 16;
 
 /// Runs the hub's MQTT side until `shutdown` completes. Reconnects on its own when the broker goes away.
 pub async fn run<S: Store + 'static>(
@@ -97,6 +106,9 @@ pub async fn run<S: Store + 'static>(
     opts.set_network_options(net);
     let (client, mut events) = AsyncClient::new(opts, 1024);
     let subscription = format!("$share/custos-hub/{}/+/up", config.prefix);
+    let answers = format!("$share/custos-hub/{}/+/answer", config.prefix);
+    let mut downlink = hub.downlink.subscribe();
+    let answer_turns = Arc::new(tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT));
     let list_topic = format!("{}/device-list", config.prefix);
     let mut published_list = 0i64;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -124,6 +136,23 @@ pub async fn run<S: Store + 'static>(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            queued = downlink.recv() => match queued {
+                // The message is also in the device's HTTP queue: a publish lost here (or skipped because this
+                // loop lagged) is fetched there.
+                Ok(d) => {
+                    let mut payload = u64::try_from(d.id).unwrap_or(0).to_be_bytes().to_vec();
+                    payload.extend_from_slice(&d.message);
+                    let topic = format!("{}/{}/control", config.prefix, d.device);
+                    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+                        tracing::debug!(%e, "a control message was not published over MQTT");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "control messages not published over MQTT: the loop lagged");
+                }
+                // The hub holds the sender as long as this loop holds the hub.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            },
             _ = tick.tick() => {
                 // Keep the retained device list current, whichever hub or command changed it.
                 if let Ok(Some((version, signed))) = hub.store.device_list().await
@@ -136,14 +165,24 @@ pub async fn run<S: Store + 'static>(
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     tracing::info!(broker = %config.url, "connected to the MQTT broker");
-                    if let Err(e) = client.try_subscribe(subscription.clone(), QoS::AtMostOnce) {
-                        tracing::warn!(%e, "subscribing failed");
+                    for topic in [&subscription, &answers] {
+                        if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtMostOnce) {
+                            tracing::warn!(%e, "subscribing failed");
+                        }
                     }
                     published_list = 0;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    let device = device_of(&topic, &config.prefix).and_then(|d| d.parse().ok());
+                    let parsed = device_of(&topic, &config.prefix);
+                    if let Some((device, "answer")) = parsed {
+                        let device = device.parse::<DeviceId>().ok();
+                        take_answer(&hub, &client, &answer_turns, device, &topic, p);
+                        continue;
+                    }
+                    let device = parsed
+                        .filter(|(_, tail)| *tail == "up")
+                        .and_then(|(d, _)| d.parse().ok());
                     let checked = device
                         .ok_or_else(|| ApiError::BadRequest(format!("`{topic}` names no device")))
                         .and_then(|d| crate::routes::precheck(&hub, d, &p.payload).map(|()| d));
@@ -176,6 +215,56 @@ pub async fn run<S: Store + 'static>(
     dispatcher.abort();
     let _ = client.disconnect().await;
     Ok(())
+}
+
+/// Takes a device's answer from `{prefix}/{device}/answer` (`id (8) ‖ device token (25) ‖ answer`) without
+/// waiting on the store: a forgery for a device whose link keys this hub holds is dropped on its token's MAC,
+/// the rest is stored by a task, [`ANSWERS_IN_FLIGHT`] at a time. Nothing is published back: the device learns
+/// nothing from the hub here (it may send the answer again over HTTP: `409` means it is there).
+fn take_answer<S: Store + 'static>(
+    hub: &Arc<Hub<S>>,
+    client: &AsyncClient,
+    turns: &Arc<tokio::sync::Semaphore>,
+    device: Option<DeviceId>,
+    topic: &str,
+    p: Publish,
+) {
+    let _ = client.try_ack(&p);
+    let checked = device
+        .ok_or_else(|| ApiError::BadRequest(format!("`{topic}` names no device")))
+        .and_then(|d| {
+            let (_, token, _) = crate::control::split_mqtt_answer(&p.payload)?;
+            if let Some(keys) = hub.link_keys(d) {
+                custos_proto::uplink::open_pairing_wait(&custos_proto::RustCrypto, &keys, d, token)
+                    .map_err(|_| {
+                        ApiError::Unauthorized("the device token does not verify".into())
+                    })?;
+            }
+            Ok(d)
+        });
+    let device = match checked {
+        Ok(d) => d,
+        Err(e) => return count_junk(hub, topic, &e),
+    };
+    let Ok(turn) = turns.clone().try_acquire_owned() else {
+        hub.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(%device, "an MQTT answer was dropped: too many in flight");
+        return;
+    };
+    let (hub, topic) = (hub.clone(), topic.to_string());
+    tokio::spawn(async move {
+        match crate::control::mqtt_answer(&hub, device, &p.payload).await {
+            Ok(id) => tracing::debug!(%device, id, "answer taken over MQTT"),
+            Err(e @ (ApiError::BadRequest(_) | ApiError::Unauthorized(_))) => {
+                count_junk(&hub, &topic, &e);
+            }
+            Err(ApiError::Internal(detail)) => {
+                tracing::error!(%detail, %device, "an MQTT answer was not stored");
+            }
+            Err(e) => tracing::info!(%device, %e, "an MQTT answer was refused"),
+        }
+        drop(turn);
+    });
 }
 
 /// Counts a batch dropped as junk, logging at powers of two.

@@ -80,6 +80,41 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
                 .post(crate::sharing::relay_post::<S>)
                 .layer(DefaultBodyLimit::max(crate::sharing::MAX_RELAYED)),
         )
+        .route(
+            "/v1/devices/{device}/claim",
+            post(crate::control::claim::<S>),
+        )
+        .route(
+            "/v1/devices/{device}/transfer",
+            post(crate::control::transfer::<S>),
+        )
+        .route(
+            "/v1/devices/{device}/control",
+            post(crate::control::post::<S>)
+                .get(crate::control::fetch::<S>)
+                .layer(DefaultBodyLimit::max(crate::control::MAX_LIST)),
+        )
+        .route(
+            "/v1/devices/{device}/control/{id}",
+            get(crate::control::result::<S>),
+        )
+        .route(
+            "/v1/devices/{device}/control/{id}/answer",
+            post(crate::control::answer::<S>)
+                .layer(DefaultBodyLimit::max(crate::control::MAX_ANSWER)),
+        )
+        .route(
+            "/v1/devices/{device}/shares",
+            get(crate::control::list_shares::<S>).post(crate::control::put_share::<S>),
+        )
+        .route(
+            "/v1/devices/{device}/shares/{account}",
+            delete(crate::control::remove_share::<S>),
+        )
+        .route(
+            "/v1/devices/{device}/state",
+            get(crate::control::state::<S>),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY))

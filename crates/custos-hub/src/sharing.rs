@@ -408,7 +408,7 @@ pub(crate) async fn relay_get<S: Store>(
 
 /// Waits for this hub to store something new, for at most 250 ms (another replica may have stored it), or until
 /// `deadline`.
-async fn wait_for_change(
+pub(crate) async fn wait_for_change(
     changed: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     deadline: tokio::time::Instant,
 ) {

@@ -41,6 +41,7 @@ async fn fixture() -> Fixture {
     let config = AccountConfig {
         password_cost: CHEAP,
         login_rate: LoginRate::default(),
+        ..AccountConfig::default()
     };
     let hub = Hub::configured(store, HubKeys::generate(), now, config);
     Fixture { dir, hub }

@@ -628,6 +628,17 @@ pub trait Store: Send + Sync {
         now: i64,
     ) -> impl Future<Output = Result<Option<Claim>>> + Send;
 
+    /// How many claim tokens of `account` are unexpired at `now`: for `device` only, or for any with `None`.
+    fn open_claims(
+        &self,
+        account: i64,
+        device: Option<DeviceId>,
+        now: i64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// When `device` was last heard (see [`Store::touch`]), if ever.
+    fn last_seen(&self, device: DeviceId) -> impl Future<Output = Result<Option<i64>>> + Send;
+
     /// Queues a control message; returns its id. Fails with [`StoreError::QueueFull`] if the device already has
     /// `max_waiting` messages that are unanswered and unexpired at `m.created_at`, with
     /// [`StoreError::UnknownDevice`] if it is not admitted.
@@ -906,6 +917,12 @@ impl Store for AnyStore {
     }
     async fn take_claim(&self, token_hash: [u8; 32], now: i64) -> Result<Option<Claim>> {
         delegate!(self, take_claim(token_hash, now))
+    }
+    async fn open_claims(&self, account: i64, device: Option<DeviceId>, now: i64) -> Result<u64> {
+        delegate!(self, open_claims(account, device, now))
+    }
+    async fn last_seen(&self, device: DeviceId) -> Result<Option<i64>> {
+        delegate!(self, last_seen(device))
     }
     async fn push_control(&self, m: &NewControl, max_waiting: u32) -> Result<i64> {
         delegate!(self, push_control(m, max_waiting))

@@ -1143,6 +1143,28 @@ macro_rules! sql_store {
                 result
             }
 
+            async fn open_claims(&self, account: i64, device: Option<DeviceId>, now: i64) -> Result<u64> {
+                let n: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM claims WHERE account = $1 AND ($2 IS NULL OR device = $2) \
+                     AND expires_at > $3",
+                )
+                .bind(account)
+                .bind(device.as_ref().map(|d| &d.0[..]))
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("n")?;
+                u64::try_from(n).map_err(|_| StoreError::Corrupt("negative count"))
+            }
+
+            async fn last_seen(&self, device: DeviceId) -> Result<Option<i64>> {
+                let row = sqlx::query("SELECT last_seen FROM presence WHERE device = $1")
+                    .bind(&device.0[..])
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| row.try_get("last_seen")).transpose().map_err(Into::into)
+            }
+
             async fn push_control(&self, m: &NewControl, max_waiting: u32) -> Result<i64> {
                 let _write = self.writer().await;
                 let mut conn = self.pool.acquire().await?;

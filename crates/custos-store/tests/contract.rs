@@ -234,6 +234,8 @@ async fn revocation_and_presence<S: Store>(s: S) -> Result<()> {
         p.len() == 1 && p[0].last_seen == NOW + 10 && p[0].address == "127.0.0.1:5000",
         "{p:?}"
     );
+    ensure!(s.last_seen(dev(2)).await? == Some(NOW + 10));
+    ensure!(s.last_seen(dev(1)).await?.is_none(), "never heard");
     ensure!(matches!(
         s.touch(dev(8), NOW, "x").await,
         Err(StoreError::UnknownDevice(_))
@@ -699,6 +701,11 @@ async fn claims_are_used_once<S: Store + Clone + 'static>(s: S) -> Result<()> {
     };
     ensure!(s.put_claim(&claim(1, NOW + 600)).await?);
     ensure!(!s.put_claim(&claim(1, NOW + 600)).await?, "same hash twice");
+    ensure!(s.open_claims(alice, None, NOW).await? == 1);
+    ensure!(s.open_claims(alice, Some(dev(1)), NOW).await? == 1);
+    ensure!(s.open_claims(alice, Some(dev(2)), NOW).await? == 0);
+    ensure!(s.open_claims(alice, None, NOW + 600).await? == 0, "expired");
+    ensure!(s.open_claims(alice + 1, None, NOW).await? == 0);
     let unknown = s
         .put_claim(&Claim {
             device: dev(9),

@@ -265,11 +265,30 @@ fn classify(method: &Method, path: &str) -> (Class, RateKind) {
         ["accounts", "me", "password"] if *method == Method::PUT => {
             (Class::Sharing, RateKind::Write)
         }
-        ["requests", _, "answer"] | ["owners", _, "inbox"] | ["pairing", _, _] if get => {
+        // A device's answer is authenticated by its device token; many devices may share one NAT address.
+        ["devices", _, "control", _, "answer"] if post => (Class::Ingest, RateKind::None),
+        // Owner control: writes of a logged-in account.
+        ["devices", _, "claim" | "transfer" | "control" | "shares"] if post => {
+            (Class::Sharing, RateKind::Write)
+        }
+        ["devices", _, "shares", _] if *method == Method::DELETE => {
+            (Class::Sharing, RateKind::Write)
+        }
+        ["requests", _, "answer"]
+        | ["owners", _, "inbox"]
+        | ["pairing", _, _]
+        | ["devices", _, "control"]
+        | ["devices", _, "control", _]
+            if get =>
+        {
             (Class::LongPoll, RateKind::Read)
         }
         ["devices"]
-        | ["devices", _, "records" | "hub-key" | "gaps"]
+        | [
+            "devices",
+            _,
+            "records" | "hub-key" | "gaps" | "shares" | "state",
+        ]
         | ["presence"]
         | ["device-list"]
         | ["accounts", "me"]
@@ -496,7 +515,7 @@ mod tests {
 
     #[test]
     fn classes() {
-        let c = |m: &Method, p| classify(m, p);
+        let c = |m: &Method, p: &str| classify(m, p);
         let (get, post) = (&Method::GET, &Method::POST);
         assert_eq!(
             c(post, "/v1/devices/0011223344556677/uplinks"),
@@ -538,6 +557,27 @@ mod tests {
             (Class::Sharing, RateKind::Write)
         );
         assert_eq!(c(get, "/v1/accounts/me"), (Class::Read, RateKind::Read));
+        let delete = &Method::DELETE;
+        assert_eq!(
+            c(post, "/v1/devices/d/control/7/answer"),
+            (Class::Ingest, RateKind::None)
+        );
+        for path in ["claim", "transfer", "control", "shares"] {
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(post, &path), (Class::Sharing, RateKind::Write));
+        }
+        assert_eq!(
+            c(delete, "/v1/devices/d/shares/bob"),
+            (Class::Sharing, RateKind::Write)
+        );
+        for path in ["control", "control/7"] {
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(get, &path), (Class::LongPoll, RateKind::Read));
+        }
+        for path in ["shares", "state"] {
+            let path = format!("/v1/devices/d/{path}");
+            assert_eq!(c(get, &path), (Class::Read, RateKind::Read));
+        }
     }
 
     #[test]
