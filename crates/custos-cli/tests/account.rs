@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 
 /// Runs `custos args` in `dir` with `input` on stdin.
 fn custos_in(dir: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custos"))
+    let mut child = common::trusting(&mut Command::new(env!("CARGO_BIN_EXE_custos")), dir)
         .args(args)
         .current_dir(dir)
         .env_remove("CUSTOS_SESSION")
@@ -53,7 +53,7 @@ fn register_login_whoami_passwd_logout() {
         ],
         port,
     );
-    let url = format!("http://127.0.0.1:{port}");
+    let url = common::hub_url(port);
     let session = dir.path().join("cfg/session.json");
     let session = session.to_str().unwrap();
     let d = dir.path();
@@ -169,9 +169,10 @@ fn register_login_whoami_passwd_logout() {
     ));
     assert_eq!(me["name"], "hana");
     assert_eq!(me["owned"], serde_json::json!([]));
-    // The environment names the session file too.
+    // The environment names the session file too, and the session remembers the hub's pinned certificate.
     let me = Command::new(env!("CARGO_BIN_EXE_custos"))
         .args(["account", "whoami"])
+        .env_remove("CUSTOS_HUB_FINGERPRINT")
         .env("CUSTOS_SESSION", session)
         .output()
         .unwrap();
