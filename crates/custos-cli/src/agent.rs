@@ -373,78 +373,39 @@ async fn agent_main(
     }
 }
 
-/// Takes the device's control messages as they come (the fetch doubles as its heartbeat, with its state),
-/// acts on those that authenticate and answers them. Network failures back off and try again; a local failure
-/// (the disk) ends the agent.
+/// Serves the device's control queue (see [`custos_device::control::serve`]), saying what it does; a local
+/// failure ends the agent.
 async fn control_loop(
-    mut controller: custos_device::control::Controller,
-    mut channel: custos_device::control::ControlChannel,
+    controller: custos_device::control::Controller,
+    channel: custos_device::control::ControlChannel,
     udk: Option<custos_proto::Secret>,
     heartbeat: Duration,
     tx: tokio::sync::mpsc::UnboundedSender<Report>,
 ) {
     use custos_device::control::Handled;
-    let mut backoff = Backoff::default();
-    loop {
-        let state = controller.state().map(str::to_owned);
-        let messages = match channel.fetch(heartbeat, state.as_deref()).await {
-            Ok(m) => {
-                backoff.reset();
-                m
+    let controller = std::sync::Arc::new(tokio::sync::Mutex::new(controller));
+    let e = custos_device::control::serve(controller, channel, udk, heartbeat, |id, handled, c| {
+        match handled {
+            Handled::Answer { status, .. } => {
+                eprintln!(
+                    "command {id}: {status:?}; state {}",
+                    c.state().unwrap_or("(none)")
+                )
             }
-            Err(e) => {
-                let wait = backoff.next(e.is_refusal());
-                tracing::warn!(%e, "no control messages fetched; trying again in {} ms", wait.as_millis());
-                tokio::time::sleep(wait).await;
-                continue;
+            Handled::ListAck { version, .. } => {
+                eprintln!("authorized senders: list version {version} held")
             }
-        };
-        for m in messages {
-            let now = timearg::now().map_or(0, |t| t.secs());
-            let handled = match &udk {
-                Some(k) => controller.handle(k, now, &m.body),
-                None => Ok(Handled::Refused("the device is not paired".into())),
-            };
-            let handled = match handled.and_then(|h| channel.taken(m.id).map(|()| h)) {
-                Ok(h) => h,
-                Err(e) => {
-                    let _ = tx.send(Report::Fatal(e));
-                    return;
-                }
-            };
-            match &handled {
-                Handled::Answer { status, .. } => eprintln!(
-                    "command {}: {status:?}; state {}",
-                    m.id,
-                    controller.state().unwrap_or("(none)")
-                ),
-                Handled::ListAck { version, .. } => {
-                    eprintln!("authorized senders: list version {version} held")
-                }
-                Handled::Claim { .. } => eprintln!("claim {}: opened, proving it to the hub", m.id),
-                Handled::Refused(why) => eprintln!(
-                    "control message {} refused ({why}); {} refused so far",
-                    m.id, controller.refused
-                ),
-            }
-            if let Some(answer) = handled.answer() {
-                // A few tries: past that the sender sees no answer and may ask again with a new command.
-                let mut tries = Backoff::default();
-                for attempt in 1..=5 {
-                    match channel.answer(m.id, answer).await {
-                        Ok(()) => break,
-                        Err(e) if attempt < 5 && e.is_transient() => {
-                            tokio::time::sleep(tries.next(false)).await
-                        }
-                        Err(e) => {
-                            tracing::warn!(%e, id = m.id, "the answer did not reach the hub");
-                            break;
-                        }
-                    }
-                }
+            Handled::Claim { .. } => eprintln!("claim {id}: opened, proving it to the hub"),
+            Handled::Refused(why) => {
+                eprintln!(
+                    "control message {id} refused ({why}); {} refused so far",
+                    c.refused
+                )
             }
         }
-    }
+    })
+    .await;
+    let _ = tx.send(Report::Fatal(e));
 }
 
 /// How long `--count` waits for the hub to take the rest of the queue without progress.

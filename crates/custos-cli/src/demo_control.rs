@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use custos_client::{HubClient, TlsTrust};
 use custos_device::actuator::{Actuator, ActuatorError, parse_switch};
 use custos_device::agent::Agent;
-use custos_device::control::{ControlChannel, Controller};
+use custos_device::control::Controller;
 use custos_keeper::{Keeper, KeeperError};
 use custos_proto::control::{self, CommandHeader, Op, OwnerKeys, SenderKeys, Status};
 use custos_proto::{DeviceId, RustCrypto, Secret, Suite};
@@ -47,7 +47,7 @@ impl Actuator for WatchedRelay {
 /// The device's side, running in the background: fetches its control queue and handles what comes.
 struct RunningDevice {
     controller: Arc<tokio::sync::Mutex<Controller>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<custos_device::agent::AgentError>,
 }
 
 impl RunningDevice {
@@ -55,7 +55,13 @@ impl RunningDevice {
         let (controller, channel, udk) = agent.controller(Box::new(relay.clone()))?;
         let udk = udk.context("the device holds no user–device key")?;
         let controller = Arc::new(tokio::sync::Mutex::new(controller));
-        let task = tokio::spawn(device_loop(controller.clone(), channel, udk));
+        let task = tokio::spawn(custos_device::control::serve(
+            controller.clone(),
+            channel,
+            Some(udk),
+            Duration::from_secs(1),
+            |_, _, _| {},
+        ));
         Ok(Self { controller, task })
     }
 
@@ -65,34 +71,6 @@ impl RunningDevice {
 
     fn stop(self) {
         self.task.abort();
-    }
-}
-
-async fn device_loop(
-    controller: Arc<tokio::sync::Mutex<Controller>>,
-    mut channel: ControlChannel,
-    udk: Secret,
-) {
-    loop {
-        let state = controller.lock().await.state().map(str::to_owned);
-        let Ok(messages) = channel
-            .fetch(Duration::from_secs(1), state.as_deref())
-            .await
-        else {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        };
-        for m in messages {
-            let now = crate::timearg::now().map_or(0, |t| t.secs());
-            let handled = controller.lock().await.handle(&udk, now, &m.body);
-            let Ok(handled) = handled else { return };
-            if channel.taken(m.id).is_err() {
-                return;
-            }
-            if let Some(a) = handled.answer() {
-                let _ = channel.answer(m.id, a).await;
-            }
-        }
     }
 }
 

@@ -356,3 +356,68 @@ fn nonce() -> [u8; 12] {
     OsRng.fill_bytes(&mut n);
     n
 }
+
+/// Serves the device's control queue until a local failure (the disk) ends it: fetches what comes (the fetch is
+/// also the heartbeat, with the actuator's state), handles each message, marks it taken, and sends the answer
+/// (a few tries; past that the sender sees no answer and may send a new command). Network failures back off and
+/// try again. `seen` is told about every message handled, for logs. Without a user–device key (the device was
+/// never paired) every message is refused.
+pub async fn serve(
+    controller: std::sync::Arc<tokio::sync::Mutex<Controller>>,
+    mut channel: ControlChannel,
+    udk: Option<Secret>,
+    heartbeat: Duration,
+    mut seen: impl FnMut(i64, &Handled, &Controller),
+) -> AgentError {
+    let mut backoff = crate::agent::Backoff::default();
+    loop {
+        let state = controller.lock().await.state().map(str::to_owned);
+        let messages = match channel.fetch(heartbeat, state.as_deref()).await {
+            Ok(m) => {
+                backoff.reset();
+                m
+            }
+            Err(e) => {
+                let wait = backoff.next(e.is_refusal());
+                tracing::warn!(%e, "no control messages fetched; trying again in {} ms", wait.as_millis());
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        for m in messages {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut c = controller.lock().await;
+            let handled = match &udk {
+                Some(k) => c.handle(k, now, &m.body),
+                None => {
+                    c.refused += 1;
+                    Ok(Handled::Refused("the device is not paired".into()))
+                }
+            };
+            let handled = match handled.and_then(|h| channel.taken(m.id).map(|()| h)) {
+                Ok(h) => h,
+                Err(e) => return e,
+            };
+            seen(m.id, &handled, &c);
+            drop(c);
+            if let Some(answer) = handled.answer() {
+                let mut tries =
+                    crate::agent::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                for attempt in 1..=5 {
+                    match channel.answer(m.id, answer).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 5 && e.is_transient() && !e.is_refusal() => {
+                            tokio::time::sleep(tries.next(false)).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(%e, id = m.id, "the answer did not reach the hub");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
