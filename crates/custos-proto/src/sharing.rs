@@ -526,6 +526,9 @@ impl Grant {
     }
 }
 
+/// A granted node and its sealed secret, as read from a grant.
+type SealedNode<'v> = (NodeId, &'v [u8]);
+
 /// Reads one granted tree against `request`: its device is one asked for, its tree is valid, and each node exists
 /// and lies inside the range asked for; `count` counts nodes across the grant, at most [`MAX_GRANT_NODES`].
 /// Returns the tree and each node with its sealed secret, unopened.
@@ -533,7 +536,7 @@ fn read_tree<'v>(
     tree: &'v Value,
     request: &SharingRequest,
     count: &mut usize,
-) -> Result<(TreeSpec, Vec<(NodeId, &'v [u8])>), Error> {
+) -> Result<(TreeSpec, Vec<SealedNode<'v>>), Error> {
     let Value::Array(fields) = tree else {
         return Err(Error::InvalidValue("a granted tree is not an array"));
     };
