@@ -5,7 +5,8 @@
 //!    reply secret on disk (owner-only), so the answer can be opened after a restart or days later.
 //! 3. [`App::wait`] fetches the keeper's answer: a [`Answer::Granted`] list of trees with their node secrets
 //!    (every node checked against what was asked), or a [`Answer::Denied`] reason.
-//! 4. [`App::fetch_records`] pages a device's sealed records of the granted range out of the hub, and
+//! 4. [`App::fetch_records`] pages a device's sealed records of the granted range out of the hub (each page with an
+//!    access token signed by the application's key: the hub serves only the spans granted to that key), and
 //!    [`decrypt_all`] opens them on all cores.
 //!
 //! State directory: `app.json` (format, name, signing seed), `requests/{id}.json` (the signed request and its
@@ -405,6 +406,21 @@ impl App {
         }
     }
 
+    /// `Authorization: Custos <hex>`: a fresh access token signed by the application's key for reading
+    /// `device`'s records (docs/wire.md §10). The hub returns only the records in spans granted to this key.
+    pub fn records_token(&self, device: DeviceId) -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = sharing::AccessToken {
+            owner: self.public_key(),
+            scope: format!("GET /v1/devices/{device}/records"),
+            at: UnixTime::new(now)?,
+        }
+        .sign(|tbs| RustCrypto.ed25519_sign(&self.seed, tbs))?;
+        Ok(format!("Custos {}", hex::encode(token)))
+    }
+
     /// The sealed records of `tree`'s device and epoch within `range`, from the hub, all pages.
     pub async fn fetch_records(
         &self,
@@ -432,7 +448,8 @@ impl App {
             if let Some(a) = after {
                 url.push_str(&format!("&after={a}"));
             }
-            let body = client.get(&url, None).await.map_err(app_err)?;
+            let auth = self.records_token(spec.device())?;
+            let body = client.get(&url, Some(&auth)).await.map_err(app_err)?;
             let page: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| AppError::Unreachable(format!("the hub's answer is not JSON: {e}")))?;
             for r in page["records"].as_array().into_iter().flatten() {

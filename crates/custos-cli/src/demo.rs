@@ -467,7 +467,8 @@ async fn story(args: &DemoArgs) -> Result<()> {
         "the two-month grant opened {}",
         opened_months.opened()
     );
-    let other = app
+    // The hub serves the application nothing of a device its grants do not name (404, as for no device)…
+    let refused = app
         .fetch_records(
             &url,
             &GrantedTree {
@@ -476,7 +477,28 @@ async fn story(args: &DemoArgs) -> Result<()> {
             },
             two_months,
         )
-        .await?;
+        .await;
+    ensure!(
+        matches!(
+            refused,
+            Err(custos_app::AppError::Refused { status: 404, .. })
+        ),
+        "the hub served {second}'s records to an application without a grant for it: {refused:?}"
+    );
+    // …and even the records the hub holds of it open under none of the grants.
+    let other: Vec<Vec<u8>> = store
+        .records(&custos_store::RecordQuery {
+            device: fleet[1].spec.device(),
+            epoch: fleet[1].spec.epoch().0,
+            leaf_from: 0,
+            leaf_until: u32::MAX,
+            after: None,
+            limit: u32::MAX,
+        })
+        .await?
+        .into_iter()
+        .map(|r| r.record.body)
+        .collect();
     let cross = decrypt_all(&months, &other).opened() + decrypt_all(&week, &other).opened();
     ensure!(
         cross == 0,
@@ -489,7 +511,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     say(
         "app",
         format!(
-            "two-month grant: opened all {per_device}; of {second}'s {} records: none",
+            "two-month grant: opened all {per_device}; {second}: the hub serves none (404), and of its {} records none open",
             other.len()
         ),
     );

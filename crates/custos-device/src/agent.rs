@@ -407,7 +407,8 @@ impl Agent {
             self.fetch_hub_key().await?;
         }
         let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
-        let bytes = get(&self.http, &format!("{}/v1/device-list", session.hub)).await?;
+        let link = LinkKeys::derive(&RustCrypto, &session.session_key)?;
+        let bytes = fetch_device_list(&self.http, &session.hub, &link, self.state.device).await?;
         self.accept_device_list(&bytes)
     }
 
@@ -921,7 +922,7 @@ impl Publisher {
             state.save(&self.dir)?;
             self.hub_signing = Some(key);
         }
-        let bytes = get(&self.http, &format!("{}/v1/device-list", self.hub)).await?;
+        let bytes = fetch_device_list(&self.http, &self.hub, &self.link, self.device).await?;
         self.accept_device_list(&bytes)
     }
 }
@@ -1010,6 +1011,29 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Vec<u8
         .post(url)
         .header("content-type", "application/octet-stream")
         .body(body)
+        .send()
+        .await
+        .map_err(transport_err)?;
+    answer(resp).await
+}
+
+/// `GET /v1/device-list?device=D` with a fresh device token (the hub gives the list to devices and its operator).
+async fn fetch_device_list(
+    http: &reqwest::Client,
+    hub: &str,
+    link: &LinkKeys,
+    device: DeviceId,
+) -> Result<Vec<u8>, AgentError> {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = custos_proto::uplink::seal_pairing_wait(&RustCrypto, link, device, clock);
+    let resp = http
+        .get(format!("{hub}/v1/device-list?device={device}"))
+        .header(
+            "authorization",
+            format!("Custos-Device {}", hex::encode(token)),
+        )
         .send()
         .await
         .map_err(transport_err)?;

@@ -242,7 +242,7 @@ async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
     let hub_dir = dir.path().join("hub");
     let first = agent.refresh_device_list().await.unwrap();
     assert!(first.authorized && first.changed);
-    let captured = plain_get(format!("{}/v1/device-list", hub.url()))
+    let captured = operator_get(&hub_dir, format!("{}/v1/device-list", hub.url()))
         .await
         .unwrap()
         .bytes()
@@ -444,7 +444,7 @@ async fn numbers_reserved_but_never_queued_are_sent_as_a_skip() {
     let sent = agent.publish().await.unwrap();
     assert_eq!((sent.stored, sent.pending), (1, 0));
     let gaps: serde_json::Value = serde_json::from_slice(
-        &plain_get(format!("{}/v1/devices/{device}/gaps", hub.url()))
+        &operator_get(&hub_dir, format!("{}/v1/devices/{device}/gaps", hub.url()))
             .await
             .unwrap()
             .bytes()
@@ -500,6 +500,17 @@ async fn plain_get(url: String) -> reqwest::Result<reqwest::Response> {
     custos_client::tls::http_client(reqwest::Client::builder(), &custos_client::TlsTrust::System)
         .unwrap()
         .get(url)
+        .send()
+        .await
+}
+
+/// `GET url` as the operator of the hub whose data directory is `hub_dir`.
+async fn operator_get(hub_dir: &Path, url: String) -> reqwest::Result<reqwest::Response> {
+    let token = custos_hub::serve::operator_token(hub_dir).unwrap();
+    custos_client::tls::http_client(reqwest::Client::builder(), &custos_client::TlsTrust::System)
+        .unwrap()
+        .get(url)
+        .bearer_auth(token.as_str())
         .send()
         .await
 }

@@ -240,13 +240,13 @@ fn client_addr(parts_ext: &axum::http::Extensions) -> Option<IpAddr> {
     })
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -283,38 +283,56 @@ impl<S: Store> FromRequestParts<Arc<Hub<S>>> for Account {
         parts: &mut Parts,
         hub: &Arc<Hub<S>>,
     ) -> Result<Self, Self::Rejection> {
-        let refuse = |why: &str| ApiError::Unauthorized(why.into());
         let token = bearer(&parts.headers)
             .or_else(|| cookie(&parts.headers))
             .ok_or_else(|| {
-                refuse("log in first: send `Authorization: Bearer <session token>` or the session cookie")
+                ApiError::Unauthorized(
+                    "log in first: send `Authorization: Bearer <session token>` or the session cookie"
+                        .into(),
+                )
             })?;
-        let hash = token_hash(token).ok_or_else(|| refuse("malformed session token"))?;
-        let now = hub.now();
-        let session = hub
-            .store
-            .session(hash, now)
-            .await?
-            .ok_or_else(|| refuse("the session has ended; log in again"))?;
-        if now - session.last_used_at >= SESSION_TOUCH
-            && !hub
-                .store
-                .touch_session(hash, now, now + SESSION_LIFETIME)
-                .await?
-        {
-            return Err(refuse("the session has ended; log in again"));
-        }
-        let account = hub
-            .store
-            .account(session.account)
-            .await?
-            .ok_or_else(|| refuse("the account is gone"))?;
-        Ok(Self {
-            id: account.id,
-            name: account.name,
-            session: hash,
-        })
+        session_account(hub, token).await
     }
+}
+
+/// The account whose live session `token` is (moving the session's end forward now and then); `401` otherwise.
+pub(crate) async fn session_account<S: Store>(
+    hub: &Hub<S>,
+    token: &str,
+) -> Result<Account, ApiError> {
+    let refuse = |why: &str| ApiError::Unauthorized(why.into());
+    let hash = token_hash(token).ok_or_else(|| refuse("malformed session token"))?;
+    let now = hub.now();
+    let session = hub
+        .store
+        .session(hash, now)
+        .await?
+        .ok_or_else(|| refuse("the session has ended; log in again"))?;
+    if now - session.last_used_at >= SESSION_TOUCH
+        && !hub
+            .store
+            .touch_session(hash, now, now + SESSION_LIFETIME)
+            .await?
+    {
+        return Err(refuse("the session has ended; log in again"));
+    }
+    let account = hub
+        .store
+        .account(session.account)
+        .await?
+        .ok_or_else(|| refuse("the account is gone"))?;
+    Ok(Account {
+        id: account.id,
+        name: account.name,
+        session: hash,
+    })
+}
+
+/// Whether `token` is the hub's operator token (compared in constant time; never, if the hub has none).
+pub(crate) fn is_operator_token<S: Store>(hub: &Hub<S>, token: &str) -> bool {
+    hub.operator
+        .get()
+        .is_some_and(|e| bool::from(e.ct_eq(&sha256(token.as_bytes()))))
 }
 
 /// The hub's operator: `Authorization: Bearer <operator token>` (docs/operations.md, "The operator token").
@@ -328,10 +346,8 @@ impl<S: Store> FromRequestParts<Arc<Hub<S>>> for Operator {
         parts: &mut Parts,
         hub: &Arc<Hub<S>>,
     ) -> Result<Self, Self::Rejection> {
-        let expected = hub.operator.get();
-        let given = bearer(&parts.headers).map(|t| sha256(t.as_bytes()));
-        match (expected, given) {
-            (Some(e), Some(g)) if bool::from(e.ct_eq(&g)) => Ok(Self),
+        match bearer(&parts.headers) {
+            Some(t) if is_operator_token(hub, t) => Ok(Self),
             _ => Err(ApiError::Unauthorized(
                 "this endpoint is for the hub's operator: send `Authorization: Bearer <operator token>`".into(),
             )),

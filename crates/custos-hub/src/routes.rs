@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use custos_proto::admission::{HubAwaitingCode, JOIN_CODE_LEN};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::authz::{Caller, records_scope, unseen};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{
     ApiError, HANDSHAKE_TIMEOUT, Hub, MAX_BODY, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_DEVICE,
@@ -349,12 +350,24 @@ struct RecordsParams {
     limit: Option<u32>,
 }
 
+/// `GET /v1/devices/{device}/records`: for the operator, an account that owns the device or has a share, and an
+/// application, which gets only the records in spans granted to its key (crate::authz).
 async fn records<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     ApiPath(device): ApiPath<String>,
+    headers: HeaderMap,
     ApiQuery(p): ApiQuery<RecordsParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = parse_device(&device)?;
+    let caller = Caller::of(&hub, &headers, Some(&records_scope(device))).await?;
+    let app = match &caller {
+        Caller::App(key) if hub.store.grant_spans(*key, device).await?.is_empty() => {
+            return Err(unseen(device));
+        }
+        Caller::App(key) => Some(*key),
+        other if other.may_see(&hub, device).await? => None,
+        _ => return Err(unseen(device)),
+    };
     let limit = p.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     let q = RecordQuery {
         device,
@@ -367,7 +380,10 @@ async fn records<S: Store>(
     if q.leaf_from > q.leaf_until {
         return Err(ApiError::BadRequest("from_leaf is after until_leaf".into()));
     }
-    let page = hub.store.records(&q).await?;
+    let page = match app {
+        Some(key) => hub.store.granted_records(&q, key).await?,
+        None => hub.store.records(&q).await?,
+    };
     let next = (page.len() == limit as usize)
         .then(|| page.last().map(|r| r.id))
         .flatten();
@@ -388,12 +404,21 @@ struct GapsParams {
 
 /// `GET /v1/devices/{device}/gaps`: the sequence numbers below the highest stored one that are neither stored nor
 /// skipped by the device (a skip notice): messages lost on the way.
+/// For the operator and accounts that own the device or have a share.
 async fn gaps<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
     ApiPath(device): ApiPath<String>,
+    headers: HeaderMap,
     ApiQuery(p): ApiQuery<GapsParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = parse_device(&device)?;
+    if !Caller::of(&hub, &headers, None)
+        .await?
+        .may_see(&hub, device)
+        .await?
+    {
+        return Err(unseen(device));
+    }
     let stored = hub
         .store
         .device(device)
@@ -416,11 +441,29 @@ struct PresenceParams {
     offline_after: Option<i64>,
 }
 
+/// Every device's presence for the operator; an account's own and shared devices for an account.
 async fn presence<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
-    _: crate::accounts::Operator,
+    headers: HeaderMap,
     ApiQuery(p): ApiQuery<PresenceParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let visible: Option<std::collections::HashSet<DeviceId>> =
+        match Caller::of(&hub, &headers, None).await? {
+            Caller::Operator => None,
+            Caller::Account(a) => {
+                let mut mine: std::collections::HashSet<_> =
+                    hub.store.owned_devices(a.id).await?.into_iter().collect();
+                mine.extend(
+                    hub.store
+                        .shared_with(a.id)
+                        .await?
+                        .into_iter()
+                        .map(|(d, _)| d),
+                );
+                Some(mine)
+            }
+            Caller::App(_) => Some(Default::default()),
+        };
     let threshold = p.offline_after.unwrap_or(300);
     if threshold <= 0 {
         return Err(ApiError::BadRequest(
@@ -433,6 +476,7 @@ async fn presence<S: Store>(
         .presence()
         .await?
         .iter()
+        .filter(|p| visible.as_ref().is_none_or(|v| v.contains(&p.device)))
         .map(|p| {
             json!({"device": p.device.to_string(), "last_seen": p.last_seen, "address": p.address,
                 "online": now - p.last_seen < threshold})
@@ -463,9 +507,34 @@ async fn hub_key<S: Store>(
     )
 }
 
+#[derive(Deserialize)]
+struct DeviceListParams {
+    device: Option<String>,
+}
+
+/// For a device (`?device=D` with its device token, revoked devices included, so that one learns it was revoked)
+/// and the operator.
 async fn device_list<S: Store>(
     State(hub): State<Arc<Hub<S>>>,
+    headers: HeaderMap,
+    ApiQuery(p): ApiQuery<DeviceListParams>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let operator = crate::accounts::bearer(&headers)
+        .is_some_and(|t| crate::accounts::is_operator_token(&hub, t));
+    if !operator {
+        let device = p.device.as_deref().map(parse_device).transpose()?;
+        let ok = match device {
+            Some(d) => crate::authz::device_token(&hub, d, &headers, true).await?,
+            None => false,
+        };
+        if !ok {
+            return Err(ApiError::Unauthorized(
+                "the device list is for devices (`?device=D` with `Authorization: Custos-Device <hex device \
+                 token>`) and the operator"
+                    .into(),
+            ));
+        }
+    }
     let (_, signed) = hub
         .store
         .device_list()

@@ -12,9 +12,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use custos_proto::sharing::{self, AccessToken, Denial, Grant, SharingRequest};
-use custos_proto::uplink::LinkKeys;
-use custos_proto::{RustCrypto, Secret, UnixTime};
-use custos_store::{Store, StoredRequest};
+use custos_proto::{RustCrypto, UnixTime};
+use custos_store::{GrantSpan, Store, StoredRequest};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -248,31 +247,65 @@ pub(crate) async fn post_answer<S: Store>(
             ApiError::NotFound("the answer names no request this hub holds".into())
         })?;
     let owner = request.owner;
+    let signed_request = request.signed;
     let (body, checked) = hub
         .off_workers(move || {
             let checked = match kind {
-                sharing::GRANT => {
-                    custos_proto::cose::verify1(&RustCrypto, &body, sharing::GRANT, &owner)
-                        .map(|_| ())
-                }
-                sharing::DENIAL => Denial::verify(&RustCrypto, &body, &owner).map(|_| ()),
+                // A grant is read as far as the hub may (trees and node ids, under the owner's signature), so
+                // that its spans go into the grant index: what the application may fetch.
+                sharing::GRANT => SharingRequest::peek(&signed_request).and_then(|r| {
+                    let trees = Grant::verify_public(&RustCrypto, &body, &owner, &r, &id)?;
+                    grant_spans(r.app_key, id, &trees).map(Some)
+                }),
+                sharing::DENIAL => Denial::verify(&RustCrypto, &body, &owner).map(|_| None),
                 _ => Err(custos_proto::Error::InvalidValue("not an answer")),
             };
             (body, checked)
         })
         .await?;
-    checked.map_err(|e| match e {
+    let spans = checked.map_err(|e| match e {
         custos_proto::Error::Signature => {
             ApiError::Unauthorized("the answer is not signed by the request's owner".into())
         }
         other => ApiError::BadRequest(format!("malformed answer: {other}")),
     })?;
-    if !hub.store.put_answer(id, &body, hub.now()).await? {
+    let fresh = match spans {
+        Some(spans) => hub.store.put_grant(id, &body, hub.now(), &spans).await?,
+        None => hub.store.put_answer(id, &body, hub.now()).await?,
+    };
+    if !fresh {
         return Err(ApiError::Conflict("the request is already answered".into()));
     }
     hub.changed.notify_waiters();
     tracing::info!(id = %hex::encode(id), kind, "sharing answer");
     Ok((StatusCode::CREATED, Json(json!({"id": hex::encode(id)}))))
+}
+
+/// The grant index rows of a grant (answering `request`): per node, the leaves its span covers, for the
+/// application `app`.
+fn grant_spans(
+    app: [u8; 32],
+    request: [u8; 32],
+    trees: &[(custos_proto::TreeSpec, Vec<custos_proto::NodeId>)],
+) -> Result<Vec<GrantSpan>, custos_proto::Error> {
+    let mut out = Vec::new();
+    for (spec, nodes) in trees {
+        for node in nodes {
+            let span = spec.node_span(*node)?;
+            let first = spec.leaf_at(span.start())?;
+            // The span's last second lies in its last leaf; the index's upper bound is exclusive.
+            let last = spec.leaf_at(UnixTime::new(span.end().secs() - 1)?)?;
+            out.push(GrantSpan {
+                app,
+                device: spec.device(),
+                epoch: spec.epoch().0,
+                from_leaf: first,
+                until_leaf: u64::from(last) + 1,
+                request,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The most messages a pairing mailbox keeps; older ones are dropped as new ones arrive.
@@ -338,36 +371,10 @@ async fn open_window<S: Store>(
     device: custos_proto::DeviceId,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
+    if !crate::authz::device_token(hub, device, headers, false).await? {
         return Ok(());
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Custos-Device "))
-        .and_then(|v| hex::decode(v.trim()).ok())
-        .ok_or_else(|| {
-            ApiError::Unauthorized(
-                "expected `Authorization: Custos-Device <hex pairing-wait token>`".into(),
-            )
-        })?;
-    let stored = hub
-        .store
-        .device(device)
-        .await?
-        .filter(|d| d.revoked_at.is_none())
-        .ok_or_else(|| ApiError::Forbidden(format!("device {device} is not admitted")))?;
-    let keys = LinkKeys::derive(&RustCrypto, &Secret::from_bytes(stored.session_key))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let time = custos_proto::uplink::open_pairing_wait(&RustCrypto, &keys, device, &token)
-        .map_err(|_| ApiError::Unauthorized("the pairing-wait token does not verify".into()))?;
-    let now = hub.now();
-    if i64::try_from(time).map_or(true, |t| (t - now).abs() > PAIRING_SKEW) {
-        return Err(ApiError::Unauthorized(
-            "the pairing-wait token is too old or from the future (check the device's clock)"
-                .into(),
-        ));
     }
+    let now = hub.now();
     hub.store.open_pairing(device, now + PAIRING_WINDOW).await?;
     Ok(())
 }

@@ -460,61 +460,11 @@ impl Grant {
         let mut out = Vec::with_capacity(trees.len());
         let mut count = 0usize;
         for tree in trees {
-            let Value::Array(fields) = tree else {
-                return Err(Error::InvalidValue("a granted tree is not an array"));
-            };
-            let [device, epoch, sched, start, end, Value::Array(nodes)] = fields.as_slice() else {
-                return Err(Error::InvalidValue(
-                    "a granted tree is [device, epoch, schedule, start, end, nodes]",
-                ));
-            };
-            let device = DeviceId(bytes_n(device, "a device id is not 8 bytes")?);
-            if !request.request.devices.contains(&device) {
-                return Err(Error::InvalidValue(
-                    "the grant covers a device not asked for",
-                ));
-            }
-            let epoch = Epoch(
-                u16::try_from(uint(epoch, "epoch is not a number")?)
-                    .map_err(|_| Error::InvalidValue("epoch over 16 bits"))?,
-            );
-            let schedule = Schedule::decode(
-                sched
-                    .as_bytes()
-                    .ok_or(Error::InvalidValue("schedule is not bytes"))?,
-            )?;
-            let span = Span::new(
-                time(start, "span start is not a time")?,
-                time(end, "span end is not a time")?,
-            )?;
-            let spec = TreeSpec::new(device, epoch, schedule, span)?;
+            let (spec, nodes) = read_tree(tree, &request.request, &mut count)?;
             let mut secrets = Vec::with_capacity(nodes.len());
-            for node in nodes {
-                count += 1;
-                if count > MAX_GRANT_NODES {
-                    return Err(Error::InvalidValue(
-                        "a grant carries 1 to 4096 node secrets",
-                    ));
-                }
-                let Value::Array(parts) = node else {
-                    return Err(Error::InvalidValue("a granted node is not an array"));
-                };
-                let [depth, index, Value::Bytes(sealed)] = parts.as_slice() else {
-                    return Err(Error::InvalidValue(
-                        "a granted node is [depth, index, sealed secret]",
-                    ));
-                };
-                let id = NodeId {
-                    depth: u8::try_from(uint(depth, "depth is not a number")?)
-                        .map_err(|_| Error::InvalidNode)?,
-                    index: uint(index, "index is not a number")?,
-                };
-                spec.check_node(id)?;
-                if !request.request.range.includes(spec.node_span(id)?) {
-                    return Err(Error::InvalidValue("the grant covers time not asked for"));
-                }
+            for (id, sealed) in nodes {
                 let plain = Zeroizing::new(
-                    ctx.open(sealed, &node_aad(device, epoch, id))
+                    ctx.open(sealed, &node_aad(spec.device(), spec.epoch(), id))
                         .map_err(|_| Error::Authentication)?,
                 );
                 let secret: [u8; 32] = plain
@@ -535,6 +485,114 @@ impl Grant {
         }
         Ok(out)
     }
+    /// What a grant shares, as the hub may read it: checks the keeper's signature, that it answers `request`
+    /// (whose id is `request_id`), and every tree and node as [`Grant::open`] does (the devices asked for, nodes
+    /// that exist and lie inside the range asked for), and returns each tree with its node ids. Opens no secret:
+    /// the hub indexes these spans to decide which records the application may fetch.
+    pub fn verify_public<C: Crypto>(
+        c: &C,
+        bytes: &[u8],
+        keeper: &[u8; 32],
+        request: &SharingRequest,
+        request_id: &[u8; 32],
+    ) -> Result<Vec<(TreeSpec, Vec<NodeId>)>, Error> {
+        let payload = verify1(c, bytes, GRANT, keeper)?;
+        if *keeper != request.owner {
+            return Err(Error::InvalidValue("the grant is not from the owner asked"));
+        }
+        let items = array_from_cbor(&payload)?;
+        let [version, id, issued_at, _enc, Value::Array(trees)] = items.as_slice() else {
+            return Err(Error::InvalidValue(
+                "a grant is [version, request id, issued at, enc, trees]",
+            ));
+        };
+        check_version(version)?;
+        time(issued_at, "issued_at is not a time")?;
+        if bytes_n::<32>(id, "request id is not 32 bytes")? != *request_id {
+            return Err(Error::InvalidValue("the grant answers another request"));
+        }
+        let mut count = 0usize;
+        let mut out = Vec::with_capacity(trees.len());
+        for tree in trees {
+            let (spec, nodes) = read_tree(tree, request, &mut count)?;
+            out.push((spec, nodes.into_iter().map(|(id, _)| id).collect()));
+        }
+        if count == 0 {
+            return Err(Error::InvalidValue(
+                "a grant carries 1 to 4096 node secrets",
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// A granted node and its sealed secret, as read from a grant.
+type SealedNode<'v> = (NodeId, &'v [u8]);
+
+/// Reads one granted tree against `request`: its device is one asked for, its tree is valid, and each node exists
+/// and lies inside the range asked for; `count` counts nodes across the grant, at most [`MAX_GRANT_NODES`].
+/// Returns the tree and each node with its sealed secret, unopened.
+fn read_tree<'v>(
+    tree: &'v Value,
+    request: &SharingRequest,
+    count: &mut usize,
+) -> Result<(TreeSpec, Vec<SealedNode<'v>>), Error> {
+    let Value::Array(fields) = tree else {
+        return Err(Error::InvalidValue("a granted tree is not an array"));
+    };
+    let [device, epoch, sched, start, end, Value::Array(nodes)] = fields.as_slice() else {
+        return Err(Error::InvalidValue(
+            "a granted tree is [device, epoch, schedule, start, end, nodes]",
+        ));
+    };
+    let device = DeviceId(bytes_n(device, "a device id is not 8 bytes")?);
+    if !request.devices.contains(&device) {
+        return Err(Error::InvalidValue(
+            "the grant covers a device not asked for",
+        ));
+    }
+    let epoch = Epoch(
+        u16::try_from(uint(epoch, "epoch is not a number")?)
+            .map_err(|_| Error::InvalidValue("epoch over 16 bits"))?,
+    );
+    let schedule = Schedule::decode(
+        sched
+            .as_bytes()
+            .ok_or(Error::InvalidValue("schedule is not bytes"))?,
+    )?;
+    let span = Span::new(
+        time(start, "span start is not a time")?,
+        time(end, "span end is not a time")?,
+    )?;
+    let spec = TreeSpec::new(device, epoch, schedule, span)?;
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        *count += 1;
+        if *count > MAX_GRANT_NODES {
+            return Err(Error::InvalidValue(
+                "a grant carries 1 to 4096 node secrets",
+            ));
+        }
+        let Value::Array(parts) = node else {
+            return Err(Error::InvalidValue("a granted node is not an array"));
+        };
+        let [depth, index, Value::Bytes(sealed)] = parts.as_slice() else {
+            return Err(Error::InvalidValue(
+                "a granted node is [depth, index, sealed secret]",
+            ));
+        };
+        let id = NodeId {
+            depth: u8::try_from(uint(depth, "depth is not a number")?)
+                .map_err(|_| Error::InvalidNode)?,
+            index: uint(index, "index is not a number")?,
+        };
+        spec.check_node(id)?;
+        if !request.range.includes(spec.node_span(id)?) {
+            return Err(Error::InvalidValue("the grant covers time not asked for"));
+        }
+        out.push((id, sealed.as_slice()));
+    }
+    Ok((spec, out))
 }
 
 /// The keeper's signed refusal of a request.
@@ -659,5 +717,23 @@ impl AccessToken {
             return Err(Error::Expired);
         }
         Ok(token)
+    }
+
+    /// Checks a token signed by the key its `owner` field names, for `scope` at `now`: how an application
+    /// proves its key to the hub (e.g. `GET /v1/devices/{device}/records`). The key is read from the unverified
+    /// payload and then checked as [`AccessToken::verify`] does, so the returned `owner` is the signer. Scopes
+    /// differ by operation, so a keeper's inbox token never passes as an application's and the other way round.
+    pub fn verify_self_signed<C: Crypto>(
+        c: &C,
+        bytes: &[u8],
+        scope: &str,
+        now: UnixTime,
+    ) -> Result<Self, Error> {
+        let items = array_from_cbor(&unverified_payload(bytes)?)?;
+        let signer = bytes_n(
+            items.get(1).ok_or(Error::Truncated)?,
+            "owner is not 32 bytes",
+        )?;
+        Self::verify(c, bytes, &signer, scope, now)
     }
 }

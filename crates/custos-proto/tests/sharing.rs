@@ -361,3 +361,59 @@ fn a_request_with_an_unprotected_header_is_refused() {
         Err(Error::InvalidValue(_))
     ));
 }
+
+#[test]
+fn the_hub_reads_a_grants_trees_and_nodes_but_no_secret() {
+    let week2 = span(day(2026, 3, 8), day(2026, 3, 15));
+    let req = request(week2, vec![DEV]);
+    let v = SharingRequest::verify(&C, &req.sign(signer(APP)).unwrap(), now()).unwrap();
+    let (grant, _) = grant_for(&v, week2, DEV);
+    let keeper = C.ed25519_public(&key(KEEPER));
+    let public = Grant::verify_public(&C, &grant, &keeper, &v.request, &v.id).unwrap();
+    let opened = Grant::open(&C, &grant, &keeper, &v, &key(REPLY)).unwrap();
+    assert_eq!(public.len(), 1);
+    assert_eq!(public[0].0, opened[0].spec);
+    let nodes: Vec<_> = opened[0].nodes.iter().map(|n| n.node()).collect();
+    assert_eq!(public[0].1, nodes);
+    for n in &public[0].1 {
+        assert!(week2.includes(public[0].0.node_span(*n).unwrap()));
+    }
+    // Another signer, another request, or a request that does not name the device: refused.
+    let app = C.ed25519_public(&key(APP));
+    assert_eq!(
+        Grant::verify_public(&C, &grant, &app, &v.request, &v.id),
+        Err(Error::Signature)
+    );
+    assert!(Grant::verify_public(&C, &grant, &keeper, &v.request, &[0; 32]).is_err());
+    let other = request(week2, vec![OTHER_DEV]);
+    assert!(Grant::verify_public(&C, &grant, &keeper, &other, &v.id).is_err());
+}
+
+#[test]
+fn an_application_token_is_checked_under_the_key_it_names() {
+    use custos_proto::sharing::AccessToken;
+    let app = C.ed25519_public(&key(APP));
+    let scope = "GET /v1/devices/00-11-22-33-44-55-66-77/records";
+    let token = |signer_seed: u8, owner: [u8; 32], scope: &str| {
+        AccessToken {
+            owner,
+            scope: scope.into(),
+            at: now(),
+        }
+        .sign(signer(signer_seed))
+        .unwrap()
+    };
+    let ok = AccessToken::verify_self_signed(&C, &token(APP, app, scope), scope, now()).unwrap();
+    assert_eq!(ok.owner, app);
+    // Signed by another key than the one it names, for another scope, or too old: refused.
+    assert_eq!(
+        AccessToken::verify_self_signed(&C, &token(KEEPER, app, scope), scope, now()),
+        Err(Error::Signature)
+    );
+    assert!(AccessToken::verify_self_signed(&C, &token(APP, app, "GET /x"), scope, now()).is_err());
+    let later = UnixTime::new(now().secs() + 121).unwrap();
+    assert_eq!(
+        AccessToken::verify_self_signed(&C, &token(APP, app, scope), scope, later),
+        Err(Error::Expired)
+    );
+}

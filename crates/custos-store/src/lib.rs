@@ -337,6 +337,24 @@ pub struct ControlMessage {
     pub answered_at: Option<i64>,
 }
 
+/// One granted node in the grant index: the leaves `[from_leaf, until_leaf)` of `device`'s DPK `epoch` that the
+/// application with key `app` may fetch, because a grant answering `request` covers them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantSpan {
+    /// The application's Ed25519 key (the request's app key).
+    pub app: [u8; 32],
+    /// The device.
+    pub device: DeviceId,
+    /// The DPK epoch.
+    pub epoch: u16,
+    /// The first leaf covered.
+    pub from_leaf: u32,
+    /// The leaf after the last one covered (exclusive), above `from_leaf`.
+    pub until_leaf: u64,
+    /// The request the grant answers.
+    pub request: [u8; 32],
+}
+
 /// The longest device state, bytes.
 pub const MAX_DEVICE_STATE: usize = 64;
 
@@ -678,6 +696,32 @@ pub trait Store: Send + Sync {
     /// Deletes control messages and claims that expired before `before`; returns how many.
     fn purge_control(&self, before: i64) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Keeps a grant as the answer to a stored request and indexes its spans (the application, device, epoch and
+    /// leaves each granted node covers), in one transaction; false if the request already has an answer (answers
+    /// are final, and then nothing is indexed). [`StoreError::InvalidInput`] if there is no such request.
+    fn put_grant(
+        &self,
+        request: [u8; 32],
+        signed: &[u8],
+        at: i64,
+        spans: &[GrantSpan],
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The spans the application `app` was granted on `device`, ordered by epoch and leaf.
+    fn grant_spans(
+        &self,
+        app: [u8; 32],
+        device: DeviceId,
+    ) -> impl Future<Output = Result<Vec<GrantSpan>>> + Send;
+
+    /// As [`Store::records`], but only records whose leaf lies in a span granted to `app` for their device and
+    /// epoch.
+    fn granted_records(
+        &self,
+        q: &RecordQuery,
+        app: [u8; 32],
+    ) -> impl Future<Output = Result<Vec<StoredRecord>>> + Send;
+
     /// Sets a device's reported state (at most [`MAX_DEVICE_STATE`] bytes), unless a newer one is stored.
     fn put_device_state(
         &self,
@@ -950,6 +994,21 @@ impl Store for AnyStore {
     }
     async fn purge_control(&self, before: i64) -> Result<u64> {
         delegate!(self, purge_control(before))
+    }
+    async fn put_grant(
+        &self,
+        request: [u8; 32],
+        signed: &[u8],
+        at: i64,
+        spans: &[GrantSpan],
+    ) -> Result<bool> {
+        delegate!(self, put_grant(request, signed, at, spans))
+    }
+    async fn grant_spans(&self, app: [u8; 32], device: DeviceId) -> Result<Vec<GrantSpan>> {
+        delegate!(self, grant_spans(app, device))
+    }
+    async fn granted_records(&self, q: &RecordQuery, app: [u8; 32]) -> Result<Vec<StoredRecord>> {
+        delegate!(self, granted_records(q, app))
     }
     async fn put_device_state(&self, device: DeviceId, state: &str, at: i64) -> Result<()> {
         delegate!(self, put_device_state(device, state, at))

@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use crate::{
-    Account, Claim, ControlMessage, Device, LoginThrottle, MAX_DEVICE_STATE, NewControl, NewRecord,
-    OwnershipChange, PendingAdmission, Presence, RecordQuery, Result, Rights, Session, Store,
-    StoreError, StoredRecord, StoredRequest,
+    Account, Claim, ControlMessage, Device, GrantSpan, LoginThrottle, MAX_DEVICE_STATE, NewControl,
+    NewRecord, OwnershipChange, PendingAdmission, Presence, RecordQuery, Result, Rights, Session,
+    Store, StoreError, StoredRecord, StoredRequest,
 };
 
 /// The store on SQLite: one file, the embedded default.
@@ -167,6 +167,23 @@ macro_rules! sql_store {
                     signed: row.try_get("signed")?,
                     received_at: row.try_get("received_at")?,
                     expires_at: row.try_get("expires_at")?,
+                })
+            }
+
+            fn record_row(row: &$row, device: DeviceId) -> Result<StoredRecord> {
+                let epoch: i32 = row.try_get("epoch")?;
+                let leaf: i64 = row.try_get("leaf")?;
+                let seq: i64 = row.try_get("seq")?;
+                Ok(StoredRecord {
+                    id: row.try_get("id")?,
+                    record: NewRecord {
+                        device,
+                        seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative sequence number"))?,
+                        epoch: u16::try_from(epoch).map_err(|_| StoreError::Corrupt("epoch out of range"))?,
+                        leaf: u32::try_from(leaf).map_err(|_| StoreError::Corrupt("leaf out of range"))?,
+                        body: row.try_get("body")?,
+                        received_at: row.try_get("received_at")?,
+                    },
                 })
             }
 
@@ -430,24 +447,7 @@ macro_rules! sql_store {
                 .bind(i64::from(q.limit))
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        let epoch: i32 = row.try_get("epoch")?;
-                        let leaf: i64 = row.try_get("leaf")?;
-                        let seq: i64 = row.try_get("seq")?;
-                        Ok(StoredRecord {
-                            id: row.try_get("id")?,
-                            record: NewRecord {
-                                device: q.device,
-                                seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("negative sequence number"))?,
-                                epoch: u16::try_from(epoch).map_err(|_| StoreError::Corrupt("epoch out of range"))?,
-                                leaf: u32::try_from(leaf).map_err(|_| StoreError::Corrupt("leaf out of range"))?,
-                                body: row.try_get("body")?,
-                                received_at: row.try_get("received_at")?,
-                            },
-                        })
-                    })
-                    .collect()
+                rows.iter().map(|row| Self::record_row(row, q.device)).collect()
             }
 
             async fn touch(&self, device: DeviceId, at: i64, address: &str) -> Result<()> {
@@ -1311,6 +1311,99 @@ macro_rules! sql_store {
                     Err(e) if is_foreign_key_violation(&e) => Err(StoreError::UnknownDevice(device)),
                     other => other.map(|_| ()).map_err(Into::into),
                 }
+            }
+
+            async fn put_grant(&self, request: [u8; 32], signed: &[u8], at: i64, spans: &[GrantSpan]) -> Result<bool> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<bool> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let known = sqlx::query("SELECT 1 FROM sharing_requests WHERE id = $1")
+                        .bind(&request[..])
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if known.is_none() {
+                        return Err(StoreError::InvalidInput("no such request"));
+                    }
+                    let done = sqlx::query(
+                        "INSERT INTO sharing_answers (request, signed, answered_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (request) DO NOTHING",
+                    )
+                    .bind(&request[..])
+                    .bind(signed)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    for span in spans {
+                        sqlx::query(
+                            "INSERT INTO grant_spans (app, device, epoch, from_leaf, until_leaf, request, granted_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&span.app[..])
+                        .bind(&span.device.0[..])
+                        .bind(i32::from(span.epoch))
+                        .bind(i64::from(span.from_leaf))
+                        .bind(i64::try_from(span.until_leaf).map_err(|_| StoreError::InvalidInput("leaf above 2^63 - 1"))?)
+                        .bind(&request[..])
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn grant_spans(&self, app: [u8; 32], device: DeviceId) -> Result<Vec<GrantSpan>> {
+                let rows = sqlx::query(
+                    "SELECT epoch, from_leaf, until_leaf, request FROM grant_spans WHERE app = $1 AND device = $2 \
+                     ORDER BY epoch, from_leaf, until_leaf, request",
+                )
+                .bind(&app[..])
+                .bind(&device.0[..])
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let epoch: i32 = row.try_get("epoch")?;
+                        let from: i64 = row.try_get("from_leaf")?;
+                        let until: i64 = row.try_get("until_leaf")?;
+                        Ok(GrantSpan {
+                            app,
+                            device,
+                            epoch: u16::try_from(epoch).map_err(|_| StoreError::Corrupt("epoch out of range"))?,
+                            from_leaf: u32::try_from(from).map_err(|_| StoreError::Corrupt("leaf out of range"))?,
+                            until_leaf: u64::try_from(until).map_err(|_| StoreError::Corrupt("leaf out of range"))?,
+                            request: key(row.try_get("request")?)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn granted_records(&self, q: &RecordQuery, app: [u8; 32]) -> Result<Vec<StoredRecord>> {
+                let rows = sqlx::query(
+                    "SELECT id, seq, epoch, leaf, body, received_at FROM records r \
+                     WHERE device = $1 AND epoch = $2 AND leaf >= $3 AND leaf < $4 AND id > $5 \
+                     AND EXISTS (SELECT 1 FROM grant_spans g WHERE g.app = $7 AND g.device = r.device \
+                     AND g.epoch = r.epoch AND g.from_leaf <= r.leaf AND r.leaf < g.until_leaf) \
+                     ORDER BY id LIMIT $6",
+                )
+                .bind(&q.device.0[..])
+                .bind(i32::from(q.epoch))
+                .bind(i64::from(q.leaf_from))
+                .bind(i64::from(q.leaf_until))
+                .bind(q.after.unwrap_or(-1))
+                .bind(i64::from(q.limit))
+                .bind(&app[..])
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| Self::record_row(row, q.device)).collect()
             }
 
             async fn device_state(&self, device: DeviceId) -> Result<Option<(String, i64)>> {

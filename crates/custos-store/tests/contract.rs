@@ -7,8 +7,8 @@
 use anyhow::{Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
-    Claim, Device, NewControl, NewRecord, PendingAdmission, PgStore, RecordQuery, Rights, Session,
-    SqliteStore, Store, StoreError, StoredRequest,
+    Claim, Device, GrantSpan, NewControl, NewRecord, PendingAdmission, PgStore, RecordQuery,
+    Rights, Session, SqliteStore, Store, StoreError, StoredRequest,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Connection;
@@ -841,6 +841,84 @@ async fn device_state_keeps_the_newest<S: Store>(s: S) -> Result<()> {
     Ok(())
 }
 
+fn span(app: u8, n: u8, from_leaf: u32, until_leaf: u64, request: u8) -> GrantSpan {
+    GrantSpan {
+        app: [app; 32],
+        device: dev(n),
+        epoch: 1,
+        from_leaf,
+        until_leaf,
+        request: [request; 32],
+    }
+}
+
+async fn grants_index_what_each_app_may_fetch<S: Store>(s: S) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    let batch: Vec<_> = (0..10u64).map(|i| record(1, i, 100 + i as u32)).collect();
+    s.insert_records(&batch).await?;
+    s.insert_records(&[record(2, 0, 103)]).await?;
+    ensure!(s.put_request(&req(1, 7, NOW + 100)).await?);
+    ensure!(s.put_request(&req(2, 7, NOW + 100)).await?);
+    // App 5 gets leaves 102..104 and 108..; the index and the answer are one transaction.
+    let spans = [span(5, 1, 102, 104, 1), span(5, 1, 108, 1 << 32, 1)];
+    ensure!(s.put_grant([1; 32], b"grant", NOW, &spans).await?);
+    ensure!(s.answer([1; 32]).await? == Some(b"grant".to_vec()));
+    ensure!(s.grant_spans([5; 32], dev(1)).await? == spans);
+    ensure!(s.grant_spans([5; 32], dev(2)).await?.is_empty());
+    ensure!(s.grant_spans([6; 32], dev(1)).await?.is_empty());
+    let leaves = |page: Vec<custos_store::StoredRecord>| -> Vec<u32> {
+        page.iter().map(|r| r.record.leaf).collect()
+    };
+    ensure!(leaves(s.granted_records(&query(1), [5; 32]).await?) == [102, 103, 108, 109]);
+    let mut q = query(1);
+    q.leaf_from = 103;
+    q.limit = 2;
+    let page = s.granted_records(&q, [5; 32]).await?;
+    ensure!(leaves(page.clone()) == [103, 108]);
+    q.after = Some(page[1].id);
+    ensure!(leaves(s.granted_records(&q, [5; 32]).await?) == [109]);
+    ensure!(
+        s.granted_records(&query(1), [6; 32]).await?.is_empty(),
+        "another app"
+    );
+    ensure!(
+        s.granted_records(&query(2), [5; 32]).await?.is_empty(),
+        "another device"
+    );
+    let mut other_epoch = query(1);
+    other_epoch.epoch = 2;
+    ensure!(s.granted_records(&other_epoch, [5; 32]).await?.is_empty());
+    // A second answer changes nothing and indexes nothing; an unknown request is refused.
+    ensure!(
+        !s.put_grant([1; 32], b"again", NOW, &[span(6, 1, 0, 200, 1)])
+            .await?
+    );
+    ensure!(s.grant_spans([6; 32], dev(1)).await?.is_empty());
+    ensure!(!s.put_answer([1; 32], b"denial", NOW).await?);
+    ensure!(s.put_answer([2; 32], b"denial", NOW).await?);
+    ensure!(
+        !s.put_grant([2; 32], b"grant", NOW, &[span(6, 1, 0, 200, 2)])
+            .await?
+    );
+    ensure!(
+        s.grant_spans([6; 32], dev(1)).await?.is_empty(),
+        "a denied request"
+    );
+    let unknown = s
+        .put_grant([3; 32], b"grant", NOW, &[span(6, 1, 0, 200, 3)])
+        .await;
+    ensure!(
+        matches!(unknown, Err(StoreError::InvalidInput(_))),
+        "{unknown:?}"
+    );
+    // The index outlives the request and its answer.
+    s.purge_sharing(NOW + 1000, NOW + 1000, NOW).await?;
+    ensure!(s.answer([1; 32]).await?.is_none());
+    ensure!(s.grant_spans([5; 32], dev(1)).await? == spans);
+    Ok(())
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -926,4 +1004,5 @@ contract!(
     claims_are_used_once,
     control_queues_are_bounded_and_answered_once,
     device_state_keeps_the_newest,
+    grants_index_what_each_app_may_fetch,
 );

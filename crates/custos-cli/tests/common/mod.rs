@@ -67,6 +67,18 @@ pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     assert!(line.starts_with("listening on"), "{line}");
+    // The hub wrote its operator token before it listened: reads (records, gaps, presence) need it.
+    if let Some(data) = args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        && let Ok(token) = std::fs::read_to_string(dir.join(data).join("operator.token"))
+    {
+        OPERATORS
+            .lock()
+            .unwrap()
+            .insert(port, token.trim().to_string());
+    }
     if args.contains(&"--plain-http") {
         assert!(line.starts_with("listening on http://"), "{line}");
         return child;
@@ -89,12 +101,16 @@ pub fn serve(dir: &Path, args: &[&str], port: u16) -> Child {
     child
 }
 
+/// The operator token of the hub started on each port, sent with [`get`].
+static OPERATORS: std::sync::Mutex<std::collections::BTreeMap<u16, String>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// The fingerprint of the hub started on each port (none for a plain-HTTP hub).
 static PINS: std::sync::Mutex<std::collections::BTreeMap<u16, custos_client::Fingerprint>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// `GET path` on the hub this process started on `port` (HTTPS with its pinned certificate, or plain HTTP if it
-/// serves that): the status and the body.
+/// serves that), as its operator: the status and the body.
 pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
     let pin = PINS.lock().unwrap().get(&port).copied();
     let (url, trust) = match pin {
@@ -117,7 +133,11 @@ pub fn get(port: u16, path: &str) -> (u16, Vec<u8>) {
                 &trust,
             )
             .unwrap();
-            let resp = http.get(url).send().await.unwrap();
+            let mut req = http.get(url);
+            if let Some(token) = OPERATORS.lock().unwrap().get(&port) {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().await.unwrap();
             let status = resp.status().as_u16();
             (status, resp.bytes().await.unwrap().to_vec())
         })
