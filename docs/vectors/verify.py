@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json and docs/vectors/sharing-v1.json.
+"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json and control-v1.json.
 
 This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
 docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
@@ -8,7 +8,9 @@ encoding, the DPK, the node path, the AEAD key/nonce, the header and the sealed 
 records; computes the minimal covers; and shows that every corrupted record is rejected. For the sharing
 statements (§10) it rebuilds every CBOR payload and COSE_Sign1 by hand, re-signs and verifies them with
 Ed25519, runs the HPKE (RFC 9180) base-mode setup from the seeded ephemeral key, and opens every sealed
-node secret to the secret derived from the master secret.
+node secret to the secret derived from the master secret. The §11 part (owner control, Vector 8) follows wire.md
+§11: it derives every key with HKDF-Expand, rebuilds and opens every message with AES-GCM, recomputes the claim
+proof's HMAC and rebuilds the device's persisted state.
 
 Usage (from the repository root):  python3 docs/vectors/verify.py
 Needs only the standard library plus `cryptography` (pip install cryptography).
@@ -403,6 +405,112 @@ def run_sharing(v: dict):
     check_statement("sharing access token", "access", payload, keys["keeper_seed"], owner, t["expect"])
 
 
+# ---- §11 owner control ----------------------------------------------------------------------
+def run_control(v: dict):
+    """Vector 8: derive every key from the UDK (and the member key, and the SDK for the claim proof), rebuild every
+    message from its fields with AES-256-GCM, open it again, and rebuild the device's persisted state."""
+    inp, keys = v["input"], v["keys"]
+    udk, member_key, sdk = bytes.fromhex(inp["udk"]), bytes.fromhex(inp["member"]["key"]), bytes.fromhex(inp["sdk"])
+    device = bytes.fromhex(inp["device"].replace("-", ""))
+    token = bytes.fromhex(inp["token"])
+    check("control: suite is AES-256-GCM", SUITES[inp["suite"]] == 1)
+
+    k_owner = hkdf_expand(udk, b"custos/v1/command/owner", 32)
+    derived = {"K_owner": k_owner, "K_list": hkdf_expand(udk, b"custos/v1/control-list", 32),
+               "K_ack": hkdf_expand(udk, b"custos/v1/control-list-ack", 32),
+               "K_claim": hkdf_expand(udk, b"custos/v1/claim", 32), "K_up": hkdf_expand(sdk, b"custos/v1/uplink", 32)}
+    for name, key in derived.items():
+        compare(f"control: {name}", key.hex(), keys[name])
+    senders = {}
+    for who, k_s in (("owner", k_owner), ("member", member_key)):
+        senders[who] = {"K_cmd": hkdf_expand(k_s, b"custos/v1/command", 32),
+                        "K_ans": hkdf_expand(k_s, b"custos/v1/answer", 32)}
+        for name, key in senders[who].items():
+            compare(f"control: {who} {name}", key.hex(), keys[who][name])
+
+    def sealed(n: str, key: bytes, label: bytes, head: bytes, nonce: bytes, plain: bytes, exp: dict, size: int):
+        aad = label + device + head
+        compare(f"control {n}: header", head.hex(), exp["header"])
+        compare(f"control {n}: nonce", nonce.hex(), exp["nonce"])
+        compare(f"control {n}: aad", aad.hex(), exp["aad"])
+        if "plaintext" in exp:
+            compare(f"control {n}: plaintext", plain.hex(), exp["plaintext"])
+        msg = head + AESGCM(key).encrypt(nonce, plain, aad)
+        compare(f"control {n}: bytes", msg.hex(), exp["bytes"])
+        compare(f"control {n}: size", len(msg), exp["size"])
+        compare(f"control {n}: size per wire.md", len(msg), size)
+        try:
+            opened = AESGCM(key).decrypt(nonce, bytes.fromhex(exp["bytes"])[len(head):], aad)
+            compare(f"control {n}: opens", opened.hex(), plain.hex())
+        except InvalidTag:
+            check(f"control {n}: opens", False, "tag")
+        bad = bytearray.fromhex(exp["bytes"])
+        bad[1 + len(head) // 2] ^= 1  # a header byte (the AAD) altered
+        try:
+            AESGCM(key).decrypt(nonce, bytes(bad[len(head):]), bytes(label + device + bad[:len(head)]))
+            check(f"control {n}: an altered header is refused", False, "opened")
+        except InvalidTag:
+            check(f"control {n}: an altered header is refused", True)
+
+    def command(n: str, who: str, exp: dict):
+        sender, counter, expires = exp["sender"], exp["counter"], exp["expires"]
+        value = bytes.fromhex(exp["value"])
+        head = bytes([0x41, 1]) + sender.to_bytes(4, "big") + counter.to_bytes(8, "big") + expires.to_bytes(4, "big")
+        nonce = sender.to_bytes(4, "big") + counter.to_bytes(8, "big")
+        check(f"control {n}: not expired at `now`", inp["now"] < expires)
+        sealed(n, senders[who]["K_cmd"], b"custos/v1/command", head, nonce, bytes([exp["op"]]) + value, exp,
+               35 + len(value))
+
+    command("owner SET", "owner", v["owner_set"])
+    compare("control owner SET: op SET, value \"on\"", (v["owner_set"]["op"], v["owner_set"]["value"]), (1, b"on".hex()))
+    command("member GET", "member", v["member_get"])
+    compare("control member GET: op GET, no value", (v["member_get"]["op"], v["member_get"]["value"]), (2, ""))
+    compare("control member GET: sender is the member", v["member_get"]["sender"], inp["member"]["sender"])
+
+    a = v["owner_answer"]
+    state = bytes.fromhex(a["state"])
+    head = bytes([0x42, 1]) + a["sender"].to_bytes(4, "big") + a["counter"].to_bytes(8, "big") + bytes.fromhex(a["nonce"])
+    compare("control answer: answers the owner's command", (a["sender"], a["counter"]),
+            (v["owner_set"]["sender"], v["owner_set"]["counter"]))
+    sealed("answer", senders["owner"]["K_ans"], b"custos/v1/answer", head, bytes.fromhex(a["nonce"]),
+           bytes([a["status"]]) + state, a, 43 + len(state))
+    compare("control answer: Done, state \"on\"", (a["status"], state), (0, b"on"))
+
+    lst, m = v["list"], inp["member"]
+    plain = bytes([1]) + m["sender"].to_bytes(4, "big") + bytes([m["rights"]]) + member_key
+    head = bytes([0x45, 1]) + lst["version"].to_bytes(8, "big") + bytes.fromhex(lst["nonce"])
+    sealed("list", derived["K_list"], b"custos/v1/control-list", head, bytes.fromhex(lst["nonce"]), plain, lst,
+           39 + 37 * 1)
+
+    ack = v["list_ack"]
+    head = bytes([0x46, 1]) + ack["version"].to_bytes(8, "big") + bytes.fromhex(ack["nonce"])
+    sealed("list ack", derived["K_ack"], b"custos/v1/control-list-ack", head, bytes.fromhex(ack["nonce"]), b"",
+           ack, 38)
+    compare("control list ack: acknowledges the list's version", ack["version"], lst["version"])
+
+    c = v["claim"]
+    head = bytes([0x47, 1]) + bytes.fromhex(c["nonce"])
+    sealed("claim", derived["K_claim"], b"custos/v1/claim", head, bytes.fromhex(c["nonce"]), token, c, 46)
+
+    p = v["claim_proof"]
+    mac_input = bytes([0x35]) + device + token
+    compare("control claim proof: MAC input", mac_input.hex(), p["mac_input"])
+    mac = hmac.new(derived["K_up"], mac_input, hashlib.sha256).digest()
+    compare("control claim proof: HMAC", mac.hex(), p["hmac"])
+    proof = bytes([0x35]) + token + mac[:16]
+    compare("control claim proof: bytes", proof.hex(), p["bytes"])
+    compare("control claim proof: size", (len(proof), p["size"]), (33, 33))
+    got = bytes.fromhex(p["bytes"])
+    check("control claim proof: verifies", hmac.compare_digest(
+        hmac.new(derived["K_up"], bytes([0x35]) + device + got[1:17], hashlib.sha256).digest()[:16], got[17:]))
+
+    # The device's state after list v1 and both commands: version, the owner's mark, member 1 with its mark.
+    st = bytes([1]) + lst["version"].to_bytes(8, "big") + v["owner_set"]["counter"].to_bytes(8, "big") + bytes([1]) \
+        + m["sender"].to_bytes(4, "big") + bytes([m["rights"]]) + member_key + v["member_get"]["counter"].to_bytes(8, "big")
+    compare("control state: encode()", st.hex(), v["state"]["bytes"])
+    compare("control state: size", (len(st), v["state"]["size"]), (18 + 45, 18 + 45))
+
+
 # ---- driver ---------------------------------------------------------------------------------
 results = []
 
@@ -475,6 +583,7 @@ def main() -> int:
         except ValueError as e:
             check(f"reject {bad['why']} -> {e}", True)
     run_sharing(json.loads((Path(__file__).resolve().parent / "sharing-v1.json").read_text()))
+    run_control(json.loads((Path(__file__).resolve().parent / "control-v1.json").read_text()))
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
