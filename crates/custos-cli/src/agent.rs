@@ -318,11 +318,20 @@ async fn agent_main(
                 agent.device()
             );
         }
+        let mqtt = match &a.mqtt {
+            Some(url) => Some(custos_device::control::MqttControl {
+                url: url.clone(),
+                prefix: a.mqtt_prefix.clone(),
+                trust: a.mqtt_tls.trust()?,
+            }),
+            None => None,
+        };
         Some(Task(tokio::spawn(control_loop(
             controller,
             channel,
             udk,
             heartbeat,
+            mqtt,
             tx.clone(),
         ))))
     };
@@ -373,38 +382,42 @@ async fn agent_main(
     }
 }
 
-/// Serves the device's control queue (see [`custos_device::control::serve`]), saying what it does; a local
-/// failure ends the agent.
+/// Serves the device's control queue (see [`custos_device::control::serve`], and `serve_mqtt` with --mqtt),
+/// saying what it does; a local failure ends the agent.
 async fn control_loop(
     controller: custos_device::control::Controller,
     channel: custos_device::control::ControlChannel,
     udk: Option<custos_proto::Secret>,
     heartbeat: Duration,
+    mqtt: Option<custos_device::control::MqttControl>,
     tx: tokio::sync::mpsc::UnboundedSender<Report>,
 ) {
-    use custos_device::control::Handled;
+    use custos_device::control::{Controller, Handled};
     let controller = std::sync::Arc::new(tokio::sync::Mutex::new(controller));
-    let e = custos_device::control::serve(controller, channel, udk, heartbeat, |id, handled, c| {
-        match handled {
-            Handled::Answer { status, .. } => {
-                eprintln!(
-                    "command {id}: {status:?}; state {}",
-                    c.state().unwrap_or("(none)")
-                )
-            }
-            Handled::ListAck { version, .. } => {
-                eprintln!("authorized senders: list version {version} held")
-            }
-            Handled::Claim { .. } => eprintln!("claim {id}: opened, proving it to the hub"),
-            Handled::Refused(why) => {
-                eprintln!(
-                    "control message {id} refused ({why}); {} refused so far",
-                    c.refused
-                )
-            }
+    let seen = |id: i64, handled: &Handled, c: &Controller| match handled {
+        Handled::Answer { status, .. } => {
+            eprintln!(
+                "command {id}: {status:?}; state {}",
+                c.state().unwrap_or("(none)")
+            )
         }
-    })
-    .await;
+        Handled::ListAck { version, .. } => {
+            eprintln!("authorized senders: list version {version} held")
+        }
+        Handled::Claim { .. } => eprintln!("claim {id}: opened, proving it to the hub"),
+        Handled::Refused(why) => {
+            eprintln!(
+                "control message {id} refused ({why}); {} refused so far",
+                c.refused
+            )
+        }
+    };
+    let e = match mqtt {
+        Some(m) => {
+            custos_device::control::serve_mqtt(controller, channel, udk, heartbeat, m, seen).await
+        }
+        None => custos_device::control::serve(controller, channel, udk, heartbeat, seen).await,
+    };
     let _ = tx.send(Report::Fatal(e));
 }
 

@@ -445,3 +445,119 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     stop(dev);
     stop(hub);
 }
+
+#[test]
+fn commands_reach_a_device_over_mqtt_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = common::free_port();
+    let url = common::hub_url(port);
+    let prefix = format!("custos-test-{}", port);
+    let hub = common::serve(
+        d,
+        &[
+            "--data-dir",
+            "hub",
+            "--password-memory-kib",
+            "8",
+            "--password-iterations",
+            "1",
+            "--mqtt",
+            "mqtt://127.0.0.1:1883",
+            "--mqtt-prefix",
+            &prefix,
+        ],
+        port,
+    );
+    ok(
+        d,
+        &["keeper", "init", "--dir", "keeper", "--kdf-memory", "64"],
+    );
+    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
+    let device = made["device"].as_str().unwrap().to_string();
+    ok(
+        d,
+        &[
+            "hub",
+            "admit",
+            "--data-dir",
+            "hub",
+            "--device",
+            &device,
+            "--code",
+            made["join_code"].as_str().unwrap(),
+        ],
+    );
+    let act = actuator(d);
+    // The HTTP queue is read only every 60 s (the heartbeat): a command that arrives within seconds came over MQTT.
+    let dev = command(
+        d,
+        &[
+            "device",
+            "run",
+            "--state-dir",
+            "dev",
+            "--hub",
+            &url,
+            "--source",
+            "none",
+            "--actuator",
+            &act,
+            "--heartbeat",
+            "60s",
+            "--pair-timeout",
+            "60s",
+            "--mqtt",
+            "mqtt://127.0.0.1:1883",
+            "--mqtt-prefix",
+            &prefix,
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    ok(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            made["owner_code"].as_str().unwrap(),
+        ],
+    );
+    let alice = account(d, &url, "alice");
+    ok(
+        d,
+        &[
+            "device",
+            "claim",
+            &device,
+            "--dir",
+            "keeper",
+            "--session",
+            &alice,
+            "--timeout",
+            "10s",
+        ],
+    );
+    for state in ["on", "off", "on"] {
+        let started = Instant::now();
+        let out = set(d, &device, &alice, state, "10s");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(log(d), ["on", "off", "on"]);
+    stop(dev);
+    stop(hub);
+}

@@ -1004,7 +1004,7 @@ fn transport_err(e: reqwest::Error) -> AgentError {
     }
 }
 
-fn tls_err(e: custos_client::ClientError) -> AgentError {
+pub(crate) fn tls_err(e: custos_client::ClientError) -> AgentError {
     AgentError::Tls(e.to_string())
 }
 

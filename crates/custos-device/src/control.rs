@@ -55,13 +55,16 @@ impl ControlChannel {
         })
     }
 
-    fn token(&self) -> String {
+    /// A fresh device token: the pairing-wait token (docs/wire.md §8).
+    fn raw_token(&self) -> [u8; custos_proto::uplink::PAIRING_WAIT_LEN] {
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let token =
-            custos_proto::uplink::seal_pairing_wait(&RustCrypto, &self.link, self.device, clock);
-        format!("Custos-Device {}", hex::encode(token))
+        custos_proto::uplink::seal_pairing_wait(&RustCrypto, &self.link, self.device, clock)
+    }
+
+    fn token(&self) -> String {
+        format!("Custos-Device {}", hex::encode(self.raw_token()))
     }
 
     /// The messages queued after the last one taken, waiting up to `wait`; also the device's heartbeat, with
@@ -376,11 +379,56 @@ fn nonce() -> [u8; 12] {
     n
 }
 
-/// Serves the device's control queue until a local failure (the disk) ends it: fetches what comes (the fetch is
-/// also the heartbeat, with the actuator's state), handles each message, marks it taken, and sends the answer
-/// (a few tries; past that the sender sees no answer and may send a new command). Network failures back off and
-/// try again. `seen` is told about every message handled, for logs. Without a user–device key (the device was
-/// never paired) every message is refused.
+/// Handles message `id` unless it was taken already (it may come over MQTT and HTTP both): acts on it, marks it
+/// taken, and returns what the device did.
+async fn handle_one(
+    controller: &tokio::sync::Mutex<Controller>,
+    channel: &mut ControlChannel,
+    udk: Option<&Secret>,
+    id: i64,
+    body: &[u8],
+    seen: &mut impl FnMut(i64, &Handled, &Controller),
+) -> Result<Option<Handled>, AgentError> {
+    let mut c = controller.lock().await;
+    if id <= channel.cursor {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let handled = match udk {
+        Some(k) => c.handle(k, now, body)?,
+        None => {
+            c.refused += 1;
+            Handled::Refused("the device is not paired".into())
+        }
+    };
+    channel.taken(id)?;
+    seen(id, &handled, &c);
+    Ok(Some(handled))
+}
+
+/// Sends an answer over HTTP: a few tries; past that the sender sees no answer and may send a new command.
+async fn answer_http(channel: &ControlChannel, id: i64, answer: &[u8]) {
+    let mut tries = crate::agent::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    for attempt in 1..=5 {
+        match channel.answer(id, answer).await {
+            Ok(()) => return,
+            Err(e) if attempt < 5 && e.is_transient() && !e.is_refusal() => {
+                tokio::time::sleep(tries.next(false)).await
+            }
+            Err(e) => {
+                tracing::warn!(%e, id, "the answer did not reach the hub");
+                return;
+            }
+        }
+    }
+}
+
+/// Serves the device's control queue over HTTP until a local failure (the disk) ends it: long-polls for what
+/// comes (each fetch is also the heartbeat, with the actuator's state, at least every `heartbeat`), handles each
+/// message and answers it. Network failures back off and try again. `seen` is told about every message handled,
+/// for logs. Without a user–device key (the device was never paired) every message is refused.
 pub async fn serve(
     controller: std::sync::Arc<tokio::sync::Mutex<Controller>>,
     mut channel: ControlChannel,
@@ -404,37 +452,154 @@ pub async fn serve(
             }
         };
         for m in messages {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let mut c = controller.lock().await;
-            let handled = match &udk {
-                Some(k) => c.handle(k, now, &m.body),
-                None => {
-                    c.refused += 1;
-                    Ok(Handled::Refused("the device is not paired".into()))
+            match handle_one(
+                &controller,
+                &mut channel,
+                udk.as_ref(),
+                m.id,
+                &m.body,
+                &mut seen,
+            )
+            .await
+            {
+                Ok(Some(h)) => {
+                    if let Some(a) = h.answer() {
+                        answer_http(&channel, m.id, a).await;
+                    }
                 }
-            };
-            let handled = match handled.and_then(|h| channel.taken(m.id).map(|()| h)) {
-                Ok(h) => h,
+                Ok(None) => {}
                 Err(e) => return e,
-            };
-            seen(m.id, &handled, &c);
-            drop(c);
-            if let Some(answer) = handled.answer() {
-                let mut tries =
-                    crate::agent::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-                for attempt in 1..=5 {
-                    match channel.answer(m.id, answer).await {
-                        Ok(()) => break,
-                        Err(e) if attempt < 5 && e.is_transient() && !e.is_refusal() => {
-                            tokio::time::sleep(tries.next(false)).await
-                        }
-                        Err(e) => {
-                            tracing::warn!(%e, id = m.id, "the answer did not reach the hub");
-                            break;
+            }
+        }
+    }
+}
+
+/// Where a device takes its control messages over MQTT.
+#[derive(Clone, Debug)]
+pub struct MqttControl {
+    /// The broker, `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// The topic prefix the hub uses.
+    pub prefix: String,
+    /// How to trust an `mqtts://` broker.
+    pub trust: custos_client::TlsTrust,
+}
+
+/// Like [`serve`], with control messages pushed over MQTT (`{prefix}/{device}/control`, `id (8) ‖ message`) and
+/// answered there (`{prefix}/{device}/answer`, `id (8) ‖ device token (25) ‖ answer`), so a command reaches the
+/// device at once without it holding an HTTP request open. Every `heartbeat` the device still calls the HTTP
+/// queue without waiting: that is its heartbeat (with its state), and it catches up with messages queued while
+/// it was offline (MQTT keeps nothing for it). A message that comes both ways is handled once. Anyone on the
+/// broker can publish there: what does not authenticate is refused like anything else.
+pub async fn serve_mqtt(
+    controller: std::sync::Arc<tokio::sync::Mutex<Controller>>,
+    mut channel: ControlChannel,
+    udk: Option<Secret>,
+    heartbeat: Duration,
+    mqtt: MqttControl,
+    mut seen: impl FnMut(i64, &Handled, &Controller),
+) -> AgentError {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let (host, port, tls) = match custos_proto::codec::mqtt_broker(&mqtt.url) {
+        Ok(b) => b,
+        Err(e) => return AgentError::Unreachable(format!("`{}`: {e}", mqtt.url)),
+    };
+    let mut tag = [0u8; 4];
+    OsRng.fill_bytes(&mut tag);
+    let mut opts = MqttOptions::new(
+        format!(
+            "custos-ctl-{}-{}",
+            hex::encode(channel.device.0),
+            hex::encode(tag)
+        ),
+        host.to_string(),
+        port,
+    );
+    if tls {
+        match mqtt.trust.client_config() {
+            Ok(config) => opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(config)),
+            )),
+            Err(e) => return crate::agent::tls_err(e),
+        };
+    }
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_clean_start(true);
+    opts.set_max_packet_size(Some(64 << 10));
+    let mut net = opts.network_options();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    let topic = format!("{}/{}/control", mqtt.prefix, channel.device);
+    let answers = format!("{}/{}/answer", mqtt.prefix, channel.device);
+    let (tx, mut pushed) = tokio::sync::mpsc::channel::<(i64, Vec<u8>)>(64);
+    let sub = client.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = sub.subscribe(topic.clone(), QoS::AtLeastOnce).await;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic.as_ref() == topic.as_bytes() => {
+                    // `id (8) ‖ message`; anything shorter is junk.
+                    if let Some((id, body)) = p.payload.split_first_chunk::<8>() {
+                        let _ = tx.try_send((i64::from_be_bytes(*id), body.to_vec()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%e, "control over MQTT: the broker connection failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _reader = Abort(reader);
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            Some((id, body)) = pushed.recv() => {
+                match handle_one(&controller, &mut channel, udk.as_ref(), id, &body, &mut seen).await {
+                    Ok(Some(h)) => {
+                        if let Some(a) = h.answer() {
+                            let mut payload = id.to_be_bytes().to_vec();
+                            payload.extend_from_slice(&channel.raw_token());
+                            payload.extend_from_slice(a);
+                            if client.publish(answers.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
+                                answer_http(&channel, id, a).await;
+                            }
                         }
                     }
+                    Ok(None) => {}
+                    Err(e) => return e,
+                }
+            }
+            _ = ticker.tick() => {
+                let state = controller.lock().await.state().map(str::to_owned);
+                match channel.fetch(Duration::ZERO, state.as_deref()).await {
+                    Ok(messages) => {
+                        for m in messages {
+                            match handle_one(&controller, &mut channel, udk.as_ref(), m.id, &m.body, &mut seen).await {
+                                Ok(Some(h)) => {
+                                    if let Some(a) = h.answer() {
+                                        answer_http(&channel, m.id, a).await;
+                                    }
+                                }
+                                Ok(None) => {}
+                                Err(e) => return e,
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(%e, "heartbeat: the hub's control queue did not answer"),
                 }
             }
         }
