@@ -360,6 +360,8 @@ impl Agent {
                             // The new user–device key replaces the old one before the ack: once the keeper
                             // sees the ack it uses the new key, and anything under the old one is refused.
                             self.state.user_device_key = Some(paired.user_device_key().clone());
+                            // Members go with the old key: a new owner must not inherit the old owner's.
+                            crate::control::drop_members(&self.dir)?;
                             self.state.save(&self.dir)?;
                             let held = self.provision(&keys, now)?;
                             let ack = paired.seal_ack()?;

@@ -122,6 +122,25 @@ pub struct Controller {
 /// The file that holds [`DeviceControl`]'s bytes.
 pub const CONTROL_FILE: &str = "control.bin";
 
+/// Forgets the members of the list in `dir` (see [`DeviceControl::drop_members`]); called when the device is
+/// paired again, before the new user–device key is kept.
+pub fn drop_members(dir: &Path) -> Result<(), AgentError> {
+    let path = dir.join(CONTROL_FILE);
+    let mut control = match std::fs::read(&path) {
+        Ok(bytes) => DeviceControl::decode(&bytes).map_err(|e| {
+            AgentError::State(StateError::Invalid {
+                path: path.clone(),
+                why: e.to_string(),
+            })
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(AgentError::State(StateError::Io { path, source: e })),
+    };
+    control.drop_members();
+    write_atomic(&path, &control.encode())?;
+    Ok(())
+}
+
 /// What the device did with one control message.
 #[derive(Debug)]
 pub enum Handled {

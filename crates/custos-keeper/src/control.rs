@@ -293,14 +293,16 @@ impl<'v> ControlBook<'v> {
         Ok(removed)
     }
 
-    /// Reserves the next list version for `device` (written before the list is sealed).
-    pub fn bump_list(&mut self, device: DeviceId) -> Result<u64, KeeperError> {
+    /// Reserves the next list version for `device` (written before the list is sealed): `max(last + 1, now in
+    /// ms)`, so that the list of a new owner's keeper (after a transfer, or a keeper restored from an old backup)
+    /// is newer than anything the device holds.
+    pub fn bump_list(&mut self, device: DeviceId, now_ms: u64) -> Result<u64, KeeperError> {
         let e = self
             .file
             .devices
             .get_mut(&device.to_string())
             .ok_or(KeeperError::NoControl(device))?;
-        e.list_version += 1;
+        e.list_version = e.list_version.saturating_add(1).max(now_ms);
         let v = e.list_version;
         self.save()?;
         Ok(v)
@@ -577,7 +579,7 @@ impl crate::Keeper {
             });
         }
         list.sort_by_key(|m| m.sender);
-        let version = book.bump_list(device)?;
+        let version = book.bump_list(device, now_ms())?;
         let msg = control::seal_list(
             &RustCrypto,
             Suite::AES256GCM,

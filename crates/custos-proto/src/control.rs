@@ -853,6 +853,13 @@ impl DeviceControl {
         })
     }
 
+    /// Forgets every member (keeping the list version and every mark): what a device does when it is paired
+    /// again. A new user–device key may mean a new owner, who must not inherit members — holders of keys the old
+    /// owner made — that it never chose; the owner re-sends its list under the new key.
+    pub fn drop_members(&mut self) {
+        self.members.clear();
+    }
+
     /// The state as bytes, to persist atomically: `01 ‖ version (8) ‖ owner mark (8) ‖ n (1) ‖ n × (sender (4)
     /// ‖ rights (1) ‖ key (32) ‖ mark (8))`. It holds members' keys: keep it as protected as the UDK.
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {

@@ -435,3 +435,45 @@ proptest! {
         let _ = DeviceControl::decode(&bytes);
     }
 }
+
+#[test]
+fn a_new_owner_inherits_no_members_and_its_first_list_is_newer() {
+    let old = udk(1);
+    let mut dev = DeviceControl::new();
+    let bob = member(1, 0xb0);
+    let bob_keys = SenderKeys::derive(&C, &bob.key).unwrap();
+    dev.accept_list(
+        &C,
+        &old,
+        DEV,
+        &list(&old, 1_790_000_000_000, std::slice::from_ref(&bob)),
+    )
+    .unwrap();
+    dev.commit(
+        &dev.open_command(&C, &old, DEV, NOW, &set(&bob_keys, 1, 5, "on"))
+            .unwrap(),
+    );
+    // The device is paired by its new owner: members go, version and marks stay.
+    dev.drop_members();
+    let new = udk(2);
+    assert!(unauthenticated(dev.open_command(
+        &C,
+        &new,
+        DEV,
+        NOW,
+        &set(&bob_keys, 1, 6, "on")
+    )));
+    assert_eq!(dev.version(), 1_790_000_000_000);
+    // The new owner's keeper takes versions from its clock: its first list is newer.
+    let carol = member(1, 0xc0);
+    let fresh = list(&new, 1_790_000_100_000, std::slice::from_ref(&carol));
+    assert!(dev.accept_list(&C, &new, DEV, &fresh).unwrap().changed);
+    let carol_keys = SenderKeys::derive(&C, &carol.key).unwrap();
+    assert!(
+        dev.open_command(&C, &new, DEV, NOW, &set(&carol_keys, 1, 1, "on"))
+            .is_ok()
+    );
+    // The old owner's list, replayed, is refused.
+    let old_list = list(&old, 1_790_000_000_001, std::slice::from_ref(&bob));
+    assert!(dev.accept_list(&C, &new, DEV, &old_list).is_err());
+}
