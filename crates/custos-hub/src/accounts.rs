@@ -77,6 +77,20 @@ impl PasswordCost {
             .map_err(|e| ApiError::Internal(format!("Argon2 parameters: {e}")))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
+
+    /// Hashes `password` at this cost with a fresh salt, on the calling thread: the PHC string the hub stores.
+    /// Blocking (tens of milliseconds at the default cost); the hub calls it off its async workers. Public for
+    /// benchmarks that measure what one login costs.
+    pub fn hash(self, password: &[u8]) -> Result<String, ApiError> {
+        let mut salt = [0u8; 16];
+        OsRng.fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt)
+            .map_err(|e| ApiError::Internal(format!("password salt: {e}")))?;
+        self.argon2()?
+            .hash_password(password, &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+    }
 }
 
 /// Login attempts allowed per client address, and the base of the per-account delay.
@@ -165,18 +179,9 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// Hashes `password` with a fresh salt, on the blocking pool within the CPU turns.
 async fn hash_password<S: Store>(hub: &Hub<S>, password: Password) -> Result<String, ApiError> {
-    let argon2 = hub.password_cost.argon2()?;
-    hub.off_workers(move || {
-        let mut salt = [0u8; 16];
-        OsRng.fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt)
-            .map_err(|e| ApiError::Internal(format!("password salt: {e}")))?;
-        argon2
-            .hash_password(password.0.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
-    })
-    .await?
+    let cost = hub.password_cost;
+    hub.off_workers(move || cost.hash(password.0.as_bytes()))
+        .await?
 }
 
 /// Whether `password` matches `phc` (or, with `None`, checks it against a dummy hash of the same cost and says

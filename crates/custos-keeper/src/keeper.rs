@@ -200,6 +200,10 @@ pub struct Keeper {
     devices: BTreeMap<String, Vec<EpochRecord>>,
     apps: BTreeMap<String, String>,
     trust: custos_client::TlsTrust,
+    /// The client of the last hub called, kept so that its connection (and TLS session) is reused from one call
+    /// to the next: a fresh client per call costs a TCP and TLS handshake each time (see docs/benchmarks.md,
+    /// "Owner control"). Dropped when the trust changes.
+    client: std::sync::Mutex<Option<custos_client::HubClient>>,
 }
 
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> Result<T> {
@@ -265,6 +269,7 @@ impl Keeper {
             devices: read_json(&dir.join("devices.json"))?,
             apps: read_json(&dir.join("apps.json"))?,
             trust: custos_client::tls::remembered(dir, None).map_err(hub_err)?,
+            client: std::sync::Mutex::new(None),
         };
         keeper.settle_staged()?;
         Ok(keeper)
@@ -275,6 +280,10 @@ impl Keeper {
     /// this keeper only while it is open.
     pub fn set_hub_trust(&mut self, trust: custos_client::TlsTrust) -> Result<()> {
         self.trust = custos_client::tls::remembered(&self.dir, Some(trust)).map_err(hub_err)?;
+        *self
+            .client
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         Ok(())
     }
 
@@ -283,10 +292,25 @@ impl Keeper {
         &self.trust
     }
 
-    /// A client for `hub`; long-polls get their wait on top of the timeout.
+    /// A client for `hub`; long-polls get their wait on top of the timeout. The same one (sharing its pool of
+    /// connections) for as long as the calls go to the same hub.
     pub(crate) fn client(&self, hub: &str) -> Result<custos_client::HubClient> {
-        custos_client::HubClient::new(hub, std::time::Duration::from_secs(30), &self.trust)
-            .map_err(hub_err)
+        // A poisoned lock only means another thread panicked while swapping the cached client: the cache
+        // holds either the old client or none, and both are fine to use or replace.
+        let mut cached = self
+            .client
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| c.base() == hub.trim_end_matches('/'))
+        {
+            return Ok(c.clone());
+        }
+        let c = custos_client::HubClient::new(hub, std::time::Duration::from_secs(30), &self.trust)
+            .map_err(hub_err)?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     /// The owner id: the keeper's Ed25519 public key. Applications address their requests to it.
