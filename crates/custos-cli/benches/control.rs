@@ -118,18 +118,29 @@ struct Rig {
     relay: Relay,
     seen: Seen,
     task: Option<tokio::task::JoinHandle<custos_device::agent::AgentError>>,
+    /// The broker, when the device takes its commands over MQTT.
+    mqtt: Option<custos_hub::mqtt::MqttConfig>,
 }
 
+/// The broker the MQTT run uses (the machine's Mosquitto).
+const BROKER: &str = "mqtt://127.0.0.1:1883";
+
 impl Rig {
-    async fn new(tls: HubTls) -> Self {
+    async fn new(tls: HubTls, mqtt: bool) -> Self {
         let mut tag = [0u8; 6];
         OsRng.fill_bytes(&mut tag);
         let dir = std::env::temp_dir().join(format!("custos-ctlbench-{}", hex::encode(tag)));
+        let mqtt = mqtt.then(|| custos_hub::mqtt::MqttConfig {
+            url: BROKER.into(),
+            trust: TlsTrust::default(),
+            prefix: format!("custos-bench-{}", hex::encode(tag)),
+            client_id: format!("custos-hub-bench-{}", hex::encode(tag)),
+        });
         let hub = spawn(ServeConfig {
             data_dir: dir.join("hub"),
             listen: "127.0.0.1:0".parse().unwrap(),
             database: None,
-            mqtt: None,
+            mqtt: mqtt.clone(),
             // A benchmark from one address: no per-address limits; the password cost stays the default.
             accounts: AccountConfig {
                 login_rate: LoginRate {
@@ -220,6 +231,7 @@ impl Rig {
             relay: Relay::default(),
             seen: Seen::default(),
             task: None,
+            mqtt,
         };
         rig.start_device();
         rig.keeper
@@ -233,15 +245,33 @@ impl Rig {
         let (controller, channel, udk) =
             self.agent.controller(Box::new(self.relay.clone())).unwrap();
         let seen = self.seen.clone();
-        self.task = Some(tokio::spawn(custos_device::control::serve(
-            Arc::new(tokio::sync::Mutex::new(controller)),
-            channel,
-            Some(udk.expect("paired")),
-            Duration::from_secs(1),
-            move |id, _: &Handled, _| {
-                seen.lock().unwrap().insert(id, Instant::now());
-            },
-        )));
+        let note = move |id, _: &Handled, _: &custos_device::control::Controller| {
+            seen.lock().unwrap().insert(id, Instant::now());
+        };
+        let controller = Arc::new(tokio::sync::Mutex::new(controller));
+        let udk = Some(udk.expect("paired"));
+        self.task = Some(match &self.mqtt {
+            // Over MQTT the HTTP queue is read only every 60 s: commands come over the broker.
+            Some(m) => tokio::spawn(custos_device::control::serve_mqtt(
+                controller,
+                channel,
+                udk,
+                Duration::from_secs(60),
+                custos_device::control::MqttControl {
+                    url: m.url.clone(),
+                    prefix: m.prefix.clone(),
+                    trust: TlsTrust::default(),
+                },
+                note,
+            )),
+            None => tokio::spawn(custos_device::control::serve(
+                controller,
+                channel,
+                udk,
+                Duration::from_secs(1),
+                note,
+            )),
+        });
     }
 
     fn stop_device(&mut self) {
@@ -350,8 +380,37 @@ struct Measured {
     wire: usize,
 }
 
+/// Command round trips with the device on MQTT (hub on HTTPS), and the raw HTTPS baseline of the same run.
+async fn measure_mqtt() -> (Samples, Samples) {
+    let rig = Rig::new(HubTls::SelfSigned, true).await;
+    // Let the device's MQTT subscription settle.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = HubClient::new(&rig.url, Duration::from_secs(30), &rig.trust).unwrap();
+    let mut healthz = Vec::new();
+    let mut command = Vec::new();
+    for i in 0..WARMUP + RUNS {
+        let t = Instant::now();
+        client.get("/healthz", None).await.unwrap();
+        if i >= WARMUP {
+            healthz.push(t.elapsed());
+        }
+        let t = Instant::now();
+        let out = rig
+            .keeper
+            .command(&rig.url, &rig.auth, rig.device, Op::Set, value(i), QUICK)
+            .await
+            .unwrap();
+        if i >= WARMUP {
+            command.push(t.elapsed());
+        }
+        assert!(out.status == Status::Done, "{out:?}");
+    }
+    rig.finish().await;
+    (Samples::new(healthz), Samples::new(command))
+}
+
 async fn measure(tls: HubTls) -> Measured {
-    let mut rig = Rig::new(tls).await;
+    let mut rig = Rig::new(tls, false).await;
     let client = HubClient::new(&rig.url, Duration::from_secs(30), &rig.trust).unwrap();
     let dev = rig.device;
 
@@ -563,7 +622,7 @@ fn main() {
         let t = Instant::now();
         let phc = cost.hash(PASSWORD.as_bytes()).unwrap();
         hashes.push(t.elapsed());
-        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=9,p=1$"), "{phc}");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=10,p=1$"), "{phc}");
     }
     let hashes = Samples::new(hashes);
     println!(
@@ -591,5 +650,8 @@ fn main() {
         "TLS's share of a command round trip: p50 {tls_cmd:.3} ms over HTTPS, {plain_cmd:.3} ms over HTTP ({:.2}×)",
         tls_cmd / plain_cmd
     );
-    println!("MQTT: not measured (the device has no MQTT control loop yet)");
+    let (healthz, mqtt) = rt.block_on(measure_mqtt());
+    println!("device on MQTT ({BROKER}), hub on HTTPS: {RUNS} commands after {WARMUP} warm-ups");
+    line("GET /healthz (raw baseline)", &healthz, None);
+    line("Keeper::command, device on MQTT", &mqtt, Some(&healthz));
 }

@@ -64,7 +64,7 @@ pub struct ServeArgs {
     /// Argon2id memory per password hash, KiB [default: 19456]. Lower it only for tests.
     #[arg(long, env = "CUSTOS_HUB_PASSWORD_MEMORY_KIB")]
     password_memory_kib: Option<u32>,
-    /// Argon2id passes per password hash [default: 9]. Lower it only for tests.
+    /// Argon2id passes per password hash [default: 10]. Lower it only for tests.
     #[arg(long, env = "CUSTOS_HUB_PASSWORD_ITERATIONS")]
     password_iterations: Option<u32>,
     /// A device not heard from for this long (its control long-poll is its heartbeat) counts as offline in

@@ -49,7 +49,7 @@ pub const MAX_DELAY: i64 = 15 * 60;
 /// The session cookie's name.
 pub const COOKIE: &str = "custos_session";
 
-/// Argon2id cost of password hashes. The default (m = 19 MiB, t = 9, p = 1) costs about 63 ms of user CPU on the
+/// Argon2id cost of password hashes. The default (m = 19 MiB, t = 10, p = 1) costs about 57 ms of CPU on the
 /// reference machine (docs/operations.md); lower it only for tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PasswordCost {
@@ -65,7 +65,7 @@ impl Default for PasswordCost {
     fn default() -> Self {
         Self {
             memory_kib: 19_456,
-            iterations: 9,
+            iterations: 10,
             parallelism: 1,
         }
     }
