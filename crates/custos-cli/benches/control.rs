@@ -122,8 +122,10 @@ struct Rig {
     mqtt: Option<custos_hub::mqtt::MqttConfig>,
 }
 
-/// The broker the MQTT run uses (the machine's Mosquitto).
-const BROKER: &str = "mqtt://127.0.0.1:1883";
+/// The broker the MQTT run uses: `CUSTOS_BENCH_MQTT`, else the machine's Mosquitto.
+fn broker() -> String {
+    std::env::var("CUSTOS_BENCH_MQTT").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into())
+}
 
 impl Rig {
     async fn new(tls: HubTls, mqtt: bool) -> Self {
@@ -131,7 +133,7 @@ impl Rig {
         OsRng.fill_bytes(&mut tag);
         let dir = std::env::temp_dir().join(format!("custos-ctlbench-{}", hex::encode(tag)));
         let mqtt = mqtt.then(|| custos_hub::mqtt::MqttConfig {
-            url: BROKER.into(),
+            url: broker(),
             trust: TlsTrust::default(),
             prefix: format!("custos-bench-{}", hex::encode(tag)),
             client_id: format!("custos-hub-bench-{}", hex::encode(tag)),
@@ -651,7 +653,10 @@ fn main() {
         tls_cmd / plain_cmd
     );
     let (healthz, mqtt) = rt.block_on(measure_mqtt());
-    println!("device on MQTT ({BROKER}), hub on HTTPS: {RUNS} commands after {WARMUP} warm-ups");
+    println!(
+        "device on MQTT ({}), hub on HTTPS: {RUNS} commands after {WARMUP} warm-ups",
+        broker()
+    );
     line("GET /healthz (raw baseline)", &healthz, None);
     line("Keeper::command, device on MQTT", &mqtt, Some(&healthz));
 }
