@@ -442,6 +442,54 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     let out = run_in(d, &["device", "state", &device, "--session", &bob], "");
     assert!(!out.status.success());
 
+    // Rotation: the device waits for its keeper again and they pair afresh (a new user–device key); alice's
+    // commands keep working under the new key.
+    stop(dev);
+    let dev = command(
+        d,
+        &[
+            "device",
+            "run",
+            "--state-dir",
+            "dev",
+            "--source",
+            "none",
+            "--actuator",
+            &act,
+            "--heartbeat",
+            "1s",
+            "--pair",
+            "--pair-timeout",
+            "60s",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    ok(
+        d,
+        &[
+            "keeper",
+            "pair",
+            "--dir",
+            "keeper",
+            "--hub",
+            &url,
+            "--device",
+            &device,
+            "--owner-code",
+            made["owner_code"].as_str().unwrap(),
+        ],
+    );
+    let out = set(d, &device, &alice, "off", "20s");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(log(d).last().map(String::as_str), Some("off"));
+
     stop(dev);
     stop(hub);
 }
