@@ -173,6 +173,31 @@ fn account(dir: &Path, url: &str, name: &str) -> String {
     session
 }
 
+/// A keeper in `d/keeper`, and a device made in `d/dev` and admitted at the hub in `d/hub`: its factory JSON and id.
+fn keeper_and_device(d: &Path) -> (serde_json::Value, String) {
+    ok(
+        d,
+        &["keeper", "init", "--dir", "keeper", "--kdf-memory", "64"],
+    );
+    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
+    let device = made["device"].as_str().unwrap().to_string();
+    let code = made["join_code"].as_str().unwrap();
+    ok(
+        d,
+        &[
+            "hub",
+            "admit",
+            "--data-dir",
+            "hub",
+            "--device",
+            &device,
+            "--code",
+            code,
+        ],
+    );
+    (made, device)
+}
+
 #[test]
 fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     let tmp = tempfile::tempdir().unwrap();
@@ -191,25 +216,7 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
         ],
         port,
     );
-    ok(
-        d,
-        &["keeper", "init", "--dir", "keeper", "--kdf-memory", "64"],
-    );
-    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
-    let device = made["device"].as_str().unwrap().to_string();
-    ok(
-        d,
-        &[
-            "hub",
-            "admit",
-            "--data-dir",
-            "hub",
-            "--device",
-            &device,
-            "--code",
-            made["join_code"].as_str().unwrap(),
-        ],
-    );
+    let (made, device) = keeper_and_device(d);
     let act = actuator(d);
     let mut dev = agent(d, &url, &act);
     ok(
@@ -517,25 +524,7 @@ fn commands_reach_a_device_over_mqtt_at_once() {
         ],
         port,
     );
-    ok(
-        d,
-        &["keeper", "init", "--dir", "keeper", "--kdf-memory", "64"],
-    );
-    let made = json(&ok(d, &["device", "make", "--state-dir", "dev", "--json"]));
-    let device = made["device"].as_str().unwrap().to_string();
-    ok(
-        d,
-        &[
-            "hub",
-            "admit",
-            "--data-dir",
-            "hub",
-            "--device",
-            &device,
-            "--code",
-            made["join_code"].as_str().unwrap(),
-        ],
-    );
+    let (made, device) = keeper_and_device(d);
     let act = actuator(d);
     // The HTTP queue is read only every 60 s (the heartbeat): a command that arrives within seconds came over MQTT.
     let dev = command(
