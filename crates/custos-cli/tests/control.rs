@@ -88,30 +88,59 @@ fn log(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn agent(dir: &Path, url: &str, actuator: &str) -> Child {
-    command(
-        dir,
-        &[
-            "device",
-            "run",
-            "--state-dir",
-            "dev",
-            "--hub",
-            url,
-            "--source",
-            "none",
-            "--actuator",
-            actuator,
-            "--heartbeat",
-            "1s",
-            "--pair-timeout",
-            "60s",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap()
+/// `custos device run` with no sensor, `actuator` and `heartbeat`, plus `extra` arguments.
+fn agent(dir: &Path, url: &str, actuator: &str, heartbeat: &str, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "device",
+        "run",
+        "--state-dir",
+        "dev",
+        "--hub",
+        url,
+        "--source",
+        "none",
+        "--actuator",
+        actuator,
+        "--heartbeat",
+        heartbeat,
+        "--pair-timeout",
+        "60s",
+    ];
+    args.extend_from_slice(extra);
+    command(dir, &args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends "off" while `marker` makes the actuator program SIGKILL the agent; the sender gets no answer (exit 1).
+/// Restarts the agent and gives it 3 s to restore its state and take the redelivered command.
+fn crash_on_off(
+    d: &Path,
+    mut dev: Child,
+    marker: &str,
+    device: &str,
+    session: &str,
+    url: &str,
+    act: &str,
+) -> Child {
+    std::fs::write(d.join(marker), "").unwrap();
+    let out = set(d, device, session, "off", "4s");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_exit(&mut dev, Duration::from_secs(10)),
+        "the agent was not killed"
+    );
+    stop(dev);
+    let dev = agent(d, url, act, "1s", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    dev
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> bool {
@@ -218,7 +247,7 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     );
     let (made, device) = keeper_and_device(d);
     let act = actuator(d);
-    let mut dev = agent(d, &url, &act);
+    let dev = agent(d, &url, &act, "1s", &[]);
     ok(
         d,
         &[
@@ -313,21 +342,7 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
 
     // Killed after writing the mark, before the actuator moved: "off" never runs, not even after the restart,
     // when the hub hands the same command over again.
-    std::fs::write(d.join("kill-before"), "").unwrap();
-    let out = set(d, &device, &alice, "off", "4s");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        wait_exit(&mut dev, Duration::from_secs(10)),
-        "the agent was not killed"
-    );
-    stop(dev);
-    let mut dev = agent(d, &url, &act);
-    std::thread::sleep(Duration::from_secs(3));
+    let dev = crash_on_off(d, dev, "kill-before", &device, &alice, &url, &act);
     // At restart the last confirmed state ("on") is restored; the redelivered "off" is refused as a replay.
     assert_eq!(
         log(d),
@@ -336,21 +351,7 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     );
 
     // Killed after the actuator moved, before the answer: it ran once, and never again.
-    std::fs::write(d.join("kill-after"), "").unwrap();
-    let out = set(d, &device, &alice, "off", "4s");
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        wait_exit(&mut dev, Duration::from_secs(10)),
-        "the agent was not killed"
-    );
-    stop(dev);
-    let dev = agent(d, &url, &act);
-    std::thread::sleep(Duration::from_secs(3));
+    let dev = crash_on_off(d, dev, "kill-after", &device, &alice, &url, &act);
     let l = log(d);
     assert_eq!(l.iter().filter(|s| *s == "off").count(), 1, "{l:?}");
     // The state it confirmed last was "on": that is what the restart restores.
@@ -452,28 +453,7 @@ fn claim_switch_share_and_crashes_never_run_a_command_twice() {
     // Rotation: the device waits for its keeper again and they pair afresh (a new user–device key); alice's
     // commands keep working under the new key.
     stop(dev);
-    let dev = command(
-        d,
-        &[
-            "device",
-            "run",
-            "--state-dir",
-            "dev",
-            "--source",
-            "none",
-            "--actuator",
-            &act,
-            "--heartbeat",
-            "1s",
-            "--pair",
-            "--pair-timeout",
-            "60s",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let dev = agent(d, &url, &act, "1s", &["--pair"]);
     ok(
         d,
         &[
@@ -527,33 +507,13 @@ fn commands_reach_a_device_over_mqtt_at_once() {
     let (made, device) = keeper_and_device(d);
     let act = actuator(d);
     // The HTTP queue is read only every 60 s (the heartbeat): a command that arrives within seconds came over MQTT.
-    let dev = command(
+    let dev = agent(
         d,
-        &[
-            "device",
-            "run",
-            "--state-dir",
-            "dev",
-            "--hub",
-            &url,
-            "--source",
-            "none",
-            "--actuator",
-            &act,
-            "--heartbeat",
-            "60s",
-            "--pair-timeout",
-            "60s",
-            "--mqtt",
-            "mqtt://127.0.0.1:1883",
-            "--mqtt-prefix",
-            &prefix,
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+        &url,
+        &act,
+        "60s",
+        &["--mqtt", "mqtt://127.0.0.1:1883", "--mqtt-prefix", &prefix],
+    );
     ok(
         d,
         &[
