@@ -15,10 +15,9 @@ use custos_device::agent::Agent;
 use custos_device::control::Controller;
 use custos_keeper::{Keeper, KeeperError};
 use custos_proto::control::{self, CommandHeader, Op, OwnerKeys, SenderKeys, Status};
-use custos_proto::{DeviceId, RustCrypto, Secret, Suite};
+use custos_proto::{DeviceId, RustCrypto, Suite};
 use custos_store::{AnyStore, NewControl, Store};
 use custos_vault::{KdfParams, Unlock};
-use rand_core::{OsRng, RngCore};
 
 /// A relay whose position the demo can watch.
 #[derive(Clone, Default)]
@@ -257,7 +256,7 @@ pub(crate) async fn act(s: Stage<'_>, say: &dyn Fn(&str, String)) -> Result<Act>
 
     // The hub as the attacker.
     let refused_before = device.refused().await;
-    let fake = SenderKeys::derive(&c, &random())?;
+    let fake = SenderKeys::derive(&c, &crate::random_secret())?;
     let forged = control::seal_command(
         &c,
         &fake,
@@ -336,7 +335,7 @@ pub(crate) async fn act(s: Stage<'_>, say: &dyn Fn(&str, String)) -> Result<Act>
         "the hub issued a claim token for an owned device"
     );
     let device = RunningDevice::start(s.agent, &rebooted)?;
-    let wrong = OwnerKeys::from_udk(&c, &random())?;
+    let wrong = OwnerKeys::from_udk(&c, &crate::random_secret())?;
     let sealed = control::seal_claim(&c, Suite::AES256GCM, &wrong, dev, [9; 12], &[0x5a; 16])?;
     let refused_before = device.refused().await;
     let m = NewControl {
@@ -389,12 +388,6 @@ async fn wait_raw(hub: &HubClient, dev: DeviceId, id: i64, auth: &str) -> Result
         }
     }
     bail!("no answer to control message {id}")
-}
-
-fn random() -> Secret {
-    let mut b = [0u8; 32];
-    OsRng.fill_bytes(&mut b);
-    Secret::from_bytes(b)
 }
 
 fn now_i64() -> Result<i64> {

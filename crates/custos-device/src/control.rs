@@ -408,6 +408,24 @@ async fn handle_one(
     Ok(Some(handled))
 }
 
+/// Handles messages fetched over HTTP and answers them there.
+async fn take_fetched(
+    controller: &tokio::sync::Mutex<Controller>,
+    channel: &mut ControlChannel,
+    udk: Option<&Secret>,
+    messages: Vec<Queued>,
+    seen: &mut impl FnMut(i64, &Handled, &Controller),
+) -> Result<(), AgentError> {
+    for m in messages {
+        if let Some(h) = handle_one(controller, channel, udk, m.id, &m.body, seen).await?
+            && let Some(a) = h.answer()
+        {
+            answer_http(channel, m.id, a).await;
+        }
+    }
+    Ok(())
+}
+
 /// Sends an answer over HTTP: a few tries; past that the sender sees no answer and may send a new command.
 async fn answer_http(channel: &ControlChannel, id: i64, answer: &[u8]) {
     let mut tries = crate::agent::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
@@ -451,25 +469,10 @@ pub async fn serve(
                 continue;
             }
         };
-        for m in messages {
-            match handle_one(
-                &controller,
-                &mut channel,
-                udk.as_ref(),
-                m.id,
-                &m.body,
-                &mut seen,
-            )
-            .await
-            {
-                Ok(Some(h)) => {
-                    if let Some(a) = h.answer() {
-                        answer_http(&channel, m.id, a).await;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => return e,
-            }
+        if let Err(e) =
+            take_fetched(&controller, &mut channel, udk.as_ref(), messages, &mut seen).await
+        {
+            return e;
         }
     }
 }
@@ -587,16 +590,8 @@ pub async fn serve_mqtt(
                 let state = controller.lock().await.state().map(str::to_owned);
                 match channel.fetch(Duration::ZERO, state.as_deref()).await {
                     Ok(messages) => {
-                        for m in messages {
-                            match handle_one(&controller, &mut channel, udk.as_ref(), m.id, &m.body, &mut seen).await {
-                                Ok(Some(h)) => {
-                                    if let Some(a) = h.answer() {
-                                        answer_http(&channel, m.id, a).await;
-                                    }
-                                }
-                                Ok(None) => {}
-                                Err(e) => return e,
-                            }
+                        if let Err(e) = take_fetched(&controller, &mut channel, udk.as_ref(), messages, &mut seen).await {
+                            return e;
                         }
                     }
                     Err(e) => tracing::warn!(%e, "heartbeat: the hub's control queue did not answer"),
