@@ -288,15 +288,38 @@ impl<S: Store> FromRequestParts<Arc<Hub<S>>> for Account {
         parts: &mut Parts,
         hub: &Arc<Hub<S>>,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers)
-            .or_else(|| cookie(&parts.headers))
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "log in first: send `Authorization: Bearer <session token>` or the session cookie"
-                        .into(),
-                )
-            })?;
+        if let Some(token) = bearer(&parts.headers) {
+            return session_account(hub, token).await;
+        }
+        let token = cookie(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized(
+                "log in first: send `Authorization: Bearer <session token>` or the session cookie"
+                    .into(),
+            )
+        })?;
+        // A cookie goes along with any request the browser makes, also one another site starts: a write
+        // authenticated by it must come from the hub's own page.
+        if !parts.method.is_safe() && !same_origin(&parts.headers) {
+            return Err(ApiError::Forbidden("cross-site request refused".into()));
+        }
         session_account(hub, token).await
+    }
+}
+
+/// Whether a request comes from a page of this hub: its `Origin` names the host and port of its `Host` header
+/// (over `https` or `http`), or, without `Origin`, the browser says `Sec-Fetch-Site: same-origin`. A request
+/// with neither is refused: every browser that sends cookies sends one of the two on a write.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let value = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    match (value("origin"), value("host")) {
+        (Some(origin), Some(host)) => {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            rest.is_some_and(|r| r.eq_ignore_ascii_case(host))
+        }
+        (Some(_), None) => false,
+        (None, _) => value("sec-fetch-site") == Some("same-origin"),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod mqtt;
 mod routes;
 pub mod serve;
 pub mod sharing;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -97,6 +98,8 @@ pub struct Hub<S> {
     /// Every control message this hub queues, for its MQTT side to publish (`mqtt.rs`). Nothing listens without
     /// MQTT, and a lagging listener skips messages: the HTTP queue is what delivers, MQTT only makes it faster.
     downlink: tokio::sync::broadcast::Sender<control::Downlink>,
+    /// The dashboard's open event streams, per account (`web.rs`).
+    streams: web::Streams,
 }
 
 /// How a hub treats accounts and what it tells them: the cost of password hashes, the login limits, and when a
@@ -164,6 +167,7 @@ impl<S: Store> Hub<S> {
             junk: Default::default(),
             shed: Default::default(),
             changed: tokio::sync::Notify::new(),
+            streams: web::Streams::default(),
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),
             password_cost: accounts.password_cost,

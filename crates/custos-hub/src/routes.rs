@@ -44,6 +44,10 @@ pub const MAX_GAPS: u32 = 1000;
 pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        // The web dashboard: its files, and the live list of the account's devices.
+        .route("/", get(crate::web::asset))
+        .route("/{file}", get(crate::web::asset))
+        .route("/v1/events", get(crate::web::events::<S>))
         .route("/v1/hub", get(hub_info::<S>))
         .route(
             "/v1/admission/hello",
