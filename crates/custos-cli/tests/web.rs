@@ -86,6 +86,19 @@ struct Ui {
 
 impl Ui {
     async fn open(browser: &Browser, url: &str, who: &'static str) -> Self {
+        let ui = Self::blank(browser, who).await;
+        ui.page.goto(url).await.unwrap();
+        ui.wait(
+            "document.body.dataset.ready === 'true'",
+            30,
+            "the page to load",
+        )
+        .await;
+        ui
+    }
+
+    /// A blank page in a fresh browser context, recording its requests.
+    async fn blank(browser: &Browser, who: &'static str) -> Self {
         let ctx = browser
             .create_browser_context(CreateBrowserContextParams::default())
             .await
@@ -124,15 +137,7 @@ impl Ui {
                 });
             }
         });
-        let ui = Self { page, sent, who };
-        ui.page.goto(url).await.unwrap();
-        ui.wait(
-            "document.body.dataset.ready === 'true'",
-            30,
-            "the page to load",
-        )
-        .await;
-        ui
+        Self { page, sent, who }
     }
 
     async fn eval<T: serde::de::DeserializeOwned>(&self, js: &str) -> T {
@@ -404,6 +409,8 @@ async fn the_dashboard_pairs_switches_shares_and_charts_without_the_hub_seeing_a
 
     let browser = launch(&d.join("chromium")).await;
     let alice = Ui::open(&browser, &url, "alice").await;
+    let ready: f64 = alice.eval("window.custosMetrics.ready").await;
+    println!("page load to interactive (first visit): {ready:.0} ms");
     alice.shots(&shots, "login").await;
 
     // A wrong password is told apart from success, in words.
@@ -635,7 +642,14 @@ async fn the_dashboard_pairs_switches_shares_and_charts_without_the_hub_seeing_a
             }
         }
     }
-    println!("{} requests checked", requests.len());
+    println!(
+        "{} requests checked ({} commands)",
+        requests.len(),
+        requests
+            .iter()
+            .filter(|r| r.method == "POST" && r.url.ends_with("/control"))
+            .count()
+    );
 
     // Logging out ends the session: the page returns to the login form.
     alice.click("#logout").await;
@@ -649,6 +663,86 @@ async fn the_dashboard_pairs_switches_shares_and_charts_without_the_hub_seeing_a
 
     let _ = dev.kill();
     let _ = dev.wait();
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
+
+/// A hub (or anyone on the way) that serves another WebAssembly module than the one index.html names: the browser
+/// refuses it, and the page says it cannot run rather than running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swapped_webassembly_module_is_refused() {
+    use chromiumoxide::cdp::browser_protocol::fetch;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let port = common::free_port();
+    let url = common::hub_url(port);
+    let mut hub = common::serve(d, &["--data-dir", "hub"], port);
+    let (status, wasm) =
+        tokio::task::spawn_blocking(move || common::get(port, "/custos_web_bg.wasm"))
+            .await
+            .unwrap();
+    assert_eq!(status, 200);
+    assert!(wasm.starts_with(b"\0asm"));
+    let browser = launch(&d.join("chromium")).await;
+    let ui = Ui::blank(&browser, "victim").await;
+    ui.page
+        .execute(fetch::EnableParams {
+            patterns: Some(vec![fetch::RequestPattern {
+                url_pattern: Some("*custos_web_bg.wasm".into()),
+                ..Default::default()
+            }]),
+            handle_auth_requests: None,
+        })
+        .await
+        .unwrap();
+    let mut paused = ui
+        .page
+        .event_listener::<fetch::EventRequestPaused>()
+        .await
+        .unwrap();
+    let page = ui.page.clone();
+    // The module with one byte changed: not the one index.html names.
+    let mut evil = wasm.clone();
+    let at = evil.len() / 2;
+    evil[at] ^= 0x01;
+    let swapped = Arc::new(Mutex::new(0));
+    let count = swapped.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = paused.next().await {
+            let mut f = fetch::FulfillRequestParams::new(ev.request_id.clone(), 200);
+            f.response_headers = Some(vec![fetch::HeaderEntry::new(
+                "content-type",
+                "application/wasm",
+            )]);
+            f.body = Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&evil)
+                    .into(),
+            );
+            page.execute(f).await.unwrap();
+            *count.lock().unwrap() += 1;
+        }
+    });
+    ui.page.goto(url.as_str()).await.unwrap();
+    ui.wait(
+        "document.getElementById('banner').textContent.startsWith('This browser cannot run the dashboard')",
+        30,
+        "the page refusing the module",
+    )
+    .await;
+    assert!(
+        *swapped.lock().unwrap() >= 1,
+        "the module was never swapped"
+    );
+    let ready: bool = ui.eval("document.body.dataset.ready === 'true'").await;
+    assert!(!ready, "the page ran with a module it did not name");
+    let form_hidden: bool = ui
+        .eval("document.getElementById('form-login').hidden")
+        .await;
+    assert!(
+        form_hidden,
+        "the login form is offered on a page that cannot run"
+    );
     let _ = hub.kill();
     let _ = hub.wait();
 }

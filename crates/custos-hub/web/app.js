@@ -884,6 +884,8 @@
     } catch {
       show('login');
     }
+    // Navigation start to a usable page (the WebAssembly compiled, the keys opened, the session checked).
+    window.custosMetrics.ready = performance.now();
     document.body.dataset.ready = 'true';
   }
 
