@@ -799,6 +799,10 @@
     let lo = Math.min(...points.map((p) => p.v));
     let hi = Math.max(...points.map((p) => p.v));
     if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+    // Fit the time axis to the readings when they fill only part of the range picked (a new device, a gap).
+    const t0 = points.length > 1 ? Math.max(from, points[0].t) : from;
+    const t1 = points.length > 1 ? Math.min(until, points[points.length - 1].t) : until;
+    if (t1 > t0) { from = t0; until = t1; }
     const x = (t) => pad.l + (t - from) / (until - from) * (w - pad.l - pad.r);
     const y = (v) => pad.t + (hi - v) / (hi - lo) * (hgt - pad.t - pad.b);
     g.strokeStyle = fg;
@@ -814,7 +818,10 @@
     }
     for (let i = 0; i <= 3; i++) {
       const t = from + (until - from) * i / 3;
-      const label = new Date(t * 1000).toLocaleString([], { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+      const short = until - from < 3600;
+      const label = new Date(t * 1000).toLocaleString([], short
+        ? { hour: '2-digit', minute: '2-digit', second: '2-digit' }
+        : { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
       g.fillText(label, Math.min(x(t), w - 90), hgt - 8);
     }
     g.strokeStyle = accent;
