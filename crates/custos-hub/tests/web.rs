@@ -644,6 +644,20 @@ async fn cookie_writes_must_come_from_the_hubs_own_page() {
     let creds = json!({"name": "alice", "password": PASSWORD});
     let (_, h, _) = send_json(&lb, Method::POST, "/v1/sessions", &[], Some(creds)).await;
     let set = header(&h, "set-cookie").to_string();
+    // A page elsewhere cannot log the browser in to another account either: a form or a `no-cors` fetch can only
+    // send a body as text/plain or form data, and the hub takes the credentials only as JSON.
+    for content_type in ["text/plain", "application/x-www-form-urlencoded"] {
+        let resp = client()
+            .post(lb.url("/v1/sessions"))
+            .header("content-type", content_type)
+            .header("origin", EVIL)
+            .body(json!({"name": "alice", "password": PASSWORD}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{content_type}");
+        assert!(resp.headers().get("set-cookie").is_none());
+    }
     for attr in [
         "custos_session=",
         "HttpOnly",
@@ -793,4 +807,66 @@ async fn cookie_writes_must_come_from_the_hubs_own_page() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// The hub as `custos hub serve` runs it (limits, graceful shutdown), with a grace period far longer than the
+/// test's bound: an open dashboard stream must end when the hub stops rather than hold the stop for the grace.
+#[tokio::test]
+async fn an_open_stream_does_not_hold_up_the_hubs_shutdown() {
+    use custos_hub::serve::{HubTls, Limits, ServeConfig, spawn};
+    let dir = tempfile::tempdir().unwrap();
+    let running = spawn(ServeConfig {
+        data_dir: dir.path().join("hub"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: None,
+        mqtt: None,
+        accounts: AccountConfig {
+            password_cost: common::CHEAP,
+            ..quick()
+        },
+        limits: Limits {
+            shutdown_grace: Duration::from_secs(60),
+            ..Limits::default()
+        },
+        tls: HubTls::Plain,
+    })
+    .await
+    .unwrap();
+    let url = running.url();
+    let c = client();
+    let creds = json!({"name": "alice", "password": PASSWORD}).to_string();
+    let mut token = Value::Null;
+    for path in ["/v1/accounts", "/v1/sessions"] {
+        let resp = c
+            .post(format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .body(creds.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        token = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    }
+    let mut stream = Events {
+        resp: c
+            .get(format!("{url}/v1/events"))
+            .bearer_auth(token["token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap(),
+        buf: Vec::new(),
+    };
+    assert_eq!(stream.resp.status(), StatusCode::OK);
+    stream.devices().await;
+    let started = Instant::now();
+    timeout(BOUND, running.stop())
+        .await
+        .expect("the stream held up the shutdown")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stream.ends_within(BOUND).await);
 }
