@@ -100,6 +100,9 @@ pub struct Hub<S> {
     downlink: tokio::sync::broadcast::Sender<control::Downlink>,
     /// The dashboard's open event streams, per account (`web.rs`).
     streams: web::Streams,
+    /// Set when the hub begins to stop: the event streams end, so that they do not hold up a graceful shutdown
+    /// (they would otherwise last their hour).
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// How a hub treats accounts and what it tells them: the cost of password hashes, the login limits, and when a
@@ -168,6 +171,7 @@ impl<S: Store> Hub<S> {
             shed: Default::default(),
             changed: tokio::sync::Notify::new(),
             streams: web::Streams::default(),
+            stopping: tokio::sync::watch::channel(false).0,
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),
             password_cost: accounts.password_cost,
@@ -180,6 +184,11 @@ impl<S: Store> Hub<S> {
                 .max(1),
             downlink: tokio::sync::broadcast::channel(DOWNLINK_BUFFER).0,
         })
+    }
+
+    /// Tells the hub's open event streams to end: the server calls this when it begins to stop.
+    pub(crate) fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
     }
 
     /// Forgets the login-rate state of client addresses that are back to a full burst. Run now and then.

@@ -207,8 +207,11 @@ pub async fn serve(
     ready(Bound { addr, fingerprint });
     // One shutdown signal, seen by the HTTP server, the MQTT listener and the housekeeping tasks.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = hub.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // The dashboard's event streams end first: a graceful shutdown waits for every response to finish.
+        stopping.begin_stopping();
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

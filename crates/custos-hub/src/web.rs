@@ -221,6 +221,8 @@ struct Stream<S: Store> {
     last: Option<serde_json::Value>,
     started: tokio::time::Instant,
     sent_at: Option<tokio::time::Instant>,
+    /// The hub's shutdown: the stream ends when it begins.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<S: Store> Stream<S> {
@@ -232,7 +234,7 @@ impl<S: Store> Stream<S> {
         )
         .clamp(Duration::from_secs(1), Duration::from_secs(5));
         loop {
-            if self.started.elapsed() >= STREAM_LIFETIME {
+            if self.started.elapsed() >= STREAM_LIFETIME || *self.stopping.borrow() {
                 return None;
             }
             let changed = self.hub.changed.notified();
@@ -265,7 +267,10 @@ impl<S: Store> Stream<S> {
                 self.sent_at = Some(tokio::time::Instant::now());
                 return Some(Event::default().event("devices").data(data.to_string()));
             }
-            let _ = tokio::time::timeout(every, changed).await;
+            tokio::select! {
+                _ = tokio::time::timeout(every, changed) => {}
+                _ = self.stopping.wait_for(|s| *s) => {}
+            }
         }
     }
 }
@@ -280,6 +285,7 @@ pub(crate) async fn events<S: Store + 'static>(
         .retry(Duration::from_secs(2))
         .comment("custos events");
     let stream = Stream {
+        stopping: hub.stopping.subscribe(),
         hub,
         account,
         _slot: slot,

@@ -3,18 +3,21 @@
 //! heartbeat; and the MQTT downlink and answers against the real broker (127.0.0.1:1883, a random topic prefix).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
+use common::link;
 use custos_hub::{AccountConfig, Hub, HubKeys, PasswordCost, app};
 use custos_proto::control::{
     CommandHeader, Member, Op, OwnerKeys, RIGHT_CONTROL, open_claim, seal_claim, seal_command,
     seal_list,
 };
-use custos_proto::uplink::{LinkKeys, seal_claim_proof, seal_pairing_wait};
+use custos_proto::uplink::seal_claim_proof;
 use custos_proto::{DeviceId, RustCrypto, Secret, Suite};
 use custos_store::{SqliteStore, Store};
 use serde_json::{Value, json};
@@ -114,46 +117,16 @@ async fn id_of(f: &Fixture, name: &str) -> i64 {
 
 /// Admits `device` straight in the store, with a known session key.
 async fn admitted(f: &Fixture, device: DeviceId, session_key: [u8; 32]) {
-    let store = f.hub.store();
-    store
-        .put_admission(&custos_store::PendingAdmission {
-            device,
-            join_code: [1; 16],
-            created_at: now(),
-            expires_at: now() + 600,
-        })
-        .await
-        .unwrap();
-    store
-        .complete_admission(
-            &custos_store::Device {
-                device,
-                static_key: [2; 32],
-                session_key,
-                admitted_at: now(),
-                revoked_at: None,
-                max_seq: -1,
-            },
-            now(),
-        )
-        .await
-        .unwrap();
-}
-
-fn link(session_key: [u8; 32]) -> LinkKeys {
-    LinkKeys::derive(&C, &Secret::from_bytes(session_key)).unwrap()
+    common::admit(f.hub.store(), device, session_key, now()).await;
 }
 
 /// The device token of `device` under `session_key`, at the test's clock plus `skew`.
 fn token_bytes(session_key: [u8; 32], device: DeviceId, skew: i64) -> [u8; 25] {
-    seal_pairing_wait(&C, &link(session_key), device, (now() + skew) as u64)
+    common::device_token(session_key, device, now() + skew)
 }
 
 fn device_auth(session_key: [u8; 32], device: DeviceId) -> String {
-    format!(
-        "Custos-Device {}",
-        hex::encode(token_bytes(session_key, device, 0))
-    )
+    common::device_auth_at(session_key, device, now())
 }
 
 fn owner_keys() -> OwnerKeys {
