@@ -18,7 +18,7 @@ use serde_json::json;
 /// The hub's subcommands.
 #[derive(Subcommand)]
 pub enum HubCmd {
-    /// Run the hub's API (HTTPS; plain HTTP with --plain-http) until Ctrl-C or SIGTERM.
+    /// Run the hub's API and web dashboard (at /) over HTTPS (or --plain-http) until Ctrl-C or SIGTERM.
     Serve(Box<ServeArgs>),
     /// Register a device's join code, so that it can join once before the code expires.
     Admit(AdmitArgs),
