@@ -70,6 +70,8 @@ pub mod schedule;
 mod secret;
 #[cfg(feature = "sharing")]
 pub mod sharing;
+#[cfg(feature = "ties")]
+pub mod ties;
 pub mod time;
 pub mod tree;
 pub mod uplink;
