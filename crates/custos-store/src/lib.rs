@@ -337,6 +337,48 @@ pub struct ControlMessage {
     pub answered_at: Option<i64>,
 }
 
+/// A device-to-device key as the hub, the Central Entity, remembers it (docs/wire.md §12): who asked, with whom, its id
+/// and expiry, and the packages waiting for peers. Never the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionKeyRecord {
+    /// The node that asked for the key.
+    pub requester: DeviceId,
+    /// The requester's key id.
+    pub kid: [u8; 8],
+    /// The request type (0x41–0x44).
+    pub kind: u8,
+    /// When the key dies (Unix seconds).
+    pub expires_at: i64,
+    /// When the hub translated or drew it.
+    pub created_at: i64,
+    /// The peers, by id.
+    pub peers: Vec<KeyPeer>,
+}
+
+/// One peer of a device-to-device key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPeer {
+    /// The peer.
+    pub peer: DeviceId,
+    /// The package wrapped for it, while it waits for the peer (direct delivery only).
+    pub package: Option<Vec<u8>>,
+    /// When the peer's receipt came.
+    pub received_at: Option<i64>,
+}
+
+/// A package waiting for a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDelivery {
+    /// Who asked for the key.
+    pub requester: DeviceId,
+    /// Its key id.
+    pub kid: [u8; 8],
+    /// The package (a delivery, type 0x48).
+    pub package: Vec<u8>,
+    /// When the key dies.
+    pub expires_at: i64,
+}
+
 /// One granted node in the grant index: the leaves `[from_leaf, until_leaf)` of `device`'s DPK `epoch` that the
 /// application with key `app` may fetch, because a grant answering `request` covers them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -735,6 +777,46 @@ pub trait Store: Send + Sync {
         &self,
         device: DeviceId,
     ) -> impl Future<Output = Result<Option<(String, i64)>>> + Send;
+
+    /// Remembers a device-to-device key with its peers, in one transaction. `false` if the requester used this key id
+    /// before (the hub then refuses the request). Fails with [`StoreError::UnknownDevice`] if a device is unknown.
+    fn put_session_key(&self, k: &SessionKeyRecord) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The key `kid` of `requester`, with its peers.
+    fn session_key(
+        &self,
+        requester: DeviceId,
+        kid: [u8; 8],
+    ) -> impl Future<Output = Result<Option<SessionKeyRecord>>> + Send;
+
+    /// Up to `limit` packages waiting for `peer` whose key is alive at `now`, oldest first.
+    fn key_deliveries(
+        &self,
+        peer: DeviceId,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<KeyDelivery>>> + Send;
+
+    /// `peer` holds the key: its package is dropped and the time noted (the first time only). `false` if `peer` is
+    /// not a peer of that key.
+    fn key_received(
+        &self,
+        peer: DeviceId,
+        requester: DeviceId,
+        kid: [u8; 8],
+        at: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Keys alive at `now` that a revoked device held (as requester or peer): `(requester, kid, expires_at)`, at most
+    /// `limit`, ordered. The signed device list names them as dead.
+    fn dead_keys(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, [u8; 8], i64)>>> + Send;
+
+    /// Forgets keys that died before `before`. Returns how many.
+    fn purge_session_keys(&self, before: i64) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -1015,5 +1097,38 @@ impl Store for AnyStore {
     }
     async fn device_state(&self, device: DeviceId) -> Result<Option<(String, i64)>> {
         delegate!(self, device_state(device))
+    }
+    async fn put_session_key(&self, k: &SessionKeyRecord) -> Result<bool> {
+        delegate!(self, put_session_key(k))
+    }
+    async fn session_key(
+        &self,
+        requester: DeviceId,
+        kid: [u8; 8],
+    ) -> Result<Option<SessionKeyRecord>> {
+        delegate!(self, session_key(requester, kid))
+    }
+    async fn key_deliveries(
+        &self,
+        peer: DeviceId,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<KeyDelivery>> {
+        delegate!(self, key_deliveries(peer, now, limit))
+    }
+    async fn key_received(
+        &self,
+        peer: DeviceId,
+        requester: DeviceId,
+        kid: [u8; 8],
+        at: i64,
+    ) -> Result<bool> {
+        delegate!(self, key_received(peer, requester, kid, at))
+    }
+    async fn dead_keys(&self, now: i64, limit: u32) -> Result<Vec<(DeviceId, [u8; 8], i64)>> {
+        delegate!(self, dead_keys(now, limit))
+    }
+    async fn purge_session_keys(&self, before: i64) -> Result<u64> {
+        delegate!(self, purge_session_keys(before))
     }
 }

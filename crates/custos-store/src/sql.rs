@@ -14,9 +14,10 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use crate::{
-    Account, Claim, ControlMessage, Device, GrantSpan, LoginThrottle, MAX_DEVICE_STATE, NewControl,
-    NewRecord, OwnershipChange, PendingAdmission, Presence, RecordQuery, Result, Rights, Session,
-    Store, StoreError, StoredRecord, StoredRequest,
+    Account, Claim, ControlMessage, Device, GrantSpan, KeyDelivery, KeyPeer, LoginThrottle,
+    MAX_DEVICE_STATE, NewControl, NewRecord, OwnershipChange, PendingAdmission, Presence,
+    RecordQuery, Result, Rights, Session, SessionKeyRecord, Store, StoreError, StoredRecord,
+    StoredRequest,
 };
 
 /// The store on SQLite: one file, the embedded default.
@@ -1404,6 +1405,172 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(|row| Self::record_row(row, q.device)).collect()
+            }
+
+            async fn put_session_key(&self, k: &SessionKeyRecord) -> Result<bool> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<bool> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    let done = sqlx::query(
+                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (requester, kid) DO NOTHING",
+                    )
+                    .bind(&k.requester.0[..])
+                    .bind(&k.kid[..])
+                    .bind(i32::from(k.kind))
+                    .bind(k.expires_at)
+                    .bind(k.created_at)
+                    .execute(&mut *tx)
+                    .await;
+                    let done = match done {
+                        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::UnknownDevice(k.requester)),
+                        other => other?,
+                    };
+                    if done.rows_affected() == 0 {
+                        return Ok(false);
+                    }
+                    for p in &k.peers {
+                        let done = sqlx::query(
+                            "INSERT INTO session_key_peers (requester, kid, peer, package, received_at) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(&k.requester.0[..])
+                        .bind(&k.kid[..])
+                        .bind(&p.peer.0[..])
+                        .bind(p.package.as_deref())
+                        .bind(p.received_at)
+                        .execute(&mut *tx)
+                        .await;
+                        match done {
+                            Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::UnknownDevice(p.peer)),
+                            other => other?,
+                        };
+                    }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn session_key(&self, requester: DeviceId, kid: [u8; 8]) -> Result<Option<SessionKeyRecord>> {
+                let Some(row) = sqlx::query("SELECT kind, expires_at, created_at FROM session_keys WHERE requester = $1 AND kid = $2")
+                    .bind(&requester.0[..])
+                    .bind(&kid[..])
+                    .fetch_optional(&self.pool)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let kind: i32 = row.try_get("kind")?;
+                let rows = sqlx::query("SELECT peer, package, received_at FROM session_key_peers WHERE requester = $1 AND kid = $2 ORDER BY peer")
+                    .bind(&requester.0[..])
+                    .bind(&kid[..])
+                    .fetch_all(&self.pool)
+                    .await?;
+                let peers = rows
+                    .iter()
+                    .map(|r| {
+                        Ok(KeyPeer {
+                            peer: device_id(r.try_get::<&[u8], _>("peer")?)?,
+                            package: r.try_get("package")?,
+                            received_at: r.try_get("received_at")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Some(SessionKeyRecord {
+                    requester,
+                    kid,
+                    kind: u8::try_from(kind).map_err(|_| StoreError::Corrupt("key request type"))?,
+                    expires_at: row.try_get("expires_at")?,
+                    created_at: row.try_get("created_at")?,
+                    peers,
+                }))
+            }
+
+            async fn key_deliveries(&self, peer: DeviceId, now: i64, limit: u32) -> Result<Vec<KeyDelivery>> {
+                let rows = sqlx::query(
+                    "SELECT p.requester, p.kid, p.package, k.expires_at FROM session_key_peers p \
+                     JOIN session_keys k ON k.requester = p.requester AND k.kid = p.kid \
+                     WHERE p.peer = $1 AND p.received_at IS NULL AND p.package IS NOT NULL AND k.expires_at > $2 \
+                     ORDER BY k.created_at, p.requester, p.kid LIMIT $3",
+                )
+                .bind(&peer.0[..])
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(KeyDelivery {
+                            requester: device_id(r.try_get::<&[u8], _>("requester")?)?,
+                            kid: r.try_get::<&[u8], _>("kid")?.try_into().map_err(|_| StoreError::Corrupt("key id is not 8 bytes"))?,
+                            package: r.try_get("package")?,
+                            expires_at: r.try_get("expires_at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn key_received(&self, peer: DeviceId, requester: DeviceId, kid: [u8; 8], at: i64) -> Result<bool> {
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "UPDATE session_key_peers SET package = NULL, received_at = COALESCE(received_at, $4) \
+                     WHERE peer = $1 AND requester = $2 AND kid = $3",
+                )
+                .bind(&peer.0[..])
+                .bind(&requester.0[..])
+                .bind(&kid[..])
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn dead_keys(&self, now: i64, limit: u32) -> Result<Vec<(DeviceId, [u8; 8], i64)>> {
+                let rows = sqlx::query(
+                    "SELECT k.requester, k.kid, k.expires_at FROM session_keys k WHERE k.expires_at > $1 AND (\
+                       EXISTS (SELECT 1 FROM devices d WHERE d.device = k.requester AND d.revoked_at IS NOT NULL) \
+                       OR EXISTS (SELECT 1 FROM session_key_peers p JOIN devices d ON d.device = p.peer \
+                                  WHERE p.requester = k.requester AND p.kid = k.kid AND d.revoked_at IS NOT NULL)) \
+                     ORDER BY k.requester, k.kid LIMIT $2",
+                )
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok((
+                            device_id(r.try_get::<&[u8], _>("requester")?)?,
+                            r.try_get::<&[u8], _>("kid")?.try_into().map_err(|_| StoreError::Corrupt("key id is not 8 bytes"))?,
+                            r.try_get("expires_at")?,
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn purge_session_keys(&self, before: i64) -> Result<u64> {
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // No reliance on ON DELETE CASCADE: delete the peers first, then the keys.
+                    sqlx::query(
+                        "DELETE FROM session_key_peers WHERE EXISTS (SELECT 1 FROM session_keys k \
+                         WHERE k.requester = session_key_peers.requester AND k.kid = session_key_peers.kid AND k.expires_at < $1)",
+                    )
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await?;
+                    let keys = sqlx::query("DELETE FROM session_keys WHERE expires_at < $1").bind(before).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                    Ok(keys.rows_affected())
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
             }
 
             async fn device_state(&self, device: DeviceId) -> Result<Option<(String, i64)>> {

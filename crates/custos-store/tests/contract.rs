@@ -7,8 +7,8 @@
 use anyhow::{Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
-    Claim, Device, GrantSpan, NewControl, NewRecord, PendingAdmission, PgStore, RecordQuery,
-    Rights, Session, SqliteStore, Store, StoreError, StoredRequest,
+    Claim, Device, GrantSpan, KeyPeer, NewControl, NewRecord, PendingAdmission, PgStore,
+    RecordQuery, Rights, Session, SessionKeyRecord, SqliteStore, Store, StoreError, StoredRequest,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Connection;
@@ -919,6 +919,76 @@ async fn grants_index_what_each_app_may_fetch<S: Store>(s: S) -> Result<()> {
     Ok(())
 }
 
+fn key(requester: u8, kid: u8, peers: &[u8], expires_at: i64) -> SessionKeyRecord {
+    SessionKeyRecord {
+        requester: dev(requester),
+        kid: [kid; 8],
+        kind: 0x41,
+        expires_at,
+        created_at: NOW,
+        peers: peers
+            .iter()
+            .map(|&p| KeyPeer {
+                peer: dev(p),
+                package: Some(vec![0x48, p, kid]),
+                received_at: None,
+            })
+            .collect(),
+    }
+}
+
+async fn session_keys_are_remembered_delivered_once_and_listed_dead<S: Store>(s: S) -> Result<()> {
+    for n in 1..=4 {
+        admit(&s, n).await?;
+    }
+    ensure!(s.put_session_key(&key(1, 7, &[2, 3], NOW + 3600)).await?);
+    // A key id is used once per requester; another requester may use the same.
+    ensure!(!s.put_session_key(&key(1, 7, &[4], NOW + 3600)).await?);
+    ensure!(s.put_session_key(&key(2, 7, &[4], NOW + 60)).await?);
+    // An unknown peer: nothing is kept.
+    ensure!(matches!(
+        s.put_session_key(&key(1, 8, &[2, 9], NOW + 3600)).await,
+        Err(StoreError::UnknownDevice(d)) if d == dev(9)
+    ));
+    ensure!(s.session_key(dev(1), [8; 8]).await?.is_none());
+    let got = s.session_key(dev(1), [7; 8]).await?.unwrap();
+    ensure!(got == key(1, 7, &[2, 3], NOW + 3600));
+
+    let waiting = s.key_deliveries(dev(2), NOW, 10).await?;
+    ensure!(
+        waiting.len() == 1
+            && waiting[0].package == vec![0x48, 2, 7]
+            && waiting[0].requester == dev(1)
+    );
+    // Received: the package is gone, the time kept (the first one).
+    ensure!(s.key_received(dev(2), dev(1), [7; 8], NOW + 5).await?);
+    ensure!(s.key_received(dev(2), dev(1), [7; 8], NOW + 9).await?);
+    ensure!(!s.key_received(dev(4), dev(1), [7; 8], NOW).await?);
+    ensure!(s.key_deliveries(dev(2), NOW, 10).await?.is_empty());
+    let got = s.session_key(dev(1), [7; 8]).await?.unwrap();
+    ensure!(got.peers[0].package.is_none() && got.peers[0].received_at == Some(NOW + 5));
+    ensure!(got.peers[1].received_at.is_none());
+    // Expired keys wait for no one.
+    ensure!(s.key_deliveries(dev(4), NOW + 60, 10).await?.is_empty());
+    ensure!(s.key_deliveries(dev(4), NOW, 10).await?.len() == 1);
+
+    // Dead: alive keys a revoked device held.
+    ensure!(s.dead_keys(NOW, 10).await?.is_empty());
+    s.revoke(dev(3), NOW).await?;
+    ensure!(s.dead_keys(NOW, 10).await? == vec![(dev(1), [7; 8], NOW + 3600)]);
+    s.revoke(dev(2), NOW).await?;
+    ensure!(
+        s.dead_keys(NOW, 10).await?
+            == vec![(dev(1), [7; 8], NOW + 3600), (dev(2), [7; 8], NOW + 60)]
+    );
+    ensure!(s.dead_keys(NOW + 60, 10).await?.len() == 1);
+
+    ensure!(s.purge_session_keys(NOW + 61).await? == 1);
+    ensure!(s.session_key(dev(2), [7; 8]).await?.is_none());
+    ensure!(s.session_key(dev(1), [7; 8]).await?.is_some());
+    Ok(())
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -981,6 +1051,7 @@ macro_rules! contract {
 }
 
 contract!(
+    session_keys_are_remembered_delivered_once_and_listed_dead,
     admission_is_single_use,
     expired_and_unknown_codes_admit_nothing,
     concurrent_completions_admit_once,
