@@ -254,6 +254,8 @@ async fn the_agent_checks_the_signed_device_list_and_notices_its_revocation() {
         version: first.version + 10,
         issued_at: 0,
         devices: vec![made.device],
+        statics: vec![],
+        dead: vec![],
     }
     .sign(|tbs| RustCrypto.ed25519_sign(&Secret::from_bytes([9; 32]), tbs))
     .unwrap();
@@ -471,6 +473,8 @@ async fn a_list_from_before_the_device_was_admitted_is_no_revocation() {
             version,
             issued_at: 0,
             devices,
+            statics: vec![],
+            dead: vec![],
         }
         .sign(|tbs| keys.sign(tbs))
         .unwrap()

@@ -227,6 +227,8 @@ async fn devices_publish_over_mqtt_and_bad_payloads_are_refused() {
         version: list.version + 100,
         issued_at: 0,
         devices: vec![],
+        statics: vec![],
+        dead: vec![],
     }
     .sign(|tbs| {
         custos_proto::Crypto::ed25519_sign(

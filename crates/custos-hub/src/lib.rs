@@ -276,14 +276,15 @@ impl<S: Store> Hub<S> {
             // before this read, so no later version can leave it out unless it was revoked.
             let version = self.store.device_list().await?.map_or(1, |(v, _)| v + 1);
             let devices = self.store.devices().await?;
+            let authorized: Vec<_> = devices.iter().filter(|d| d.revoked_at.is_none()).collect();
+            // Keys a revoked device held are named dead until they expire (docs/wire.md §12).
+            let dead = self.store.dead_keys(self.now(), MAX_DEAD_KEYS).await?;
             let list = DeviceList {
                 version,
                 issued_at: self.now(),
-                devices: devices
-                    .iter()
-                    .filter(|d| d.revoked_at.is_none())
-                    .map(|d| d.device)
-                    .collect(),
+                devices: authorized.iter().map(|d| d.device).collect(),
+                statics: authorized.iter().map(|d| d.static_key).collect(),
+                dead,
             };
             let signed = list
                 .sign(|tbs| self.keys.sign(tbs))
@@ -295,6 +296,9 @@ impl<S: Store> Hub<S> {
         Err(ApiError::Busy)
     }
 }
+
+/// The most dead device-to-device keys one signed device list names.
+const MAX_DEAD_KEYS: u32 = 4096;
 
 pub(crate) fn system_now() -> i64 {
     std::time::SystemTime::now()

@@ -142,7 +142,11 @@ pub fn bytes_n<const N: usize>(v: &Value, what: &'static str) -> Result<[u8; N],
 
 /// A version of the list of devices a hub accepts messages from (TIES' authorized-device list).
 ///
-/// Payload: `[version, issued_at, [device id, ...]]`.
+/// Payload: `[version, issued_at, [device id, ...], [static key, ...], [[requester, kid, expires], ...]]`. The
+/// fourth element vouches for each device's Noise static key (pinned at admission; same order as the ids), so two
+/// nodes can run Noise KK with each other; the fifth names the device-to-device keys that are dead because a device
+/// that held one was revoked (docs/wire.md §12). A list of three elements (before device-to-device keys) still reads,
+/// with no keys and nothing dead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceList {
     /// Increases by one with every change.
@@ -151,11 +155,20 @@ pub struct DeviceList {
     pub issued_at: i64,
     /// The authorized devices.
     pub devices: Vec<DeviceId>,
+    /// Each authorized device's static X25519 key, in the order of `devices` (empty: not published).
+    pub statics: Vec<[u8; 32]>,
+    /// Device-to-device keys no node may use any more: `(requester, key id, expiry)`.
+    pub dead: Vec<(DeviceId, [u8; 8], i64)>,
 }
 
 impl DeviceList {
     /// Signs the list; `sign` is the hub's Ed25519 signer.
     pub fn sign(&self, sign: impl FnOnce(&[u8]) -> [u8; 64]) -> Result<Vec<u8>, Error> {
+        if !self.statics.is_empty() && self.statics.len() != self.devices.len() {
+            return Err(Error::InvalidValue(
+                "a device list has one static key per device, or none",
+            ));
+        }
         let payload = Value::Array(alloc::vec![
             Value::Integer(self.version.into()),
             Value::Integer(self.issued_at.into()),
@@ -163,6 +176,24 @@ impl DeviceList {
                 self.devices
                     .iter()
                     .map(|d| Value::Bytes(d.0.to_vec()))
+                    .collect()
+            ),
+            Value::Array(
+                self.statics
+                    .iter()
+                    .map(|k| Value::Bytes(k.to_vec()))
+                    .collect()
+            ),
+            Value::Array(
+                self.dead
+                    .iter()
+                    .map(|(r, kid, e)| {
+                        Value::Array(alloc::vec![
+                            Value::Bytes(r.0.to_vec()),
+                            Value::Bytes(kid.to_vec()),
+                            Value::Integer((*e).into()),
+                        ])
+                    })
                     .collect()
             ),
         ]);
@@ -173,20 +204,66 @@ impl DeviceList {
     pub fn verify<C: Crypto>(c: &C, bytes: &[u8], hub_signing: &[u8; 32]) -> Result<Self, Error> {
         let payload = verify1(c, bytes, DEVICE_LIST, hub_signing)?;
         let items = array_from_cbor(&payload)?;
-        let [version, issued_at, Value::Array(ids)] = items.as_slice() else {
-            return Err(Error::InvalidValue(
-                "device list is not [version, issued_at, devices]",
-            ));
+        let (version, issued_at, ids, statics, dead) = match items.as_slice() {
+            [v, i, Value::Array(ids)] => (v, i, ids, &[][..], &[][..]),
+            [v, i, Value::Array(ids), Value::Array(k), Value::Array(d)] => {
+                (v, i, ids, k.as_slice(), d.as_slice())
+            }
+            _ => {
+                return Err(Error::InvalidValue(
+                    "device list is not [version, issued_at, devices, static keys, dead keys]",
+                ));
+            }
         };
         let devices = ids
             .iter()
             .map(|v| bytes_n::<8>(v, "a device id is not 8 bytes").map(DeviceId))
             .collect::<Result<Vec<_>, _>>()?;
+        let statics = statics
+            .iter()
+            .map(|v| bytes_n::<32>(v, "a static key is not 32 bytes"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !statics.is_empty() && statics.len() != devices.len() {
+            return Err(Error::InvalidValue(
+                "a device list has one static key per device, or none",
+            ));
+        }
+        let dead = dead
+            .iter()
+            .map(|v| match v {
+                Value::Array(t) if t.len() == 3 => Ok((
+                    DeviceId(bytes_n::<8>(
+                        &t[0],
+                        "a dead key's requester is not 8 bytes",
+                    )?),
+                    bytes_n::<8>(&t[1], "a dead key's id is not 8 bytes")?,
+                    int(&t[2], "a dead key's expiry is not an integer")?,
+                )),
+                _ => Err(Error::InvalidValue(
+                    "a dead key is not [requester, kid, expires]",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             version: int(version, "version is not an integer")?,
             issued_at: int(issued_at, "issued_at is not an integer")?,
             devices,
+            statics,
+            dead,
         })
+    }
+
+    /// The static key the hub vouches for `device`, if it is on the list.
+    pub fn static_key(&self, device: DeviceId) -> Option<[u8; 32]> {
+        let i = self.devices.iter().position(|&d| d == device)?;
+        self.statics.get(i).copied()
+    }
+
+    /// Whether the key `kid` of `requester` is dead.
+    pub fn is_dead(&self, requester: DeviceId, kid: &[u8; 8]) -> bool {
+        self.dead
+            .iter()
+            .any(|(r, k, _)| *r == requester && k == kid)
     }
 
     /// Whether `device` is on the list.
@@ -212,10 +289,30 @@ mod tests {
             version: 3,
             issued_at: 1_800_000_000,
             devices: alloc::vec![DeviceId([2; 8]), DeviceId([3; 8])],
+            statics: alloc::vec![[0x22; 32], [0x33; 32]],
+            dead: alloc::vec![(DeviceId([4; 8]), [7; 8], 1_800_003_600)],
         };
         let signed = list.sign(signer([1; 32])).unwrap();
         assert_eq!(DeviceList::verify(&c, &signed, &public).unwrap(), list);
         assert!(list.contains(DeviceId([3; 8])) && !list.contains(DeviceId([4; 8])));
+        assert_eq!(list.static_key(DeviceId([3; 8])), Some([0x33; 32]));
+        assert!(
+            list.is_dead(DeviceId([4; 8]), &[7; 8]) && !list.is_dead(DeviceId([4; 8]), &[8; 8])
+        );
+        // A list of three elements, as hubs signed before device-to-device keys, still reads.
+        let old = sign1(
+            DEVICE_LIST,
+            to_cbor(&Value::Array(alloc::vec![
+                Value::Integer(1.into()),
+                Value::Integer(2.into()),
+                Value::Array(alloc::vec![Value::Bytes(alloc::vec![2; 8])]),
+            ]))
+            .unwrap(),
+            signer([1; 32]),
+        )
+        .unwrap();
+        let old = DeviceList::verify(&c, &old, &public).unwrap();
+        assert!(old.contains(DeviceId([2; 8])) && old.statics.is_empty() && old.dead.is_empty());
 
         // Another key's signature.
         let forged = list.sign(signer([9; 32])).unwrap();
