@@ -28,7 +28,6 @@ use alloc::vec::Vec;
 
 use snow::{Builder, HandshakeState};
 use subtle::ConstantTimeEq;
-use zeroize::Zeroize;
 
 use crate::{Crypto, DeviceId, Error, RustCrypto, Secret, Suite};
 
@@ -80,42 +79,18 @@ fn psk(device: DeviceId, code: &[u8; JOIN_CODE_LEN]) -> Result<Secret, Error> {
 /// The session key and the `Welcome` AEAD key of a finished handshake.
 fn keys(hs: &mut HandshakeState) -> Result<(Secret, Secret, [u8; 32]), Error> {
     let c = RustCrypto;
-    let hash: [u8; 32] = hs
-        .get_handshake_hash()
-        .try_into()
-        .map_err(|_| Error::Handshake)?;
-    let (mut k1, mut k2) = hs.dangerously_get_raw_split();
-    let mut ikm = [0u8; 64];
-    ikm[..32].copy_from_slice(&k1);
-    ikm[32..].copy_from_slice(&k2);
-    let session = c.hkdf_extract(&hash, &ikm);
-    ikm.zeroize();
-    k1.zeroize();
-    k2.zeroize();
+    let (session, hash) = crate::noise::split_secret(hs)?;
     let mut welcome = Secret::zero();
     c.hkdf_expand(session.expose(), &[WELCOME_LABEL], welcome.expose_mut())?;
     Ok((session, welcome, hash))
 }
 
+use crate::noise::expect;
+
 fn peer_static(hs: &HandshakeState) -> Result<[u8; 32], Error> {
     hs.get_remote_static()
         .and_then(|k| k.try_into().ok())
         .ok_or(Error::Handshake)
-}
-
-fn expect(msg: &[u8], kind: u8, len: usize) -> Result<&[u8], Error> {
-    let (&got, body) = msg.split_first().ok_or(Error::Truncated)?;
-    if got != kind {
-        return Err(Error::UnexpectedMessage {
-            expected: kind,
-            got,
-        });
-    }
-    match msg.len().cmp(&len) {
-        core::cmp::Ordering::Less => Err(Error::Truncated),
-        core::cmp::Ordering::Greater => Err(Error::TrailingBytes),
-        core::cmp::Ordering::Equal => Ok(body),
-    }
 }
 
 fn noise_write(

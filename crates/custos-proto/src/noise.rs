@@ -4,10 +4,10 @@
 use alloc::boxed::Box;
 use core::cell::Cell;
 
-use snow::Builder;
 use snow::params::{CipherChoice, DHChoice, HashChoice};
 use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
+use snow::{Builder, HandshakeState};
 use zeroize::Zeroize;
 
 use crate::{Crypto, DeviceId, Error, RustCrypto, Secret};
@@ -72,4 +72,39 @@ pub(crate) fn code_psk(salt: &[u8], device: DeviceId, code: &[u8; 16]) -> Result
     let mut psk = Secret::zero();
     c.hkdf_expand(prk.expose(), &[&device.0], psk.expose_mut())?;
     Ok(psk)
+}
+
+/// A finished handshake's secret and transcript hash: `HKDF-Extract(salt = h, ikm = k1 ‖ k2)`, with `k1`, `k2` the raw
+/// keys of Noise's `Split()` (wire.md §7). Admission, pairing and node-to-node KK all derive their keys from it.
+pub(crate) fn split_secret(hs: &mut HandshakeState) -> Result<(Secret, [u8; 32]), Error> {
+    let hash: [u8; 32] = hs
+        .get_handshake_hash()
+        .try_into()
+        .map_err(|_| Error::Handshake)?;
+    let (mut k1, mut k2) = hs.dangerously_get_raw_split();
+    let mut ikm = [0u8; 64];
+    ikm[..32].copy_from_slice(&k1);
+    ikm[32..].copy_from_slice(&k2);
+    let secret = RustCrypto.hkdf_extract(&hash, &ikm);
+    ikm.zeroize();
+    k1.zeroize();
+    k2.zeroize();
+    Ok((secret, hash))
+}
+
+/// The body of a handshake message of type `kind` and exact length `len` (type byte included), checked before any
+/// cryptography.
+pub(crate) fn expect(msg: &[u8], kind: u8, len: usize) -> Result<&[u8], Error> {
+    let (&got, body) = msg.split_first().ok_or(Error::Truncated)?;
+    if got != kind {
+        return Err(Error::UnexpectedMessage {
+            expected: kind,
+            got,
+        });
+    }
+    match msg.len().cmp(&len) {
+        core::cmp::Ordering::Less => Err(Error::Truncated),
+        core::cmp::Ordering::Greater => Err(Error::TrailingBytes),
+        core::cmp::Ordering::Equal => Ok(body),
+    }
 }

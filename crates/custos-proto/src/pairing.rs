@@ -133,18 +133,7 @@ struct SessionKeys {
 impl SessionKeys {
     fn derive(device: DeviceId, hs: &mut HandshakeState) -> Result<Self, Error> {
         let c = RustCrypto;
-        let handshake_hash: [u8; 32] = hs
-            .get_handshake_hash()
-            .try_into()
-            .map_err(|_| Error::Handshake)?;
-        let (mut k1, mut k2) = hs.dangerously_get_raw_split();
-        let mut ikm = [0u8; 64];
-        ikm[..32].copy_from_slice(&k1);
-        ikm[32..].copy_from_slice(&k2);
-        let session = c.hkdf_extract(&handshake_hash, &ikm);
-        ikm.zeroize();
-        k1.zeroize();
-        k2.zeroize();
+        let (session, handshake_hash) = crate::noise::split_secret(hs)?;
         let expand = |label: &[u8]| -> Result<Secret, Error> {
             let mut key = Secret::zero();
             c.hkdf_expand(session.expose(), &[label], key.expose_mut())?;
@@ -196,6 +185,8 @@ impl SessionKeys {
 }
 
 /// Splits a transport message of type `kind` into body, counter and tag.
+use crate::noise::expect;
+
 fn split_transport(msg: &[u8], kind: u8) -> Result<(&[u8], u32, [u8; TAG_LEN]), Error> {
     let (&got, _) = msg.split_first().ok_or(Error::Truncated)?;
     if got != kind {
@@ -223,22 +214,6 @@ struct Plain(Vec<u8>);
 impl Drop for Plain {
     fn drop(&mut self) {
         self.0.as_mut_slice().zeroize();
-    }
-}
-
-/// Checks a message's type and exact length; returns what follows the type byte.
-fn expect(msg: &[u8], kind: u8, len: usize) -> Result<&[u8], Error> {
-    let (&got, body) = msg.split_first().ok_or(Error::Truncated)?;
-    if got != kind {
-        return Err(Error::UnexpectedMessage {
-            expected: kind,
-            got,
-        });
-    }
-    match msg.len().cmp(&len) {
-        core::cmp::Ordering::Less => Err(Error::Truncated),
-        core::cmp::Ordering::Greater => Err(Error::TrailingBytes),
-        core::cmp::Ordering::Equal => Ok(body),
     }
 }
 

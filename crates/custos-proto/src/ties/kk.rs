@@ -17,10 +17,10 @@
 use alloc::vec::Vec;
 
 use snow::HandshakeState;
-use zeroize::Zeroize;
 
 use super::{KeyId, MAX_LIFETIME, SessionKey};
-use crate::{Crypto, DeviceId, Error, RustCrypto, Secret};
+use crate::noise::expect;
+use crate::{DeviceId, Error, Secret};
 
 /// The Noise protocol name.
 pub const PATTERN: &str = "Noise_KK_25519_AESGCM_SHA256";
@@ -62,36 +62,10 @@ fn build(
 }
 
 fn finish(hs: &mut HandshakeState) -> Result<(Secret, KeyId), Error> {
-    let h: [u8; 32] = hs
-        .get_handshake_hash()
-        .try_into()
-        .map_err(|_| Error::Handshake)?;
-    let (mut k1, mut k2) = hs.dangerously_get_raw_split();
-    let mut ikm = [0u8; 64];
-    ikm[..32].copy_from_slice(&k1);
-    ikm[32..].copy_from_slice(&k2);
-    let s = RustCrypto.hkdf_extract(&h, &ikm);
-    ikm.zeroize();
-    k1.zeroize();
-    k2.zeroize();
+    let (s, h) = crate::noise::split_secret(hs)?;
     let mut kid = [0; 8];
     kid.copy_from_slice(&h[..8]);
     Ok((s, kid))
-}
-
-fn expect(msg: &[u8], kind: u8, len: usize) -> Result<&[u8], Error> {
-    let (&got, body) = msg.split_first().ok_or(Error::Truncated)?;
-    if got != kind {
-        return Err(Error::UnexpectedMessage {
-            expected: kind,
-            got,
-        });
-    }
-    match msg.len().cmp(&len) {
-        core::cmp::Ordering::Less => Err(Error::Truncated),
-        core::cmp::Ordering::Greater => Err(Error::TrailingBytes),
-        core::cmp::Ordering::Equal => Ok(body),
-    }
 }
 
 /// The initiator has sent Init and waits for Reply.
@@ -213,6 +187,7 @@ pub fn respond(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Crypto, RustCrypto};
 
     const N1: DeviceId = DeviceId([1; 8]);
     const N2: DeviceId = DeviceId([2; 8]);
