@@ -17,25 +17,8 @@ use std::time::{Duration, Instant};
 /// A device made in `state` (relative to `d`, or absolute), admitted at the hub in `d/hub`, a master secret and a
 /// DPK for it in `d/dpk.json`; returns the device id.
 fn make_device(d: &Path, state: &str) -> String {
-    let made: serde_json::Value = serde_json::from_slice(&custos(
-        d,
-        &["device", "make", "--state-dir", state, "--json"],
-    ))
-    .unwrap();
+    let made = common::make_admitted_device(d, state);
     let device = made["device"].as_str().unwrap().to_string();
-    custos(
-        d,
-        &[
-            "hub",
-            "admit",
-            "--data-dir",
-            "hub",
-            "--device",
-            &device,
-            "--code",
-            made["join_code"].as_str().unwrap(),
-        ],
-    );
     custos(d, &["master", "new"]);
     custos(
         d,

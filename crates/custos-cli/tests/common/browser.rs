@@ -406,25 +406,8 @@ impl Fixture {
             ],
             port,
         );
-        let made: serde_json::Value = serde_json::from_str(&custos(
-            d,
-            &["device", "make", "--state-dir", "dev", "--json"],
-        ))
-        .unwrap();
+        let made = crate::common::make_admitted_device(d, "dev");
         let device = made["device"].as_str().unwrap().to_string();
-        custos(
-            d,
-            &[
-                "hub",
-                "admit",
-                "--data-dir",
-                "hub",
-                "--device",
-                &device,
-                "--code",
-                made["join_code"].as_str().unwrap(),
-            ],
-        );
         Self {
             hub,
             port,

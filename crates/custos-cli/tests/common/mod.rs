@@ -159,3 +159,29 @@ pub fn custos(dir: &Path, args: &[&str]) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// `custos device make` in `state` (relative to `dir`, or absolute) and `custos hub admit` of it at the hub in
+/// `dir/hub`; returns what `device make --json` printed (device id, join code, owner code).
+#[allow(dead_code)] // Not every test binary that includes this module makes devices.
+pub fn make_admitted_device(dir: &Path, state: &str) -> serde_json::Value {
+    let made: serde_json::Value = serde_json::from_slice(&custos(
+        dir,
+        &["device", "make", "--state-dir", state, "--json"],
+    ))
+    .unwrap();
+    let device = made["device"].as_str().unwrap().to_string();
+    custos(
+        dir,
+        &[
+            "hub",
+            "admit",
+            "--data-dir",
+            "hub",
+            "--device",
+            &device,
+            "--code",
+            made["join_code"].as_str().unwrap(),
+        ],
+    );
+    made
+}
