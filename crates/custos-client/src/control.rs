@@ -29,7 +29,7 @@ pub struct Delivery {
     pub online: bool,
 }
 
-fn wait_secs(wait: Duration) -> u64 {
+pub(crate) fn wait_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).min(custos_max_wait())
 }
 

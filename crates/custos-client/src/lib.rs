@@ -5,12 +5,14 @@
 pub mod tls;
 
 mod control;
+mod ties;
 
 use std::time::Duration;
 
 use custos_proto::DeviceId;
 
 pub use control::{Delivery, Queued};
+pub use ties::{KeyAnswer, PeerStatus, WaitingPackage};
 pub use tls::{Fingerprint, TlsTrust};
 
 /// Why a call to the hub failed.

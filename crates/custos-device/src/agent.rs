@@ -101,6 +101,13 @@ pub enum AgentError {
     /// The device does not have the hub's signing key yet, so it cannot check a device list.
     #[error("the hub's signing key is not pinned yet; cannot check a device list")]
     NoHubKey,
+    /// The hub refused a device-to-device key, and said why in a refusal it authenticated.
+    #[error("the hub refused the key: {}", match .0 {
+        custos_proto::ties::Refusal::PeerNotAuthorized => "a peer is not on its list of authorized devices",
+        custos_proto::ties::Refusal::BadExpiry => "the expiry is not between 60 s and 7 days ahead of its clock",
+        custos_proto::ties::Refusal::KeyIdReused => "the key id was used before",
+    })]
+    KeyRefused(custos_proto::ties::Refusal),
     /// A device list older than one already accepted: a replay, or a hub rolled back.
     #[error("device list version {got} is older than version {have}, already accepted")]
     StaleList {
@@ -551,6 +558,17 @@ impl Agent {
             dir: self.dir.clone(),
             queue,
         })
+    }
+
+    /// The device's line to the hub for device-to-device keys.
+    pub fn key_node(&self) -> Result<crate::ties::KeyNode, AgentError> {
+        let session = self.state.session.as_ref().ok_or(AgentError::NotJoined)?;
+        crate::ties::KeyNode::new(
+            &session.hub,
+            &self.trust,
+            self.state.device,
+            &session.session_key,
+        )
     }
 
     /// The device's owner control: its [`Controller`](crate::control::Controller) over `actuator` (restoring

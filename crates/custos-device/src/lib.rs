@@ -11,5 +11,6 @@ pub mod agent;
 pub mod control;
 pub mod keyfile;
 mod state;
+pub mod ties;
 
 pub use state::{DeviceState, Factory, Session, StateError, format_code, parse_code};

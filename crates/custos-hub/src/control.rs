@@ -64,10 +64,21 @@ pub const MAX_SHARES: usize = 64;
 pub struct Downlink {
     /// The device it is for.
     pub device: DeviceId,
-    /// Its id in the queue.
+    /// Its id in the queue (0 for key deliveries, which have none).
     pub id: i64,
+    /// Which topic it goes on.
+    pub topic: DownlinkTopic,
     /// The message.
     pub message: Vec<u8>,
+}
+
+/// The MQTT topic of a [`Downlink`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownlinkTopic {
+    /// `{prefix}/{device}/control`, payload `id (8) ‖ message`.
+    Control,
+    /// `{prefix}/{device}/keys`, payload a device-to-device key delivery (docs/wire.md §12).
+    Keys,
 }
 
 /// An account's relation to a device.
@@ -338,6 +349,7 @@ pub(crate) async fn post<S: Store>(
     let _ = hub.downlink.send(Downlink {
         device,
         id,
+        topic: DownlinkTopic::Control,
         message: body.to_vec(),
     });
     tracing::debug!(%device, id, kind, account = %account.name, "control message queued");
@@ -377,7 +389,7 @@ pub(crate) async fn check_device_token<S: Store>(
 }
 
 /// The device token of `Authorization: Custos-Device <hex>`.
-async fn device_auth<S: Store>(
+pub(crate) async fn device_auth<S: Store>(
     hub: &Hub<S>,
     device: DeviceId,
     headers: &HeaderMap,

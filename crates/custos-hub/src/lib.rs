@@ -16,6 +16,7 @@ pub mod mqtt;
 mod routes;
 pub mod serve;
 pub mod sharing;
+pub mod ties;
 pub mod web;
 
 use std::collections::HashMap;
@@ -100,6 +101,8 @@ pub struct Hub<S> {
     downlink: tokio::sync::broadcast::Sender<control::Downlink>,
     /// The dashboard's open event streams, per account (`web.rs`).
     streams: web::Streams,
+    /// Device-to-device key requests per requester (`ties.rs`).
+    key_limiter: Option<ties::KeyLimiter>,
     /// Set when the hub begins to stop: the event streams end, so that they do not hold up a graceful shutdown
     /// (they would otherwise last their hour).
     stopping: tokio::sync::watch::Sender<bool>,
@@ -171,6 +174,7 @@ impl<S: Store> Hub<S> {
             shed: Default::default(),
             changed: tokio::sync::Notify::new(),
             streams: web::Streams::default(),
+            key_limiter: Some(ties::key_limiter()),
             stopping: tokio::sync::watch::channel(false).0,
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),

@@ -140,9 +140,16 @@ pub async fn run<S: Store + 'static>(
                 // The message is also in the device's HTTP queue: a publish lost here (or skipped because this
                 // loop lagged) is fetched there.
                 Ok(d) => {
-                    let mut payload = u64::try_from(d.id).unwrap_or(0).to_be_bytes().to_vec();
-                    payload.extend_from_slice(&d.message);
-                    let topic = format!("{}/{}/control", config.prefix, d.device);
+                    let (topic, payload) = match d.topic {
+                        crate::control::DownlinkTopic::Control => {
+                            let mut payload = u64::try_from(d.id).unwrap_or(0).to_be_bytes().to_vec();
+                            payload.extend_from_slice(&d.message);
+                            (format!("{}/{}/control", config.prefix, d.device), payload)
+                        }
+                        crate::control::DownlinkTopic::Keys => {
+                            (format!("{}/{}/keys", config.prefix, d.device), d.message)
+                        }
+                    };
                     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
                         tracing::debug!(%e, "a control message was not published over MQTT");
                     }

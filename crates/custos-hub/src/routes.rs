@@ -120,6 +120,21 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
             "/v1/devices/{device}/state",
             get(crate::control::state::<S>),
         )
+        .route(
+            "/v1/devices/{device}/keys",
+            post(crate::ties::request::<S>)
+                .get(crate::ties::fetch::<S>)
+                .layer(DefaultBodyLimit::max(crate::ties::MAX_KEY_MESSAGE)),
+        )
+        .route(
+            "/v1/devices/{device}/keys/receipts",
+            post(crate::ties::receipt::<S>)
+                .layer(DefaultBodyLimit::max(crate::ties::MAX_KEY_MESSAGE)),
+        )
+        .route(
+            "/v1/devices/{device}/keys/{kid}",
+            get(crate::ties::status::<S>),
+        )
         .fallback(|| async { ApiError::NotFound("no such endpoint; see docs/api.md".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY))

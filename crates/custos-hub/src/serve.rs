@@ -406,6 +406,13 @@ async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Futur
                 tracing::warn!(%e, "housekeeping failed; next try in 10 min")
             }
         }
+        // Device-to-device keys that died: their kids can no longer be asked for again (a request's expiry is
+        // at least a minute ahead), so forgetting them cannot let a kid be reused.
+        match store.purge_session_keys(now).await {
+            Ok(n) if n > 0 => tracing::info!(keys = n, "housekeeping"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%e, "housekeeping failed; next try in 10 min"),
+        }
     }
 }
 

@@ -107,6 +107,11 @@ impl Loopback {
         }
     }
 
+    /// The directory that holds the hub's database.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     /// `http://127.0.0.1:port` followed by `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
