@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json and control-v1.json.
+"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json and ties-v1.json.
 
 This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
 docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
@@ -10,7 +10,10 @@ statements (§10) it rebuilds every CBOR payload and COSE_Sign1 by hand, re-sign
 Ed25519, runs the HPKE (RFC 9180) base-mode setup from the seeded ephemeral key, and opens every sealed
 node secret to the secret derived from the master secret. The §11 part (owner control, Vector 8) follows wire.md
 §11: it derives every key with HKDF-Expand, rebuilds and opens every message with AES-GCM, recomputes the claim
-proof's HMAC and rebuilds the device's persisted state.
+proof's HMAC and rebuilds the device's persisted state. The §12 part (device-to-device keys, Vector 9) follows
+wire.md §12 and the Noise specification (revision 34): it derives every wrapping and message key with HKDF-Expand,
+rebuilds and opens every request, package, receipt, notice and refusal with AES-GCM, derives the session keys,
+recomputes the key confirmations' HMACs and the data messages, and runs the Noise KK exchange step by step.
 
 Usage (from the repository root):  python3 docs/vectors/verify.py
 Needs only the standard library plus `cryptography` (pip install cryptography).
@@ -511,6 +514,249 @@ def run_control(v: dict):
     compare("control state: size", (len(st), v["state"]["size"]), (18 + 45, 18 + 45))
 
 
+# ---- §12 device-to-device keys (TIES) -------------------------------------------------------
+def run_ties(v: dict):
+    """Vector 9: derive each node's wrapping keys from its SDK, rebuild every node <-> CE message from its fields with
+    a key per message and AES-256-GCM under the zero nonce, open each one, derive the session key, rebuild the key
+    confirmations (HMAC-SHA256) and data messages, and run Noise KK step by step from the Noise specification."""
+    inp, keys = v["input"], v["keys"]
+    ids = {n: bytes.fromhex(x["id"].replace("-", "")) for n, x in inp["nodes"].items()}
+    name_of = {i: n for n, i in ids.items()}
+    wrap = {}
+    for n, x in inp["nodes"].items():
+        sdk = bytes.fromhex(x["sdk"])
+        wrap[n] = {"K_n2h": hkdf_expand(sdk, b"custos/v1/ties/node-to-hub", 32),
+                   "K_h2n": hkdf_expand(sdk, b"custos/v1/ties/hub-to-node", 32)}
+        for k in ("K_n2h", "K_h2n"):
+            compare(f"ties {n}: {k}", wrap[n][k].hex(), keys[n][k])
+    now, expires = inp["now"], inp["expires"]
+    exp4 = expires.to_bytes(4, "big")
+    check("ties: the expiry is 60 s to 7 days ahead of `now`", now + 60 <= expires <= now + 7 * 86400)
+
+    def node_id(text: str) -> bytes:
+        return bytes.fromhex(text.replace("-", ""))
+
+    def message(n: str, k_dir: bytes, header: bytes, aad: bytes, plain: bytes, exp: dict, size: int):
+        """header || AES-256-GCM(Expand(K_dir, "custos/v1/ties/msg" || A), 0^12, A, plain); opened again, and refused
+        with any one byte of A (the header, or a transport id) altered."""
+        k_msg = hkdf_expand(k_dir, b"custos/v1/ties/msg" + aad, 32)
+        compare(f"ties {n}: A", aad.hex(), exp["aad"])
+        compare(f"ties {n}: K_msg", k_msg.hex(), exp["K_msg"])
+        if "plaintext" in exp:
+            compare(f"ties {n}: plaintext", plain.hex(), exp["plaintext"])
+        if "header" in exp:
+            compare(f"ties {n}: header", header.hex(), exp["header"])
+        msg = header + AESGCM(k_msg).encrypt(bytes(12), plain, aad)
+        compare(f"ties {n}: bytes", msg.hex(), exp["bytes"])
+        compare(f"ties {n}: size", (len(msg), exp["size"]), (size, size))
+        got = bytes.fromhex(exp["bytes"])
+        try:
+            compare(f"ties {n}: opens", AESGCM(k_msg).decrypt(bytes(12), got[len(header):], aad).hex(), plain.hex())
+        except InvalidTag:
+            check(f"ties {n}: opens", False, "tag")
+        refused = 0
+        for i in range(len(aad)):
+            bad = bytearray(aad)
+            bad[i] ^= 1
+            k_bad = hkdf_expand(k_dir, b"custos/v1/ties/msg" + bytes(bad), 32)
+            try:
+                AESGCM(k_bad).decrypt(bytes(12), got[len(header):], bytes(bad))
+            except InvalidTag:
+                refused += 1
+        compare(f"ties {n}: every altered byte of A is refused", refused, len(aad))
+
+    def session(n: str, seed: bytes, kid: bytes, requester: bytes, peers: list, exp: dict) -> bytes:
+        salt = kid + exp4
+        prk = hkdf_extract(salt, seed)
+        info = b"custos/v1/ties/session" + requester + b"".join(sorted(peers))
+        s = hkdf_expand(prk, info, 32)
+        for field, got in (("salt", salt), ("prk", prk), ("info", info), ("S", s)):
+            compare(f"ties {n}: session {field}", got.hex(), exp[field])
+        return s
+
+    sessions = {}
+    for n in ("ktc_direct", "ktc_indirect", "kdc_direct", "kdc_indirect", "group"):
+        sc = v[n]
+        kind = bytes.fromhex(sc["type"])[0]
+        kdc = kind in (0x43, 0x44)
+        compare(f"ties {n}: type", kind, {"ktc_direct": 0x41, "ktc_indirect": 0x42, "kdc_direct": 0x43,
+                                           "kdc_indirect": 0x44, "group": 0x41}[n])
+        kid = bytes.fromhex(sc["kid"])
+        compare(f"ties {n}: kid", sc["kid"], inp["kids"][n])
+        requester = node_id(sc["requester"])
+        peers = [node_id(p) for p in sc["peers"]]
+        check(f"ties {n}: 1 to 8 distinct peers, not the requester",
+              1 <= len(peers) <= 8 and len(set(peers)) == len(peers) and requester not in peers)
+        seed = bytes.fromhex(inp["ce_seed"] if kdc else inp["seed"])
+        compare(f"ties {n}: seed", sc["seed"], seed.hex())
+        req = name_of[requester]
+        header = bytes([kind]) + b"".join(peers) + kid + exp4
+        aad = bytes([kind]) + requester + b"".join(peers) + kid + exp4
+        message(f"{n} request", wrap[req]["K_n2h"], header, aad, b"" if kdc else seed, sc["request"],
+                1 + 8 * len(peers) + 12 + (0 if kdc else 16) + 16)
+        # KTC: a delivery for each peer; KDC: a grant for the requester too.
+        want = ([requester] if kdc else []) + peers
+        compare(f"ties {n}: recipients", [p["recipient"] for p in sc["packages"]],
+                [x["id"] for w in want for x in inp["nodes"].values() if node_id(x["id"]) == w])
+        for p in sc["packages"]:
+            r = node_id(p["recipient"])
+            if r == requester:
+                ptype, holders = 0x49, peers
+            else:
+                ptype, holders = 0x48, [requester] + [q for q in peers if q != r]
+            compare(f"ties {n} package for {p['recipient']}: type", p["type"], bytes([ptype]).hex())
+            compare(f"ties {n} package for {p['recipient']}: holders", [node_id(x) for x in p["holders"]], holders)
+            header = bytes([ptype]) + kid + exp4 + b"".join(holders)
+            aad = bytes([ptype]) + r + kid + exp4 + b"".join(holders)
+            message(f"{n} package for {p['recipient']}", wrap[name_of[r]]["K_h2n"], header, aad, seed, p,
+                    1 + 12 + 8 * len(holders) + 16 + 16)
+            # A package for another node (here: the requester) does not open under that node's key and id.
+            other = requester if r != requester else peers[0]
+            bad_aad = bytes([ptype]) + other + kid + exp4 + b"".join(holders)
+            try:
+                k_other = hkdf_expand(wrap[name_of[other]]["K_h2n"], b"custos/v1/ties/msg" + bad_aad, 32)
+                AESGCM(k_other).decrypt(bytes(12), bytes.fromhex(p["bytes"])[len(header):], bad_aad)
+                check(f"ties {n} package for {p['recipient']}: refused by another node", False, "opened")
+            except InvalidTag:
+                check(f"ties {n} package for {p['recipient']}: refused by another node", True)
+        sessions[n] = session(n, seed, kid, requester, peers, sc["session"])
+    check("ties: every scenario has its own session key", len(set(sessions.values())) == len(sessions))
+    # The group names N3 before N2; the session key sorts them.
+    check("ties group: the request's order is not sorted", v["group"]["peers"] != sorted(v["group"]["peers"]))
+
+    n1, n2 = ids["N1"], ids["N2"]
+    kid = bytes.fromhex(inp["kids"]["ktc_direct"])
+    r = v["receipt"]
+    message("receipt", wrap["N2"]["K_n2h"], bytes([0x4a]) + n1 + kid, bytes([0x4a]) + n2 + n1 + kid, b"", r, 33)
+    nt = v["notice"]
+    message("notice", wrap["N1"]["K_h2n"], bytes([0x4b]) + n2 + kid, bytes([0x4b]) + n1 + n2 + kid, b"", nt, 33)
+    refused = bytes.fromhex(inp["kids"]["refused"])
+    compare("ties refusals: the three reasons", [(f["reason"], f["name"]) for f in v["refusals"]],
+            [(1, "PeerNotAuthorized"), (2, "BadExpiry"), (3, "KeyIdReused")])
+    for f in v["refusals"]:
+        why = bytes([f["reason"]])
+        message(f"refusal {f['reason']}", wrap["N1"]["K_h2n"], bytes([0x4f]) + refused + why,
+                bytes([0x4f]) + n1 + refused + why, b"", f, 26)
+
+    def confirmation(n: str, s: bytes, kind: int, frm: bytes, to: bytes, kid: bytes, exp: dict):
+        k_conf = hkdf_expand(s, b"custos/v1/ties/confirm", 32)
+        mac_input = bytes([kind]) + frm + to + kid + exp4
+        mac = hmac.new(k_conf, mac_input, hashlib.sha256).digest()
+        msg = bytes([kind]) + kid[:4] + mac[:16]
+        compare(f"ties {n}: from, to", (exp["from"], exp["to"]), (name_or_id(frm), name_or_id(to)))
+        compare(f"ties {n}: MAC input", mac_input.hex(), exp["mac_input"])
+        compare(f"ties {n}: HMAC", mac.hex(), exp["hmac"])
+        compare(f"ties {n}: bytes", msg.hex(), exp["bytes"])
+        compare(f"ties {n}: size", (len(msg), exp["size"]), (21, 21))
+        # Reflected to its sender, the receiver expects the other type with from and to swapped: it fails.
+        other = hmac.new(k_conf, bytes([kind ^ 1]) + to + frm + kid + exp4, hashlib.sha256).digest()[:16]
+        check(f"ties {n}: does not verify reflected", not hmac.compare_digest(other, bytes.fromhex(exp["bytes"])[5:]))
+        return k_conf
+
+    def name_or_id(i: bytes) -> str:
+        return "-".join(f"{b:02x}" for b in i)
+
+    s = sessions["ktc_direct"]
+    lk = v["link"]
+    k_conf = confirmation("4c", s, 0x4c, n1, n2, kid, lk["confirm_requester"])
+    compare("ties: K_conf", k_conf.hex(), lk["K_conf"])
+    confirmation("4d", s, 0x4d, n2, n1, kid, lk["confirm_peer"])
+    k_send = hkdf_expand(s, b"custos/v1/ties/send" + n1, 32)
+    for seq, d in enumerate(lk["data"]):
+        compare(f"ties data {seq}: seq", d["seq"], seq)
+        compare(f"ties data {seq}: from N1", d["from"], name_or_id(n1))
+        compare(f"ties data {seq}: K_send", k_send.hex(), d["K_send"])
+        nonce = bytes(8) + seq.to_bytes(4, "big")
+        aad = bytes([0x4e]) + kid + exp4 + n1 + seq.to_bytes(4, "big")
+        compare(f"ties data {seq}: nonce", nonce.hex(), d["nonce"])
+        compare(f"ties data {seq}: aad", aad.hex(), d["aad"])
+        plain = bytes.fromhex(d["plaintext"])
+        msg = bytes([0x4e]) + kid[:4] + seq.to_bytes(4, "big") + AESGCM(k_send).encrypt(nonce, plain, aad)
+        compare(f"ties data {seq}: bytes", msg.hex(), d["bytes"])
+        compare(f"ties data {seq}: size", (len(msg), d["size"]), (len(plain) + 25, len(plain) + 25))
+        # N2 under its own sending key cannot be taken for N1.
+        try:
+            k2 = hkdf_expand(s, b"custos/v1/ties/send" + n2, 32)
+            AESGCM(k2).decrypt(nonce, msg[9:], bytes([0x4e]) + kid + exp4 + n2 + seq.to_bytes(4, "big"))
+            check(f"ties data {seq}: refused as from N2", False, "opened")
+        except InvalidTag:
+            check(f"ties data {seq}: refused as from N2", True)
+
+    run_kk(v["kk"], ids, exp4)
+
+
+def run_kk(k: dict, ids: dict, exp4: bytes):
+    """Noise_KK_25519_AESGCM_SHA256 (Noise revision 34) written out: MixHash, MixKey, EncryptAndHash, Split."""
+    compare("kk: pattern", k["pattern"], "Noise_KK_25519_AESGCM_SHA256")
+    s1, s2 = bytes.fromhex(k["static"]["N1"]["secret"]), bytes.fromhex(k["static"]["N2"]["secret"])
+    e1, e2 = bytes.fromhex(k["ephemeral"]["N1"]["secret"]), bytes.fromhex(k["ephemeral"]["N2"]["secret"])
+    S1, S2, E1, E2 = (x25519_public(x) for x in (s1, s2, e1, e2))
+    for n, got, want in (("N1 static", S1, k["static"]["N1"]["public"]), ("N2 static", S2, k["static"]["N2"]["public"]),
+                         ("N1 e", E1, k["ephemeral"]["N1"]["public"]), ("N2 e", E2, k["ephemeral"]["N2"]["public"])):
+        compare(f"kk: {n} public", got.hex(), want)
+
+    def dh(sk: bytes, pk: bytes) -> bytes:
+        return X25519PrivateKey.from_private_bytes(sk).exchange(X25519PublicKey.from_public_bytes(pk))
+
+    def hkdf2(ck: bytes, ikm: bytes):
+        temp = hmac.new(ck, ikm, hashlib.sha256).digest()
+        o1 = hmac.new(temp, b"\x01", hashlib.sha256).digest()
+        return o1, hmac.new(temp, o1 + b"\x02", hashlib.sha256).digest()
+
+    st = {"h": k["pattern"].encode().ljust(32, b"\0"), "k": None}
+    st["ck"] = st["h"]
+
+    def mix_hash(data: bytes):
+        st["h"] = hashlib.sha256(st["h"] + data).digest()
+
+    def mix_key(ikm: bytes):
+        st["ck"], st["k"] = hkdf2(st["ck"], ikm)
+
+    def encrypt_and_hash(plain: bytes) -> bytes:
+        ct = AESGCM(st["k"]).encrypt(bytes(12), plain, st["h"])  # nonce: 4 zero bytes || n = 0 (64-bit BE)
+        mix_hash(ct)
+        return ct
+
+    initiator, responder = bytes.fromhex(k["initiator"].replace("-", "")), bytes.fromhex(k["responder"].replace("-", ""))
+    compare("kk: N1 initiates, N2 responds", (initiator, responder), (ids["N1"], ids["N2"]))
+    prologue = b"custos/v1/ties/kk" + initiator + responder
+    compare("kk: prologue", prologue.hex(), k["prologue"])
+    mix_hash(prologue)
+    mix_hash(S1)  # pre-message -> s
+    mix_hash(S2)  # pre-message <- s
+    mix_hash(E1)  # -> e
+    mix_key(dh(e1, S2))  # es
+    mix_key(dh(s1, S2))  # ss
+    init = bytes([0x46]) + E1 + encrypt_and_hash(exp4)
+    compare("kk: Init", init.hex(), k["init"]["bytes"])
+    compare("kk: Init size", (len(init), k["init"]["size"]), (53, 53))
+    mix_hash(E2)  # <- e
+    mix_key(dh(e2, E1))  # ee
+    mix_key(dh(e2, S1))  # se
+    reply = bytes([0x47]) + E2 + encrypt_and_hash(b"")
+    compare("kk: Reply", reply.hex(), k["reply"]["bytes"])
+    compare("kk: Reply size", (len(reply), k["reply"]["size"]), (49, 49))
+    k1, k2 = hkdf2(st["ck"], b"")
+    compare("kk: h", st["h"].hex(), k["h"])
+    compare("kk: k1", k1.hex(), k["k1"])
+    compare("kk: k2", k2.hex(), k["k2"])
+    s = hkdf_extract(st["h"], k1 + k2)
+    compare("kk: S = HMAC-SHA256(h, k1 || k2)", s.hex(), k["S"])
+    compare("kk: kid = h[..8]", st["h"][:8].hex(), k["kid"])
+    compare("kk: expires", k["expires"].to_bytes(4, "big"), exp4)
+    # The responder's side, from the published Init only: DH from its own keys gives the same payload.
+    got = bytes.fromhex(k["init"]["bytes"])
+    compare("kk: Init's ephemeral key", got[1:33].hex(), E1.hex())
+    c = k["confirm_requester"]
+    k_conf = hkdf_expand(s, b"custos/v1/ties/confirm", 32)
+    kid = st["h"][:8]
+    mac_input = bytes([0x4c]) + initiator + responder + kid + exp4
+    compare("kk 4c: MAC input", mac_input.hex(), c["mac_input"])
+    mac = hmac.new(k_conf, mac_input, hashlib.sha256).digest()
+    compare("kk 4c: HMAC", mac.hex(), c["hmac"])
+    compare("kk 4c: bytes", (bytes([0x4c]) + kid[:4] + mac[:16]).hex(), c["bytes"])
+
+
 # ---- driver ---------------------------------------------------------------------------------
 results = []
 
@@ -584,6 +830,7 @@ def main() -> int:
             check(f"reject {bad['why']} -> {e}", True)
     run_sharing(json.loads((Path(__file__).resolve().parent / "sharing-v1.json").read_text()))
     run_control(json.loads((Path(__file__).resolve().parent / "control-v1.json").read_text()))
+    run_ties(json.loads((Path(__file__).resolve().parent / "ties-v1.json").read_text()))
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

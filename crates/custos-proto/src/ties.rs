@@ -265,35 +265,38 @@ impl NodeKeys {
     }
 }
 
-/// Associated data, built without a heap.
+/// Associated data, built without a heap. Every write is checked: a full buffer is an error, never a short `A`.
 struct Aad {
-    buf: [u8; 1 + 8 + 8 * (MAX_PEERS + 1) + 8 + 4 + 1],
+    buf: [u8; AAD_MAX],
     len: usize,
 }
 
+/// The largest `A` of any message: a request's (type, requester, up to `1 + MAX_PEERS` ids, kid, expires) with one
+/// byte to spare.
+const AAD_MAX: usize = 1 + 8 + 8 * (MAX_PEERS + 1) + 8 + 4 + 1;
+
 impl Aad {
     fn new(kind: u8) -> Self {
-        let mut a = Self {
-            buf: [0; 1 + 8 + 8 * (MAX_PEERS + 1) + 8 + 4 + 1],
-            len: 0,
-        };
-        a.put(&[kind]);
-        a
+        let mut buf = [0; AAD_MAX];
+        buf[0] = kind;
+        Self { buf, len: 1 }
     }
 
-    fn put(&mut self, b: &[u8]) {
-        debug_assert!(self.len + b.len() <= self.buf.len());
-        // Callers never exceed the buffer: its size is the largest A of any message.
-        let end = (self.len + b.len()).min(self.buf.len());
-        let n = end - self.len;
-        self.buf[self.len..end].copy_from_slice(&b[..n]);
+    fn put(&mut self, b: &[u8]) -> Result<(), Error> {
+        let end = self.len + b.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(Error::BufferTooSmall { needed: end })?
+            .copy_from_slice(b);
         self.len = end;
+        Ok(())
     }
 
-    fn ids(&mut self, ids: &[DeviceId]) {
+    fn ids(&mut self, ids: &[DeviceId]) -> Result<(), Error> {
         for d in ids {
-            self.put(&d.0);
+            self.put(&d.0)?;
         }
+        Ok(())
     }
 
     fn bytes(&self) -> &[u8] {
@@ -416,13 +419,13 @@ impl Request {
         })
     }
 
-    fn aad(&self) -> Aad {
+    fn aad(&self) -> Result<Aad, Error> {
         let mut a = Aad::new(self.kind);
-        a.put(&self.requester.0);
-        a.ids(self.peers.as_slice());
-        a.put(&self.kid);
-        a.put(&self.expires.to_be_bytes());
-        a
+        a.put(&self.requester.0)?;
+        a.ids(self.peers.as_slice())?;
+        a.put(&self.kid)?;
+        a.put(&self.expires.to_be_bytes())?;
+        Ok(a)
     }
 
     /// The request on the wire, authenticated (and for KTC its seed encrypted) under the requester's key.
@@ -440,7 +443,7 @@ impl Request {
         }
         p.put(&self.kid)?;
         p.put(&self.expires.to_be_bytes())?;
-        let aad = self.aad();
+        let aad = self.aad()?;
         let mut body = [0u8; SEED_LEN];
         let body: &mut [u8] = match (is_distribution(self.kind), seed) {
             (false, Some(s)) => {
@@ -495,7 +498,7 @@ impl Request {
         open(
             c,
             &keys.to_hub,
-            req.aad().bytes(),
+            req.aad()?.bytes(),
             &mut seed.0[..body_len],
             tag,
         )?;
@@ -516,15 +519,27 @@ impl Request {
         Ok(())
     }
 
-    /// Everyone who will hold the key: the requester first, then the peers.
+    /// Everyone who will hold the key: the requester first, then the peers. For a request from [`Request::new`] or
+    /// [`Request::open`] (at most [`MAX_PEERS`] peers) that is all of them; for a request built field by field with
+    /// more peers than that the list stops at `1 + MAX_PEERS`, and [`Request::try_members`] refuses it instead.
     pub fn members(&self) -> Ids {
         let mut m = Ids::new();
-        // At most 1 + MAX_PEERS, checked in `new`.
         let _ = m.push(self.requester);
         for &p in self.peers.as_slice() {
             let _ = m.push(p);
         }
         m
+    }
+
+    /// Everyone who will hold the key, or an error if there are more than `1 + MAX_PEERS` (possible only for a
+    /// request built field by field).
+    pub fn try_members(&self) -> Result<Ids, Error> {
+        let mut m = Ids::new();
+        m.push(self.requester)?;
+        for &p in self.peers.as_slice() {
+            m.push(p)?;
+        }
+        Ok(m)
     }
 
     /// The CE wraps `seed` for `recipient` (a peer: a delivery; the requester of a KDC request: a grant) under the
@@ -550,14 +565,14 @@ impl Request {
                 ));
             }
             let mut h = Ids::new();
-            for &d in self.members().as_slice() {
+            for &d in self.try_members()?.as_slice() {
                 if d != recipient {
                     h.push(d)?;
                 }
             }
             (DELIVERY, h)
         };
-        let aad = package_aad(kind, recipient, &self.kid, self.expires, &holders);
+        let aad = package_aad(kind, recipient, &self.kid, self.expires, &holders)?;
         let mut p = Packet::new();
         p.put(&[kind])?;
         p.put(&self.kid)?;
@@ -574,13 +589,19 @@ impl Request {
     }
 }
 
-fn package_aad(kind: u8, recipient: DeviceId, kid: &KeyId, expires: u32, holders: &Ids) -> Aad {
+fn package_aad(
+    kind: u8,
+    recipient: DeviceId,
+    kid: &KeyId,
+    expires: u32,
+    holders: &Ids,
+) -> Result<Aad, Error> {
     let mut a = Aad::new(kind);
-    a.put(&recipient.0);
-    a.put(kid);
-    a.put(&expires.to_be_bytes());
-    a.ids(holders.as_slice());
-    a
+    a.put(&recipient.0)?;
+    a.put(kid)?;
+    a.put(&expires.to_be_bytes())?;
+    a.ids(holders.as_slice())?;
+    Ok(a)
 }
 
 /// A session key as a node holds it: who asked for it, who else holds it, its id and expiry.
@@ -724,7 +745,7 @@ pub fn open_package<C: Crypto>(
             "a package names its recipient among the holders",
         ));
     }
-    let aad = package_aad(kind, me, &kid, expires, &holders);
+    let aad = package_aad(kind, me, &kid, expires, &holders)?;
     let (ct, tag) = body.split_at(SEED_LEN);
     let mut seed = Seed([0; SEED_LEN]);
     seed.0.copy_from_slice(ct);
@@ -764,9 +785,9 @@ fn signal<C: Crypto>(
     kid: &KeyId,
 ) -> Result<[u8; SIGNAL_LEN], Error> {
     let mut a = Aad::new(kind);
-    a.put(&who.0);
-    a.put(&about.0);
-    a.put(kid);
+    a.put(&who.0)?;
+    a.put(&about.0)?;
+    a.put(kid)?;
     let tag = seal(c, dir, a.bytes(), &mut [])?;
     let mut out = [0u8; SIGNAL_LEN];
     out[0] = kind;
@@ -802,9 +823,9 @@ fn open_signal<C: Crypto>(
     let mut kid = [0; 8];
     kid.copy_from_slice(&msg[9..17]);
     let mut a = Aad::new(kind);
-    a.put(&who.0);
-    a.put(&about);
-    a.put(&kid);
+    a.put(&who.0)?;
+    a.put(&about)?;
+    a.put(&kid)?;
     open(c, dir, a.bytes(), &mut [], &msg[17..])?;
     Ok((DeviceId(about), kid))
 }
@@ -860,9 +881,9 @@ pub fn seal_refusal<C: Crypto>(
     why: Refusal,
 ) -> Result<[u8; REFUSAL_LEN], Error> {
     let mut a = Aad::new(REFUSAL);
-    a.put(&requester.0);
-    a.put(kid);
-    a.put(&[why as u8]);
+    a.put(&requester.0)?;
+    a.put(kid)?;
+    a.put(&[why as u8])?;
     let tag = seal(c, &keys.to_node, a.bytes(), &mut [])?;
     let mut out = [0u8; REFUSAL_LEN];
     out[0] = REFUSAL;
@@ -896,9 +917,9 @@ pub fn open_refusal<C: Crypto>(
     let mut kid = [0; 8];
     kid.copy_from_slice(&msg[1..9]);
     let mut a = Aad::new(REFUSAL);
-    a.put(&me.0);
-    a.put(&kid);
-    a.put(&[msg[9]]);
+    a.put(&me.0)?;
+    a.put(&kid)?;
+    a.put(&[msg[9]])?;
     open(c, &keys.to_node, a.bytes(), &mut [], &msg[10..])?;
     Ok((kid, Refusal::from_code(msg[9])?))
 }
@@ -1389,6 +1410,45 @@ mod tests {
         let mut bad = f;
         bad[9] = 2;
         assert!(open_refusal(&c, N1, &keys(1), &bad).is_err());
+    }
+
+    #[test]
+    fn a_request_with_too_many_peers_is_an_error_not_a_short_message() {
+        let c = RustCrypto;
+        // `Request`'s fields are public: one built by hand may name 1 + MAX_PEERS peers, which no AAD, packet or
+        // member list can hold. Every path must refuse it rather than authenticate a truncated header.
+        let peers: std::vec::Vec<DeviceId> = (10..10 + MAX_PEERS as u8 + 1)
+            .map(|b| DeviceId([b; 8]))
+            .collect();
+        let req = Request {
+            kind: KTC_DIRECT,
+            requester: N1,
+            peers: Ids::from_slice(&peers).unwrap(),
+            kid: [7; 8],
+            expires: EXPIRES,
+        };
+        assert!(req.seal(&c, &keys(1), Some(&Seed([9; 16]))).is_err());
+        assert!(req.try_members().is_err());
+        assert_eq!(req.members().as_slice().len(), MAX_PEERS + 1);
+        assert!(req.package(&c, peers[0], &keys(2), &Seed([9; 16])).is_err());
+        // The largest legal A fits: a request naming MAX_PEERS peers.
+        let req = Request::new(KTC_DIRECT, N1, &peers[..MAX_PEERS], [7; 8], EXPIRES).unwrap();
+        let msg = req.seal(&c, &keys(1), Some(&Seed([9; 16]))).unwrap();
+        assert_eq!(msg.as_bytes().len(), MAX_MESSAGE);
+        Request::open(&c, N1, &keys(1), msg.as_bytes()).unwrap();
+        let d = req.package(&c, peers[0], &keys(2), &Seed([9; 16])).unwrap();
+        assert_eq!(d.as_bytes().len(), MAX_MESSAGE);
+        open_package(&c, peers[0], &keys(2), d.as_bytes(), NOW).unwrap();
+        // An Aad that runs out of room says so.
+        let mut a = Aad::new(DATA);
+        assert!(a.put(&[0; AAD_MAX - 1]).is_ok());
+        assert_eq!(
+            a.put(&[0]),
+            Err(Error::BufferTooSmall {
+                needed: AAD_MAX + 1
+            })
+        );
+        assert_eq!(a.bytes().len(), AAD_MAX);
     }
 
     #[test]

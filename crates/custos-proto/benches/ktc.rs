@@ -1,0 +1,496 @@
+//! Device-to-device keys against the peer to beat, MIT Kerberos, in one run (docs/benchmarks.md, "Device-to-device
+//! keys").
+//!
+//! - **KTC core, in process**: what the hub does per KTC direct translation (docs/wire.md §12): `Request::open` with
+//!   the requester's `NodeKeys`, a lookup of both nodes in a `HashMap` (the authorized list, 1 000 nodes),
+//!   `check_expiry`, `Request::package` for the peer. Translations per second on 1 thread and on 2 threads (each
+//!   translating its own share of pre-sealed requests); medians of 11 runs.
+//! - **MIT Kerberos**: Debian's `krb5kdc` on 127.0.0.1 with a throwaway realm in a temporary directory (its own
+//!   krb5.conf and kdc.conf, `kdb5_util create`, `kadmin.local addprinc`), two worker processes (`-w 2`), driven by
+//!   `benches/krb5_client.c` (compiled here with `cc -O2 ... -lkrb5`): AS exchanges (`krb5_get_init_creds_keytab`;
+//!   the client principal does not require pre-authentication, so one round trip each, the cheapest AS there is)
+//!   and TGS exchanges (`krb5_get_credentials` with `KRB5_GC_NO_STORE`, so every call is a round trip), with 1 and 2
+//!   client threads; medians of 5 runs of 2 s. The KDC is killed on exit.
+//! - The bytes each mode puts on the air per key (request, delivery, confirmations), from the crate's constants.
+//!
+//! Needs `krb5kdc`, `kdb5_util`, `kadmin.local` (Debian: krb5-kdc, krb5-admin-server) and `krb5.h` with libkrb5
+//! (libkrb5-dev) and a C compiler; fails with a message naming what is missing. It never skips.
+//!
+//! Run: `cargo bench -p custos-proto --bench ktc`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{TcpListener, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use custos_proto::ties::{
+    self, CONFIRM_LEN, KTC_DIRECT, KeyId, NodeKeys, REFUSAL_LEN, Request, SEED_LEN, SIGNAL_LEN, kk,
+};
+use custos_proto::{DeviceId, RustCrypto, Secret};
+
+const C: RustCrypto = RustCrypto;
+const NODES: usize = 1_000;
+const REQUESTS: usize = 4_096;
+const PER_RUN: usize = 100_000;
+const RUNS: usize = 11;
+const NOW: u64 = 1_800_000_000;
+const EXPIRES: u32 = 1_800_003_600;
+const REALM: &str = "CUSTOS.TEST";
+const SERVICES: usize = 4;
+const KRB_RUNS: usize = 5;
+const KRB_SECONDS: f64 = 2.0;
+
+fn id(i: usize) -> DeviceId {
+    let mut b = [0u8; 8];
+    b[..4].copy_from_slice(b"ties");
+    b[4..].copy_from_slice(&(i as u32).to_be_bytes());
+    DeviceId(b)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+// ---- the in-process KTC core -------------------------------------------------------------------------------------
+
+struct Hub {
+    authorized: HashMap<DeviceId, NodeKeys>,
+    /// Pre-sealed KTC direct requests: (transport name of the requester, bytes).
+    requests: Vec<(DeviceId, Vec<u8>)>,
+}
+
+fn hub() -> Hub {
+    let authorized: HashMap<DeviceId, NodeKeys> = (0..NODES)
+        .map(|i| {
+            let mut sdk = [0u8; 32];
+            sdk[..8].copy_from_slice(&id(i).0);
+            (
+                id(i),
+                NodeKeys::derive(&C, &Secret::from_bytes(sdk)).unwrap(),
+            )
+        })
+        .collect();
+    let requests = (0..REQUESTS)
+        .map(|n| {
+            let (a, b) = (n * 7919 % NODES, (n * 104_729 + 1) % NODES);
+            let b = if a == b { (b + 1) % NODES } else { b };
+            let mut kid: KeyId = [0; 8];
+            kid[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            let mut seed = [0u8; SEED_LEN];
+            seed[..8].copy_from_slice(&kid);
+            let msg = Request::new(KTC_DIRECT, id(a), &[id(b)], kid, EXPIRES)
+                .unwrap()
+                .seal(&C, &authorized[&id(a)], Some(&ties::Seed::from_bytes(seed)))
+                .unwrap();
+            (id(a), msg.as_bytes().to_vec())
+        })
+        .collect();
+    Hub {
+        authorized,
+        requests,
+    }
+}
+
+/// One KTC direct translation, as the hub does it: the delivery for the peer, or why not.
+fn translate(hub: &Hub, requester: DeviceId, msg: &[u8]) -> usize {
+    let Some(keys) = hub.authorized.get(&requester) else {
+        return 0;
+    };
+    let Ok((req, Some(seed))) = Request::open(&C, requester, keys, msg) else {
+        return 0;
+    };
+    let peer = req.peers.as_slice()[0];
+    let Some(peer_keys) = hub.authorized.get(&peer) else {
+        return 0;
+    };
+    if req.check_expiry(NOW).is_err() {
+        return 0;
+    }
+    match req.package(&C, peer, peer_keys, &seed) {
+        Ok(p) => black_box(p).as_bytes().len(),
+        Err(_) => 0,
+    }
+}
+
+/// Translations per second over `PER_RUN` translations per thread, `threads` threads in parallel.
+fn ktc_run(hub: &Hub, threads: usize) -> f64 {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                let mut bytes = 0usize;
+                for n in 0..PER_RUN {
+                    let (who, msg) = &hub.requests[(n + t * 997) % REQUESTS];
+                    bytes += translate(hub, *who, msg);
+                }
+                assert_eq!(bytes, PER_RUN * 53, "a translation failed");
+            });
+        }
+    });
+    (threads * PER_RUN) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn ktc_rates(threads: usize) -> (f64, f64, f64) {
+    let hub = hub();
+    ktc_run(&hub, threads); // warm-up
+    let runs: Vec<f64> = (0..RUNS).map(|_| ktc_run(&hub, threads)).collect();
+    let (lo, hi) = (
+        runs.iter().copied().fold(f64::MAX, f64::min),
+        runs.iter().copied().fold(0.0, f64::max),
+    );
+    (median(runs), lo, hi)
+}
+
+// ---- MIT Kerberos ------------------------------------------------------------------------------------------------
+
+fn tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+    }) {
+        return p;
+    }
+    panic!(
+        "`{name}` is missing: install MIT Kerberos (Debian: apt-get install -y krb5-kdc krb5-admin-server krb5-user \
+         libkrb5-dev); this benchmark does not skip"
+    );
+}
+
+/// A port free on 127.0.0.1 for both UDP and TCP.
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn run(dir: &Path, cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .env("KRB5_CONFIG", dir.join("krb5.conf"))
+        .env("KRB5_KDC_PROFILE", dir.join("kdc.conf"))
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The KDC's process group, killed on drop (the bench's own child and its workers, by id).
+struct Kdc {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Kdc {
+    fn drop(&mut self) {
+        let pgid = self.child.id();
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pgid}")])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Realm {
+    kdc: Kdc,
+    client: PathBuf,
+}
+
+fn realm() -> Realm {
+    let (krb5kdc, kdb5_util, kadmin) = (tool("krb5kdc"), tool("kdb5_util"), tool("kadmin.local"));
+    let cc = tool("cc");
+    assert!(
+        Path::new("/usr/include/krb5.h").exists() || Path::new("/usr/include/krb5/krb5.h").exists(),
+        "krb5.h is missing: install libkrb5-dev (Debian: apt-get install -y libkrb5-dev); this benchmark does not skip"
+    );
+    let dir = std::env::temp_dir().join(format!("custos-krb5-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    std::fs::write(
+        dir.join("krb5.conf"),
+        format!(
+            "[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n dns_lookup_realm = false\n \
+             rdns = false\n\n[realms]\n {REALM} = {{\n  kdc = 127.0.0.1:{port}\n }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("kdc.conf"),
+        format!(
+            "[kdcdefaults]\n kdc_listen = 127.0.0.1:{port}\n kdc_tcp_listen = 127.0.0.1:{port}\n\n[realms]\n \
+             {REALM} = {{\n  database_name = {d}/principal\n  key_stash_file = {d}/stash\n  acl_file = {d}/kadm5.acl\n  \
+             kdc_listen = 127.0.0.1:{port}\n  kdc_tcp_listen = 127.0.0.1:{port}\n  max_life = 10h\n }}\n\n[logging]\n \
+             kdc = FILE:{d}/kdc.log\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("kadm5.acl"), "").unwrap();
+    run(
+        &dir,
+        Command::new(&kdb5_util).args(["create", "-s", "-P", "throwaway-master-pw", "-r", REALM]),
+        "kdb5_util create",
+    );
+    let mut q = vec!["addprinc -randkey client".to_owned()];
+    for i in 0..SERVICES {
+        q.push(format!("addprinc -randkey host/svc{i}.custos.test"));
+    }
+    q.push(format!("ktadd -k {d}/client.keytab client"));
+    for query in q {
+        run(
+            &dir,
+            Command::new(&kadmin).args(["-r", REALM, "-q", &query]),
+            &format!("kadmin.local {query}"),
+        );
+    }
+
+    let child = Command::new(&krb5kdc)
+        .args(["-n", "-w", "2", "-r", REALM])
+        .env("KRB5_CONFIG", dir.join("krb5.conf"))
+        .env("KRB5_KDC_PROFILE", dir.join("kdc.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start krb5kdc");
+    let kdc = Kdc {
+        child,
+        dir: dir.clone(),
+    };
+
+    let client = dir.join("krb5_client");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/krb5_client.c");
+    let out = Command::new(&cc)
+        .arg("-O2")
+        .arg("-o")
+        .arg(&client)
+        .arg(&src)
+        .args(["-lkrb5", "-lpthread"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "compiling benches/krb5_client.c failed (is libkrb5-dev installed?):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Wait until the KDC answers an AS exchange.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = krb_once(&dir, &client, "as", 1, 0.05).is_ok();
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "krb5kdc did not answer on 127.0.0.1:{port}; its log: {}",
+            std::fs::read_to_string(dir.join("kdc.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Realm { kdc, client }
+}
+
+/// One run of the C client: exchanges per second.
+fn krb_once(
+    dir: &Path,
+    client: &Path,
+    mode: &str,
+    threads: usize,
+    seconds: f64,
+) -> Result<f64, String> {
+    let mut cmd = Command::new(client);
+    cmd.args([
+        mode,
+        &threads.to_string(),
+        &seconds.to_string(),
+        &format!("FILE:{}", dir.join("client.keytab").display()),
+        &format!("client@{REALM}"),
+    ]);
+    for i in 0..SERVICES {
+        cmd.arg(format!("host/svc{i}.custos.test@{REALM}"));
+    }
+    let out = cmd
+        .env("KRB5_CONFIG", dir.join("krb5.conf"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let rate = line
+        .split_whitespace()
+        .last()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(|| format!("unreadable client output: {line}"))?;
+    Ok(rate)
+}
+
+fn krb_rate(r: &Realm, mode: &str, threads: usize) -> f64 {
+    let runs: Vec<f64> = (0..KRB_RUNS)
+        .map(|_| {
+            krb_once(&r.kdc.dir, &r.client, mode, threads, KRB_SECONDS)
+                .unwrap_or_else(|e| panic!("Kerberos {mode} with {threads} threads failed: {e}"))
+        })
+        .collect();
+    let (lo, hi) = (
+        runs.iter().copied().fold(f64::MAX, f64::min),
+        runs.iter().copied().fold(0.0, f64::max),
+    );
+    println!(
+        "  {mode:>3}, {threads} client thread(s): {:>8.0} /s  (runs {lo:.0} .. {hi:.0})",
+        median(runs.clone())
+    );
+    median(runs)
+}
+
+// ---- the hub over HTTP -------------------------------------------------------------------------------------------
+
+/// HOOK: the hub's KTC over HTTP (`POST /v1/devices/{d}/keys`), translations per second with `threads` clients.
+///
+/// To be filled in when the hub serves the endpoint: start a hub with `NODES` admitted devices, post the pre-sealed
+/// requests of [`hub`] and read the deliveries. Until then it returns `None` and the table prints "—".
+fn hub_http_ktc(_threads: usize) -> Option<f64> {
+    None
+}
+
+// ---- bytes on the air ----------------------------------------------------------------------------------------------
+
+fn print_bytes() {
+    let request_ktc = 1 + 8 + 8 + 4 + SEED_LEN + 16;
+    let request_kdc = 1 + 8 + 8 + 4 + 16;
+    let package = 1 + 8 + 4 + 8 + SEED_LEN + 16;
+    let conf = 2 * CONFIRM_LEN;
+    println!("\nBytes per two-party key (request + deliveries + confirmations 4c/4d):");
+    println!(
+        "| mode | request | deliveries | confirmations | total | receipt + notice |\n|---|---|---|---|---|---|"
+    );
+    let rows = [
+        ("KTC direct", request_ktc, package, "53"),
+        (
+            "KTC indirect",
+            request_ktc,
+            2 * package,
+            "53 + 53 forwarded",
+        ),
+        ("KDC direct", request_kdc, 2 * package, "53 grant + 53"),
+        (
+            "KDC indirect",
+            request_kdc,
+            3 * package,
+            "53 grant + 53 + 53 forwarded",
+        ),
+    ];
+    for (name, req, pk, how) in rows {
+        println!(
+            "| {name} | {req} | {pk} ({how}) | {conf} | {} | {} |",
+            req + pk + conf,
+            2 * SIGNAL_LEN
+        );
+    }
+    println!(
+        "| Noise KK | Init {} | Reply {} | {} (4c) / {} (4c + 4d) | {} / {} | — |",
+        kk::INIT_LEN,
+        kk::REPLY_LEN,
+        CONFIRM_LEN,
+        conf,
+        kk::INIT_LEN + kk::REPLY_LEN + CONFIRM_LEN,
+        kk::INIT_LEN + kk::REPLY_LEN + conf
+    );
+    println!("(a refusal is {REFUSAL_LEN} bytes)");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is read.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "KTC core: {NODES} authorized nodes, {REQUESTS} pre-sealed KTC direct requests, {PER_RUN} translations per thread per run, median of {RUNS} runs; {cores} cores"
+    );
+    let (k1, k1lo, k1hi) = ktc_rates(1);
+    println!("  1 thread : {k1:>10.0} /s  (runs {k1lo:.0} .. {k1hi:.0})");
+    let (k2, k2lo, k2hi) = ktc_rates(2);
+    println!("  2 threads: {k2:>10.0} /s  (runs {k2lo:.0} .. {k2hi:.0})");
+
+    println!("\nMIT Kerberos: starting a throwaway KDC on 127.0.0.1 ...");
+    let realm = realm();
+    let version = Command::new(tool("krb5-config"))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    println!("  {version}; krb5kdc -w 2; {KRB_RUNS} runs of {KRB_SECONDS} s each, medians");
+    let as1 = krb_rate(&realm, "as", 1);
+    let as2 = krb_rate(&realm, "as", 2);
+    let tgs1 = krb_rate(&realm, "tgs", 1);
+    let tgs2 = krb_rate(&realm, "tgs", 2);
+    drop(realm);
+
+    let h1 = hub_http_ktc(1);
+    let h2 = hub_http_ktc(2);
+    let fmt = |x: Option<f64>| x.map_or("—".to_owned(), |v| format!("{v:.0}"));
+    println!("\n| per second | 1 thread | 2 threads |\n|---|---|---|");
+    println!("| KTC translations, in process | {k1:.0} | {k2:.0} |");
+    println!(
+        "| KTC translations, hub over HTTP | {} | {} |",
+        fmt(h1),
+        fmt(h2)
+    );
+    println!("| Kerberos AS exchanges | {as1:.0} | {as2:.0} |");
+    println!("| Kerberos TGS exchanges | {tgs1:.0} | {tgs2:.0} |");
+    println!(
+        "| ratio KTC in process / AS | {:.1} | {:.1} |",
+        k1 / as1,
+        k2 / as2
+    );
+    println!(
+        "| ratio KTC in process / TGS | {:.1} | {:.1} |",
+        k1 / tgs1,
+        k2 / tgs2
+    );
+    if let (Some(a), Some(b)) = (h1, h2) {
+        println!(
+            "| ratio KTC over HTTP / TGS | {:.1} | {:.1} |",
+            a / tgs1,
+            b / tgs2
+        );
+    }
+    print_bytes();
+}
