@@ -21,12 +21,16 @@ mod kdf;
 mod software;
 #[cfg(feature = "tpm")]
 mod tpm;
+#[cfg(feature = "tpm-wrap")]
+mod tpm_wrap;
 
 pub use crate::error::VaultError;
 pub use crate::kdf::{KEY_FILE_LEN, KdfParams, Unlock};
 pub use crate::software::{SoftwareVault, create_key_file};
 #[cfg(feature = "tpm")]
-pub use crate::tpm::{MAX_SEALED_LEN, TpmSealed, TpmSealer, TpmVault};
+pub use crate::tpm::{MAX_SEALED_LEN, TpmKey, TpmSealed, TpmSealer, TpmVault};
+#[cfg(feature = "tpm-wrap")]
+pub use crate::tpm_wrap::{TpmImportBlob, wrap_hmac_key_for_tpm};
 
 use custos_proto::tree::{NodeId, NodeSecret, TreeSpec};
 

@@ -7,7 +7,9 @@ use custos_proto::{
     Crypto, DeviceId, Epoch, MasterSecret, NodeId, RustCrypto, Schedule, Secret, Span, TreeSpec,
     UnixTime,
 };
-use custos_vault::{TpmSealed, TpmSealer, TpmVault, Vault, VaultError};
+use custos_vault::{
+    TpmImportBlob, TpmKey, TpmSealed, TpmSealer, TpmVault, Vault, VaultError, wrap_hmac_key_for_tpm,
+};
 use ed25519_dalek::{Signature, VerifyingKey};
 use rand_core::{OsRng, RngCore};
 use swtpm::Swtpm;
@@ -366,6 +368,70 @@ fn bad_tcti_and_bad_files_are_clear_errors() {
     std::fs::write(&p, serde_json::to_vec(&doc).unwrap()).unwrap();
     assert!(matches!(
         TpmVault::open(&p, &tpm.tcti()),
+        Err(VaultError::Malformed(_))
+    ));
+}
+
+#[test]
+fn a_key_wrapped_in_software_imports_into_the_recipient_tpm_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state_a, state_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&state_a).unwrap();
+    std::fs::create_dir(&state_b).unwrap();
+    let (tpm_a, tpm_b) = (Swtpm::start(&state_a), Swtpm::start(&state_b));
+    let node = TpmSealer::connect(&tpm_a.tcti()).unwrap();
+    let parent = node.storage_public().unwrap();
+    // The same storage key on every connection: the sender may cache it.
+    assert_eq!(
+        TpmSealer::connect(&tpm_a.tcti())
+            .unwrap()
+            .storage_public()
+            .unwrap(),
+        parent
+    );
+
+    // The hub's side: no TPM.
+    let session_key = random32();
+    let blob = wrap_hmac_key_for_tpm(&parent, &session_key, &mut OsRng).unwrap();
+    let bytes = blob.to_bytes();
+    assert_eq!(bytes.len(), 230);
+    assert!(!bytes.windows(32).any(|w| w == session_key));
+    let blob = TpmImportBlob::from_bytes(&bytes).unwrap();
+
+    // The node's side: import, then the TPM's HMAC with the key equals the software HMAC with it.
+    let key = node.import(&blob).unwrap();
+    let key = TpmKey::from_bytes(&key.to_bytes().unwrap()).unwrap();
+    let msg = b"custos/v1/node-session test";
+    assert_eq!(
+        *node.hmac(&key, msg).unwrap(),
+        RustCrypto.hmac_sha256(&session_key, &[msg])
+    );
+    // Still there after the TPM restarts.
+    drop(node);
+    let tpm_a = tpm_a.restart();
+    let node = TpmSealer::connect(&tpm_a.tcti()).unwrap();
+    assert_eq!(
+        *node.hmac(&key, msg).unwrap(),
+        RustCrypto.hmac_sha256(&session_key, &[msg])
+    );
+
+    // Another TPM cannot import it, and no altered byte imports.
+    let other = TpmSealer::connect(&tpm_b.tcti()).unwrap();
+    assert!(matches!(other.import(&blob), Err(VaultError::WrongTpm(_))));
+    for i in 0..bytes.len() {
+        let mut x = bytes.clone();
+        x[i] ^= 0x01;
+        let imported = TpmImportBlob::from_bytes(&x).and_then(|b| node.import(&b));
+        // Refused by the parser, by the TPM's checks of the public area, or by the outer HMAC, which covers the
+        // ciphertext and the object's name (a hash of the public area).
+        assert!(imported.is_err(), "byte {i} altered, still imported");
+    }
+    // A parent that is not a P-256 storage key is refused before any cryptography.
+    let mut not_storage = parent.clone();
+    // Set the sign attribute: bit 18 of the big-endian u32 after size, type and name algorithm.
+    not_storage[2 + 2 + 2 + 1] |= 0x04;
+    assert!(matches!(
+        wrap_hmac_key_for_tpm(&not_storage, &session_key, &mut OsRng),
         Err(VaultError::Malformed(_))
     ));
 }

@@ -16,7 +16,7 @@
 mod sealed;
 mod vault;
 
-pub use sealed::{TpmSealed, TpmSealer};
+pub use sealed::{TpmKey, TpmSealed, TpmSealer};
 pub use vault::TpmVault;
 
 use std::str::FromStr;
@@ -29,9 +29,9 @@ use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::structures::{
-    Auth, EccPoint, EccScheme, HmacScheme, KeyDerivationFunctionScheme, KeyedHashScheme, MaxBuffer,
-    Private, Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters,
-    SensitiveData, SymmetricDefinition, SymmetricDefinitionObject,
+    Auth, EccPoint, EccScheme, EncryptedSecret, HmacScheme, KeyDerivationFunctionScheme,
+    KeyedHashScheme, MaxBuffer, Private, Public, PublicBuilder, PublicEccParametersBuilder,
+    PublicKeyedHashParameters, SensitiveData, SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::utils::TpmsContext;
@@ -181,6 +181,43 @@ impl Tpm {
             public: out.out_public,
             private: out.out_private,
         })
+    }
+
+    /// The storage key's `TPM2B_PUBLIC`.
+    pub(crate) fn storage_public(&mut self) -> Result<Vec<u8>, VaultError> {
+        let public = self.with_storage(|ctx, storage| {
+            ctx.read_public(storage)
+                .map_err(tpm_err("reading the storage key"))
+        })?;
+        let body = public
+            .0
+            .marshall()
+            .map_err(tpm_err("encoding the storage key"))?;
+        let len = u16::try_from(body.len()).map_err(|_| VaultError::Crypto)?;
+        let mut out = len.to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// `TPM2_Import` under the storage key, with the outer wrapper only (no inner symmetric wrapper).
+    pub(crate) fn import(&mut self, blob: &crate::TpmImportBlob) -> Result<Blob, VaultError> {
+        let bad = |e: tss_esapi::Error| VaultError::Malformed(format!("TPM import blob: {e}"));
+        let public = Public::unmarshall(&blob.public).map_err(bad)?;
+        let duplicate = Private::try_from(blob.duplicate.clone()).map_err(bad)?;
+        let seed = EncryptedSecret::try_from(blob.seed.clone()).map_err(bad)?;
+        let import_public = public.clone();
+        let private = self.with_storage(|ctx, storage| {
+            ctx.import(
+                storage.into(),
+                None,
+                import_public,
+                duplicate,
+                seed,
+                SymmetricDefinitionObject::Null,
+            )
+            .map_err(|e| VaultError::WrongTpm(e.to_string()))
+        })?;
+        Ok(Blob { public, private })
     }
 
     /// Checks that `blob` loads in this TPM.

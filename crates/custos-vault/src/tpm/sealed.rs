@@ -46,6 +46,53 @@ impl TpmSealer {
     }
 }
 
+/// An HMAC-SHA256 key imported into this TPM ([`TpmSealer::import`]), stored like [`TpmSealed`]: the TPM uses it
+/// ([`TpmSealer::hmac`]) and never releases it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TpmKey(pub(super) Blob);
+
+impl TpmSealer {
+    /// The storage key's public area (`TPM2B_PUBLIC`): what a sender needs to build a
+    /// [`TpmImportBlob`](crate::TpmImportBlob) for this TPM. The same for every connection until the owner
+    /// hierarchy is cleared.
+    pub fn storage_public(&self) -> Result<Vec<u8>, VaultError> {
+        let mut tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
+        tpm.storage_public()
+    }
+
+    /// `TPM2_Import` of a key built by [`wrap_hmac_key_for_tpm`](crate::wrap_hmac_key_for_tpm) for this TPM:
+    /// the TPM checks the outer wrapper's integrity and re-wraps the key under its storage key. A blob for another
+    /// TPM, or an altered one, is refused ([`VaultError::WrongTpm`]).
+    pub fn import(&self, blob: &crate::TpmImportBlob) -> Result<TpmKey, VaultError> {
+        let mut tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
+        tpm.import(blob).map(TpmKey)
+    }
+
+    /// `HMAC-SHA256(key, msg)` computed by the TPM with an imported key.
+    pub fn hmac(&self, key: &TpmKey, msg: &[u8]) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+        let mut tpm = self.tpm.lock().unwrap_or_else(|p| p.into_inner());
+        tpm.hmac(&key.0, msg)
+    }
+}
+
+impl TpmKey {
+    /// The stored form: `0x01 ‖ TPM2B_PUBLIC ‖ TPM2B_PRIVATE`.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, VaultError> {
+        TpmSealed(self.0.clone()).to_bytes()
+    }
+
+    /// Parses [`TpmKey::to_bytes`]'s output.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, VaultError> {
+        TpmSealed::from_bytes(bytes).map(|s| Self(s.0))
+    }
+}
+
+impl fmt::Debug for TpmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TpmKey(..)")
+    }
+}
+
 impl TpmSealed {
     /// The stored form.
     pub fn to_bytes(&self) -> Result<Vec<u8>, VaultError> {
