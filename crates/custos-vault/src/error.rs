@@ -55,6 +55,27 @@ pub enum VaultError {
     /// The random number generator failed, so no secret, salt or nonce could be drawn.
     #[error("the random number generator failed")]
     Random,
+    /// A TPM command failed (connecting through the TCTI, or a response code from the TPM).
+    #[error("TPM: {op} failed: {detail}")]
+    Tpm {
+        /// What the vault was doing.
+        op: &'static str,
+        /// The TCTI's or the TPM's error, as tpm2-tss describes it.
+        detail: String,
+    },
+    /// The TPM refused to load the vault's objects: they were made by another TPM, its owner hierarchy was
+    /// cleared since (which changes the storage key), or the blobs were altered.
+    #[error(
+        "this TPM cannot load the vault's objects: another TPM, a cleared owner hierarchy, or altered blobs ({0})"
+    )]
+    WrongTpm(String),
+    /// A sealed secret did not unseal under the name given: it was sealed under another name or for another
+    /// purpose. The TPM released nothing.
+    #[error("the sealed secret belongs to another name")]
+    SealedName,
+    /// A TPM sealed data object holds at most 128 bytes.
+    #[error("a TPM-sealed secret holds 1 to 128 bytes, not {0}")]
+    SealedLength(usize),
     /// A primitive (Argon2id, AES-GCM) failed on inputs that were already checked; not expected to happen.
     #[error("a cryptographic operation failed unexpectedly")]
     Crypto,

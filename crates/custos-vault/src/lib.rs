@@ -6,8 +6,9 @@
 //!
 //! - [`SoftwareVault`]: both secrets encrypted at rest in one small JSON file (AES-256-GCM under a key from
 //!   Argon2id or from a 32-byte key file), zeroized in memory on drop. The format is in docs/vault.md.
-//! - A TPM 2.0 backend will implement the same [`Vault`] trait; that is why the trait is object safe, works on
-//!   handles rather than bytes, and returns `Result` even where the software vault cannot fail.
+//! - `TpmVault` (feature `tpm`): `M` as an HMAC key inside a TPM 2.0, the signing seed sealed to it; and
+//!   `TpmSealer` for a device's long-term secrets. The trait is object safe, works on handles rather than bytes,
+//!   and returns `Result` even where the software vault cannot fail, so the keeper does not care which it has.
 //!
 //! This crate must never write a secret unencrypted to disk, print one (every `Debug` is redacted), or return the
 //! master secret or the signing seed.
@@ -18,10 +19,18 @@ mod file;
 pub mod fsio;
 mod kdf;
 mod software;
+#[cfg(feature = "tpm")]
+mod tpm;
+#[cfg(feature = "tpm-wrap")]
+mod tpm_wrap;
 
 pub use crate::error::VaultError;
 pub use crate::kdf::{KEY_FILE_LEN, KdfParams, Unlock};
 pub use crate::software::{SoftwareVault, create_key_file};
+#[cfg(feature = "tpm")]
+pub use crate::tpm::{MAX_SEALED_LEN, TpmKey, TpmSealed, TpmSealer, TpmVault};
+#[cfg(feature = "tpm-wrap")]
+pub use crate::tpm_wrap::{TpmImportBlob, wrap_hmac_key_for_tpm};
 
 use custos_proto::tree::{NodeId, NodeSecret, TreeSpec};
 

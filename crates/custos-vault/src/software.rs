@@ -96,50 +96,72 @@ impl Vault for SoftwareVault {
     }
 
     fn seal_state(&self, context: &[u8], plain: &[u8]) -> Result<Vec<u8>, VaultError> {
-        let key = self.state_key()?;
-        let mut nonce = [0u8; STATE_NONCE];
-        fill(&mut rand_core::OsRng, &mut nonce)?;
-        let mut out = Vec::with_capacity(STATE_NONCE + plain.len() + TAG_LEN);
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
-        let tag = RustCrypto
-            .aead_seal(&key, &nonce, context, &mut out[STATE_NONCE..])
-            .map_err(|_| VaultError::Crypto)?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+        seal_state_with(&*self.state_key()?, context, plain)
     }
 
     fn open_state(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        if sealed.len() < STATE_NONCE + TAG_LEN {
-            return Err(VaultError::StateTampered);
-        }
-        let key = self.state_key()?;
-        let (nonce, rest) = sealed.split_at(STATE_NONCE);
-        let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
-        let nonce: [u8; STATE_NONCE] = nonce.try_into().map_err(|_| VaultError::StateTampered)?;
-        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| VaultError::StateTampered)?;
-        let mut buf = Zeroizing::new(body.to_vec());
-        RustCrypto
-            .aead_open(&key, &nonce, context, &mut buf, &tag)
-            .map_err(|_| VaultError::StateTampered)?;
-        Ok(buf)
+        open_state_with(&*self.state_key()?, context, sealed)
     }
+}
+
+/// `nonce (12, random) ‖ AES-256-GCM(key, context as associated data)`: the sealed-state format of every vault.
+pub(crate) fn seal_state_with(
+    key: &[u8; 32],
+    context: &[u8],
+    plain: &[u8],
+) -> Result<Vec<u8>, VaultError> {
+    let key = aead_key(key)?;
+    let mut nonce = [0u8; STATE_NONCE];
+    fill(&mut rand_core::OsRng, &mut nonce)?;
+    let mut out = Vec::with_capacity(STATE_NONCE + plain.len() + TAG_LEN);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = RustCrypto
+        .aead_seal(&key, &nonce, context, &mut out[STATE_NONCE..])
+        .map_err(|_| VaultError::Crypto)?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Opens what [`seal_state_with`] sealed under the same key and context.
+pub(crate) fn open_state_with(
+    key: &[u8; 32],
+    context: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    if sealed.len() < STATE_NONCE + TAG_LEN {
+        return Err(VaultError::StateTampered);
+    }
+    let key = aead_key(key)?;
+    let (nonce, rest) = sealed.split_at(STATE_NONCE);
+    let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce: [u8; STATE_NONCE] = nonce.try_into().map_err(|_| VaultError::StateTampered)?;
+    let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| VaultError::StateTampered)?;
+    let mut buf = Zeroizing::new(body.to_vec());
+    RustCrypto
+        .aead_open(&key, &nonce, context, &mut buf, &tag)
+        .map_err(|_| VaultError::StateTampered)?;
+    Ok(buf)
+}
+
+fn aead_key(key: &[u8; 32]) -> Result<<RustCrypto as Crypto>::AeadKey, VaultError> {
+    RustCrypto
+        .aead_key(custos_proto::Suite::AES256GCM, &Secret::from_bytes(*key))
+        .map_err(|_| VaultError::Crypto)
 }
 
 const STATE_NONCE: usize = 12;
 const TAG_LEN: usize = 16;
 /// The label of the key that seals the keeper's own state; nothing else is derived with it.
-const STATE_LABEL: &[u8] = b"custos/v1/vault-state";
+pub(crate) const STATE_LABEL: &[u8] = b"custos/v1/vault-state";
 
 impl SoftwareVault {
-    fn state_key(&self) -> Result<<RustCrypto as Crypto>::AeadKey, VaultError> {
+    fn state_key(&self) -> Result<Zeroizing<[u8; 32]>, VaultError> {
         let mut k = Zeroizing::new([0u8; 32]);
         RustCrypto
             .hkdf_expand(self.master.expose().expose(), &[STATE_LABEL], k.as_mut())
             .map_err(|_| VaultError::Crypto)?;
-        RustCrypto
-            .aead_key(custos_proto::Suite::AES256GCM, &Secret::from_bytes(*k))
-            .map_err(|_| VaultError::Crypto)
+        Ok(k)
     }
 }
 
@@ -201,7 +223,7 @@ fn unseal(path: &Path, unlock: Unlock<'_>) -> Result<Plain, VaultError> {
     sealed.open(&kek)
 }
 
-fn fill(rng: &mut impl CryptoRngCore, buf: &mut [u8]) -> Result<(), VaultError> {
+pub(crate) fn fill(rng: &mut impl CryptoRngCore, buf: &mut [u8]) -> Result<(), VaultError> {
     rng.try_fill_bytes(buf).map_err(|_| VaultError::Random)
 }
 
