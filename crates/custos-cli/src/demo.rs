@@ -597,6 +597,22 @@ async fn story(args: &DemoArgs) -> Result<()> {
     )
     .await?;
 
+    // Device-to-device keys: the third act.
+    let (one, rest) = fleet.split_at_mut(1);
+    let ties = crate::demo_ties::act(
+        crate::demo_ties::Stage {
+            url: &url,
+            trust: &trust,
+            store: &store,
+            hub_dir: &hub_dir,
+            work: work.path(),
+            first: &mut one[0].agent,
+            second: &mut rest[0].agent,
+        },
+        &say,
+    )
+    .await?;
+
     // The consent log: three signed, chained decisions; one altered byte is caught.
     let exported = keeper.log().export();
     let entries = custos_keeper::consent::verify_export(&exported, &owner)?;
@@ -669,7 +685,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
                 "requests": {"two_months": {"granted_nodes": 2, "by": "user"}, "week": {"granted_nodes": 1, "by": "policy rule 1", "opened": week_count},
                              "day": {"denied": denied}},
                 "fetched": first_month.len(), "opened_week": week_count, "opened_months": per_device, "cross_device_opened": cross,
-                "consent_entries": entries.len(), "hub_keys_found": found, "app_node_secrets": app_nodes, "seconds": elapsed.as_secs_f64()})
+                "consent_entries": entries.len(), "device_to_device": ties.modes.iter().map(|(m, b)| json!({"mode": m, "bytes": b})).collect::<Vec<_>>(), "hub_keys_found": found, "app_node_secrets": app_nodes, "seconds": elapsed.as_secs_f64()})
         );
     } else {
         println!("\nwho       holds");
@@ -681,6 +697,14 @@ async fn story(args: &DemoArgs) -> Result<()> {
         );
         println!(
             "hub       {total} ciphertexts, headers, session keys, requests and sealed answers; 0 keys that open a record"
+        );
+        println!(
+            "devices   session keys between two of them, in 5 modes ({}); the hub holds none",
+            ties.modes
+                .iter()
+                .map(|(m, b)| format!("{m} {b} B"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         println!(
             "app       {app_nodes} node secrets: week 2 and two months of {first}; nothing of {second}"

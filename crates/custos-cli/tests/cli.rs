@@ -635,6 +635,26 @@ fn demo_runs_and_reports_what_each_party_holds() {
     assert_eq!(v["consent_entries"], 3);
     assert_eq!(v["app_node_secrets"], 3);
     assert_eq!(v["hub_keys_found"], 0);
+    // Device-to-device keys in every mode, at the sizes docs/wire.md §12 gives.
+    let modes: Vec<(String, u64)> = v["device_to_device"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["mode"].as_str().unwrap().to_string(),
+                m["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("ktc-direct", 148),
+        ("ktc-indirect", 201),
+        ("kdc-direct", 185),
+        ("kdc-indirect", 238),
+        ("noise-kk", 144),
+    ];
+    assert_eq!(modes, want.map(|(m, b)| (m.to_string(), b)).to_vec(), "{v}");
     assert!(v["hub"].as_str().unwrap().starts_with("https://127.0.0.1:"));
 }
 

@@ -568,6 +568,7 @@ impl Agent {
             &self.trust,
             self.state.device,
             &session.session_key,
+            self.state.identity.clone(),
         )
     }
 

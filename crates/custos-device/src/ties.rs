@@ -87,6 +87,8 @@ pub struct KeyNode {
     device: DeviceId,
     keys: NodeKeys,
     link: LinkKeys,
+    /// The device's X25519 identity key, pinned at admission: its static key for Noise KK between nodes.
+    identity: Secret,
     /// Keys taken, by (requester, kid), with their expiry: a package for one of them again is a replay.
     held: HashMap<(DeviceId, KeyId), u32>,
 }
@@ -110,12 +112,13 @@ fn client_err(e: custos_client::ClientError) -> AgentError {
 }
 
 impl KeyNode {
-    /// A node for `device` at `hub`, with its server–device key `sdk`.
+    /// A node for `device` at `hub`, with its server–device key `sdk` and its identity key.
     pub fn new(
         hub: &str,
         trust: &TlsTrust,
         device: DeviceId,
         sdk: &Secret,
+        identity: Secret,
     ) -> Result<Self, AgentError> {
         let client = HubClient::new(hub, Duration::from_secs(10), trust)
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
@@ -124,6 +127,7 @@ impl KeyNode {
             device,
             keys: NodeKeys::derive(&RustCrypto, sdk)?,
             link: LinkKeys::derive(&RustCrypto, sdk)?,
+            identity,
             held: HashMap::new(),
         })
     }
@@ -280,4 +284,58 @@ impl KeyNode {
         }
         Ok(out)
     }
+
+    /// Starts a Noise KK handshake with `peer` (the third mode: the hub only vouches for the two static keys, in
+    /// its signed device list, and never sees the key). `peer_static` must come from a verified list
+    /// ([`vouched_static`]). Returns the initiator's state and the `46` message to send to the peer.
+    pub fn kk_start(
+        &self,
+        peer: DeviceId,
+        peer_static: &[u8; 32],
+        lifetime: Duration,
+        now: u64,
+    ) -> Result<(ties::kk::Initiator, Vec<u8>), AgentError> {
+        let expires = u32::try_from(now + lifetime.as_secs())
+            .map_err(|_| custos_proto::Error::InvalidValue("expiry past 2106"))?;
+        Ok(ties::kk::Initiator::start(
+            self.device,
+            &self.identity,
+            peer,
+            peer_static,
+            fresh_secret(),
+            expires,
+        )?)
+    }
+
+    /// Answers a Noise KK `46` from `from`, whose static key the signed device list vouches for: the key, and the
+    /// `47` message to send back.
+    pub fn kk_respond(
+        &self,
+        from: DeviceId,
+        from_static: &[u8; 32],
+        msg: &[u8],
+        now: u64,
+    ) -> Result<(SessionKey, Vec<u8>), AgentError> {
+        Ok(ties::kk::respond(
+            self.device,
+            &self.identity,
+            from,
+            from_static,
+            fresh_secret(),
+            msg,
+            now,
+        )?)
+    }
+}
+
+fn fresh_secret() -> Secret {
+    let mut b = zeroize::Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(b.as_mut());
+    Secret::from_bytes(*b)
+}
+
+/// The static key a verified device list vouches for `device`, if it names it with one.
+pub fn vouched_static(list: &custos_proto::cose::DeviceList, device: DeviceId) -> Option<[u8; 32]> {
+    let i = list.devices.iter().position(|&d| d == device)?;
+    list.statics.get(i).copied()
 }
