@@ -505,3 +505,82 @@ async fn a_flood_of_requests_from_one_device_is_rate_limited() {
     let req = Request::new(ties::KDC_INDIRECT, B, &[A], kid(90), expires).unwrap();
     assert_eq!(n.ask(&req, None).await.0, 201);
 }
+
+/// Direct deliveries also go out on MQTT `{prefix}/{peer}/keys` (the real broker on 127.0.0.1:1883, a random
+/// prefix): the payload is the delivery itself, which opens for the peer, and nothing goes to the requester's topic.
+#[tokio::test]
+async fn direct_deliveries_are_published_on_mqtt() {
+    use std::time::Duration;
+
+    use rand_core::{OsRng, RngCore};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+    let n = net().await;
+    let mut r = [0u8; 6];
+    OsRng.fill_bytes(&mut r);
+    let prefix = format!("custos-test-{}", hex::encode(r));
+    let config = custos_hub::mqtt::MqttConfig {
+        url: "mqtt://127.0.0.1:1883".into(),
+        trust: custos_client::TlsTrust::default(),
+        prefix: prefix.clone(),
+        client_id: format!("hub-{prefix}"),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let hub = n.hub.hub.clone();
+    let running = tokio::spawn(async move {
+        custos_hub::mqtt::run(hub, config, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut opts = MqttOptions::new(format!("dev-{prefix}"), "127.0.0.1", 1883);
+    opts.set_max_packet_size(Some(1 << 16));
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    for d in [A, B] {
+        client
+            .subscribe(format!("{prefix}/{d}/keys"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    // Until both sides are connected and subscribed, a publish may be lost: ask again until one arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let expires = (now() + 600) as u32;
+    let mut i = 0u8;
+    let (topic, payload) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery over MQTT"
+        );
+        i += 1;
+        let req = Request::new(ties::KTC_DIRECT, A, &[B], kid(100 + i), expires).unwrap();
+        assert_eq!(n.ask(&req, Some(&seed(i))).await.0, 201);
+        if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(700), rx.recv()).await {
+            break got;
+        }
+    };
+    assert_eq!(topic, format!("{prefix}/{B}/keys"));
+    let key = open_package(&C, B, &keys(B), &payload, now()).unwrap();
+    assert_eq!(key.requester(), A);
+    // The same package is what HTTP hands out.
+    assert!(n.waiting(B).await.contains(&payload));
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    pump.abort();
+}

@@ -16,7 +16,7 @@
 //! Needs `krb5kdc`, `kdb5_util`, `kadmin.local` (Debian: krb5-kdc, krb5-admin-server) and `krb5.h` with libkrb5
 //! (libkrb5-dev) and a C compiler; fails with a message naming what is missing. It never skips.
 //!
-//! Run: `cargo bench -p custos-proto --bench ktc`.
+//! Run: `cargo bench -p custos-hub --bench ktc`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -43,6 +43,8 @@ const REALM: &str = "CUSTOS.TEST";
 const SERVICES: usize = 4;
 const KRB_RUNS: usize = 5;
 const KRB_SECONDS: f64 = 2.0;
+/// The most clients at once in the last column, for both the KDC and the hub.
+const CONCURRENT: usize = 16;
 
 fn id(i: usize) -> DeviceId {
     let mut b = [0u8; 8];
@@ -384,12 +386,129 @@ fn krb_rate(r: &Realm, mode: &str, threads: usize) -> f64 {
 
 // ---- the hub over HTTP -------------------------------------------------------------------------------------------
 
-/// HOOK: the hub's KTC over HTTP (`POST /v1/devices/{d}/keys`), translations per second with `threads` clients.
-///
-/// To be filled in when the hub serves the endpoint: start a hub with `NODES` admitted devices, post the pre-sealed
-/// requests of [`hub`] and read the deliveries. Until then it returns `None` and the table prints "—".
-fn hub_http_ktc(_threads: usize) -> Option<f64> {
-    None
+/// The hub's KTC over HTTP: a real hub (`custos_hub::app` on the embedded default, SQLite in a temporary
+/// directory, 2 worker threads) on 127.0.0.1 with `NODES` admitted devices, and `clients` clients, each a loop of
+/// one KTC direct request at a time, sealed as it goes (as the Kerberos client makes its requests). Each is
+/// answered `201` only after the hub checked both nodes, translated, and stored the record and the peer's
+/// package. Translations per second, median of `KRB_RUNS` runs of `KRB_SECONDS`.
+fn hub_http_ktc(clients: usize) -> f64 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use custos_store::{SqliteStore, Store};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("hub.db")).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let at = now as i64;
+        for i in 0..NODES {
+            store
+                .put_admission(&custos_store::PendingAdmission {
+                    device: id(i),
+                    join_code: [1; 16],
+                    created_at: at,
+                    expires_at: at + 600,
+                })
+                .await
+                .unwrap();
+            store
+                .complete_admission(
+                    &custos_store::Device {
+                        device: id(i),
+                        static_key: [2; 32],
+                        session_key: sdk(i),
+                        admitted_at: at,
+                        revoked_at: None,
+                        max_seq: -1,
+                    },
+                    at,
+                )
+                .await
+                .unwrap();
+        }
+        let hub = custos_hub::Hub::new(store, custos_hub::HubKeys::generate());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service =
+            custos_hub::app(hub).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, service).await });
+        let keys: Arc<Vec<NodeKeys>> = Arc::new(
+            (0..NODES)
+                .map(|i| NodeKeys::derive(&C, &Secret::from_bytes(sdk(i))).unwrap())
+                .collect(),
+        );
+        let http = custos_client::tls::http_client(
+            reqwest::Client::builder().no_proxy(),
+            &custos_client::TlsTrust::System,
+        )
+        .unwrap();
+        // Key ids are unique over the whole bench; requesters rotate over all nodes, well inside the per-device
+        // rate.
+        let next = Arc::new(AtomicU64::new(0));
+        let mut runs = Vec::new();
+        for _ in 0..KRB_RUNS {
+            let done = Arc::new(AtomicU64::new(0));
+            let deadline = Instant::now() + Duration::from_secs_f64(KRB_SECONDS);
+            let mut tasks = Vec::new();
+            let t0 = Instant::now();
+            for _ in 0..clients {
+                let (http, url, keys, next, done) = (
+                    http.clone(),
+                    url.clone(),
+                    keys.clone(),
+                    next.clone(),
+                    done.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    while Instant::now() < deadline {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        let i = (n as usize) % NODES;
+                        let req = Request::new(
+                            KTC_DIRECT,
+                            id(i),
+                            &[id((i + 1) % NODES)],
+                            n.to_be_bytes(),
+                            (now + 3600) as u32,
+                        )
+                        .unwrap();
+                        let seed = ties::Seed::from_bytes([(n % 251) as u8; SEED_LEN]);
+                        let msg = req.seal(&C, &keys[i], Some(&seed)).unwrap();
+                        let r = http
+                            .post(format!("{url}/v1/devices/{}/keys", id(i)))
+                            .body(msg.as_bytes().to_vec())
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = r.status().as_u16();
+                        assert_eq!(status, 201, "{}", r.text().await.unwrap());
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            runs.push(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64());
+        }
+        server.abort();
+        median(runs)
+    })
+}
+
+/// The server–device key of node `i`.
+fn sdk(i: usize) -> [u8; 32] {
+    let mut k = [0x5c; 32];
+    k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    k
 }
 
 // ---- bytes on the air ----------------------------------------------------------------------------------------------
@@ -461,36 +580,35 @@ fn main() {
     let as2 = krb_rate(&realm, "as", 2);
     let tgs1 = krb_rate(&realm, "tgs", 1);
     let tgs2 = krb_rate(&realm, "tgs", 2);
+    let as16 = krb_rate(&realm, "as", CONCURRENT);
+    let tgs16 = krb_rate(&realm, "tgs", CONCURRENT);
     drop(realm);
 
+    println!("\nThe hub over HTTP: starting a hub with {NODES} admitted devices on 127.0.0.1 ...");
     let h1 = hub_http_ktc(1);
     let h2 = hub_http_ktc(2);
-    let fmt = |x: Option<f64>| x.map_or("—".to_owned(), |v| format!("{v:.0}"));
-    println!("\n| per second | 1 thread | 2 threads |\n|---|---|---|");
-    println!("| KTC translations, in process | {k1:.0} | {k2:.0} |");
+    let h16 = hub_http_ktc(CONCURRENT);
+    println!("\n| per second | 1 client | 2 clients | {CONCURRENT} clients |\n|---|---|---|---|");
+    println!("| KTC translations, in process (threads) | {k1:.0} | {k2:.0} | — |");
+    println!("| KTC translations, hub over HTTP | {h1:.0} | {h2:.0} | {h16:.0} |");
+    println!("| Kerberos AS exchanges | {as1:.0} | {as2:.0} | {as16:.0} |");
+    println!("| Kerberos TGS exchanges | {tgs1:.0} | {tgs2:.0} | {tgs16:.0} |");
     println!(
-        "| KTC translations, hub over HTTP | {} | {} |",
-        fmt(h1),
-        fmt(h2)
-    );
-    println!("| Kerberos AS exchanges | {as1:.0} | {as2:.0} |");
-    println!("| Kerberos TGS exchanges | {tgs1:.0} | {tgs2:.0} |");
-    println!(
-        "| ratio KTC in process / AS | {:.1} | {:.1} |",
-        k1 / as1,
-        k2 / as2
-    );
-    println!(
-        "| ratio KTC in process / TGS | {:.1} | {:.1} |",
+        "| ratio KTC in process / TGS | {:.1} | {:.1} | — |",
         k1 / tgs1,
         k2 / tgs2
     );
-    if let (Some(a), Some(b)) = (h1, h2) {
-        println!(
-            "| ratio KTC over HTTP / TGS | {:.1} | {:.1} |",
-            a / tgs1,
-            b / tgs2
-        );
-    }
+    println!(
+        "| ratio hub over HTTP / TGS | {:.1} | {:.1} | {:.1} |",
+        h1 / tgs1,
+        h2 / tgs2,
+        h16 / tgs16
+    );
+    println!(
+        "| ratio hub over HTTP / AS | {:.1} | {:.1} | {:.1} |",
+        h1 / as1,
+        h2 / as2,
+        h16 / as16
+    );
     print_bytes();
 }
