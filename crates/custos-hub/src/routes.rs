@@ -127,6 +127,11 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
                 .layer(DefaultBodyLimit::max(crate::ties::MAX_KEY_MESSAGE)),
         )
         .route(
+            "/v1/keys",
+            post(crate::ties::batch::<S>)
+                .layer(DefaultBodyLimit::max(crate::ties::MAX_BATCH_BYTES)),
+        )
+        .route(
             "/v1/devices/{device}/keys/receipts",
             post(crate::ties::receipt::<S>)
                 .layer(DefaultBodyLimit::max(crate::ties::MAX_KEY_MESSAGE)),

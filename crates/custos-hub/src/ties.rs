@@ -130,23 +130,30 @@ fn refused(
         .into_response())
 }
 
-/// What the CE does with one authenticated request: checks, translates or draws, wraps, remembers. Returns the
-/// record it stored and the packages for the requester (the grant of a KDC request, then, for indirect requests,
-/// the deliveries in the order of the request's peers); or the refusal.
-pub(crate) async fn translate<S: Store>(
-    hub: &Hub<S>,
+/// A translated request, not yet remembered: the record to store and the packages for the requester (the grant of
+/// a KDC request, then, for indirect requests, the deliveries in the order of the request's peers).
+struct Prepared {
+    record: SessionKeyRecord,
+    packages: Vec<Vec<u8>>,
+}
+
+/// What the CE does with one authenticated request before it remembers it: checks the expiry and that every peer
+/// is authorized (`peer_keys` gives the keys of an authorized device, `None` otherwise), unwraps the requester's
+/// seed (KTC) or draws one (KDC), wraps it for each recipient and drops it.
+fn prepare(
     req: &Request,
     requester_keys: &NodeKeys,
     seed: Option<Seed>,
-) -> Result<Result<Vec<Vec<u8>>, Refusal>, ApiError> {
-    let now = hub.now();
+    mut peer_keys: impl FnMut(DeviceId) -> Result<Option<NodeKeys>, ApiError>,
+    now: i64,
+) -> Result<Result<Prepared, Refusal>, ApiError> {
     if let Err(why) = req.check_expiry(u64::try_from(now).unwrap_or(0)) {
         return Ok(Err(why));
     }
-    let mut peer_keys = Vec::with_capacity(req.peers.as_slice().len());
+    let mut keys = Vec::with_capacity(req.peers.as_slice().len());
     for &p in req.peers.as_slice() {
-        match authorized_keys(hub, p).await? {
-            Some(k) => peer_keys.push((p, k)),
+        match peer_keys(p)? {
+            Some(k) => keys.push((p, k)),
             None => return Ok(Err(Refusal::PeerNotAuthorized)),
         }
     }
@@ -156,21 +163,23 @@ pub(crate) async fn translate<S: Store>(
         Seed::from_bytes(b)
     });
     let direct = ties::is_direct(req.kind);
-    let mut out = Vec::new();
+    let mut packages = Vec::new();
+    let internal = |e: custos_proto::Error| ApiError::Internal(e.to_string());
     if ties::is_distribution(req.kind) {
         let grant = req
             .package(&RustCrypto, req.requester, requester_keys, &seed)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        out.push(grant.as_bytes().to_vec());
+            .map_err(internal)?;
+        packages.push(grant.as_bytes().to_vec());
     }
-    let mut peers = Vec::with_capacity(peer_keys.len());
-    for (p, k) in &peer_keys {
-        let delivery = req
+    let mut peers = Vec::with_capacity(keys.len());
+    for (p, k) in &keys {
+        let bytes = req
             .package(&RustCrypto, *p, k, &seed)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let bytes = delivery.as_bytes().to_vec();
+            .map_err(internal)?
+            .as_bytes()
+            .to_vec();
         if !direct {
-            out.push(bytes.clone());
+            packages.push(bytes.clone());
         }
         peers.push(KeyPeer {
             peer: *p,
@@ -180,32 +189,223 @@ pub(crate) async fn translate<S: Store>(
     }
     // The seed dies here; only sealed packages go on.
     drop(seed);
-    let record = SessionKeyRecord {
-        requester: req.requester,
-        kid: req.kid,
-        kind: req.kind,
-        expires_at: i64::from(req.expires),
-        created_at: now,
-        peers,
+    Ok(Ok(Prepared {
+        record: SessionKeyRecord {
+            requester: req.requester,
+            kid: req.kid,
+            kind: req.kind,
+            expires_at: i64::from(req.expires),
+            created_at: now,
+            peers,
+        },
+        packages,
+    }))
+}
+
+/// After a key was remembered: wakes the peers' long-polls and publishes direct deliveries on MQTT.
+fn announce<S: Store>(hub: &Hub<S>, record: &SessionKeyRecord) {
+    if !ties::is_direct(record.kind) {
+        return;
+    }
+    hub.changed.notify_waiters();
+    for p in &record.peers {
+        if let Some(pkg) = &p.package {
+            // Nobody listens without MQTT; a send error only means that. The HTTP fetch is the record.
+            let _ = hub.downlink.send(crate::control::Downlink {
+                device: p.peer,
+                id: 0,
+                topic: crate::control::DownlinkTopic::Keys,
+                message: pkg.clone(),
+            });
+        }
+    }
+}
+
+/// One request, start to end: prepared, remembered (refused if its key id was used before), announced. Returns
+/// the packages for the requester, or the refusal.
+pub(crate) async fn translate<S: Store>(
+    hub: &Hub<S>,
+    req: &Request,
+    requester_keys: &NodeKeys,
+    seed: Option<Seed>,
+) -> Result<Result<Vec<Vec<u8>>, Refusal>, ApiError> {
+    let mut peers = std::collections::HashMap::new();
+    for &p in req.peers.as_slice() {
+        peers.insert(p, authorized_keys(hub, p).await?);
+    }
+    let prepared = match prepare(
+        req,
+        requester_keys,
+        seed,
+        |p| Ok(peers.remove(&p).flatten()),
+        hub.now(),
+    )? {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why)),
     };
-    if !hub.store.put_session_key(&record).await? {
+    if !hub.store.put_session_key(&prepared.record).await? {
         return Ok(Err(Refusal::KeyIdReused));
     }
-    if direct {
-        hub.changed.notify_waiters();
-        for p in &record.peers {
-            if let Some(pkg) = &p.package {
-                // Nobody listens without MQTT; a send error only means that. The HTTP fetch is the record.
-                let _ = hub.downlink.send(crate::control::Downlink {
-                    device: p.peer,
-                    id: 0,
-                    topic: crate::control::DownlinkTopic::Keys,
-                    message: pkg.clone(),
-                });
+    announce(hub, &prepared.record);
+    Ok(Ok(prepared.packages))
+}
+
+/// The most requests in one gateway batch.
+pub const MAX_BATCH: usize = 256;
+/// The largest gateway batch, bytes: 256 of the largest frames (`2 + 8 + 109`), rounded up.
+pub const MAX_BATCH_BYTES: usize = 32 << 10;
+
+/// Outcomes of a request in a gateway batch.
+const ISSUED: u8 = 0x00;
+const REFUSED: u8 = 0x01;
+const NOT_TAKEN: u8 = 0x02;
+const LIMITED: u8 = 0x03;
+
+fn frame(out: &mut Vec<u8>, body: &[u8]) {
+    // Every outcome is far below 64 KiB: at most 1 + 1 + 9 × (2 + 109).
+    out.extend_from_slice(&u16::try_from(body.len()).unwrap_or(u16::MAX).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// `POST /v1/keys`: a gateway's batch of key requests from many devices, each framed `u16 length ‖ requester (8) ‖
+/// request` (docs/api.md, "Gateway batches"). Each request authenticates itself, as on
+/// `POST /v1/devices/{device}/keys`; the batch is looked up and remembered in one transaction. The answer is one
+/// framed outcome per request, in order. A batch that fails to be remembered fails whole (500, nothing stored,
+/// nothing delivered).
+pub(crate) async fn batch<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let mut frames = Vec::new();
+    let mut rest = &body[..];
+    while !rest.is_empty() {
+        let bad = || {
+            ApiError::BadRequest(
+                "a batch is frames of `u16 length ‖ device id (8) ‖ key request`".into(),
+            )
+        };
+        if rest.len() < 2 {
+            return Err(bad());
+        }
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let f = rest.get(2..2 + len).ok_or_else(bad)?;
+        if len < 8 {
+            return Err(bad());
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&f[..8]);
+        frames.push((DeviceId(id), &f[8..]));
+        rest = &rest[2 + len..];
+        if frames.len() > MAX_BATCH {
+            return Err(ApiError::BadRequest(format!(
+                "a batch holds at most {MAX_BATCH} requests"
+            )));
+        }
+    }
+    let mut ids: Vec<DeviceId> = Vec::new();
+    for (d, msg) in &frames {
+        ids.push(*d);
+        // The peers as the request names them (before its tag is checked: only to look them up at once).
+        if let Some(n) = msg
+            .len()
+            .checked_sub(1 + 8 + 4 + custos_proto::crypto::TAG_LEN)
+        {
+            let body = if ties::is_distribution(msg[0]) {
+                0
+            } else {
+                ties::SEED_LEN
+            };
+            for c in msg[1..].chunks_exact(8).take(n.saturating_sub(body) / 8) {
+                let mut p = [0u8; 8];
+                p.copy_from_slice(c);
+                ids.push(DeviceId(p));
             }
         }
     }
-    Ok(Ok(out))
+    ids.sort_unstable();
+    ids.dedup();
+    let mut keys = std::collections::HashMap::new();
+    for d in hub.store.devices_among(&ids).await? {
+        if d.revoked_at.is_none() {
+            keys.insert(d.device, node_keys(&d.session_key)?);
+        }
+    }
+    let now = hub.now();
+    // Per request: its outcome so far, and what to remember.
+    let mut outcomes: Vec<Vec<u8>> = Vec::with_capacity(frames.len());
+    let mut pending: Vec<(usize, Request, Prepared)> = Vec::new();
+    for (i, (requester, msg)) in frames.iter().enumerate() {
+        let Some(rk) = keys.get(requester) else {
+            outcomes.push(vec![NOT_TAKEN]);
+            continue;
+        };
+        let Ok((req, seed)) = Request::open(&RustCrypto, *requester, rk, msg) else {
+            outcomes.push(vec![NOT_TAKEN]);
+            continue;
+        };
+        if let Some(limiter) = &hub.key_limiter
+            && limiter.check_key(requester).is_err()
+        {
+            outcomes.push(vec![LIMITED]);
+            continue;
+        }
+        match prepare(&req, rk, seed, |p| Ok(keys.get(&p).cloned()), now)? {
+            Ok(p) => {
+                outcomes.push(Vec::new());
+                pending.push((i, req, p));
+            }
+            Err(why) => {
+                let mut o = vec![REFUSED];
+                o.extend_from_slice(&seal_refusal(*requester, rk, &req.kid, why)?);
+                outcomes.push(o);
+            }
+        }
+    }
+    let records: Vec<SessionKeyRecord> = pending.iter().map(|(_, _, p)| p.record.clone()).collect();
+    let fresh = hub.store.put_session_keys(&records).await?;
+    for ((i, req, p), new) in pending.iter().zip(fresh) {
+        let o = &mut outcomes[*i];
+        if new {
+            announce(&hub, &p.record);
+            o.push(ISSUED);
+            o.push(u8::try_from(p.packages.len()).unwrap_or(u8::MAX));
+            for pkg in &p.packages {
+                frame(o, pkg);
+            }
+        } else {
+            let rk = keys
+                .get(&req.requester)
+                .ok_or_else(|| ApiError::Internal("keys vanished".into()))?;
+            o.push(REFUSED);
+            o.extend_from_slice(&seal_refusal(
+                req.requester,
+                rk,
+                &req.kid,
+                Refusal::KeyIdReused,
+            )?);
+        }
+    }
+    let mut out = Vec::new();
+    for o in &outcomes {
+        frame(&mut out, o);
+    }
+    Ok((
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        out,
+    )
+        .into_response())
+}
+
+fn seal_refusal(
+    requester: DeviceId,
+    keys: &NodeKeys,
+    kid: &ties::KeyId,
+    why: Refusal,
+) -> Result<[u8; ties::REFUSAL_LEN], ApiError> {
+    ties::seal_refusal(&RustCrypto, requester, keys, kid, why)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// `POST /v1/devices/{device}/keys` (the request's bytes; it authenticates itself) → `201 {kid, expires,

@@ -584,3 +584,123 @@ async fn direct_deliveries_are_published_on_mqtt() {
     running.await.unwrap().unwrap();
     pump.abort();
 }
+
+/// A gateway's batch (`POST /v1/keys`): one outcome per request, in order, each as the single endpoint would
+/// answer it; a forged or unknown requester's request is not taken; a key id twice in one batch is refused the
+/// second time; malformed framing is refused whole.
+#[tokio::test]
+async fn a_gateway_batch_answers_each_request_in_order() {
+    let n = net().await;
+    n.hub.hub.store().revoke(D, wall_clock()).await.unwrap();
+    let expires = (now() + 600) as u32;
+    let frame = |requester: DeviceId, msg: &[u8]| {
+        let mut f = ((8 + msg.len()) as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&requester.0);
+        f.extend_from_slice(msg);
+        f
+    };
+    let ktc = Request::new(ties::KTC_DIRECT, A, &[B], kid(1), expires).unwrap();
+    let kdc = Request::new(ties::KDC_INDIRECT, B, &[A], kid(2), expires).unwrap();
+    let to_revoked = Request::new(ties::KTC_INDIRECT, A, &[D], kid(3), expires).unwrap();
+    let mut forged = ktc
+        .seal(&C, &keys(A), Some(&seed(1)))
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let mut body = Vec::new();
+    body.extend(frame(
+        A,
+        ktc.seal(&C, &keys(A), Some(&seed(1))).unwrap().as_bytes(),
+    ));
+    body.extend(frame(B, kdc.seal(&C, &keys(B), None).unwrap().as_bytes()));
+    body.extend(frame(A, &forged));
+    body.extend(frame(
+        X,
+        ktc.seal(&C, &keys(X), Some(&seed(1))).unwrap().as_bytes(),
+    ));
+    body.extend(frame(
+        A,
+        to_revoked
+            .seal(&C, &keys(A), Some(&seed(3)))
+            .unwrap()
+            .as_bytes(),
+    ));
+    // The first request again, in the same batch.
+    body.extend(frame(
+        A,
+        ktc.seal(&C, &keys(A), Some(&seed(9))).unwrap().as_bytes(),
+    ));
+    let r = n
+        .http
+        .post(n.hub.url("/v1/keys"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let out = r.bytes().await.unwrap().to_vec();
+    let mut outcomes = Vec::new();
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+        outcomes.push(rest[2..2 + len].to_vec());
+        rest = &rest[2 + len..];
+    }
+    assert_eq!(outcomes.len(), 6);
+    // 1: issued, nothing for the requester (direct); B gets it from the hub.
+    assert_eq!(outcomes[0], [0x00, 0]);
+    let got = n.waiting(B).await;
+    assert_eq!(got.len(), 1);
+    let kb = open_package(&C, B, &keys(B), &got[0], now()).unwrap();
+    same_key(ktc.session_key(&C, &seed(1)).unwrap(), kb, B);
+    // 2: issued: the grant, then the delivery to forward.
+    assert_eq!(&outcomes[1][..2], [0x00, 2]);
+    let mut p = &outcomes[1][2..];
+    let mut packages = Vec::new();
+    while !p.is_empty() {
+        let len = u16::from_be_bytes([p[0], p[1]]) as usize;
+        packages.push(p[2..2 + len].to_vec());
+        p = &p[2 + len..];
+    }
+    let mine = open_package(&C, B, &keys(B), &packages[0], now()).unwrap();
+    let theirs = open_package(&C, A, &keys(A), &packages[1], now()).unwrap();
+    same_key(mine, theirs, A);
+    // 3, 4: not taken (a bad tag; a device the hub does not know).
+    assert_eq!(outcomes[2], [0x02]);
+    assert_eq!(outcomes[3], [0x02]);
+    // 5: refused, a peer revoked; 6: refused, the key id was just used.
+    assert_eq!(outcomes[4][0], 0x01);
+    assert_eq!(
+        open_refusal(&C, A, &keys(A), &outcomes[4][1..]).unwrap(),
+        (kid(3), Refusal::PeerNotAuthorized)
+    );
+    assert_eq!(
+        open_refusal(&C, A, &keys(A), &outcomes[5][1..]).unwrap(),
+        (kid(1), Refusal::KeyIdReused)
+    );
+    // Still one package for B: the refused duplicate stored nothing.
+    assert_eq!(n.waiting(B).await.len(), 1);
+
+    // Framing that does not add up is refused whole; an empty batch is an empty answer.
+    for bad in [vec![0u8], vec![0, 20, 1, 2, 3], vec![0, 3, 1, 2, 3]] {
+        let r = n
+            .http
+            .post(n.hub.url("/v1/keys"))
+            .body(bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+    }
+    let r = n
+        .http
+        .post(n.hub.url("/v1/keys"))
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
+}

@@ -430,6 +430,10 @@ pub trait Store: Send + Sync {
     /// All admitted devices, revoked ones included, ordered by id.
     fn devices(&self) -> impl Future<Output = Result<Vec<Device>>> + Send;
 
+    /// Those of `ids` that are admitted devices (revoked ones included), in no particular order: one query for a
+    /// batch. At most 10 000 ids.
+    fn devices_among(&self, ids: &[DeviceId]) -> impl Future<Output = Result<Vec<Device>>> + Send;
+
     /// Revokes a device at `at`; returns false if it was already revoked.
     fn revoke(&self, device: DeviceId, at: i64) -> impl Future<Output = Result<bool>> + Send;
 
@@ -782,6 +786,14 @@ pub trait Store: Send + Sync {
     /// before (the hub then refuses the request). Fails with [`StoreError::UnknownDevice`] if a device is unknown.
     fn put_session_key(&self, k: &SessionKeyRecord) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Remembers many keys at once, in one transaction (a gateway's batch): for each, `true` if it is new, `false`
+    /// if its requester used its key id before (nothing of it is stored). Fails, storing nothing, with
+    /// [`StoreError::InvalidInput`] if a key names a device that is not admitted.
+    fn put_session_keys(
+        &self,
+        ks: &[SessionKeyRecord],
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
     /// The key `kid` of `requester`, with its peers.
     fn session_key(
         &self,
@@ -876,6 +888,9 @@ impl Store for AnyStore {
     }
     async fn devices(&self) -> Result<Vec<Device>> {
         delegate!(self, devices())
+    }
+    async fn devices_among(&self, ids: &[DeviceId]) -> Result<Vec<Device>> {
+        delegate!(self, devices_among(ids))
     }
     async fn revoke(&self, device: DeviceId, at: i64) -> Result<bool> {
         delegate!(self, revoke(device, at))
@@ -1100,6 +1115,9 @@ impl Store for AnyStore {
     }
     async fn put_session_key(&self, k: &SessionKeyRecord) -> Result<bool> {
         delegate!(self, put_session_key(k))
+    }
+    async fn put_session_keys(&self, ks: &[SessionKeyRecord]) -> Result<Vec<bool>> {
+        delegate!(self, put_session_keys(ks))
     }
     async fn session_key(
         &self,

@@ -348,6 +348,20 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::device_row).transpose()
             }
 
+            async fn devices_among(&self, ids: &[DeviceId]) -> Result<Vec<Device>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+                let sql = format!("SELECT * FROM devices WHERE device IN ({})", marks.join(", "));
+                let mut q = sqlx::query(&sql);
+                for d in ids {
+                    q = q.bind(&d.0[..]);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter().map(Self::device_row).collect()
+            }
+
             async fn devices(&self) -> Result<Vec<Device>> {
                 let rows = sqlx::query("SELECT * FROM devices ORDER BY device").fetch_all(&self.pool).await?;
                 rows.iter().map(Self::device_row).collect()
@@ -1448,6 +1462,79 @@ macro_rules! sql_store {
                     }
                     tx.commit().await?;
                     Ok(true)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn put_session_keys(&self, ks: &[SessionKeyRecord]) -> Result<Vec<bool>> {
+                if ks.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<Vec<bool>> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // One statement for the keys and one for the peers: a gateway's batch costs two round trips to
+                    // the database, not two per key. RETURNING names the keys that were new.
+                    let marks: Vec<String> = (0..ks.len())
+                        .map(|i| format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at) VALUES {} \
+                         ON CONFLICT (requester, kid) DO NOTHING RETURNING requester, kid",
+                        marks.join(", ")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for k in ks {
+                        q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at);
+                    }
+                    let rows = match q.fetch_all(&mut *tx).await {
+                        Err(e) if is_foreign_key_violation(&e) => {
+                            return Err(StoreError::InvalidInput("a key names a device that is not admitted"));
+                        }
+                        other => other?,
+                    };
+                    let mut new = std::collections::HashSet::with_capacity(rows.len());
+                    for r in &rows {
+                        let requester: Vec<u8> = r.try_get("requester")?;
+                        let kid: Vec<u8> = r.try_get("kid")?;
+                        new.insert((requester, kid));
+                    }
+                    // A key id twice in one batch: the first row was inserted and the second skipped.
+                    let fresh: Vec<bool> = ks
+                        .iter()
+                        .map(|k| new.remove(&(k.requester.0.to_vec(), k.kid.to_vec())))
+                        .collect();
+                    let peers: Vec<(&SessionKeyRecord, &KeyPeer)> = ks
+                        .iter()
+                        .zip(&fresh)
+                        .filter(|(_, f)| **f)
+                        .flat_map(|(k, _)| k.peers.iter().map(move |p| (k, p)))
+                        .collect();
+                    // A statement binds at most 32 766 values (SQLite) or 65 535 (PostgreSQL): 5 per peer row.
+                    for chunk in peers.chunks(4096) {
+                        let marks: Vec<String> = (0..chunk.len())
+                            .map(|i| format!("(${}, ${}, ${}, ${}, ${})", 5 * i + 1, 5 * i + 2, 5 * i + 3, 5 * i + 4, 5 * i + 5))
+                            .collect();
+                        let sql = format!(
+                            "INSERT INTO session_key_peers (requester, kid, peer, package, received_at) VALUES {}",
+                            marks.join(", ")
+                        );
+                        let mut q = sqlx::query(&sql);
+                        for (k, p) in chunk {
+                            q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(&p.peer.0[..]).bind(p.package.as_deref()).bind(p.received_at);
+                        }
+                        match q.execute(&mut *tx).await {
+                            Err(e) if is_foreign_key_violation(&e) => {
+                                return Err(StoreError::InvalidInput("a key names a device that is not admitted"));
+                            }
+                            other => other?,
+                        };
+                    }
+                    tx.commit().await?;
+                    Ok(fresh)
                 }
                 .await;
                 settle(&mut conn, &result);

@@ -4,7 +4,7 @@
 //! PostgreSQL tests fail, they are never skipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
     Claim, Device, GrantSpan, KeyPeer, NewControl, NewRecord, PendingAdmission, PgStore,
@@ -937,6 +937,49 @@ fn key(requester: u8, kid: u8, peers: &[u8], expires_at: i64) -> SessionKeyRecor
     }
 }
 
+async fn a_batch_of_keys_is_one_transaction_and_reports_each_reused_kid<S: Store>(
+    s: S,
+) -> Result<()> {
+    for n in 1..=4 {
+        admit(&s, n).await?;
+    }
+    ensure!(s.put_session_key(&key(1, 7, &[2], NOW + 3600)).await?);
+    // Fresh, reused (stored before), fresh with two peers, and reused within the batch itself.
+    let batch = [
+        key(2, 1, &[3], NOW + 3600),
+        key(1, 7, &[3], NOW + 3600),
+        key(3, 1, &[1, 4], NOW + 3600),
+        key(2, 1, &[4], NOW + 3600),
+    ];
+    let fresh = s.put_session_keys(&batch).await?;
+    ensure!(fresh == [true, false, true, false], "{fresh:?}");
+    // What was new is stored whole; the reused ones changed nothing.
+    let k = s.session_key(dev(3), [1; 8]).await?.context("key stored")?;
+    ensure!(k.peers.len() == 2);
+    let k = s.session_key(dev(1), [7; 8]).await?.context("key stored")?;
+    ensure!(k.peers.iter().map(|p| p.peer).collect::<Vec<_>>() == [dev(2)]);
+    let k = s.session_key(dev(2), [1; 8]).await?.context("key stored")?;
+    ensure!(k.peers.iter().map(|p| p.peer).collect::<Vec<_>>() == [dev(3)]);
+    ensure!(s.key_deliveries(dev(4), NOW, 10).await?.len() == 1);
+    // A batch naming a device that was never admitted stores nothing at all.
+    let bad = [key(4, 9, &[1], NOW + 3600), key(1, 9, &[99], NOW + 3600)];
+    ensure!(s.put_session_keys(&bad).await.is_err());
+    ensure!(s.session_key(dev(4), [9; 8]).await?.is_none());
+    ensure!(s.put_session_keys(&[]).await?.is_empty());
+    // Looking devices up by the batch.
+    let mut found: Vec<_> = s
+        .devices_among(&[dev(1), dev(3), dev(99), dev(3)])
+        .await?
+        .into_iter()
+        .map(|d| d.device)
+        .collect();
+    found.sort();
+    found.dedup();
+    ensure!(found == [dev(1), dev(3)], "{found:?}");
+    ensure!(s.devices_among(&[]).await?.is_empty());
+    Ok(())
+}
+
 async fn session_keys_are_remembered_delivered_once_and_listed_dead<S: Store>(s: S) -> Result<()> {
     for n in 1..=4 {
         admit(&s, n).await?;
@@ -1052,6 +1095,7 @@ macro_rules! contract {
 
 contract!(
     session_keys_are_remembered_delivered_once_and_listed_dead,
+    a_batch_of_keys_is_one_transaction_and_reports_each_reused_kid,
     admission_is_single_use,
     expired_and_unknown_codes_admit_nothing,
     concurrent_completions_admit_once,
