@@ -1045,16 +1045,9 @@ async fn fetch_device_list(
     link: &LinkKeys,
     device: DeviceId,
 ) -> Result<Vec<u8>, AgentError> {
-    let clock = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let token = custos_proto::uplink::seal_pairing_wait(&RustCrypto, link, device, clock);
     let resp = http
         .get(format!("{hub}/v1/device-list?device={device}"))
-        .header(
-            "authorization",
-            format!("Custos-Device {}", hex::encode(token)),
-        )
+        .header("authorization", crate::control::device_token(link, device))
         .send()
         .await
         .map_err(transport_err)?;

@@ -55,16 +55,8 @@ impl ControlChannel {
         })
     }
 
-    /// A fresh device token: the pairing-wait token (docs/wire.md §8).
-    fn raw_token(&self) -> [u8; custos_proto::uplink::PAIRING_WAIT_LEN] {
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        custos_proto::uplink::seal_pairing_wait(&RustCrypto, &self.link, self.device, clock)
-    }
-
     fn token(&self) -> String {
-        format!("Custos-Device {}", hex::encode(self.raw_token()))
+        device_token(&self.link, self.device)
     }
 
     /// The messages queued after the last one taken, waiting up to `wait`; also the device's heartbeat, with
@@ -100,7 +92,26 @@ impl ControlChannel {
     }
 }
 
-fn client_err(e: custos_client::ClientError) -> AgentError {
+/// A fresh device token: the pairing-wait token (docs/wire.md §8) made now.
+pub(crate) fn raw_device_token(
+    link: &LinkKeys,
+    device: DeviceId,
+) -> [u8; custos_proto::uplink::PAIRING_WAIT_LEN] {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    custos_proto::uplink::seal_pairing_wait(&RustCrypto, link, device, clock)
+}
+
+/// A fresh device token as `Authorization` carries it: `Custos-Device <hex>`.
+pub(crate) fn device_token(link: &LinkKeys, device: DeviceId) -> String {
+    format!(
+        "Custos-Device {}",
+        hex::encode(raw_device_token(link, device))
+    )
+}
+
+pub(crate) fn client_err(e: custos_client::ClientError) -> AgentError {
     match e {
         custos_client::ClientError::Refused {
             status, message, ..
@@ -575,7 +586,7 @@ pub async fn serve_mqtt(
                     Ok(Some(h)) => {
                         if let Some(a) = h.answer() {
                             let mut payload = id.to_be_bytes().to_vec();
-                            payload.extend_from_slice(&channel.raw_token());
+                            payload.extend_from_slice(&raw_device_token(&channel.link, channel.device));
                             payload.extend_from_slice(a);
                             if client.publish(answers.clone(), QoS::AtLeastOnce, false, payload).await.is_err() {
                                 answer_http(&channel, id, a).await;

@@ -15,6 +15,7 @@ use custos_proto::{DeviceId, RustCrypto, Secret};
 use rand_core::{OsRng, RngCore};
 
 use crate::agent::AgentError;
+use crate::control::client_err;
 
 /// How a key is made and delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,15 +103,6 @@ impl std::fmt::Debug for KeyNode {
     }
 }
 
-fn client_err(e: custos_client::ClientError) -> AgentError {
-    match e {
-        custos_client::ClientError::Refused {
-            status, message, ..
-        } => AgentError::Refused { status, message },
-        other => AgentError::Unreachable(other.to_string()),
-    }
-}
-
 impl KeyNode {
     /// A node for `device` at `hub`, with its server–device key `sdk` and its identity key.
     pub fn new(
@@ -138,12 +130,7 @@ impl KeyNode {
     }
 
     fn token(&self) -> String {
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let t =
-            custos_proto::uplink::seal_pairing_wait(&RustCrypto, &self.link, self.device, clock);
-        format!("Custos-Device {}", hex::encode(t))
+        crate::control::device_token(&self.link, self.device)
     }
 
     /// Asks the hub for a key shared with `peers`, alive for `lifetime` from `now` (Unix seconds). A refusal the

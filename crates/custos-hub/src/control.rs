@@ -33,6 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::accounts::{Account, normalise_name};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::routes::parse_device;
 use crate::sharing::{MAX_WAIT, PAIRING_SKEW, wait_for_change};
 use crate::{ApiError, Hub};
 
@@ -102,11 +103,6 @@ fn unknown(device: DeviceId) -> ApiError {
     ApiError::NotFound(format!(
         "device {device} is unknown, or you have no rights on it"
     ))
-}
-
-fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a device id (16 hex digits)")))
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -152,7 +152,7 @@ fn fresh_secret() -> Secret {
     Secret::from_bytes(*b)
 }
 
-fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
+pub(crate) fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
     text.parse()
         .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a device id (16 hex digits)")))
 }

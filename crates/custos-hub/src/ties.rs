@@ -9,6 +9,7 @@
 //! Requests and receipts authenticate themselves (their tags are under the sender's node-to-hub key); the reads
 //! (waiting packages, notices) take the device token, as the control queue does.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::extract::{ApiPath, ApiQuery};
+use crate::routes::parse_device;
 use crate::sharing::{MAX_WAIT, wait_for_change};
 use crate::{ApiError, Hub};
 
@@ -48,11 +50,6 @@ pub(crate) fn key_limiter() -> KeyLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
-fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::BadRequest(format!("`{text}` is not a device id (16 hex digits)")))
-}
-
 fn parse_kid(text: &str) -> Result<ties::KeyId, ApiError> {
     let mut kid = [0u8; 8];
     hex::decode_to_slice(text, &mut kid)
@@ -60,18 +57,18 @@ fn parse_kid(text: &str) -> Result<ties::KeyId, ApiError> {
     Ok(kid)
 }
 
-/// The wrapping keys of an authorized device; `None` if it is unknown or revoked.
-async fn authorized_keys<S: Store>(
+/// The wrapping keys of those of `ids` that are authorized (admitted, not revoked), in one query.
+async fn authorized<S: Store>(
     hub: &Hub<S>,
-    device: DeviceId,
-) -> Result<Option<NodeKeys>, ApiError> {
-    let Some(d) = hub.store.device(device).await? else {
-        return Ok(None);
-    };
-    if d.revoked_at.is_some() {
-        return Ok(None);
+    ids: &[DeviceId],
+) -> Result<HashMap<DeviceId, NodeKeys>, ApiError> {
+    let mut keys = HashMap::with_capacity(ids.len());
+    for d in hub.store.devices_among(ids).await? {
+        if d.revoked_at.is_none() {
+            keys.insert(d.device, node_keys(&d.session_key)?);
+        }
     }
-    node_keys(&d.session_key).map(Some)
+    Ok(keys)
 }
 
 fn node_keys(sdk: &[u8; 32]) -> Result<NodeKeys, ApiError> {
@@ -101,8 +98,7 @@ fn refused(
     kid: &ties::KeyId,
     why: Refusal,
 ) -> Result<Response, ApiError> {
-    let msg = ties::seal_refusal(&RustCrypto, requester, keys, kid, why)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let msg = seal_refusal(requester, keys, kid, why)?;
     let (status, text) = match why {
         Refusal::PeerNotAuthorized => (
             StatusCode::FORBIDDEN,
@@ -144,7 +140,7 @@ fn prepare(
     req: &Request,
     requester_keys: &NodeKeys,
     seed: Option<Seed>,
-    mut peer_keys: impl FnMut(DeviceId) -> Result<Option<NodeKeys>, ApiError>,
+    peer_keys: impl Fn(DeviceId) -> Option<NodeKeys>,
     now: i64,
 ) -> Result<Result<Prepared, Refusal>, ApiError> {
     if let Err(why) = req.check_expiry(u64::try_from(now).unwrap_or(0)) {
@@ -152,7 +148,7 @@ fn prepare(
     }
     let mut keys = Vec::with_capacity(req.peers.as_slice().len());
     for &p in req.peers.as_slice() {
-        match peer_keys(p)? {
+        match peer_keys(p) {
             Some(k) => keys.push((p, k)),
             None => return Ok(Err(Refusal::PeerNotAuthorized)),
         }
@@ -229,15 +225,12 @@ pub(crate) async fn translate<S: Store>(
     requester_keys: &NodeKeys,
     seed: Option<Seed>,
 ) -> Result<Result<Vec<Vec<u8>>, Refusal>, ApiError> {
-    let mut peers = std::collections::HashMap::new();
-    for &p in req.peers.as_slice() {
-        peers.insert(p, authorized_keys(hub, p).await?);
-    }
+    let peers = authorized(hub, req.peers.as_slice()).await?;
     let prepared = match prepare(
         req,
         requester_keys,
         seed,
-        |p| Ok(peers.remove(&p).flatten()),
+        |p| peers.get(&p).cloned(),
         hub.now(),
     )? {
         Ok(p) => p,
@@ -303,61 +296,62 @@ pub(crate) async fn batch<S: Store>(
             )));
         }
     }
-    let mut ids: Vec<DeviceId> = Vec::new();
-    for (d, msg) in &frames {
-        ids.push(*d);
-        // The peers as the request names them (before its tag is checked: only to look them up at once).
-        if let Some(n) = msg
-            .len()
-            .checked_sub(1 + 8 + 4 + custos_proto::crypto::TAG_LEN)
-        {
-            let body = if ties::is_distribution(msg[0]) {
-                0
-            } else {
-                ties::SEED_LEN
-            };
-            for c in msg[1..].chunks_exact(8).take(n.saturating_sub(body) / 8) {
-                let mut p = [0u8; 8];
-                p.copy_from_slice(c);
-                ids.push(DeviceId(p));
-            }
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    let mut keys = std::collections::HashMap::new();
-    for d in hub.store.devices_among(&ids).await? {
-        if d.revoked_at.is_none() {
-            keys.insert(d.device, node_keys(&d.session_key)?);
-        }
-    }
+    // Two lookups for the whole batch: the requesters, whose keys open the requests; then the peers the opened
+    // requests name.
+    let mut requesters: Vec<DeviceId> = frames.iter().map(|(d, _)| *d).collect();
+    requesters.sort_unstable();
+    requesters.dedup();
+    let mut keys = authorized(&hub, &requesters).await?;
     let now = hub.now();
-    // Per request: its outcome so far, and what to remember.
-    let mut outcomes: Vec<Vec<u8>> = Vec::with_capacity(frames.len());
-    let mut pending: Vec<(usize, Request, Prepared)> = Vec::new();
-    for (i, (requester, msg)) in frames.iter().enumerate() {
+    let mut opened = Vec::with_capacity(frames.len());
+    for (requester, msg) in &frames {
         let Some(rk) = keys.get(requester) else {
-            outcomes.push(vec![NOT_TAKEN]);
+            opened.push(Err(NOT_TAKEN));
             continue;
         };
-        let Ok((req, seed)) = Request::open(&RustCrypto, *requester, rk, msg) else {
-            outcomes.push(vec![NOT_TAKEN]);
+        let Ok(request) = Request::open(&RustCrypto, *requester, rk, msg) else {
+            opened.push(Err(NOT_TAKEN));
             continue;
         };
         if let Some(limiter) = &hub.key_limiter
             && limiter.check_key(requester).is_err()
         {
-            outcomes.push(vec![LIMITED]);
+            opened.push(Err(LIMITED));
             continue;
         }
-        match prepare(&req, rk, seed, |p| Ok(keys.get(&p).cloned()), now)? {
+        opened.push(Ok(request));
+    }
+    let mut peers: Vec<DeviceId> = opened
+        .iter()
+        .flatten()
+        .flat_map(|(r, _)| r.peers.as_slice().iter().copied())
+        .filter(|d| !keys.contains_key(d))
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    keys.extend(authorized(&hub, &peers).await?);
+    // Per request: its outcome so far, and what to remember.
+    let mut outcomes: Vec<Vec<u8>> = Vec::with_capacity(frames.len());
+    let mut pending: Vec<(usize, Request, Prepared)> = Vec::new();
+    for (i, o) in opened.into_iter().enumerate() {
+        let (req, seed) = match o {
+            Ok(r) => r,
+            Err(code) => {
+                outcomes.push(vec![code]);
+                continue;
+            }
+        };
+        let rk = keys
+            .get(&req.requester)
+            .ok_or_else(|| ApiError::Internal("a requester's keys vanished".into()))?;
+        match prepare(&req, rk, seed, |p| keys.get(&p).cloned(), now)? {
             Ok(p) => {
                 outcomes.push(Vec::new());
                 pending.push((i, req, p));
             }
             Err(why) => {
                 let mut o = vec![REFUSED];
-                o.extend_from_slice(&seal_refusal(*requester, rk, &req.kid, why)?);
+                o.extend_from_slice(&seal_refusal(req.requester, rk, &req.kid, why)?);
                 outcomes.push(o);
             }
         }
@@ -531,8 +525,7 @@ pub(crate) async fn status<S: Store>(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let requester = parse_device(&device)?;
     let kid = parse_kid(&kid)?;
-    let link = crate::control::device_auth(&hub, requester, &headers).await?;
-    drop(link);
+    crate::control::device_auth(&hub, requester, &headers).await?;
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT));
     let record = loop {

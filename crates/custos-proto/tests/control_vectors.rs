@@ -9,6 +9,8 @@
 //! To regenerate after a deliberate format change: `CUSTOS_WRITE_VECTORS=1 cargo test -p custos-proto --test control_vectors`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use custos_proto::control::{
@@ -436,26 +438,10 @@ fn published_messages_open() {
 /// drift from the file; and every message of the file is quoted whole in §11.
 #[test]
 fn wire_md_quotes_the_vectors() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/wire.md"))
-        .unwrap();
-    let start = doc.find("## 11. Owner control").expect("wire.md §11");
-    let section = &doc[start..];
-    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let file = std::fs::read_to_string(PATH).unwrap();
-    let mut checked = 0;
-    for word in section.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if word.len() >= 16 && word.chars().all(|c| c.is_ascii_hexdigit()) {
-            assert!(
-                file.contains(&word.to_ascii_lowercase()),
-                "wire.md §11 quotes {word}, which is not in the vectors"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 20, "only {checked} hex strings in wire.md §11");
     // Each derived key and each message appears whole: §11 prints them on one or more lines of hex, with
     // notes only after the last line, so without whitespace each is a substring.
-    let flat: String = section.split_whitespace().collect();
+    let flat = common::section_quoting_vectors("## 11. Owner control", &file, 20);
     let v: Value = serde_json::from_str(&file).unwrap();
     let mut wanted = vec![];
     for k in ["K_owner", "K_list", "K_ack", "K_claim", "K_up"] {

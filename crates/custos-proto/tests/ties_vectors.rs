@@ -11,6 +11,8 @@
 //! To regenerate after a deliberate format change: `CUSTOS_WRITE_VECTORS=1 cargo test -p custos-proto --test ties_vectors`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use custos_proto::ties::{
@@ -746,26 +748,8 @@ fn published_messages_open() {
 /// drift from the file; and the worked example's messages are quoted whole.
 #[test]
 fn wire_md_quotes_the_vectors() {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/wire.md"))
-        .unwrap();
-    let start = doc
-        .find("## 12. Device-to-device keys")
-        .expect("wire.md §12");
-    let section = &doc[start..];
-    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let file = std::fs::read_to_string(PATH).unwrap();
-    let mut checked = 0;
-    for word in section.split(|c: char| !c.is_ascii_alphanumeric()) {
-        if word.len() >= 16 && word.chars().all(|c| c.is_ascii_hexdigit()) {
-            assert!(
-                file.contains(&word.to_ascii_lowercase()),
-                "wire.md §12 quotes {word}, which is not in the vectors"
-            );
-            checked += 1;
-        }
-    }
-    assert!(checked >= 10, "only {checked} hex strings in wire.md §12");
-    let flat: String = section.split_whitespace().collect();
+    let flat = common::section_quoting_vectors("## 12. Device-to-device keys", &file, 10);
     let v: Value = serde_json::from_str(&file).unwrap();
     let wanted = [
         &v["keys"]["N1"]["K_n2h"],

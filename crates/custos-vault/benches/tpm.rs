@@ -13,15 +13,9 @@ use std::time::{Duration, Instant};
 use custos_proto::{Crypto, RustCrypto, Secret, Suite};
 use custos_proto::{DeviceId, Epoch, NodeId, Schedule, Span, TreeSpec, UnixTime};
 use custos_vault::{TpmSealer, TpmVault, Vault, wrap_hmac_key_for_tpm};
-use tss_esapi::attributes::ObjectAttributesBuilder;
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::resource_handles::Hierarchy;
-use tss_esapi::structures::{
-    EccPoint, EccScheme, HmacScheme, KeyDerivationFunctionScheme, KeyedHashScheme, MaxBuffer,
-    Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters,
-    SymmetricDefinitionObject,
-};
+use tss_esapi::structures::MaxBuffer;
 use tss_esapi::{Context, TctiNameConf};
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -49,59 +43,6 @@ fn report(what: &str, d: Duration) {
     }
 }
 
-fn storage() -> Public {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_no_da(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .build()
-        .unwrap();
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attrs)
-        .with_ecc_parameters(
-            PublicEccParametersBuilder::new()
-                .with_ecc_scheme(EccScheme::Null)
-                .with_curve(EccCurve::NistP256)
-                .with_is_signing_key(false)
-                .with_is_decryption_key(true)
-                .with_restricted(true)
-                .with_symmetric(SymmetricDefinitionObject::AES_128_CFB)
-                .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
-                .build()
-                .unwrap(),
-        )
-        .with_ecc_unique_identifier(EccPoint::default())
-        .build()
-        .unwrap()
-}
-
-fn hmac_key() -> Public {
-    let attrs = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_sign_encrypt(true)
-        .build()
-        .unwrap();
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::KeyedHash)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attrs)
-        .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Hmac {
-            hmac_scheme: HmacScheme::new(HashingAlgorithm::Sha256),
-        }))
-        .with_keyed_hash_unique_identifier(Default::default())
-        .build()
-        .unwrap()
-}
-
 fn main() {
     let n = 50;
     let dir = tempfile::tempdir().unwrap();
@@ -116,7 +57,14 @@ fn main() {
         time(n, || {
             let h = ctx
                 .execute_with_nullauth_session(|c| {
-                    c.create_primary(Hierarchy::Owner, storage(), None, None, None, None)
+                    c.create_primary(
+                        Hierarchy::Owner,
+                        custos_vault::tpm_storage_template().unwrap(),
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
                 })
                 .unwrap()
                 .key_handle;
@@ -125,7 +73,14 @@ fn main() {
     );
     let parent = ctx
         .execute_with_nullauth_session(|c| {
-            c.create_primary(Hierarchy::Owner, storage(), None, None, None, None)
+            c.create_primary(
+                Hierarchy::Owner,
+                custos_vault::tpm_storage_template().unwrap(),
+                None,
+                None,
+                None,
+                None,
+            )
         })
         .unwrap()
         .key_handle;
@@ -133,13 +88,29 @@ fn main() {
         "Create (HMAC-SHA256 key under it)",
         time(n, || {
             ctx.execute_with_nullauth_session(|c| {
-                c.create(parent, hmac_key(), None, None, None, None)
+                c.create(
+                    parent,
+                    custos_vault::tpm_hmac_template().unwrap(),
+                    None,
+                    None,
+                    None,
+                    None,
+                )
             })
             .unwrap()
         }),
     );
     let key = ctx
-        .execute_with_nullauth_session(|c| c.create(parent, hmac_key(), None, None, None, None))
+        .execute_with_nullauth_session(|c| {
+            c.create(
+                parent,
+                custos_vault::tpm_hmac_template().unwrap(),
+                None,
+                None,
+                None,
+                None,
+            )
+        })
         .unwrap();
     report(
         "Load + FlushContext",

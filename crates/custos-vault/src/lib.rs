@@ -28,7 +28,10 @@ pub use crate::error::VaultError;
 pub use crate::kdf::{KEY_FILE_LEN, KdfParams, Unlock};
 pub use crate::software::{SoftwareVault, create_key_file};
 #[cfg(feature = "tpm")]
-pub use crate::tpm::{MAX_SEALED_LEN, TpmKey, TpmSealed, TpmSealer, TpmVault};
+pub use crate::tpm::{
+    MAX_SEALED_LEN, TpmKey, TpmSealed, TpmSealer, TpmVault, hmac_template as tpm_hmac_template,
+    storage_template as tpm_storage_template,
+};
 #[cfg(feature = "tpm-wrap")]
 pub use crate::tpm_wrap::{TpmImportBlob, wrap_hmac_key_for_tpm};
 

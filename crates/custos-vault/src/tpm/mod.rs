@@ -317,7 +317,7 @@ fn take_sized(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// The TCG provisioning-guidance ECC storage root key: a restricted decryption key on NIST P-256 with AES-128-CFB
 /// for its children, no DA lockout, empty authorization. Also what `tpm2_createprimary -C o -G ecc` makes.
-fn storage_template() -> Result<Public, VaultError> {
+pub fn storage_template() -> Result<Public, VaultError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -351,7 +351,7 @@ fn storage_template() -> Result<Public, VaultError> {
 
 /// An HMAC-SHA256 key that never leaves this TPM (fixedTPM, fixedParent: not duplicable). `imported` clears
 /// sensitiveDataOrigin, which TPM2_Create requires when the caller supplies the key.
-fn hmac_key_template(imported: bool) -> Result<Public, VaultError> {
+pub(crate) fn hmac_key_template(imported: bool) -> Result<Public, VaultError> {
     let attrs = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)
@@ -371,6 +371,12 @@ fn hmac_key_template(imported: bool) -> Result<Public, VaultError> {
         .with_keyed_hash_unique_identifier(Default::default())
         .build()
         .map_err(tpm_err("building the HMAC key template"))
+}
+
+/// The template of the vault's HMAC keys (the master secret `M`), for tools that create such a key directly (the
+/// TPM benchmark does).
+pub fn hmac_template() -> Result<Public, VaultError> {
+    hmac_key_template(false)
 }
 
 /// A sealed data object: a keyed-hash object with no scheme, whose only use is TPM2_Unseal.
