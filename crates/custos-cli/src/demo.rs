@@ -780,11 +780,26 @@ fn scan(
             }
         }
     }
+    // SQLite may still remove its `-wal` and `-shm` files as its last connection closes: a file gone between the
+    // listing and the read starts the scan again, so that no file is skipped.
     let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() {
-            bytes.extend(std::fs::read(&path)?);
+    for attempt in 0.. {
+        bytes.clear();
+        let read: std::io::Result<()> = std::fs::read_dir(dir)?.try_for_each(|entry| {
+            let path = entry?.path();
+            if path.is_file() {
+                bytes.extend(std::fs::read(&path)?);
+            }
+            Ok(())
+        });
+        match read {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < 50 => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => {
+                other?;
+                break;
+            }
         }
     }
     if bytes.len() < 1024 {

@@ -4,6 +4,8 @@
 //! tokens in clear.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -389,8 +391,7 @@ async fn the_store_holds_no_password_and_no_token_in_clear() {
     f.hub.store().close().await;
     let raw_token = hex::decode(&token).unwrap();
     let mut scanned = 0;
-    for entry in std::fs::read_dir(f.dir.path()).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+    for bytes in common::files_in(f.dir.path()) {
         scanned += bytes.len();
         for needle in [
             password.as_bytes(),

@@ -465,8 +465,7 @@ async fn the_hub_keeps_no_copy_of_the_key() {
     assert_eq!(n.receipt(B, &kb).await, 200);
     // Everything the store wrote: the database and its write-ahead log.
     let mut scanned = 0;
-    for entry in std::fs::read_dir(n.hub.dir()).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+    for bytes in common::files_in(n.hub.dir()) {
         scanned += bytes.len();
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret),

@@ -123,3 +123,23 @@ impl Drop for Loopback {
         self.task.abort();
     }
 }
+
+/// The contents of every file in `dir`, for scanning a store for secrets. SQLite may remove its `-wal` and `-shm`
+/// files between the listing and the read (a connection closing checkpoints and deletes them); the scan then starts
+/// again, so that it reads one consistent set of files and never skips one.
+pub fn files_in(dir: &std::path::Path) -> Vec<Vec<u8>> {
+    for _ in 0..50 {
+        let read: Result<Vec<Vec<u8>>, std::io::Error> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| std::fs::read(e?.path()))
+            .collect();
+        match read {
+            Ok(files) => return files,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("reading {}: {e}", dir.display()),
+        }
+    }
+    panic!("the files in {} kept changing", dir.display());
+}
