@@ -16,7 +16,8 @@
 //! Needs `krb5kdc`, `kdb5_util`, `kadmin.local` (Debian: krb5-kdc, krb5-admin-server) and `krb5.h` with libkrb5
 //! (libkrb5-dev) and a C compiler; fails with a message naming what is missing. It never skips.
 //!
-//! Run: `cargo bench -p custos-hub --bench ktc`.
+//! Run: `cargo bench -p custos-hub --bench ktc`; `-- hub batch` (or `core`, `kerberos`, `bytes`) runs only those
+//! sections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -592,41 +593,65 @@ fn print_bytes() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing else is read.
+    // `cargo bench` passes `--bench`; other arguments pick sections by name (`core`, `kerberos`, `hub`, `batch`,
+    // `bytes`), all of them when none is given. The ratio table needs them all.
+    let picks: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |s: &str| picks.is_empty() || picks.iter().any(|p| p == s);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!(
-        "KTC core: {NODES} authorized nodes, {REQUESTS} pre-sealed KTC direct requests, {PER_RUN} translations per thread per run, median of {RUNS} runs; {cores} cores"
-    );
-    let (k1, k1lo, k1hi) = ktc_rates(1);
-    println!("  1 thread : {k1:>10.0} /s  (runs {k1lo:.0} .. {k1hi:.0})");
-    let (k2, k2lo, k2hi) = ktc_rates(2);
-    println!("  2 threads: {k2:>10.0} /s  (runs {k2lo:.0} .. {k2hi:.0})");
+    let (mut k1, mut k2) = (f64::NAN, f64::NAN);
+    if want("core") {
+        println!(
+            "KTC core: {NODES} authorized nodes, {REQUESTS} pre-sealed KTC direct requests, {PER_RUN} translations per thread per run, median of {RUNS} runs; {cores} cores"
+        );
+        let (r1, lo1, hi1) = ktc_rates(1);
+        println!("  1 thread : {r1:>10.0} /s  (runs {lo1:.0} .. {hi1:.0})");
+        let (r2, lo2, hi2) = ktc_rates(2);
+        println!("  2 threads: {r2:>10.0} /s  (runs {lo2:.0} .. {hi2:.0})");
+        (k1, k2) = (r1, r2);
+    }
 
-    println!("\nMIT Kerberos: starting a throwaway KDC on 127.0.0.1 ...");
-    let realm = realm();
-    let version = Command::new(tool("krb5-config"))
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    println!("  {version}; krb5kdc -w 2; {KRB_RUNS} runs of {KRB_SECONDS} s each, medians");
-    let as1 = krb_rate(&realm, "as", 1);
-    let as2 = krb_rate(&realm, "as", 2);
-    let tgs1 = krb_rate(&realm, "tgs", 1);
-    let tgs2 = krb_rate(&realm, "tgs", 2);
-    let as16 = krb_rate(&realm, "as", CONCURRENT);
-    let tgs16 = krb_rate(&realm, "tgs", CONCURRENT);
-    drop(realm);
+    let [mut as1, mut as2, mut tgs1, mut tgs2, mut as16, mut tgs16] = [f64::NAN; 6];
+    if want("kerberos") {
+        println!("\nMIT Kerberos: starting a throwaway KDC on 127.0.0.1 ...");
+        let realm = realm();
+        let version = Command::new(tool("krb5-config"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        println!("  {version}; krb5kdc -w 2; {KRB_RUNS} runs of {KRB_SECONDS} s each, medians");
+        as1 = krb_rate(&realm, "as", 1);
+        as2 = krb_rate(&realm, "as", 2);
+        tgs1 = krb_rate(&realm, "tgs", 1);
+        tgs2 = krb_rate(&realm, "tgs", 2);
+        as16 = krb_rate(&realm, "as", CONCURRENT);
+        tgs16 = krb_rate(&realm, "tgs", CONCURRENT);
+    }
 
-    println!(
-        "\nThe hub over HTTP: a hub with {HUB_NODES} admitted devices on 127.0.0.1, per POST and in batches of {BATCH} ..."
-    );
-    let h1 = hub_http_ktc(1, 1);
-    let h2 = hub_http_ktc(2, 1);
-    let h16 = hub_http_ktc(CONCURRENT, 1);
-    let b1 = hub_http_ktc(1, BATCH);
-    let b2 = hub_http_ktc(2, BATCH);
-    let b16 = hub_http_ktc(CONCURRENT, BATCH);
+    let hub_row = |batch: usize| -> [f64; 3] {
+        let r = [1, 2, CONCURRENT].map(|clients| hub_http_ktc(clients, batch));
+        println!(
+            "  batch {batch:>3}: {:.0} / {:.0} / {:.0} per second (1 / 2 / {CONCURRENT} clients)",
+            r[0], r[1], r[2]
+        );
+        r
+    };
+    let [mut h1, mut h2, mut h16] = [f64::NAN; 3];
+    let [mut b1, mut b2, mut b16] = [f64::NAN; 3];
+    if want("hub") || want("batch") {
+        println!(
+            "\nThe hub over HTTP: a hub with {HUB_NODES} admitted devices on 127.0.0.1, per POST and in batches of {BATCH} ..."
+        );
+    }
+    if want("hub") {
+        [h1, h2, h16] = hub_row(1);
+    }
+    if want("batch") {
+        [b1, b2, b16] = hub_row(BATCH);
+    }
     println!("\n| per second | 1 client | 2 clients | {CONCURRENT} clients |\n|---|---|---|---|");
     println!("| KTC translations, in process (threads) | {k1:.0} | {k2:.0} | — |");
     println!(
@@ -660,5 +685,7 @@ fn main() {
         h2 / as2,
         h16 / as16
     );
-    print_bytes();
+    if want("bytes") {
+        print_bytes();
+    }
 }

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use custos_store::StoreError;
 
 /// An API error, mapped to a status code and a JSON body `{"error": code, "message": text}`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {
     /// The request is malformed.

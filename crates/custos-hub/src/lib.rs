@@ -103,6 +103,8 @@ pub struct Hub<S> {
     streams: web::Streams,
     /// Device-to-device key requests per requester (`ties.rs`).
     key_limiter: Option<ties::KeyLimiter>,
+    /// Single key requests waiting to be translated together (`ties.rs`).
+    key_queue: ties::KeyQueue,
     /// Set when the hub begins to stop: the event streams end, so that they do not hold up a graceful shutdown
     /// (they would otherwise last their hour).
     stopping: tokio::sync::watch::Sender<bool>,
@@ -175,6 +177,7 @@ impl<S: Store> Hub<S> {
             changed: tokio::sync::Notify::new(),
             streams: web::Streams::default(),
             key_limiter: Some(ties::key_limiter()),
+            key_queue: ties::KeyQueue::default(),
             stopping: tokio::sync::watch::channel(false).0,
             cpu: Arc::new(tokio::sync::Semaphore::new(CPU_TURNS)),
             link_keys: Mutex::new(HashMap::new()),

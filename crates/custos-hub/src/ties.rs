@@ -57,20 +57,6 @@ fn parse_kid(text: &str) -> Result<ties::KeyId, ApiError> {
     Ok(kid)
 }
 
-/// The wrapping keys of those of `ids` that are authorized (admitted, not revoked), in one query.
-async fn authorized<S: Store>(
-    hub: &Hub<S>,
-    ids: &[DeviceId],
-) -> Result<HashMap<DeviceId, NodeKeys>, ApiError> {
-    let mut keys = HashMap::with_capacity(ids.len());
-    for d in hub.store.devices_among(ids).await? {
-        if d.revoked_at.is_none() {
-            keys.insert(d.device, node_keys(&d.session_key)?);
-        }
-    }
-    Ok(keys)
-}
-
 fn node_keys(sdk: &[u8; 32]) -> Result<NodeKeys, ApiError> {
     NodeKeys::derive(&RustCrypto, &Secret::from_bytes(*sdk))
         .map_err(|e| ApiError::Internal(e.to_string()))
@@ -92,13 +78,7 @@ async fn sender_keys<S: Store>(hub: &Hub<S>, device: DeviceId) -> Result<NodeKey
 }
 
 /// A refusal the requester can authenticate: its status, the usual JSON error, and the refusal message (hex).
-fn refused(
-    requester: DeviceId,
-    keys: &NodeKeys,
-    kid: &ties::KeyId,
-    why: Refusal,
-) -> Result<Response, ApiError> {
-    let msg = seal_refusal(requester, keys, kid, why)?;
+fn refused(requester: DeviceId, kid: &ties::KeyId, why: Refusal, msg: &[u8]) -> Response {
     let (status, text) = match why {
         Refusal::PeerNotAuthorized => (
             StatusCode::FORBIDDEN,
@@ -114,7 +94,7 @@ fn refused(
         ),
     };
     tracing::debug!(%requester, kid = %hex::encode(kid), reason = why as u8, "key request refused");
-    Ok((
+    (
         status,
         Json(json!({
             "error": "refused",
@@ -123,7 +103,7 @@ fn refused(
             "refusal": hex::encode(msg),
         })),
     )
-        .into_response())
+        .into_response()
 }
 
 /// A translated request, not yet remembered: the record to store and the packages for the requester (the grant of
@@ -217,32 +197,6 @@ fn announce<S: Store>(hub: &Hub<S>, record: &SessionKeyRecord) {
     }
 }
 
-/// One request, start to end: prepared, remembered (refused if its key id was used before), announced. Returns
-/// the packages for the requester, or the refusal.
-pub(crate) async fn translate<S: Store>(
-    hub: &Hub<S>,
-    req: &Request,
-    requester_keys: &NodeKeys,
-    seed: Option<Seed>,
-) -> Result<Result<Vec<Vec<u8>>, Refusal>, ApiError> {
-    let peers = authorized(hub, req.peers.as_slice()).await?;
-    let prepared = match prepare(
-        req,
-        requester_keys,
-        seed,
-        |p| peers.get(&p).cloned(),
-        hub.now(),
-    )? {
-        Ok(p) => p,
-        Err(why) => return Ok(Err(why)),
-    };
-    if !hub.store.put_session_key(&prepared.record).await? {
-        return Ok(Err(Refusal::KeyIdReused));
-    }
-    announce(hub, &prepared.record);
-    Ok(Ok(prepared.packages))
-}
-
 /// The most requests in one gateway batch.
 pub const MAX_BATCH: usize = 256;
 /// The largest gateway batch, bytes: 256 of the largest frames (`2 + 8 + 109`), rounded up.
@@ -253,6 +207,190 @@ const ISSUED: u8 = 0x00;
 const REFUSED: u8 = 0x01;
 const NOT_TAKEN: u8 = 0x02;
 const LIMITED: u8 = 0x03;
+
+/// What became of one request of a batch.
+#[derive(Debug)]
+enum Outcome {
+    /// The requester is not admitted.
+    NotAdmitted,
+    /// The requester is revoked.
+    Revoked,
+    /// Not a key request from that device: malformed, or its tag does not verify.
+    Forged,
+    /// The requester is over its request rate.
+    Limited,
+    /// Refused, with the refusal the requester can authenticate.
+    Refused {
+        kid: ties::KeyId,
+        why: Refusal,
+        msg: [u8; ties::REFUSAL_LEN],
+    },
+    /// Issued: the packages for the requester (docs/api.md).
+    Issued {
+        kid: ties::KeyId,
+        expires: u32,
+        packages: Vec<Vec<u8>>,
+    },
+}
+
+/// Key requests, each `(claimed requester, bytes)`, from one gateway batch or from single POSTs taken together,
+/// translated as one: one lookup of the requesters, one of the peers their opened requests name, and one
+/// transaction for every key issued. The outcomes are in the requests' order. An error fails them all, with
+/// nothing stored and nothing delivered.
+async fn translate<S: Store>(
+    hub: &Hub<S>,
+    requests: &[(DeviceId, Bytes)],
+) -> Result<Vec<Outcome>, ApiError> {
+    let mut requesters: Vec<DeviceId> = requests.iter().map(|(d, _)| *d).collect();
+    requesters.sort_unstable();
+    requesters.dedup();
+    // Every device looked up, with its keys; `None` for a revoked one.
+    let mut known: HashMap<DeviceId, Option<NodeKeys>> = HashMap::new();
+    for d in hub.store.devices_among(&requesters).await? {
+        let keys = match d.revoked_at {
+            None => Some(node_keys(&d.session_key)?),
+            Some(_) => None,
+        };
+        known.insert(d.device, keys);
+    }
+    let now = hub.now();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
+    let mut opened = Vec::with_capacity(requests.len());
+    for (i, (requester, msg)) in requests.iter().enumerate() {
+        let keys = match known.get(requester) {
+            None => Err(Outcome::NotAdmitted),
+            Some(None) => Err(Outcome::Revoked),
+            Some(Some(k)) => {
+                Request::open(&RustCrypto, *requester, k, msg).map_err(|_| Outcome::Forged)
+            }
+        };
+        let outcome = match keys {
+            Err(o) => o,
+            Ok(r) => match &hub.key_limiter {
+                Some(limiter) if limiter.check_key(requester).is_err() => Outcome::Limited,
+                _ => {
+                    opened.push((i, r));
+                    outcomes.push(None);
+                    continue;
+                }
+            },
+        };
+        outcomes.push(Some(outcome));
+    }
+    let mut peers: Vec<DeviceId> = opened
+        .iter()
+        .flat_map(|(_, (r, _))| r.peers.as_slice().iter().copied())
+        .filter(|d| !known.contains_key(d))
+        .collect();
+    peers.sort_unstable();
+    peers.dedup();
+    for d in hub.store.devices_among(&peers).await? {
+        let keys = match d.revoked_at {
+            None => Some(node_keys(&d.session_key)?),
+            Some(_) => None,
+        };
+        known.insert(d.device, keys);
+    }
+    let keys_of = |d: &DeviceId| known.get(d).cloned().flatten();
+    let refuse = |req: &Request, rk: &NodeKeys, why: Refusal| -> Result<Outcome, ApiError> {
+        Ok(Outcome::Refused {
+            kid: req.kid,
+            why,
+            msg: seal_refusal(req.requester, rk, &req.kid, why)?,
+        })
+    };
+    let mut pending: Vec<(usize, Request, NodeKeys, Prepared)> = Vec::new();
+    for (i, (req, seed)) in opened {
+        let rk = keys_of(&req.requester)
+            .ok_or_else(|| ApiError::Internal("a requester's keys vanished".into()))?;
+        match prepare(&req, &rk, seed, |p| keys_of(&p), now)? {
+            Ok(p) => pending.push((i, req, rk, p)),
+            Err(why) => outcomes[i] = Some(refuse(&req, &rk, why)?),
+        }
+    }
+    let records: Vec<SessionKeyRecord> = pending.iter().map(|(.., p)| p.record.clone()).collect();
+    let fresh = hub.store.put_session_keys(&records).await?;
+    for ((i, req, rk, p), new) in pending.into_iter().zip(fresh) {
+        outcomes[i] = Some(if new {
+            announce(hub, &p.record);
+            Outcome::Issued {
+                kid: req.kid,
+                expires: req.expires,
+                packages: p.packages,
+            }
+        } else {
+            refuse(&req, &rk, Refusal::KeyIdReused)?
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.ok_or_else(|| ApiError::Internal("a request was left without an outcome".into()))
+        })
+        .collect()
+}
+
+/// Single key requests waiting to be translated together (group commit): the first to find no translation under
+/// way takes every request queued by then, so under load one transaction carries many requests, and a lone request
+/// costs what it did alone.
+#[derive(Default)]
+pub(crate) struct KeyQueue {
+    waiting: std::sync::Mutex<Vec<Job>>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+type Job = (
+    DeviceId,
+    Bytes,
+    tokio::sync::oneshot::Sender<Result<Outcome, ApiError>>,
+);
+
+/// Translates one request, together with whatever other single requests are queued.
+async fn translate_one<S: Store + 'static>(
+    hub: &Arc<Hub<S>>,
+    requester: DeviceId,
+    body: Bytes,
+) -> Result<Outcome, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hub.key_queue
+        .waiting
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push((requester, body, tx));
+    {
+        let _turn = hub.key_queue.turn.lock().await;
+        let jobs = std::mem::take(
+            &mut *hub
+                .key_queue
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !jobs.is_empty() {
+            // In a task of its own: a client that hangs up must not cancel the others' translation half way.
+            let hub = hub.clone();
+            let work = tokio::spawn(async move {
+                let (requests, answers): (Vec<_>, Vec<_>) =
+                    jobs.into_iter().map(|(d, b, tx)| ((d, b), tx)).unzip();
+                match translate(&hub, &requests).await {
+                    Ok(outcomes) => {
+                        for (tx, o) in answers.into_iter().zip(outcomes) {
+                            let _ = tx.send(Ok(o));
+                        }
+                    }
+                    Err(e) => {
+                        for tx in answers {
+                            let _ = tx.send(Err(e.clone()));
+                        }
+                    }
+                }
+            });
+            let _ = work.await;
+        }
+    }
+    rx.await
+        .map_err(|_| ApiError::Internal("a key translation ended without an answer".into()))?
+}
 
 fn frame(out: &mut Vec<u8>, body: &[u8]) {
     // Every outcome is far below 64 KiB: at most 1 + 1 + 9 × (2 + 109).
@@ -270,119 +408,48 @@ pub(crate) async fn batch<S: Store>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body?;
-    let mut frames = Vec::new();
-    let mut rest = &body[..];
-    while !rest.is_empty() {
+    let mut requests = Vec::new();
+    let mut at = 0;
+    while at < body.len() {
         let bad = || {
             ApiError::BadRequest(
                 "a batch is frames of `u16 length ‖ device id (8) ‖ key request`".into(),
             )
         };
-        if rest.len() < 2 {
-            return Err(bad());
-        }
-        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-        let f = rest.get(2..2 + len).ok_or_else(bad)?;
-        if len < 8 {
-            return Err(bad());
-        }
-        let mut id = [0u8; 8];
-        id.copy_from_slice(&f[..8]);
-        frames.push((DeviceId(id), &f[8..]));
-        rest = &rest[2 + len..];
-        if frames.len() > MAX_BATCH {
+        let len = body
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+            .ok_or_else(bad)?;
+        let f = body.get(at + 2..at + 2 + len).ok_or_else(bad)?;
+        let id: [u8; 8] = f.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(bad)?;
+        requests.push((DeviceId(id), body.slice(at + 10..at + 2 + len)));
+        at += 2 + len;
+        if requests.len() > MAX_BATCH {
             return Err(ApiError::BadRequest(format!(
                 "a batch holds at most {MAX_BATCH} requests"
             )));
         }
     }
-    // Two lookups for the whole batch: the requesters, whose keys open the requests; then the peers the opened
-    // requests name.
-    let mut requesters: Vec<DeviceId> = frames.iter().map(|(d, _)| *d).collect();
-    requesters.sort_unstable();
-    requesters.dedup();
-    let mut keys = authorized(&hub, &requesters).await?;
-    let now = hub.now();
-    let mut opened = Vec::with_capacity(frames.len());
-    for (requester, msg) in &frames {
-        let Some(rk) = keys.get(requester) else {
-            opened.push(Err(NOT_TAKEN));
-            continue;
-        };
-        let Ok(request) = Request::open(&RustCrypto, *requester, rk, msg) else {
-            opened.push(Err(NOT_TAKEN));
-            continue;
-        };
-        if let Some(limiter) = &hub.key_limiter
-            && limiter.check_key(requester).is_err()
-        {
-            opened.push(Err(LIMITED));
-            continue;
-        }
-        opened.push(Ok(request));
-    }
-    let mut peers: Vec<DeviceId> = opened
-        .iter()
-        .flatten()
-        .flat_map(|(r, _)| r.peers.as_slice().iter().copied())
-        .filter(|d| !keys.contains_key(d))
-        .collect();
-    peers.sort_unstable();
-    peers.dedup();
-    keys.extend(authorized(&hub, &peers).await?);
-    // Per request: its outcome so far, and what to remember.
-    let mut outcomes: Vec<Vec<u8>> = Vec::with_capacity(frames.len());
-    let mut pending: Vec<(usize, Request, Prepared)> = Vec::new();
-    for (i, o) in opened.into_iter().enumerate() {
-        let (req, seed) = match o {
-            Ok(r) => r,
-            Err(code) => {
-                outcomes.push(vec![code]);
-                continue;
+    let mut out = Vec::with_capacity(4 * requests.len());
+    let mut o = Vec::new();
+    for outcome in translate(&hub, &requests).await? {
+        o.clear();
+        match outcome {
+            Outcome::NotAdmitted | Outcome::Revoked | Outcome::Forged => o.push(NOT_TAKEN),
+            Outcome::Limited => o.push(LIMITED),
+            Outcome::Refused { msg, .. } => {
+                o.push(REFUSED);
+                o.extend_from_slice(&msg);
             }
-        };
-        let rk = keys
-            .get(&req.requester)
-            .ok_or_else(|| ApiError::Internal("a requester's keys vanished".into()))?;
-        match prepare(&req, rk, seed, |p| keys.get(&p).cloned(), now)? {
-            Ok(p) => {
-                outcomes.push(Vec::new());
-                pending.push((i, req, p));
-            }
-            Err(why) => {
-                let mut o = vec![REFUSED];
-                o.extend_from_slice(&seal_refusal(req.requester, rk, &req.kid, why)?);
-                outcomes.push(o);
+            Outcome::Issued { packages, .. } => {
+                o.push(ISSUED);
+                o.push(u8::try_from(packages.len()).unwrap_or(u8::MAX));
+                for pkg in &packages {
+                    frame(&mut o, pkg);
+                }
             }
         }
-    }
-    let records: Vec<SessionKeyRecord> = pending.iter().map(|(_, _, p)| p.record.clone()).collect();
-    let fresh = hub.store.put_session_keys(&records).await?;
-    for ((i, req, p), new) in pending.iter().zip(fresh) {
-        let o = &mut outcomes[*i];
-        if new {
-            announce(&hub, &p.record);
-            o.push(ISSUED);
-            o.push(u8::try_from(p.packages.len()).unwrap_or(u8::MAX));
-            for pkg in &p.packages {
-                frame(o, pkg);
-            }
-        } else {
-            let rk = keys
-                .get(&req.requester)
-                .ok_or_else(|| ApiError::Internal("keys vanished".into()))?;
-            o.push(REFUSED);
-            o.extend_from_slice(&seal_refusal(
-                req.requester,
-                rk,
-                &req.kid,
-                Refusal::KeyIdReused,
-            )?);
-        }
-    }
-    let mut out = Vec::new();
-    for o in &outcomes {
-        frame(&mut out, o);
+        frame(&mut out, &o);
     }
     Ok((
         StatusCode::OK,
@@ -404,39 +471,42 @@ fn seal_refusal(
 
 /// `POST /v1/devices/{device}/keys` (the request's bytes; it authenticates itself) → `201 {kid, expires,
 /// packages}`, or a refusal.
-pub(crate) async fn request<S: Store>(
+pub(crate) async fn request<S: Store + 'static>(
     State(hub): State<Arc<Hub<S>>>,
     ApiPath(device): ApiPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let requester = parse_device(&device)?;
     let body = body?;
-    let keys = sender_keys(&hub, requester).await?;
-    let (req, seed) = Request::open(&RustCrypto, requester, &keys, &body).map_err(|_| {
-        ApiError::Unauthorized(format!(
+    match translate_one(&hub, requester, body).await? {
+        Outcome::NotAdmitted => Err(ApiError::Forbidden(format!(
+            "device {requester} is not admitted"
+        ))),
+        Outcome::Revoked => Err(ApiError::Forbidden(format!(
+            "device {requester} is revoked: it gets no new keys"
+        ))),
+        Outcome::Forged => Err(ApiError::Unauthorized(format!(
             "not a key request from device {requester} (malformed, or its tag does not verify)"
-        ))
-    })?;
-    if let Some(limiter) = &hub.key_limiter
-        && limiter.check_key(&requester).is_err()
-    {
-        return Err(ApiError::RateLimited(1));
-    }
-    match translate(&hub, &req, &keys, seed).await? {
-        Ok(packages) => {
-            tracing::debug!(%requester, kid = %hex::encode(req.kid), kind = req.kind, "device-to-device key issued");
+        ))),
+        Outcome::Limited => Err(ApiError::RateLimited(1)),
+        Outcome::Refused { kid, why, msg } => Ok(refused(requester, &kid, why, &msg)),
+        Outcome::Issued {
+            kid,
+            expires,
+            packages,
+        } => {
+            tracing::debug!(%requester, kid = %hex::encode(kid), "device-to-device key issued");
             let packages: Vec<_> = packages.iter().map(hex::encode).collect();
             Ok((
                 StatusCode::CREATED,
                 Json(json!({
-                    "kid": hex::encode(req.kid),
-                    "expires": req.expires,
+                    "kid": hex::encode(kid),
+                    "expires": expires,
                     "packages": packages,
                 })),
             )
                 .into_response())
         }
-        Err(why) => refused(requester, &keys, &req.kid, why),
     }
 }
 

@@ -703,3 +703,52 @@ async fn a_gateway_batch_answers_each_request_in_order() {
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
 }
+
+/// Single requests that arrive together are translated together (one transaction): each still gets the packages of
+/// its own request, and of two at once with the same key id exactly one is issued.
+#[tokio::test]
+async fn concurrent_single_requests_each_get_their_own_answer() {
+    let n = std::sync::Arc::new(net().await);
+    let expires = (now() + 600) as u32;
+    let mut all = tokio::task::JoinSet::new();
+    for i in 0..60u8 {
+        let n = n.clone();
+        all.spawn(async move {
+            let (requester, peer) = [(A, B), (B, D), (D, A)][usize::from(i / 2 % 3)];
+            // Key ids 100..129 twice each, from the same requester: every pair races.
+            let k = kid(100 + i / 2);
+            let req = Request::new(ties::KDC_INDIRECT, requester, &[peer], k, expires).unwrap();
+            let (s, v) = n.ask(&req, None).await;
+            (i, requester, peer, k, s, v)
+        });
+    }
+    let mut issued = std::collections::HashMap::new();
+    while let Some(r) = all.join_next().await {
+        let (i, requester, peer, k, s, v) = r.unwrap();
+        match s {
+            201 => {
+                assert_eq!(v["kid"], hex::encode(k), "request {i}");
+                let mut p = hexes(&v).into_iter();
+                let mine = open_package(&C, requester, &keys(requester), &p.next().unwrap(), now())
+                    .unwrap();
+                assert_eq!(mine.kid(), k, "request {i} got another request's grant");
+                let theirs =
+                    open_package(&C, peer, &keys(peer), &p.next().unwrap(), now()).unwrap();
+                same_key(mine, theirs, peer);
+                assert!(
+                    issued.insert((requester, k), i).is_none(),
+                    "key id {k:?} issued twice"
+                );
+            }
+            409 => {
+                let msg = hex::decode(v["refusal"].as_str().unwrap()).unwrap();
+                assert_eq!(
+                    open_refusal(&C, requester, &keys(requester), &msg).unwrap(),
+                    (k, Refusal::KeyIdReused)
+                );
+            }
+            s => panic!("request {i}: status {s}: {v}"),
+        }
+    }
+    assert_eq!(issued.len(), 30, "each key id issued exactly once");
+}
