@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json and ties-v1.json.
+"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json, ties-v1.json and ties-tpm-v1.json.
 
 This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
 docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
@@ -808,6 +808,52 @@ def run_record(case) -> bytes:
     return key
 
 
+def run_ties_tpm(v: dict):
+    """TPM deliveries (wire.md §12, "TPM duplication"): rebuild the registration and each TPM package from their
+    fields, open them, and derive PRK = HMAC(kid || expires, seed) and S = HMAC(PRK, label || requester || peers || 01),
+    which must equal HKDF's session key from the seed."""
+    inp = v["input"]
+    ids = {n: bytes.fromhex(x["id"].replace("-", "")) for n, x in inp["nodes"].items()}
+    sdk = {n: bytes.fromhex(x["sdk"]) for n, x in inp["nodes"].items()}
+    expires = inp["expires"].to_bytes(4, "big")
+    public = bytes.fromhex(inp["tpm_parent_of_N2"])
+    r = v["registration"]
+    k_n2h = hkdf_expand(sdk["N2"], b"custos/v1/ties/node-to-hub", 32)
+    aad = b"\x45" + ids["N2"] + len(public).to_bytes(2, "big") + public
+    k_msg = hkdf_expand(k_n2h, b"custos/v1/ties/msg" + aad, 32)
+    compare("ties-tpm registration: A", aad.hex(), r["aad"])
+    compare("ties-tpm registration: K_msg", k_msg.hex(), r["K_msg"])
+    msg = b"\x45" + len(public).to_bytes(2, "big") + public + AESGCM(k_msg).encrypt(bytes(12), b"", aad)
+    compare("ties-tpm registration: bytes", msg.hex(), r["bytes"])
+    k_h2n = hkdf_expand(sdk["N2"], b"custos/v1/ties/hub-to-node", 32)
+    for name, kind in (("tpm_delivery", 0x58), ("tpm_grant", 0x59)):
+        x = v[name]
+        kid, seed = bytes.fromhex(x["kid"]), bytes.fromhex(x["seed"])
+        requester = ids[x["requester"]]
+        holders = [ids["N1"]]
+        aad = bytes([kind]) + ids["N2"] + kid + expires + b"".join(holders)
+        k_msg = hkdf_expand(k_h2n, b"custos/v1/ties/msg" + aad, 32)
+        compare(f"ties-tpm {name}: A", aad.hex(), x["aad"])
+        compare(f"ties-tpm {name}: K_msg", k_msg.hex(), x["K_msg"])
+        header = bytes([kind]) + kid + expires + bytes([len(holders)]) + b"".join(holders)
+        blob = bytes.fromhex(x["blob"])
+        msg = header + AESGCM(k_msg).encrypt(bytes(12), blob, aad)
+        compare(f"ties-tpm {name}: bytes", msg.hex(), x["bytes"])
+        try:
+            got = AESGCM(k_msg).decrypt(bytes(12), bytes.fromhex(x["bytes"])[len(header):], aad)
+            compare(f"ties-tpm {name}: opens to the blob", got.hex(), blob.hex())
+        except InvalidTag:
+            check(f"ties-tpm {name}: opens", False, "tag")
+        prk = hkdf_extract(kid + expires, seed)
+        compare(f"ties-tpm {name}: PRK", prk.hex(), x["PRK"])
+        members = sorted(d for d in (ids["N1"], ids["N2"]) if d != requester)
+        info = b"custos/v1/ties/session" + requester + b"".join(members)
+        compare(f"ties-tpm {name}: HMAC input", (info + b"\x01").hex(), x["hmac_input"])
+        s = hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+        compare(f"ties-tpm {name}: S", s.hex(), x["S"])
+        compare(f"ties-tpm {name}: S is HKDF's session key", hkdf_expand(prk, info, 32).hex(), x["S"])
+
+
 def main() -> int:
     vectors = json.loads((Path(__file__).resolve().parent / "wire-v1.json").read_text())
     keys = [run_record(case) for case in vectors["records"]]
@@ -831,6 +877,7 @@ def main() -> int:
     run_sharing(json.loads((Path(__file__).resolve().parent / "sharing-v1.json").read_text()))
     run_control(json.loads((Path(__file__).resolve().parent / "control-v1.json").read_text()))
     run_ties(json.loads((Path(__file__).resolve().parent / "ties-v1.json").read_text()))
+    run_ties_tpm(json.loads((Path(__file__).resolve().parent / "ties-tpm-v1.json").read_text()))
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

@@ -1,6 +1,6 @@
 //! Arbitrary bytes into every device-to-device key decoder (docs/wire.md §12), under the fixed keys of Vector 9, so
 //! the seeds (the vector's messages) authenticate and their mutations reach every check: the CE's reading of a
-//! request and a receipt, a node's reading of a package, a notice, a refusal, a key confirmation and a data message,
+//! request, a receipt and a TPM parent registration, a node's reading of a package (plain or TPM), a notice, a refusal, a key confirmation and a data message,
 //! and both sides of Noise KK. No decoder panics, and whatever is accepted is what it claims: a request, receipt,
 //! notice or refusal re-seals to the same bytes; a package gives a key bound to the facts it carries; a confirmation
 //! is the one the key's holder would send; a data message opens once and is what the sender seals at that number.
@@ -82,6 +82,26 @@ fuzz_target!(|data: &[u8]| {
             // The same package after its expiry is refused.
             assert_eq!(
                 ties::open_package(&C, *id, keys, data, u64::from(k.expires())).unwrap_err(),
+                custos_proto::Error::Expired
+            );
+        }
+        // The CE reads a TPM parent registration: canonical.
+        if let Ok(public) = ties::tpm::open_tpm_parent(&C, *id, keys, data) {
+            let mut again = [0u8; ties::tpm::MAX_TPM_PARENT_MESSAGE];
+            let n = ties::tpm::seal_tpm_parent(&C, *id, keys, public, &mut again).unwrap();
+            assert_eq!(&again[..n], data, "an accepted registration is not canonical");
+        }
+        // This node reads a TPM package: bound to the facts it carries, refused after its expiry.
+        let mut buf = data.to_vec();
+        if let Ok(p) = ties::tpm::open_tpm_package(&C, *id, keys, &mut buf, NOW) {
+            assert!(data[0] == ties::tpm::TPM_DELIVERY || data[0] == ties::tpm::TPM_GRANT);
+            assert!(u64::from(p.expires()) > NOW, "an expired TPM package was accepted");
+            assert_eq!(p.kid(), <KeyId>::try_from(&data[1..9]).unwrap());
+            assert!(!p.blob().is_empty() && p.blob().len() <= ties::tpm::MAX_TPM_BLOB);
+            let expires = u64::from(p.expires());
+            let mut again = data.to_vec();
+            assert_eq!(
+                ties::tpm::open_tpm_package(&C, *id, keys, &mut again, expires).unwrap_err(),
                 custos_proto::Error::Expired
             );
         }

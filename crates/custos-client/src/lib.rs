@@ -119,6 +119,19 @@ impl HubClient {
         Self::finish(resp).await
     }
 
+    /// `PUT {base}{path}` with a binary body.
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        Self::finish(resp).await
+    }
+
     /// Relays one pairing message for `device` in `direction`; returns its mailbox position.
     pub async fn relay_send(
         &self,

@@ -132,6 +132,21 @@ impl HubClient {
         .map(drop)
     }
 
+    /// Registers `device`'s TPM storage parent (a TPM parent registration, docs/wire.md §12): from then on the hub
+    /// delivers its keys as TPM import blobs.
+    pub async fn key_tpm_parent(
+        &self,
+        device: DeviceId,
+        registration: &[u8],
+    ) -> Result<(), ClientError> {
+        self.put(
+            &format!("/v1/devices/{device}/keys/tpm"),
+            registration.to_vec(),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Which peers hold key `kid` of `device`, waiting up to `wait` until all do (the requester's device token in
     /// `auth`).
     pub async fn key_status(

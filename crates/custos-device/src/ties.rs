@@ -92,6 +92,9 @@ pub struct KeyNode {
     identity: Secret,
     /// Keys taken, by (requester, kid), with their expiry: a package for one of them again is a replay.
     held: HashMap<(DeviceId, KeyId), u32>,
+    /// The device's TPM, once its storage parent is registered: TPM packages are opened there.
+    #[cfg(feature = "tpm")]
+    tpm: Option<custos_vault::TpmSealer>,
 }
 
 impl std::fmt::Debug for KeyNode {
@@ -121,7 +124,55 @@ impl KeyNode {
             link: LinkKeys::derive(&RustCrypto, sdk)?,
             identity,
             held: HashMap::new(),
+            #[cfg(feature = "tpm")]
+            tpm: None,
         })
+    }
+
+    /// Registers this device's TPM storage parent with the hub and keeps `tpm` to open what the hub then sends:
+    /// deliveries and grants as TPM import blobs, whose session key the TPM computes (docs/device-keys.md, "TPM
+    /// duplication").
+    #[cfg(feature = "tpm")]
+    pub async fn register_tpm(&mut self, tpm: custos_vault::TpmSealer) -> Result<(), AgentError> {
+        let public = tpm.storage_public().map_err(tpm_err)?;
+        let mut msg = [0u8; ties::tpm::MAX_TPM_PARENT_MESSAGE];
+        let n =
+            ties::tpm::seal_tpm_parent(&RustCrypto, self.device, &self.keys, &public, &mut msg)?;
+        self.client
+            .key_tpm_parent(self.device, &msg[..n])
+            .await
+            .map_err(client_err)?;
+        self.tpm = Some(tpm);
+        Ok(())
+    }
+
+    /// Opens a package for this device: a plain one in software, a TPM one in the device's TPM (import, then
+    /// `TPM2_HMAC` of the session label under the imported key).
+    fn open(&self, package: &[u8], now: u64) -> Result<SessionKey, AgentError> {
+        #[cfg(feature = "tpm")]
+        if matches!(
+            package.first(),
+            Some(&ties::tpm::TPM_DELIVERY | &ties::tpm::TPM_GRANT)
+        ) {
+            let tpm = self.tpm.as_ref().ok_or(AgentError::Protocol(
+                custos_proto::Error::InvalidValue("a TPM package, and this node registered no TPM"),
+            ))?;
+            let mut msg = package.to_vec();
+            let p =
+                ties::tpm::open_tpm_package(&RustCrypto, self.device, &self.keys, &mut msg, now)?;
+            let blob = custos_vault::TpmImportBlob::from_bytes(p.blob()).map_err(tpm_err)?;
+            let key = tpm.import(&blob).map_err(tpm_err)?;
+            let (m, n) = p.hmac_input();
+            let s = tpm.hmac(&key, &m[..n]).map_err(tpm_err)?;
+            return Ok(p.into_session_key(*s));
+        }
+        Ok(ties::open_package(
+            &RustCrypto,
+            self.device,
+            &self.keys,
+            package,
+            now,
+        )?)
     }
 
     /// This device.
@@ -179,7 +230,7 @@ impl KeyNode {
             Some(seed) => req.session_key(&RustCrypto, seed)?,
             None => {
                 let grant = packages.next().ok_or(bad("the hub sent no grant"))?;
-                let key = ties::open_package(&RustCrypto, self.device, &self.keys, &grant, now)?;
+                let key = self.open(&grant, now)?;
                 if key.kid() != kid || key.expires() != expires || key.peers().len() != peers.len()
                 {
                     return Err(bad("the grant is not for this request"));
@@ -202,7 +253,7 @@ impl KeyNode {
     /// Opens a package (a delivery from the hub, or one a requester forwarded), refusing one for a key already
     /// taken, and tells the hub this device holds it.
     pub async fn accept(&mut self, package: &[u8], now: u64) -> Result<SessionKey, AgentError> {
-        let key = ties::open_package(&RustCrypto, self.device, &self.keys, package, now)?;
+        let key = self.open(package, now)?;
         let id = (key.requester(), key.kid());
         if self.held.contains_key(&id) {
             // Still tell the hub: the first receipt may have been lost.
@@ -325,4 +376,19 @@ fn fresh_secret() -> Secret {
 pub fn vouched_static(list: &custos_proto::cose::DeviceList, device: DeviceId) -> Option<[u8; 32]> {
     let i = list.devices.iter().position(|&d| d == device)?;
     list.statics.get(i).copied()
+}
+
+/// A TPM that refuses a blob (for another TPM, or altered) refuses that package, like any bad package; any other
+/// TPM failure is the device's and is not passed off as a bad package.
+#[cfg(feature = "tpm")]
+fn tpm_err(e: custos_vault::VaultError) -> AgentError {
+    match e {
+        custos_vault::VaultError::WrongTpm(_) => AgentError::Protocol(
+            custos_proto::Error::InvalidValue("the TPM refused the key's import blob"),
+        ),
+        custos_vault::VaultError::Malformed(_) => AgentError::Protocol(
+            custos_proto::Error::InvalidValue("a TPM package's import blob is malformed"),
+        ),
+        e => AgentError::Keys(anyhow::anyhow!("the device's TPM: {e}")),
+    }
 }

@@ -137,6 +137,12 @@ pub fn app<S: Store + 'static>(hub: Arc<Hub<S>>) -> Router {
                 .layer(DefaultBodyLimit::max(crate::ties::MAX_KEY_MESSAGE)),
         )
         .route(
+            "/v1/devices/{device}/keys/tpm",
+            put(crate::ties::register_tpm::<S>).layer(DefaultBodyLimit::max(
+                custos_proto::ties::tpm::MAX_TPM_PARENT_MESSAGE,
+            )),
+        )
+        .route(
             "/v1/devices/{device}/keys/{kid}",
             get(crate::ties::status::<S>),
         )

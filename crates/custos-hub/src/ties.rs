@@ -116,11 +116,43 @@ struct Prepared {
 /// What the CE does with one authenticated request before it remembers it: checks the expiry and that every peer
 /// is authorized (`peer_keys` gives the keys of an authorized device, `None` otherwise), unwraps the requester's
 /// seed (KTC) or draws one (KDC), wraps it for each recipient and drops it.
+/// The package for one recipient: a TPM delivery or grant (an import blob of the key's PRK for the recipient's
+/// registered TPM storage parent, built in software) if it registered one, a plain package otherwise.
+fn package_for(
+    req: &Request,
+    recipient: DeviceId,
+    keys: &NodeKeys,
+    seed: &Seed,
+    tpm_parent: Option<&[u8]>,
+) -> Result<Vec<u8>, ApiError> {
+    let internal = |e: custos_proto::Error| ApiError::Internal(e.to_string());
+    let Some(parent) = tpm_parent else {
+        return Ok(req
+            .package(&RustCrypto, recipient, keys, seed)
+            .map_err(internal)?
+            .as_bytes()
+            .to_vec());
+    };
+    let prk = req.tpm_prk(&RustCrypto, seed);
+    // The parent was checked when it was registered; a failure here is the hub's (its random source), not the
+    // node's.
+    let blob = custos_vault::wrap_hmac_key_for_tpm(parent, prk.expose(), &mut OsRng)
+        .map_err(|e| ApiError::Internal(format!("building a TPM import blob: {e}")))?
+        .to_bytes();
+    let mut out = vec![0u8; ties::tpm::MAX_TPM_PACKAGE];
+    let n = req
+        .package_tpm(&RustCrypto, recipient, keys, &blob, &mut out)
+        .map_err(internal)?;
+    out.truncate(n);
+    Ok(out)
+}
+
 fn prepare(
     req: &Request,
     requester_keys: &NodeKeys,
     seed: Option<Seed>,
     peer_keys: impl Fn(DeviceId) -> Option<NodeKeys>,
+    tpm_parent: impl Fn(DeviceId) -> Option<Vec<u8>>,
     now: i64,
 ) -> Result<Result<Prepared, Refusal>, ApiError> {
     if let Err(why) = req.check_expiry(u64::try_from(now).unwrap_or(0)) {
@@ -140,20 +172,15 @@ fn prepare(
     });
     let direct = ties::is_direct(req.kind);
     let mut packages = Vec::new();
-    let internal = |e: custos_proto::Error| ApiError::Internal(e.to_string());
     if ties::is_distribution(req.kind) {
-        let grant = req
-            .package(&RustCrypto, req.requester, requester_keys, &seed)
-            .map_err(internal)?;
-        packages.push(grant.as_bytes().to_vec());
+        let parent = tpm_parent(req.requester);
+        let grant = package_for(req, req.requester, requester_keys, &seed, parent.as_deref())?;
+        packages.push(grant);
     }
     let mut peers = Vec::with_capacity(keys.len());
     for (p, k) in &keys {
-        let bytes = req
-            .package(&RustCrypto, *p, k, &seed)
-            .map_err(internal)?
-            .as_bytes()
-            .to_vec();
+        let parent = tpm_parent(*p);
+        let bytes = package_for(req, *p, k, &seed, parent.as_deref())?;
         if !direct {
             packages.push(bytes.clone());
         }
@@ -291,6 +318,18 @@ async fn translate<S: Store>(
         };
         known.insert(d.device, keys);
     }
+    // The TPM storage parents of everyone who will get a package (the peers; the requesters of KDC requests), in
+    // one query: those nodes get their keys as TPM import blobs.
+    let mut recipients: Vec<DeviceId> = opened
+        .iter()
+        .flat_map(|(_, (r, _))| {
+            let requester = ties::is_distribution(r.kind).then_some(r.requester);
+            r.peers.as_slice().iter().copied().chain(requester)
+        })
+        .collect();
+    recipients.sort_unstable();
+    recipients.dedup();
+    let parents = hub.store.tpm_parents_among(&recipients).await?;
     let keys_of = |d: &DeviceId| known.get(d).cloned().flatten();
     let refuse = |req: &Request, rk: &NodeKeys, why: Refusal| -> Result<Outcome, ApiError> {
         Ok(Outcome::Refused {
@@ -303,7 +342,14 @@ async fn translate<S: Store>(
     for (i, (req, seed)) in opened {
         let rk = keys_of(&req.requester)
             .ok_or_else(|| ApiError::Internal("a requester's keys vanished".into()))?;
-        match prepare(&req, &rk, seed, |p| keys_of(&p), now)? {
+        match prepare(
+            &req,
+            &rk,
+            seed,
+            |p| keys_of(&p),
+            |d| parents.get(&d).cloned(),
+            now,
+        )? {
             Ok(p) => pending.push((i, req, rk, p)),
             Err(why) => outcomes[i] = Some(refuse(&req, &rk, why)?),
         }
@@ -393,7 +439,7 @@ async fn translate_one<S: Store + 'static>(
 }
 
 fn frame(out: &mut Vec<u8>, body: &[u8]) {
-    // Every outcome is far below 64 KiB: at most 1 + 1 + 9 × (2 + 109).
+    // Every outcome is far below 64 KiB: at most 1 + 1 + 9 × (2 + 109), or 9 × (2 + 414) with TPM packages.
     out.extend_from_slice(&u16::try_from(body.len()).unwrap_or(u16::MAX).to_be_bytes());
     out.extend_from_slice(body);
 }
@@ -552,6 +598,36 @@ pub(crate) async fn fetch<S: Store>(
         })
         .collect();
     Ok(Json(json!({"packages": packages})))
+}
+
+/// `PUT /v1/devices/{device}/keys/tpm` (a TPM parent registration; it authenticates itself) → `{device, bytes}`:
+/// from now on the device gets its keys as TPM import blobs for that storage parent. `401` if it is not a
+/// registration from that device, `403` if the device is unknown or revoked, `400` if the public area is not a
+/// P-256 storage parent, `413` past [`ties::tpm::MAX_TPM_PARENT_MESSAGE`] bytes.
+pub(crate) async fn register_tpm<S: Store>(
+    State(hub): State<Arc<Hub<S>>>,
+    ApiPath(device): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = parse_device(&device)?;
+    let body = body?;
+    let keys = sender_keys(&hub, node).await?;
+    let public = ties::tpm::open_tpm_parent(&RustCrypto, node, &keys, &body).map_err(|_| {
+        ApiError::Unauthorized(format!(
+            "not a TPM parent registration from device {node} (malformed, or its tag does not verify)"
+        ))
+    })?;
+    custos_vault::check_storage_parent(public).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the hub builds import blobs for P-256 storage parents only: {e}"
+        ))
+    })?;
+    hub.store.put_tpm_parent(node, public).await?;
+    tracing::info!(%node, bytes = public.len(), "TPM storage parent registered");
+    Ok(Json(json!({
+        "device": node.to_string(),
+        "bytes": public.len(),
+    })))
 }
 
 /// `POST /v1/devices/{device}/keys/receipts` (the receipt's bytes; it authenticates itself) → `{requester, kid}`.

@@ -38,6 +38,7 @@
 
 #[cfg(feature = "admission")]
 pub mod kk;
+pub mod tpm;
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -551,7 +552,25 @@ impl Request {
         keys: &NodeKeys,
         seed: &Seed,
     ) -> Result<Packet, Error> {
-        let (kind, holders) = if recipient == self.requester {
+        let (kind, holders) = self.holders_for(recipient)?;
+        let aad = package_aad(kind, recipient, &self.kid, self.expires, &holders)?;
+        let mut p = Packet::new();
+        p.put(&[kind])?;
+        p.put(&self.kid)?;
+        p.put(&self.expires.to_be_bytes())?;
+        for d in holders.as_slice() {
+            p.put(&d.0)?;
+        }
+        let mut body = seed.0;
+        let tag = seal(c, &keys.to_node, aad.bytes(), &mut body)?;
+        p.put(&body)?;
+        body.zeroize();
+        p.put(&tag)?;
+        Ok(p)
+    }
+    /// What a package for `recipient` is (a delivery to a peer, a grant to a KDC requester) and whom it names.
+    fn holders_for(&self, recipient: DeviceId) -> Result<(u8, Ids), Error> {
+        Ok(if recipient == self.requester {
             if !is_distribution(self.kind) {
                 return Err(Error::InvalidValue(
                     "in KTC the requester drew the key; it gets no grant",
@@ -571,21 +590,7 @@ impl Request {
                 }
             }
             (DELIVERY, h)
-        };
-        let aad = package_aad(kind, recipient, &self.kid, self.expires, &holders)?;
-        let mut p = Packet::new();
-        p.put(&[kind])?;
-        p.put(&self.kid)?;
-        p.put(&self.expires.to_be_bytes())?;
-        for d in holders.as_slice() {
-            p.put(&d.0)?;
-        }
-        let mut body = seed.0;
-        let tag = seal(c, &keys.to_node, aad.bytes(), &mut body)?;
-        p.put(&body)?;
-        body.zeroize();
-        p.put(&tag)?;
-        Ok(p)
+        })
     }
 }
 

@@ -829,6 +829,21 @@ pub trait Store: Send + Sync {
 
     /// Forgets keys that died before `before`. Returns how many.
     fn purge_session_keys(&self, before: i64) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Remembers the TPM storage parent (`TPM2B_PUBLIC`, 1 to 256 bytes) `device` registered, replacing any
+    /// earlier one. Fails with [`StoreError::UnknownDevice`] if the device is unknown and with
+    /// [`StoreError::InvalidInput`] if `public` is empty or longer than 256 bytes.
+    fn put_tpm_parent(
+        &self,
+        device: DeviceId,
+        public: &[u8],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The registered TPM storage parents of those of `ids` that have one, in one query.
+    fn tpm_parents_among(
+        &self,
+        ids: &[DeviceId],
+    ) -> impl Future<Output = Result<std::collections::HashMap<DeviceId, Vec<u8>>>> + Send;
 }
 
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
@@ -1148,5 +1163,14 @@ impl Store for AnyStore {
     }
     async fn purge_session_keys(&self, before: i64) -> Result<u64> {
         delegate!(self, purge_session_keys(before))
+    }
+    async fn put_tpm_parent(&self, device: DeviceId, public: &[u8]) -> Result<()> {
+        delegate!(self, put_tpm_parent(device, public))
+    }
+    async fn tpm_parents_among(
+        &self,
+        ids: &[DeviceId],
+    ) -> Result<std::collections::HashMap<DeviceId, Vec<u8>>> {
+        delegate!(self, tpm_parents_among(ids))
     }
 }

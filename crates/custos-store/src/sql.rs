@@ -1694,6 +1694,41 @@ macro_rules! sql_store {
                     .await?;
                 row.map(|row| Ok((row.try_get("state")?, row.try_get("at")?))).transpose()
             }
+
+            async fn put_tpm_parent(&self, device: DeviceId, public: &[u8]) -> Result<()> {
+                if public.is_empty() || public.len() > 256 {
+                    return Err(StoreError::InvalidInput("a TPM public area is 1 to 256 bytes"));
+                }
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO tpm_parents (device, public) SELECT device, $2 FROM devices WHERE device = $1 \
+                     ON CONFLICT (device) DO UPDATE SET public = excluded.public",
+                )
+                .bind(&device.0[..])
+                .bind(public)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::UnknownDevice(device));
+                }
+                Ok(())
+            }
+
+            async fn tpm_parents_among(&self, ids: &[DeviceId]) -> Result<std::collections::HashMap<DeviceId, Vec<u8>>> {
+                if ids.is_empty() {
+                    return Ok(std::collections::HashMap::new());
+                }
+                let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+                let sql = format!("SELECT device, public FROM tpm_parents WHERE device IN ({})", marks.join(", "));
+                let mut q = sqlx::query(&sql);
+                for d in ids {
+                    q = q.bind(&d.0[..]);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| Ok((device_id(r.try_get::<&[u8], _>("device")?)?, r.try_get("public")?)))
+                    .collect()
+            }
         }
     };
 }

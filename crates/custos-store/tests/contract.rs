@@ -1032,6 +1032,42 @@ async fn session_keys_are_remembered_delivered_once_and_listed_dead<S: Store>(s:
     Ok(())
 }
 
+async fn tpm_parents_are_one_per_admitted_device_and_looked_up_together<S: Store>(
+    s: S,
+) -> Result<()> {
+    admit(&s, 1).await?;
+    admit(&s, 2).await?;
+    admit(&s, 3).await?;
+    assert!(s.tpm_parents_among(&[dev(1), dev(2)]).await?.is_empty());
+    assert!(s.tpm_parents_among(&[]).await?.is_empty());
+    s.put_tpm_parent(dev(1), &[0xa1; 90]).await?;
+    s.put_tpm_parent(dev(2), &[0xa2; 256]).await?;
+    // The last registration wins.
+    s.put_tpm_parent(dev(1), &[0xb1; 80]).await?;
+    let got = s
+        .tpm_parents_among(&[dev(1), dev(2), dev(3), dev(9)])
+        .await?;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[&dev(1)], vec![0xb1; 80]);
+    assert_eq!(got[&dev(2)], vec![0xa2; 256]);
+    assert_eq!(s.tpm_parents_among(&[dev(2)]).await?.len(), 1);
+    // Unknown devices, empty and oversized areas are refused and change nothing.
+    assert!(matches!(
+        s.put_tpm_parent(dev(9), &[1; 90]).await,
+        Err(StoreError::UnknownDevice(_))
+    ));
+    assert!(matches!(
+        s.put_tpm_parent(dev(3), &[]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        s.put_tpm_parent(dev(3), &[1; 257]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(s.tpm_parents_among(&[dev(3), dev(9)]).await?.is_empty());
+    Ok(())
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -1094,6 +1130,7 @@ macro_rules! contract {
 }
 
 contract!(
+    tpm_parents_are_one_per_admitted_device_and_looked_up_together,
     session_keys_are_remembered_delivered_once_and_listed_dead,
     a_batch_of_keys_is_one_transaction_and_reports_each_reused_kid,
     admission_is_single_use,

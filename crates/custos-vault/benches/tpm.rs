@@ -243,4 +243,72 @@ fn main() {
                 .unwrap()
         }),
     );
+
+    ties_delivery(&sealer);
+}
+
+/// A device-to-device key delivered as the hub does it (docs/wire.md §12), plain against TPM duplication: the
+/// hub's cost to build one recipient's package, its size, and the node's cost from the package to the session key.
+fn ties_delivery(sealer: &TpmSealer) {
+    use custos_proto::DeviceId;
+    use custos_proto::ties::tpm::{MAX_TPM_PACKAGE, open_tpm_package};
+    use custos_proto::ties::{KTC_DIRECT, NodeKeys, Request, Seed, open_package};
+
+    let (n1, n2) = (DeviceId([1; 8]), DeviceId([2; 8]));
+    let keys = NodeKeys::derive(&RustCrypto, &Secret::from_bytes([2; 32])).unwrap();
+    let req = Request::new(KTC_DIRECT, n1, &[n2], [7; 8], u32::MAX).unwrap();
+    let seed = Seed::from_bytes([9; 16]);
+    let parent = sealer.storage_public().unwrap();
+    println!("TIES delivery to one peer, plain against TPM duplication (KTC, two holders)");
+    println!(
+        "{:<56} {:>9} B",
+        "  TPM parent registration (once per node)",
+        1 + 2 + parent.len() + 16
+    );
+    let plain = req.package(&RustCrypto, n2, &keys, &seed).unwrap();
+    let tpm_package = || {
+        let prk = req.tpm_prk(&RustCrypto, &seed);
+        let blob = wrap_hmac_key_for_tpm(&parent, prk.expose(), &mut rand_core::OsRng)
+            .unwrap()
+            .to_bytes();
+        let mut out = vec![0u8; MAX_TPM_PACKAGE];
+        let len = req
+            .package_tpm(&RustCrypto, n2, &keys, &blob, &mut out)
+            .unwrap();
+        out.truncate(len);
+        out
+    };
+    let tpm = tpm_package();
+    println!(
+        "{:<56} {:>9} B",
+        "  plain delivery (0x48)",
+        plain.as_bytes().len()
+    );
+    println!("{:<56} {:>9} B", "  TPM delivery (0x58)", tpm.len());
+    report(
+        "hub: build a plain delivery",
+        time(2000, || req.package(&RustCrypto, n2, &keys, &seed).unwrap()),
+    );
+    report(
+        "hub: build a TPM delivery (PRK, blob, envelope)",
+        time(500, tpm_package),
+    );
+    report(
+        "node: plain delivery to session key (software)",
+        time(2000, || {
+            open_package(&RustCrypto, n2, &keys, plain.as_bytes(), 0).unwrap()
+        }),
+    );
+    report(
+        "node: TPM delivery to session key (open, import, HMAC)",
+        time(50, || {
+            let mut m = tpm.clone();
+            let p = open_tpm_package(&RustCrypto, n2, &keys, &mut m, 0).unwrap();
+            let blob = custos_vault::TpmImportBlob::from_bytes(p.blob()).unwrap();
+            let k = sealer.import(&blob).unwrap();
+            let (msg, len) = p.hmac_input();
+            let s = sealer.hmac(&k, &msg[..len]).unwrap();
+            p.into_session_key(*s)
+        }),
+    );
 }

@@ -33,7 +33,7 @@ pub use crate::tpm::{
     storage_template as tpm_storage_template,
 };
 #[cfg(feature = "tpm-wrap")]
-pub use crate::tpm_wrap::{TpmImportBlob, wrap_hmac_key_for_tpm};
+pub use crate::tpm_wrap::{TpmImportBlob, check_storage_parent, wrap_hmac_key_for_tpm};
 
 use custos_proto::tree::{NodeId, NodeSecret, TreeSpec};
 

@@ -212,6 +212,13 @@ struct ParentPoint {
 }
 
 /// Checks that `parent` (`TPM2B_PUBLIC`) is a storage key this wrapper is made for and returns its point.
+/// Checks that `parent` (`TPM2B_PUBLIC`) is a storage key [`wrap_hmac_key_for_tpm`] can build blobs for: a
+/// restricted decryption ECC P-256 key with AES-128-CFB and SHA-256, whose point is on the curve. A hub checks a
+/// node's registration with it, so that a bad parent is refused once rather than at every delivery.
+pub fn check_storage_parent(parent: &[u8]) -> Result<(), VaultError> {
+    parse_storage_parent(parent).map(|_| ())
+}
+
 fn parse_storage_parent(parent: &[u8]) -> Result<ParentPoint, VaultError> {
     let bad = |why: &str| VaultError::Malformed(format!("TPM storage parent: {why}"));
     let mut outer = Reader(parent);
