@@ -1718,8 +1718,10 @@ macro_rules! sql_store {
                 if ids.is_empty() {
                     return Ok(std::collections::HashMap::new());
                 }
-                let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-                let sql = format!("SELECT device, public FROM tpm_parents WHERE device IN ({})", marks.join(", "));
+                let sql = format!(
+                    "SELECT device, public FROM tpm_parents WHERE device IN ({})",
+                    placeholders($numbered, ids.len(), 1, false)
+                );
                 let mut q = sqlx::query(&sql);
                 for d in ids {
                     q = q.bind(&d.0[..]);
