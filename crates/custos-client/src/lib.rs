@@ -108,22 +108,23 @@ impl HubClient {
 
     /// `POST {base}{path}` with a binary body.
     pub async fn post(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/octet-stream")
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        Self::finish(resp).await
+        self.send_binary(reqwest::Method::POST, path, body).await
     }
 
     /// `PUT {base}{path}` with a binary body.
     pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        self.send_binary(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn send_binary(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
         let resp = self
             .http
-            .put(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .header("content-type", "application/octet-stream")
             .body(body)
             .send()

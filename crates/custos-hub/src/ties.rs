@@ -113,9 +113,6 @@ struct Prepared {
     packages: Vec<Vec<u8>>,
 }
 
-/// What the CE does with one authenticated request before it remembers it: checks the expiry and that every peer
-/// is authorized (`peer_keys` gives the keys of an authorized device, `None` otherwise), unwraps the requester's
-/// seed (KTC) or draws one (KDC), wraps it for each recipient and drops it.
 /// The package for one recipient: a TPM delivery or grant (an import blob of the key's PRK for the recipient's
 /// registered TPM storage parent, built in software) if it registered one, a plain package otherwise.
 fn package_for(
@@ -147,6 +144,10 @@ fn package_for(
     Ok(out)
 }
 
+/// What the CE does with one authenticated request before it remembers it: checks the expiry and that every peer
+/// is authorized (`peer_keys` gives the keys of an authorized device, `None` otherwise), unwraps the requester's
+/// seed (KTC) or draws one (KDC), wraps it for each recipient (as a TPM import blob for a recipient
+/// with a parent in `tpm_parent`) and drops it.
 fn prepare(
     req: &Request,
     requester_keys: &NodeKeys,
@@ -260,6 +261,23 @@ enum Outcome {
     },
 }
 
+/// Adds the devices among `ids` that are admitted to `known`, with their keys, or `None` for a revoked one: one
+/// query.
+async fn look_up<S: Store>(
+    hub: &Hub<S>,
+    ids: &[DeviceId],
+    known: &mut HashMap<DeviceId, Option<NodeKeys>>,
+) -> Result<(), ApiError> {
+    for d in hub.store.devices_among(ids).await? {
+        let keys = match d.revoked_at {
+            None => Some(node_keys(&d.session_key)?),
+            Some(_) => None,
+        };
+        known.insert(d.device, keys);
+    }
+    Ok(())
+}
+
 /// Key requests, each `(claimed requester, bytes)`, from one gateway batch or from single POSTs taken together,
 /// translated as one: one lookup of the requesters, one of the peers their opened requests name, and one
 /// transaction for every key issued. The outcomes are in the requests' order. An error fails them all, with
@@ -273,13 +291,7 @@ async fn translate<S: Store>(
     requesters.dedup();
     // Every device looked up, with its keys; `None` for a revoked one.
     let mut known: HashMap<DeviceId, Option<NodeKeys>> = HashMap::new();
-    for d in hub.store.devices_among(&requesters).await? {
-        let keys = match d.revoked_at {
-            None => Some(node_keys(&d.session_key)?),
-            Some(_) => None,
-        };
-        known.insert(d.device, keys);
-    }
+    look_up(hub, &requesters, &mut known).await?;
     let now = hub.now();
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(requests.len());
     let mut opened = Vec::with_capacity(requests.len());
@@ -311,13 +323,7 @@ async fn translate<S: Store>(
         .collect();
     peers.sort_unstable();
     peers.dedup();
-    for d in hub.store.devices_among(&peers).await? {
-        let keys = match d.revoked_at {
-            None => Some(node_keys(&d.session_key)?),
-            Some(_) => None,
-        };
-        known.insert(d.device, keys);
-    }
+    look_up(hub, &peers, &mut known).await?;
     // The TPM storage parents of everyone who will get a package (the peers; the requesters of KDC requests), in
     // one query: those nodes get their keys as TPM import blobs.
     let mut recipients: Vec<DeviceId> = opened
