@@ -16,8 +16,11 @@
 //! Needs `krb5kdc`, `kdb5_util`, `kadmin.local` (Debian: krb5-kdc, krb5-admin-server) and `krb5.h` with libkrb5
 //! (libkrb5-dev) and a C compiler; fails with a message naming what is missing. It never skips.
 //!
-//! Run: `cargo bench -p custos-hub --bench ktc`; `-- hub batch` (or `core`, `kerberos`, `bytes`) runs only those
-//! sections.
+//! - The hub over HTTP on SQLite (the embedded default), one request per POST (`hub`) and in gateway batches
+//!   (`batch`); batches on PostgreSQL (`pg`, a database of its own on `CUSTOS_TEST_POSTGRES`, as the tests use).
+//!
+//! Run: `cargo bench -p custos-hub --bench ktc`; `-- hub batch` (or `core`, `kerberos`, `pg`, `bytes`) runs only
+//! those sections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
@@ -396,147 +399,193 @@ fn krb_rate(r: &Realm, mode: &str, threads: usize) -> f64 {
 /// one KTC direct request at a time, sealed as it goes (as the Kerberos client makes its requests). Each is
 /// answered `201` only after the hub checked both nodes, translated, and stored the record and the peer's
 /// package. Translations per second, median of `KRB_RUNS` runs of `KRB_SECONDS`.
-fn hub_http_ktc(clients: usize, batch: usize) -> f64 {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    use custos_store::{SqliteStore, Store};
-
+fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("hub.db")).await.unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let at = now as i64;
-        for i in 0..HUB_NODES {
-            store
-                .put_admission(&custos_store::PendingAdmission {
-                    device: id(i),
-                    join_code: [1; 16],
-                    created_at: at,
-                    expires_at: at + 600,
-                })
-                .await
-                .unwrap();
-            store
-                .complete_admission(
-                    &custos_store::Device {
-                        device: id(i),
-                        static_key: [2; 32],
-                        session_key: sdk(i),
-                        admitted_at: at,
-                        revoked_at: None,
-                        max_seq: -1,
-                    },
-                    at,
-                )
-                .await
-                .unwrap();
+        match store {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let store = custos_store::SqliteStore::open(&dir.path().join("hub.db"))
+                    .await
+                    .unwrap();
+                serve_ktc(store, clients, batch).await
+            }
+            Backend::Postgres => {
+                use rand_core::RngCore;
+                use sqlx::Connection;
+                // A database of its own, as the tests make theirs, dropped after the run.
+                let admin_url = std::env::var("CUSTOS_TEST_POSTGRES")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                let mut suffix = [0u8; 6];
+                rand_core::OsRng.fill_bytes(&mut suffix);
+                let name = format!("custos_ktc_{}", hex::encode(suffix));
+                let mut admin = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required: {e}"));
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                let store = custos_store::PgStore::connect(&format!("{base}/{name}"))
+                    .await
+                    .unwrap();
+                let r = serve_ktc(store.clone(), clients, batch).await;
+                store.close().await;
+                sqlx::query(&format!("DROP DATABASE {name}"))
+                    .execute(&mut admin)
+                    .await
+                    .unwrap();
+                r
+            }
         }
-        let hub = custos_hub::Hub::new(store, custos_hub::HubKeys::generate());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let service =
-            custos_hub::app(hub).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = tokio::spawn(async move { axum::serve(listener, service).await });
-        let keys: Arc<Vec<NodeKeys>> = Arc::new(
-            (0..HUB_NODES)
-                .map(|i| NodeKeys::derive(&C, &Secret::from_bytes(sdk(i))).unwrap())
-                .collect(),
-        );
-        let http = custos_client::tls::http_client(
-            reqwest::Client::builder().no_proxy(),
-            &custos_client::TlsTrust::System,
-        )
-        .unwrap();
-        // Key ids are unique over the whole bench; requesters rotate over all nodes, well inside the per-device
-        // rate.
-        let next = Arc::new(AtomicU64::new(0));
-        let mut runs = Vec::new();
-        for _ in 0..KRB_RUNS {
-            let done = Arc::new(AtomicU64::new(0));
-            let deadline = Instant::now() + Duration::from_secs_f64(KRB_SECONDS);
-            let mut tasks = Vec::new();
-            let t0 = Instant::now();
-            for _ in 0..clients {
-                let (http, url, keys, next, done) = (
-                    http.clone(),
-                    url.clone(),
-                    keys.clone(),
-                    next.clone(),
-                    done.clone(),
-                );
-                tasks.push(tokio::spawn(async move {
-                    let seal = |n: u64| {
-                        let i = (n as usize) % HUB_NODES;
-                        let req = Request::new(
-                            KTC_DIRECT,
-                            id(i),
-                            &[id((i + 1) % HUB_NODES)],
-                            n.to_be_bytes(),
-                            (now + 3600) as u32,
-                        )
-                        .unwrap();
-                        let seed = ties::Seed::from_bytes([(n % 251) as u8; SEED_LEN]);
-                        (id(i), req.seal(&C, &keys[i], Some(&seed)).unwrap())
-                    };
-                    while Instant::now() < deadline {
-                        if batch == 1 {
-                            let (d, msg) = seal(next.fetch_add(1, Ordering::Relaxed));
-                            let r = http
-                                .post(format!("{url}/v1/devices/{d}/keys"))
-                                .body(msg.as_bytes().to_vec())
-                                .send()
-                                .await
-                                .unwrap();
-                            let status = r.status().as_u16();
-                            assert_eq!(status, 201, "{}", r.text().await.unwrap());
-                            done.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        let first = next.fetch_add(batch as u64, Ordering::Relaxed);
-                        let mut body = Vec::with_capacity(batch * 80);
-                        for n in first..first + batch as u64 {
-                            let (d, msg) = seal(n);
-                            body.extend_from_slice(
-                                &((8 + msg.as_bytes().len()) as u16).to_be_bytes(),
-                            );
-                            body.extend_from_slice(&d.0);
-                            body.extend_from_slice(msg.as_bytes());
-                        }
+    })
+}
+
+/// Where the measured hub keeps its state.
+#[derive(Clone, Copy)]
+enum Backend {
+    /// The embedded default.
+    Sqlite,
+    /// PostgreSQL on 127.0.0.1 (`CUSTOS_TEST_POSTGRES`, as for the tests), the store for several hubs.
+    Postgres,
+}
+
+async fn serve_ktc<S: custos_store::Store + 'static>(
+    store: S,
+    clients: usize,
+    batch: usize,
+) -> f64 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let at = now as i64;
+    for i in 0..HUB_NODES {
+        store
+            .put_admission(&custos_store::PendingAdmission {
+                device: id(i),
+                join_code: [1; 16],
+                created_at: at,
+                expires_at: at + 600,
+            })
+            .await
+            .unwrap();
+        store
+            .complete_admission(
+                &custos_store::Device {
+                    device: id(i),
+                    static_key: [2; 32],
+                    session_key: sdk(i),
+                    admitted_at: at,
+                    revoked_at: None,
+                    max_seq: -1,
+                },
+                at,
+            )
+            .await
+            .unwrap();
+    }
+    let hub = custos_hub::Hub::new(store, custos_hub::HubKeys::generate());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service =
+        custos_hub::app(hub).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, service).await });
+    let keys: Arc<Vec<NodeKeys>> = Arc::new(
+        (0..HUB_NODES)
+            .map(|i| NodeKeys::derive(&C, &Secret::from_bytes(sdk(i))).unwrap())
+            .collect(),
+    );
+    let http = custos_client::tls::http_client(
+        reqwest::Client::builder().no_proxy(),
+        &custos_client::TlsTrust::System,
+    )
+    .unwrap();
+    // Key ids are unique over the whole bench; requesters rotate over all nodes, well inside the per-device
+    // rate.
+    let next = Arc::new(AtomicU64::new(0));
+    let mut runs = Vec::new();
+    for _ in 0..KRB_RUNS {
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs_f64(KRB_SECONDS);
+        let mut tasks = Vec::new();
+        let t0 = Instant::now();
+        for _ in 0..clients {
+            let (http, url, keys, next, done) = (
+                http.clone(),
+                url.clone(),
+                keys.clone(),
+                next.clone(),
+                done.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let seal = |n: u64| {
+                    let i = (n as usize) % HUB_NODES;
+                    let req = Request::new(
+                        KTC_DIRECT,
+                        id(i),
+                        &[id((i + 1) % HUB_NODES)],
+                        n.to_be_bytes(),
+                        (now + 3600) as u32,
+                    )
+                    .unwrap();
+                    let seed = ties::Seed::from_bytes([(n % 251) as u8; SEED_LEN]);
+                    (id(i), req.seal(&C, &keys[i], Some(&seed)).unwrap())
+                };
+                while Instant::now() < deadline {
+                    if batch == 1 {
+                        let (d, msg) = seal(next.fetch_add(1, Ordering::Relaxed));
                         let r = http
-                            .post(format!("{url}/v1/keys"))
-                            .body(body)
+                            .post(format!("{url}/v1/devices/{d}/keys"))
+                            .body(msg.as_bytes().to_vec())
                             .send()
                             .await
                             .unwrap();
-                        assert_eq!(r.status().as_u16(), 200);
-                        let out = r.bytes().await.unwrap();
-                        // Every outcome issued with no package back (KTC direct): `00 02 00 00` each.
-                        assert_eq!(out.len(), 4 * batch, "some requests were not issued");
-                        assert!(
-                            out.chunks(4).all(|o| o == [0, 2, 0, 0]),
-                            "some requests were not issued"
-                        );
-                        done.fetch_add(batch as u64, Ordering::Relaxed);
+                        let status = r.status().as_u16();
+                        assert_eq!(status, 201, "{}", r.text().await.unwrap());
+                        done.fetch_add(1, Ordering::Relaxed);
+                        continue;
                     }
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-            runs.push(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64());
+                    let first = next.fetch_add(batch as u64, Ordering::Relaxed);
+                    let mut body = Vec::with_capacity(batch * 80);
+                    for n in first..first + batch as u64 {
+                        let (d, msg) = seal(n);
+                        body.extend_from_slice(&((8 + msg.as_bytes().len()) as u16).to_be_bytes());
+                        body.extend_from_slice(&d.0);
+                        body.extend_from_slice(msg.as_bytes());
+                    }
+                    let r = http
+                        .post(format!("{url}/v1/keys"))
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status().as_u16(), 200);
+                    let out = r.bytes().await.unwrap();
+                    // Every outcome issued with no package back (KTC direct): `00 02 00 00` each.
+                    assert_eq!(out.len(), 4 * batch, "some requests were not issued");
+                    assert!(
+                        out.chunks(4).all(|o| o == [0, 2, 0, 0]),
+                        "some requests were not issued"
+                    );
+                    done.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+            }));
         }
-        server.abort();
-        median(runs)
-    })
+        for t in tasks {
+            t.await.unwrap();
+        }
+        runs.push(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64());
+    }
+    server.abort();
+    median(runs)
 }
 
 /// The server–device key of node `i`.
@@ -593,7 +642,7 @@ fn print_bytes() {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; other arguments pick sections by name (`core`, `kerberos`, `hub`, `batch`,
+    // `cargo bench` passes `--bench`; other arguments pick sections by name (`core`, `kerberos`, `hub`, `batch`, `pg`,
     // `bytes`), all of them when none is given. The ratio table needs them all.
     let picks: Vec<String> = std::env::args()
         .skip(1)
@@ -631,26 +680,34 @@ fn main() {
         tgs16 = krb_rate(&realm, "tgs", CONCURRENT);
     }
 
-    let hub_row = |batch: usize| -> [f64; 3] {
-        let r = [1, 2, CONCURRENT].map(|clients| hub_http_ktc(clients, batch));
+    let hub_row = |batch: usize, store: Backend| -> [f64; 3] {
+        let r = [1, 2, CONCURRENT].map(|clients| hub_http_ktc(clients, batch, store));
+        let on = match store {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        };
         println!(
-            "  batch {batch:>3}: {:.0} / {:.0} / {:.0} per second (1 / 2 / {CONCURRENT} clients)",
+            "  batch {batch:>3}, {on}: {:.0} / {:.0} / {:.0} per second (1 / 2 / {CONCURRENT} clients)",
             r[0], r[1], r[2]
         );
         r
     };
     let [mut h1, mut h2, mut h16] = [f64::NAN; 3];
     let [mut b1, mut b2, mut b16] = [f64::NAN; 3];
-    if want("hub") || want("batch") {
+    let [mut p1, mut p2, mut p16] = [f64::NAN; 3];
+    if want("hub") || want("batch") || want("pg") {
         println!(
             "\nThe hub over HTTP: a hub with {HUB_NODES} admitted devices on 127.0.0.1, per POST and in batches of {BATCH} ..."
         );
     }
     if want("hub") {
-        [h1, h2, h16] = hub_row(1);
+        [h1, h2, h16] = hub_row(1, Backend::Sqlite);
     }
     if want("batch") {
-        [b1, b2, b16] = hub_row(BATCH);
+        [b1, b2, b16] = hub_row(BATCH, Backend::Sqlite);
+    }
+    if want("pg") {
+        [p1, p2, p16] = hub_row(BATCH, Backend::Postgres);
     }
     println!("\n| per second | 1 client | 2 clients | {CONCURRENT} clients |\n|---|---|---|---|");
     println!("| KTC translations, in process (threads) | {k1:.0} | {k2:.0} | — |");
@@ -659,6 +716,9 @@ fn main() {
     );
     println!(
         "| KTC translations, hub over HTTP, gateway batches of {BATCH} | {b1:.0} | {b2:.0} | {b16:.0} |"
+    );
+    println!(
+        "| KTC translations, hub over HTTP on PostgreSQL, gateway batches of {BATCH} | {p1:.0} | {p2:.0} | {p16:.0} |"
     );
     println!("| Kerberos AS exchanges | {as1:.0} | {as2:.0} | {as16:.0} |");
     println!("| Kerberos TGS exchanges | {tgs1:.0} | {tgs2:.0} | {tgs16:.0} |");
