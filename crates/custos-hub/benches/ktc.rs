@@ -23,6 +23,10 @@
 //! those sections.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// The hub tests' helpers: admitting a device straight in the store.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::{TcpListener, UdpSocket};
@@ -394,11 +398,12 @@ fn krb_rate(r: &Realm, mode: &str, threads: usize) -> f64 {
 
 // ---- the hub over HTTP -------------------------------------------------------------------------------------------
 
-/// The hub's KTC over HTTP: a real hub (`custos_hub::app` on the embedded default, SQLite in a temporary
-/// directory, 2 worker threads) on 127.0.0.1 with `NODES` admitted devices, and `clients` clients, each a loop of
-/// one KTC direct request at a time, sealed as it goes (as the Kerberos client makes its requests). Each is
-/// answered `201` only after the hub checked both nodes, translated, and stored the record and the peer's
-/// package. Translations per second, median of `KRB_RUNS` runs of `KRB_SECONDS`.
+/// The hub's KTC over HTTP: a real hub (`custos_hub::app` on `store`, SQLite in a temporary directory or a
+/// PostgreSQL database of its own, 2 worker threads) on 127.0.0.1 with `HUB_NODES` admitted devices, and `clients`
+/// clients, each a loop of one KTC direct request at a time (`batch` 1, sealed as it goes, as the Kerberos client
+/// makes its requests) or of gateway batches of `batch` requests. Each is answered only after the hub checked both
+/// nodes, translated, and stored the record and the peer's package. Translations per second, median of `KRB_RUNS`
+/// runs of `KRB_SECONDS`.
 fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -430,7 +435,9 @@ fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
                     .execute(&mut admin)
                     .await
                     .unwrap();
-                let (base, _) = admin_url.rsplit_once('/').unwrap();
+                let (base, _) = admin_url
+                    .rsplit_once('/')
+                    .unwrap_or_else(|| panic!("CUSTOS_TEST_POSTGRES must end in /DATABASE"));
                 let store = custos_store::PgStore::connect(&format!("{base}/{name}"))
                     .await
                     .unwrap();
@@ -455,6 +462,7 @@ enum Backend {
     Postgres,
 }
 
+/// Admits `HUB_NODES` devices in `store`, serves a hub on it, and measures (see [`hub_http_ktc`]).
 async fn serve_ktc<S: custos_store::Store + 'static>(
     store: S,
     clients: usize,
@@ -468,29 +476,7 @@ async fn serve_ktc<S: custos_store::Store + 'static>(
         .as_secs();
     let at = now as i64;
     for i in 0..HUB_NODES {
-        store
-            .put_admission(&custos_store::PendingAdmission {
-                device: id(i),
-                join_code: [1; 16],
-                created_at: at,
-                expires_at: at + 600,
-            })
-            .await
-            .unwrap();
-        store
-            .complete_admission(
-                &custos_store::Device {
-                    device: id(i),
-                    static_key: [2; 32],
-                    session_key: sdk(i),
-                    admitted_at: at,
-                    revoked_at: None,
-                    max_seq: -1,
-                },
-                at,
-            )
-            .await
-            .unwrap();
+        common::admit(&store, id(i), sdk(i), at).await;
     }
     let hub = custos_hub::Hub::new(store, custos_hub::HubKeys::generate());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
