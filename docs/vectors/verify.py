@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json, ties-v1.json and ties-tpm-v1.json.
+"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json, ties-v1.json and ties-tpm-v1.json,
+and of the transparency log vectors of docs/registry.md.
 
 This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
 docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
@@ -13,11 +14,15 @@ node secret to the secret derived from the master secret. The §11 part (owner c
 proof's HMAC and rebuilds the device's persisted state. The §12 part (device-to-device keys, Vector 9) follows
 wire.md §12 and the Noise specification (revision 34): it derives every wrapping and message key with HKDF-Expand,
 rebuilds and opens every request, package, receipt, notice and refusal with AES-GCM, derives the session keys,
-recomputes the key confirmations' HMACs and the data messages, and runs the Noise KK exchange step by step.
+recomputes the key confirmations' HMACs and the data messages, and runs the Noise KK exchange step by step. The
+transparency log part follows RFC 9162 §2.1 and the C2SP tlog-checkpoint and signed-note specifications: it
+recomputes the leaf hashes, the roots and the proofs from the RFC's recursive definitions (MTH, PATH, SUBPROOF),
+rebuilds the signed checkpoint from its seed, and verifies it and a note signed by Go's golang.org/x/mod/sumdb/note.
 
 Usage (from the repository root):  python3 docs/vectors/verify.py
 Needs only the standard library plus `cryptography` (pip install cryptography).
 """
+import base64
 import calendar
 import hashlib
 import hmac
@@ -757,6 +762,144 @@ def run_kk(k: dict, ids: dict, exp4: bytes):
     compare("kk 4c: bytes", (bytes([0x4c]) + kid[:4] + mac[:16]).hex(), c["bytes"])
 
 
+# ---- registry.md: the transparency log (RFC 9162 §2.1, C2SP tlog-checkpoint and signed-note) ----------------
+def tl_leaf(entry: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def tl_node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def tl_split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def tl_mth(d: list) -> bytes:
+    """MTH (RFC 9162 §2.1.1) over a list of leaf hashes, recursively as defined."""
+    if not d:
+        return hashlib.sha256(b"").digest()
+    if len(d) == 1:
+        return d[0]
+    k = tl_split(len(d))
+    return tl_node(tl_mth(d[:k]), tl_mth(d[k:]))
+
+
+def tl_path(m: int, d: list) -> list:
+    """PATH(m, D[n]) (RFC 9162 §2.1.3.1)."""
+    if len(d) == 1:
+        return []
+    k = tl_split(len(d))
+    if m < k:
+        return tl_path(m, d[:k]) + [tl_mth(d[k:])]
+    return tl_path(m - k, d[k:]) + [tl_mth(d[:k])]
+
+
+def tl_subproof(m: int, d: list, b: bool) -> list:
+    """SUBPROOF(m, D[n], b) (RFC 9162 §2.1.4.1); PROOF(m, D[n]) = SUBPROOF(m, D[n], true)."""
+    if m == len(d):
+        return [] if b else [tl_mth(d)]
+    k = tl_split(len(d))
+    if m <= k:
+        return tl_subproof(m, d[:k], b) + [tl_mth(d[k:])]
+    return tl_subproof(m - k, d[k:], False) + [tl_mth(d[:k])]
+
+
+def tl_key_id(name: str, public: bytes) -> bytes:
+    """C2SP signed-note: SHA-256(key name || 0x0A || 0x01 || Ed25519 public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + b"\x01" + public).digest()[:4]
+
+
+def tl_open_note(note: str, name: str, key_id: bytes, public: bytes) -> str:
+    """Splits a signed note at its last blank line and verifies every signature line by (name, key_id); returns the
+    text. Raises ValueError if there is none or one fails."""
+    split = note.rindex("\n\n")
+    text, sigs = note[:split + 1], note[split + 2:]
+    if not sigs.endswith("\n"):
+        raise ValueError("no final newline")
+    verified = 0
+    for line in sigs[:-1].split("\n"):
+        if not line.startswith("\u2014 "):
+            raise ValueError("signature line without the em dash")
+        signer, b64 = line[2:].split(" ", 1)
+        raw = base64.b64decode(b64, validate=True)
+        if signer != name or raw[:4] != key_id:
+            continue
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(raw[4:], text.encode())
+        except InvalidSignature:
+            raise ValueError("bad signature")
+        verified += 1
+    if not verified:
+        raise ValueError("no signature by the key")
+    return text
+
+
+def run_translog(v: dict):
+    leaves = [bytes.fromhex(x) for x in v["leaves"]]
+    hashes = [tl_leaf(x) for x in leaves]
+    compare("translog: leaf hashes", [x.hex() for x in hashes], v["leaf_hashes"])
+    compare("translog: the empty root is SHA-256('')", tl_mth([]).hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    compare("translog: roots of sizes 0..8", [tl_mth(hashes[:n]).hex() for n in range(len(hashes) + 1)], v["roots"])
+    for c in v["inclusion"]:
+        m, n = c["index"], c["size"]
+        compare(f"translog: inclusion proof of leaf {m} in size {n}", [x.hex() for x in tl_path(m, hashes[:n])],
+                c["proof"])
+    for c in v["consistency"]:
+        m, n = c["size1"], c["size2"]
+        compare(f"translog: consistency proof {m} -> {n}", [x.hex() for x in tl_subproof(m, hashes[:n], True)],
+                c["proof"])
+    # The signed checkpoint, rebuilt from the seed: Ed25519 is deterministic, so the bytes must match.
+    c = v["checkpoint"]
+    seed, origin, size = bytes.fromhex(c["seed"]), c["origin"], c["size"]
+    public = ed25519_public(seed)
+    compare("translog checkpoint: public key", public.hex(), c["public_key"])
+    kid = tl_key_id(origin, public)
+    compare("translog checkpoint: key ID", kid.hex(), c["key_id"])
+    key64 = base64.b64encode(bytes([1]) + public).decode()
+    vkey = f"{origin}+{kid.hex()}+{key64}"
+    compare("translog checkpoint: verifier key", vkey, c["verifier_key"])
+    text = f"{origin}\n{size}\n{base64.b64encode(tl_mth(hashes[:size])).decode()}\n"
+    compare("translog checkpoint: text", text, c["text"])
+    signature = Ed25519PrivateKey.from_private_bytes(seed).sign(text.encode())
+    compare("translog checkpoint: signature", signature.hex(), c["signature"])
+    note = f"{text}\n\u2014 {origin} {base64.b64encode(kid + signature).decode()}\n"
+    compare("translog checkpoint: signed note", note, c["note"])
+    try:
+        compare("translog checkpoint: opens", tl_open_note(c["note"], origin, kid, public), text)
+    except ValueError as e:
+        check("translog checkpoint: opens", False, str(e))
+    forged = c["note"].replace(f"\n{size}\n", f"\n{size + 1}\n", 1)
+    try:
+        tl_open_note(forged, origin, kid, public)
+        check("translog checkpoint: a changed size is refused", False, "accepted")
+    except ValueError:
+        check("translog checkpoint: a changed size is refused", True)
+    # Go's signed note (golang.org/x/mod/sumdb/note), with Go's verifier key.
+    g = v["go_note"]
+    name, hex_id, key64 = g["verifier_key"].split("+", 2)
+    raw = base64.b64decode(key64, validate=True)
+    check("translog go note: Ed25519 key", raw[0] == 1 and len(raw) == 33)
+    compare("translog go note: key ID", tl_key_id(name, raw[1:]).hex(), hex_id)
+    try:
+        compare("translog go note: opens", tl_open_note(g["note"], name, bytes.fromhex(hex_id), raw[1:]), g["text"])
+    except ValueError as e:
+        check("translog go note: opens", False, str(e))
+
+
+def registry_vectors() -> dict:
+    """The JSON block after the `translog-vectors` marker in docs/registry.md."""
+    md = (Path(__file__).resolve().parent.parent / "registry.md").read_text()
+    block = md.split("<!-- translog-vectors -->", 1)[1].split("```json\n", 1)[1].split("\n```", 1)[0]
+    return json.loads(block)
+
+
+
 # ---- driver ---------------------------------------------------------------------------------
 results = []
 
@@ -878,6 +1021,7 @@ def main() -> int:
     run_control(json.loads((Path(__file__).resolve().parent / "control-v1.json").read_text()))
     run_ties(json.loads((Path(__file__).resolve().parent / "ties-v1.json").read_text()))
     run_ties_tpm(json.loads((Path(__file__).resolve().parent / "ties-tpm-v1.json").read_text()))
+    run_translog(registry_vectors())
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0

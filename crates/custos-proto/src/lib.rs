@@ -11,6 +11,9 @@
 //!   `admission`, on by default; it needs a heap).
 //! - [`cose`]: signed statements (COSE_Sign1, EdDSA) such as the hub's authorized-device list (feature `cose`,
 //!   on by default; it needs a heap).
+//! - [`translog`]: the transparency log core: RFC 9162 Merkle tree hashing, inclusion and consistency proofs
+//!   (verified without a heap), and C2SP signed checkpoints (feature `translog`, on by default; the in-memory
+//!   tree and signing to a `String` need `alloc`).
 //!
 //! ```
 //! use custos_proto::{DeviceId, Epoch, MasterSecret, Opener, RustCrypto, Schedule, Secret, Span, Suite, TreeSpec, UnixTime};
@@ -73,6 +76,8 @@ pub mod sharing;
 #[cfg(feature = "ties")]
 pub mod ties;
 pub mod time;
+#[cfg(feature = "translog")]
+pub mod translog;
 pub mod tree;
 pub mod uplink;
 
