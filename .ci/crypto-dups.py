@@ -4,6 +4,9 @@
 Primitives (ciphers, hashes, MACs, KDFs, curves, signatures and their traits) must be unique in the whole graph,
 dev-dependencies included. RNG plumbing (rand_core, getrandom) must be unique in what we ship (normal and build
 dependencies); test-only generators such as proptest may bring their own.
+
+Two graphs are checked as one: the main workspace and the Cortex-M4 firmware (firmware/cortex-m4, a workspace of
+its own with its own Cargo.lock, all features), so the firmware seals with the very crates the hub opens with.
 """
 import collections
 import json
@@ -23,6 +26,13 @@ RNG = {"rand_core", "getrandom"}
 TRAIT_ONLY = {("rand_core", "v0.9.5"): "hpke"}
 
 
+# Each graph: the arguments that select it for `cargo tree`.
+GRAPHS = {
+    "workspace": ["--workspace"],
+    "firmware/cortex-m4": ["--manifest-path", "firmware/cortex-m4/Cargo.toml", "--all-features"],
+}
+
+
 def versions(lines):
     seen = collections.defaultdict(set)
     for line in lines:
@@ -32,36 +42,52 @@ def versions(lines):
     return seen
 
 
-def tree(edges):
-    out = subprocess.run(
-        ["cargo", "tree", "--workspace", "--locked", "--target", "all", "-e", edges, "--prefix", "none"],
+def cargo_tree(graph, *args):
+    return subprocess.run(
+        ["cargo", "tree", *GRAPHS[graph], "--locked", "--target", "all", "--prefix", "none", *args],
         check=True, capture_output=True, text=True,
     ).stdout
-    return versions(out.splitlines())
 
 
-bad = []
-for name, vs in sorted(tree("normal,build,dev").items()):
-    if name in PRIMITIVES and len(vs) > 1:
-        bad.append(f"{name}: {', '.join(sorted(vs))} (whole graph)")
-def dependents(name, version):
-    out = subprocess.run(
-        ["cargo", "tree", "--workspace", "--locked", "--target", "all", "-e", "normal,build", "-i",
-         f"{name}@{version.lstrip('v')}", "--depth", "1", "--prefix", "none"],
-        check=True, capture_output=True, text=True,
-    ).stdout
+def tree(graph, edges):
+    return versions(cargo_tree(graph, "-e", edges).splitlines())
+
+
+def dependents(graph, name, version):
+    out = cargo_tree(graph, "-e", "normal,build", "-i", f"{name}@{version.lstrip('v')}", "--depth", "1")
     return {line.split()[0] for line in out.splitlines()[1:] if line.strip()}
 
 
-for name, vs in sorted(tree("normal,build").items()):
-    for v in sorted(vs):
-        allowed = TRAIT_ONLY.get((name, v))
-        if allowed and len(vs) > 1 and dependents(name, v) == {allowed}:
-            vs = vs - {v}
+def merged(graphs):
+    seen = collections.defaultdict(set)
+    for g in graphs:
+        for name, vs in g.items():
+            seen[name] |= vs
+    return seen
+
+
+bad = []
+for name, vs in sorted(merged(tree(g, "normal,build,dev") for g in GRAPHS).items()):
+    if name in PRIMITIVES and len(vs) > 1:
+        bad.append(f"{name}: {', '.join(sorted(vs))} (whole graph: {' + '.join(GRAPHS)})")
+
+
+def shipped(graph):
+    seen = tree(graph, "normal,build")
+    for name, vs in seen.items():
+        for v in sorted(vs):
+            allowed = TRAIT_ONLY.get((name, v))
+            if allowed and len(vs) > 1 and dependents(graph, name, v) == {allowed}:
+                vs = vs - {v}
+        seen[name] = vs
+    return seen
+
+
+for name, vs in sorted(merged(shipped(g) for g in GRAPHS).items()):
     if name in RNG and len(vs) > 1:
-        bad.append(f"{name}: {', '.join(sorted(vs))} (shipped graph)")
+        bad.append(f"{name}: {', '.join(sorted(vs))} (shipped graph: {' + '.join(GRAPHS)})")
 if bad:
     print("crypto crates in more than one version:\n  " + "\n  ".join(bad))
-    print("see `cargo tree -d -i <crate>` for who pulls each")
+    print("see `cargo tree -d -i <crate>` (with --manifest-path for the firmware) for who pulls each")
     sys.exit(1)
-print("crypto crates: one version each")
+print("crypto crates: one version each (" + ", ".join(GRAPHS) + ")")
