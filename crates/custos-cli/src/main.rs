@@ -28,6 +28,7 @@ mod demo_control;
 mod demo_ties;
 mod hub;
 mod keeper;
+mod sim;
 mod timearg;
 
 use custos_device::keyfile::{self, Keys};
@@ -140,6 +141,9 @@ enum Command {
     Open(OpenArgs),
     /// Show the header of a record without opening it.
     Inspect(InspectArgs),
+    /// Simulations: the protocols over a LoRa radio, against the TIES measurements.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
 }
 
 #[derive(Subcommand)]
@@ -384,6 +388,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal(&args),
         Command::Open(args) => open(&args),
         Command::Inspect(args) => inspect(&args),
+        Command::Sim(cmd) => sim::run(cmd),
     };
     keeper::exit(result)
 }

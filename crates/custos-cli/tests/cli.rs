@@ -802,3 +802,35 @@ fn a_key_files_suite_is_for_sealing_and_opening_follows_the_records_header() {
     );
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
 }
+
+#[test]
+fn sim_lora_prints_the_table_as_json_and_refuses_a_spreading_factor_lora_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "sim", "lora", "--sf", "7,12", "--loss", "0", "--runs", "1", "--json",
+    ];
+    let rows: serde_json::Value = serde_json::from_slice(&ok(dir.path(), &args, b"")).unwrap();
+    let rows = rows.as_array().unwrap();
+    // Two procedures at two spreading factors.
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(r["completed"], 1, "{r}");
+        assert!(r["ce_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["starter_speedup"].as_f64().unwrap() > 1.0, "{r}");
+    }
+    // The same seed gives the same table.
+    let again: serde_json::Value = serde_json::from_slice(&ok(dir.path(), &args, b"")).unwrap();
+    assert_eq!(again.as_array().unwrap(), rows);
+    // The human form is the Markdown table, with TIES' row first.
+    let text = ok(
+        dir.path(),
+        &["sim", "lora", "--sf", "7", "--loss", "0", "--runs", "1"],
+        b"",
+    );
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("| TIES | — | 44.7 |"), "{text}");
+    // SF13 does not exist: a usage error, exit code 2.
+    let out = custos(dir.path(), &["sim", "lora", "--sf", "13"], b"");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--sf"), "{}", stderr(&out));
+}
