@@ -29,7 +29,7 @@
 //! link.received()                     -> Option<&[u8]>           the message, after Received ...
 //! link.release_received()                                        ... until released
 //! link.next_deadline()                -> Option<u64>             call poll_transmit then, even if nothing arrives
-//! duty.wait_us(now) -> u64 ; duty.record(now, time_on_air_us(sf, len))
+//! duty.wait_for_us(now, toa) -> u64 ; duty.record(now, time_on_air_us(sf, len))
 //!
 //! GroupSender::new(config, local, &members, tx_buf) -> Result   member k answers in slot k
 //! GroupReceiver::new(config, local, sender, slot, rx_buf) -> Result
@@ -41,10 +41,11 @@
 //! hears by its header: to [`Addr::BROADCAST`], to its [`GroupReceiver`] for the frame's source; to itself and
 //! [`is_group`], to its [`GroupSender`]; to itself otherwise, to its [`Link`] with the source.
 //!
-//! A loop: whenever the radio is idle and `duty.wait_us(now) == 0`, ask the links (round robin) for a frame with
-//! `poll_transmit`; put the first one on air for `time_on_air_us(sf, len)` and `duty.record` it. Hand each frame
-//! heard to the link `peek_addrs` names, then drain `poll_event`. Sleep until the earliest `next_deadline`, the
-//! duty-cycle wait, or the next frame.
+//! A loop: whenever the radio is idle and `duty.wait_for_us(now, time_on_air_us(sf, mtu)) == 0` (the frame's
+//! length is not known before a link hands it out, so budget for the longest), ask the links (round robin) for a
+//! frame with `poll_transmit`; put the first one on air for `time_on_air_us(sf, len)` and `duty.record` it. Hand
+//! each frame heard to the link `peek_addrs` names, then drain `poll_event`. Sleep until the earliest
+//! `next_deadline`, the duty-cycle wait, or the next frame. `custos-sim` is such a loop.
 //!
 //! ```
 //! use custos_link::{Addr, Event, Link, LinkConfig, SpreadingFactor};
