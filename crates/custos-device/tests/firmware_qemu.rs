@@ -289,9 +289,20 @@ fn build(features: &[&str], dir: &Path) -> PathBuf {
     elf
 }
 
+/// The QEMU process, killed and reaped when dropped: a test that fails halfway (a message that differs, a hub
+/// that refuses) leaves no emulator running in a deleted temporary directory.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// QEMU running the firmware in `cwd`, its output collected on threads.
 struct Qemu {
-    child: Child,
+    child: Reaped,
     stdout: JoinHandle<String>,
     stderr: JoinHandle<String>,
     deadline: Instant,
@@ -309,17 +320,18 @@ impl Qemu {
             .stderr(Stdio::piped())
             .spawn()
             .expect("qemu-system-arm starts");
+        // Lossy: a stray byte in the output must show up in the comparison, not as a panic on this thread.
         let collect = |mut r: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
-                let mut s = String::new();
-                r.read_to_string(&mut s).unwrap();
-                s
+                let mut bytes = Vec::new();
+                let _ = r.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
             })
         };
         let stdout = collect(Box::new(child.stdout.take().unwrap()));
         let stderr = collect(Box::new(child.stderr.take().unwrap()));
         Self {
-            child,
+            child: Reaped(child),
             stdout,
             stderr,
             deadline: Instant::now() + QEMU_TIMEOUT,
@@ -328,8 +340,8 @@ impl Qemu {
 
     /// Kills QEMU, and fails with everything it printed.
     fn fail(mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
         let out = self.stdout.join().unwrap_or_default();
         let err = self.stderr.join().unwrap_or_default();
         panic!("{why}\n--- firmware stdout\n{out}--- stderr\n{err}");
@@ -341,7 +353,7 @@ impl Qemu {
             if let Ok(bytes) = std::fs::read(dir.join(name)) {
                 return (self, bytes);
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
                 self.fail(&format!(
                     "the firmware exited ({status}) before writing {name}"
                 ));
@@ -356,15 +368,14 @@ impl Qemu {
     }
 
     /// Stops QEMU.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        drop(self.child);
     }
 
     /// Waits for QEMU to exit; returns the firmware's stdout lines. Fails if it did not exit with success.
     fn finish(mut self) -> Vec<String> {
         let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
                 break status;
             }
             if Instant::now() > self.deadline {
@@ -391,8 +402,15 @@ fn put(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&part, dir.join(format!("{name}.bin"))).unwrap();
 }
 
-/// The sizes of an ELF32 little-endian file's sections, by name.
-fn section_sizes(elf: &[u8]) -> Vec<(String, u64)> {
+/// One section of an ELF file: its name, whether it occupies memory on the target (`SHF_ALLOC`), its size.
+struct Section {
+    name: String,
+    alloc: bool,
+    size: u64,
+}
+
+/// The sections of an ELF32 little-endian file.
+fn sections(elf: &[u8]) -> Vec<Section> {
     let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
     assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
@@ -414,10 +432,54 @@ fn section_sizes(elf: &[u8]) -> Vec<(String, u64)> {
             let h = header(i);
             let name_at = strtab + u32_at(h) as usize;
             let len = elf[name_at..].iter().position(|&b| b == 0).unwrap();
-            let name = String::from_utf8_lossy(&elf[name_at..name_at + len]).into_owned();
-            (name, u64::from(u32_at(h + 0x14)))
+            Section {
+                name: String::from_utf8_lossy(&elf[name_at..name_at + len]).into_owned(),
+                alloc: u32_at(h + 0x08) & SHF_ALLOC != 0,
+                size: u64::from(u32_at(h + 0x14)),
+            }
         })
         .collect()
+}
+
+const SHF_ALLOC: u32 = 0x2;
+/// The sections the figures are made of; the test fails if the target gets bytes in any other.
+const COUNTED: [&str; 6] = [
+    ".vector_table",
+    ".text",
+    ".rodata",
+    ".data",
+    ".bss",
+    ".uninit",
+];
+
+/// The measurements the firmware prints after everything else, in this order: the admission build's heap, then
+/// the stack. The host cannot predict their values, so they are the only lines it does not recompute.
+const SEAL_MEASUREMENTS: &[&str] = &["stack_peak"];
+const ADMISSION_MEASUREMENTS: &[&str] = &["heap_peak", "heap_arena", "stack_peak"];
+
+/// Splits the firmware's lines into those the host recomputes and the values of the measurements `labels`, which
+/// must be the last lines, once each and in that order (so no other line escapes the comparison).
+fn measurements<'a>(lines: &'a [String], labels: &[&str]) -> (&'a [String], Vec<u64>) {
+    assert!(
+        lines.len() >= labels.len(),
+        "the firmware printed {} lines, fewer than its {} measurements: {lines:?}",
+        lines.len(),
+        labels.len()
+    );
+    let (computed, measured) = lines.split_at(lines.len() - labels.len());
+    let values = measured
+        .iter()
+        .zip(labels)
+        .map(|(line, label)| {
+            line.strip_prefix(label)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| {
+                    panic!("expected `{label} <bytes>` among the last lines, got {line:?}")
+                })
+        })
+        .collect();
+    (computed, values)
 }
 
 /// Flash, RAM and heap of a run, from the ELF and what the firmware measured.
@@ -430,27 +492,30 @@ struct Footprint {
 }
 
 impl Footprint {
-    fn measure(elf: &Path, lines: &[String]) -> Self {
-        let sections = section_sizes(&std::fs::read(elf).unwrap());
+    fn measure(elf: &Path, stack_peak: u64, heap_peak: Option<u64>) -> Self {
+        let sections = sections(&std::fs::read(elf).unwrap());
+        for s in &sections {
+            assert!(
+                !s.alloc || s.size == 0 || COUNTED.contains(&s.name.as_str()),
+                "section {} ({} B) takes memory on the target but is in neither figure",
+                s.name,
+                s.size
+            );
+        }
         let size = |name: &str| {
             sections
                 .iter()
-                .find(|(n, _)| n == name)
-                .map_or(0, |(_, s)| *s)
-        };
-        let number = |label: &str| {
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix(label)?.strip_prefix(' ')?.parse().ok())
+                .find(|s| s.name == name)
+                .map_or(0, |s| s.size)
         };
         Self {
             // .data's initial values are stored in flash too (and copied to RAM at reset).
             flash: size(".vector_table") + size(".text") + size(".rodata") + size(".data"),
             static_ram: size(".data") + size(".bss"),
-            stack_peak: number("stack_peak").expect("the firmware reports stack_peak"),
+            stack_peak,
             // The allocator's arena: cortex-m-rt's .uninit, which holds nothing else here.
             heap_arena: size(".uninit"),
-            heap_peak: number("heap_peak"),
+            heap_peak,
         }
     }
 
@@ -474,13 +539,6 @@ impl Footprint {
     }
 }
 
-/// The lines that carry measurements, which the host cannot predict.
-fn is_measurement(line: &str) -> bool {
-    ["stack_peak ", "heap_peak ", "heap_arena "]
-        .iter()
-        .any(|p| line.starts_with(p))
-}
-
 #[test]
 fn frontier_record_and_uplink_on_a_cortex_m4_match_the_host_within_64k_flash_and_16k_ram() {
     let dir = tempfile::tempdir().unwrap();
@@ -490,13 +548,10 @@ fn frontier_record_and_uplink_on_a_cortex_m4_match_the_host_within_64k_flash_and
     let sdk = secret(SDK);
     let mut expected = vec!["build seal".to_string()];
     expected.extend(expected_readings(&sdk));
-    let printed: Vec<String> = lines
-        .iter()
-        .filter(|l| !is_measurement(l))
-        .cloned()
-        .collect();
+    let (printed, measured) = measurements(&lines, SEAL_MEASUREMENTS);
     assert_eq!(
-        printed, expected,
+        printed,
+        expected.as_slice(),
         "the firmware's lines differ from the host's"
     );
     // The first record and uplink are the ones in docs/wire.md (Vectors 1 and 5).
@@ -507,7 +562,7 @@ fn frontier_record_and_uplink_on_a_cortex_m4_match_the_host_within_64k_flash_and
     );
     open_printed_uplinks(&lines, &sdk);
 
-    let fp = Footprint::measure(&elf, &lines);
+    let fp = Footprint::measure(&elf, measured[0], None);
     fp.report("frontier, records, uplinks; no heap");
     assert_eq!(fp.heap_arena, 0, "the build without admission has no heap");
     assert!(
@@ -565,21 +620,24 @@ fn a_cortex_m4_joins_the_hub_on_the_host_and_sends_uplinks_it_opens() {
         ),
     ];
     expected.extend(expected_readings(&admitted.session_key));
-    let printed: Vec<String> = lines
-        .iter()
-        .filter(|l| !is_measurement(l))
-        .cloned()
-        .collect();
+    let (printed, measured) = measurements(&lines, ADMISSION_MEASUREMENTS);
     assert_eq!(
-        printed, expected,
+        printed,
+        expected.as_slice(),
         "the firmware's lines differ from the host's"
     );
     open_printed_uplinks(&lines, &admitted.session_key);
 
-    let fp = Footprint::measure(&elf, &lines);
+    let [heap_peak, heap_arena, stack_peak] = measured[..] else {
+        unreachable!("three measurements")
+    };
+    let fp = Footprint::measure(&elf, stack_peak, Some(heap_peak));
     fp.report("with admission: Noise XXpsk3 through snow");
-    let peak = fp.heap_peak.expect("the admission build reports heap_peak");
-    assert!(peak > 0 && peak <= fp.heap_arena);
+    assert_eq!(
+        heap_arena, fp.heap_arena,
+        "the arena the firmware reports is not its .uninit section"
+    );
+    assert!(heap_peak > 0 && heap_peak <= fp.heap_arena);
 }
 
 #[test]
@@ -588,6 +646,7 @@ fn a_hub_holding_another_join_code_refuses_the_cortex_m4s_finish() {
     let elf = build(&["admission"], dir.path());
     let qemu = Qemu::start(&elf, dir.path());
     let (qemu, hello) = qemu.wait_for_file(dir.path(), "hello.bin");
+    assert_eq!(hex::encode(&hello), VECTOR4_HELLO);
     let hub = HubAwaitingCode::read_hello(
         &Secret::from_bytes(HUB_STATIC),
         Secret::from_bytes(HUB_EPHEMERAL),
@@ -599,6 +658,8 @@ fn a_hub_holding_another_join_code_refuses_the_cortex_m4s_finish() {
     put(dir.path(), "response", &response);
     let (qemu, finish) = qemu.wait_for_file(dir.path(), "finish.bin");
     qemu.kill();
+    // The very Finish a hub with the right code accepts (Vector 4's), not some other bytes a hub would refuse anyway.
+    assert_eq!(hex::encode(&finish), VECTOR4_FINISH);
     assert_eq!(
         hub.read_finish(&finish).map(|_| ()),
         Err(custos_proto::Error::Handshake),

@@ -343,6 +343,61 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1_000))]
+
+        /// The way docs/lora.md §2 drives it: ask for the longest frame, send a shorter one (or that one), after
+        /// idle gaps or none, with frames from a microsecond to the whole budget, on bands up to 100 %; and still
+        /// no hour ever holds more than dc × 1 h.
+        #[test]
+        fn hourly_holds_for_any_frames_and_gaps(
+            one_in in proptest::prop_oneof![1u32..=3, proptest::strategy::Just(10), proptest::strategy::Just(100)],
+            steps in proptest::collection::vec((1u64..=1_000_000, 0u8..3, 1u64..=1_000_000, 0u64..100_000_000), 1..100),
+        ) {
+            let band = SubBand::one_in(one_in).unwrap();
+            let budget = OBSERVATION_PERIOD_US / u64::from(one_in);
+            let mut d = DutyCycle::hourly(band);
+            let mut log = std::vec::Vec::new();
+            let mut now = 0u64;
+            for (asked, kind, sent, gap) in steps {
+                // Frames in millionths of the budget: tiny (µs), any share of it, or a sliver of it.
+                let asked = match kind {
+                    0 => asked % 1_000 + 1,
+                    1 => budget / 1_000_000 * asked,
+                    _ => budget / 4_000_000 * asked,
+                }
+                .clamp(1, budget);
+                let sent = (asked / 1_000_000 * sent).clamp(1, asked);
+                now += gap * u64::from(kind == 2);
+                let wait = d.wait_for_us(now, asked);
+                proptest::prop_assert_ne!(wait, u64::MAX);
+                now += wait;
+                d.record(now, sent);
+                log.push((now, sent));
+                now += sent;
+            }
+            for &(start, toa) in &log {
+                let ending = (start + toa).saturating_sub(OBSERVATION_PERIOD_US);
+                proptest::prop_assert!(in_hour(&log, ending) <= budget);
+                proptest::prop_assert!(in_hour(&log, start) <= budget);
+            }
+        }
+    }
+
+    #[test]
+    fn hourly_a_frame_of_no_length_is_not_the_frame_sent() {
+        // Why a caller asks with the longest frame (docs/lora.md §6): 1 ms left of the hour lets a frame of no
+        // length go, and not one of 2 ms.
+        let mut d = DutyCycle::hourly(SubBand::G1);
+        d.record(0, OBSERVATION_PERIOD_US / 100 - 1_000);
+        assert_eq!(d.wait_us(40_000_000), 0);
+        assert_eq!(d.wait_for_us(40_000_000, 1_000), 0);
+        assert_eq!(
+            d.wait_for_us(40_000_000, 2_000),
+            OBSERVATION_PERIOD_US / 100 - 1_000 + OBSERVATION_PERIOD_US - 2_000 - 40_000_000
+        );
+    }
+
     #[test]
     fn a_caller_that_did_not_wait_pays_later() {
         let mut d = DutyCycle::hourly(SubBand::G1);

@@ -318,8 +318,8 @@ proptest! {
     }
 }
 
-/// A channel that loses everything: each message fails after exactly `max_retries + 1` requests, and the next
-/// message still goes once the channel heals.
+/// A channel that loses everything: each message fails after exactly `max_retries + 1` requests (its burst of 3,
+/// then 2 repeated requests: 5 frames lost), and the next message still goes; over a healthy channel all arrive.
 #[test]
 fn a_dead_channel_fails_each_message_then_heals() {
     let ch = Channel {
@@ -333,6 +333,7 @@ fn a_dead_channel_fails_each_message_then_heals() {
     let r = run(&ch, config(51, 2), [msgs, Vec::new()]);
     assert!(r.outcomes[0].iter().all(|o| *o == Some(Event::Failed)));
     assert!(r.received[0].is_empty());
+    assert_eq!(r.drops_in_flight[0], [5, 5, 5]);
     check(&r, 2);
     let healed = Channel {
         loss_percent: 0,

@@ -3,7 +3,9 @@
 //! page quotes (time on air, payload limits, largest messages).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use custos_link::{Addr, Event, Link, LinkConfig, SpreadingFactor, time_on_air_us};
+use custos_link::{
+    Addr, DutyCycle, Event, Link, LinkConfig, SpreadingFactor, SubBand, time_on_air_us,
+};
 
 const PAGE: &str = include_str!("../../../docs/lora.md");
 
@@ -140,4 +142,37 @@ fn the_pages_limits_and_schedule() {
         assert!(PAGE.contains(&row), "docs/lora.md §5 lacks {row}");
         assert_eq!(c.backoff_us(6), c.backoff_us(c.max_retries));
     }
+}
+
+/// §2's cost of the per-frame rule: a 300-byte message at SF12 on a 1 % band, from the first frame to `Delivered`
+/// over a perfect channel, the sender waiting as its duty cycle tells it (the receiver's answer is on its own
+/// budget).
+#[test]
+fn the_pages_per_frame_cost() {
+    let sf = SpreadingFactor::Sf12;
+    let config = LinkConfig::for_sf(sf);
+    let (mut at, mut ar, mut bt, mut br) = ([0u8; 512], [0u8; 512], [0u8; 512], [0u8; 512]);
+    let mut a = Link::new(config, Addr(1), Addr(2), &mut at, &mut ar);
+    let mut b = Link::new(config, Addr(2), Addr(1), &mut bt, &mut br);
+    let mut duty = DutyCycle::new(SubBand::G1);
+    a.send(0, &[0x5a; 300]).unwrap();
+    let (mut now, mut frames, mut out) = (0u64, 0, [0u8; 51]);
+    while a.poll_event().is_none() {
+        now += duty.wait_us(now);
+        let n = a.poll_transmit(now, &mut out).unwrap();
+        duty.record(now, time_on_air_us(sf, n));
+        frames += 1;
+        now += time_on_air_us(sf, n);
+        b.handle_frame(now, &out[..n]).unwrap();
+        if let Some(n) = b.poll_transmit(now, &mut out) {
+            now += time_on_air_us(sf, n);
+            a.handle_frame(now, &out[..n]).unwrap();
+        }
+    }
+    assert_eq!(frames, 7);
+    let minutes = format!("{:.1} minutes", now as f64 / 60e6);
+    assert!(
+        PAGE.contains(&format!("(seven frames) takes {minutes}")),
+        "docs/lora.md §2: {minutes}"
+    );
 }

@@ -776,6 +776,20 @@ fn go_signed_note_opens() {
         peter.open_note(go_note(&[PETER_SIG, &bad]).as_bytes()),
         Err(LogError::BadSignature)
     );
+    // The same signature line twice: both verify. A second line by the same key, of the right length, whose
+    // signature does not verify (its last base64 digit before the padding changed): refused, in either order.
+    assert_eq!(
+        peter.open_note(go_note(&[PETER_SIG, PETER_SIG]).as_bytes()),
+        Ok(GO_TEXT)
+    );
+    let forged = PETER_SIG.replace("BwJnAM=", "BwJnAQ=");
+    assert_ne!(forged, PETER_SIG);
+    for sigs in [[PETER_SIG, forged.as_str()], [forged.as_str(), PETER_SIG]] {
+        assert_eq!(
+            peter.open_note(go_note(&sigs).as_bytes()),
+            Err(LogError::BadSignature)
+        );
+    }
     // An altered text.
     let altered = note.replacen("cryptography", "cryptographY", 1);
     assert_eq!(
@@ -840,6 +854,79 @@ fn go_signed_note_opens() {
         peter.open_note(short.as_bytes()),
         Err(LogError::Syntax(Syntax::SignatureLine))
     );
+}
+
+/// A signed checkpoint with an extension line and a witness cosignature, for the mutation test below.
+fn cosigned_checkpoint() -> &'static (String, String) {
+    static NOTE: OnceLock<(String, String)> = OnceLock::new();
+    NOTE.get_or_init(|| {
+        let signer =
+            NoteSigner::from_seed("custos-registry/test", &Secret::from_bytes([0x11; 32])).unwrap();
+        let witness =
+            NoteSigner::from_seed("witness.example", &Secret::from_bytes([0x22; 32])).unwrap();
+        let c = Checkpoint::new("custos-registry/test", 8, h(ROOTS[8]))
+            .unwrap()
+            .with_extensions("x\n")
+            .unwrap();
+        let note = signer.sign_checkpoint(&c).unwrap();
+        let cosigned = format!("{note}{}", witness.signature_line(&c.to_string()).unwrap());
+        (cosigned, signer.verifier().to_string())
+    })
+}
+
+proptest! {
+    /// Untrusted text, arbitrary or a valid note with bytes changed, inserted or cut: every reader returns, and a
+    /// changed note never opens to other text than the signed one.
+    #[test]
+    fn note_readers_never_panic(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let peter = VerifierKey::parse(PETER_VKEY).unwrap();
+        let _ = peter.open_note(&bytes);
+        let _ = peter.open_checkpoint(&bytes);
+        if let Ok(text) = core::str::from_utf8(&bytes) {
+            let _ = Checkpoint::parse(text);
+            let _ = VerifierKey::parse(text);
+        }
+
+        let (note, vkey) = cosigned_checkpoint();
+        let key = VerifierKey::parse(vkey).unwrap();
+        let signed = key.open_note(note.as_bytes()).unwrap();
+        let mut m = note.clone().into_bytes();
+        for &(at, byte, op) in &edits {
+            let at = at % (m.len() + 1);
+            match op {
+                0 if at < m.len() => m[at] = byte,
+                1 => m.insert(at, byte),
+                _ if at < m.len() => {
+                    m.remove(at);
+                }
+                _ => {}
+            }
+        }
+        if let Ok(text) = key.open_note(&m) {
+            prop_assert_eq!(text, signed);
+        }
+        if let Ok(c) = key.open_checkpoint(&m) {
+            prop_assert_eq!(c.to_string(), signed);
+        }
+        let _ = witness_open(&m);
+        let mut k = vkey.clone().into_bytes();
+        let (at, byte, _) = edits[0];
+        let at = at % k.len();
+        k[at] = byte;
+        if let Ok(text) = core::str::from_utf8(&k) {
+            prop_assert!(text == vkey || VerifierKey::parse(text).is_err());
+        }
+    }
+}
+
+/// Opens a note with the witness key of [`cosigned_checkpoint`] (another position in the signature lines).
+fn witness_open(note: &[u8]) -> Result<(), LogError> {
+    let witness =
+        NoteSigner::from_seed("witness.example", &Secret::from_bytes([0x22; 32])).unwrap();
+    witness.verifier().open_note(note).map(|_| ())
 }
 
 #[test]
@@ -1106,6 +1193,92 @@ fn published_vectors() {
         REGISTRY_MD.contains(&format!("```text\n{note}```")),
         "docs/registry.md lacks the signed checkpoint"
     );
+
+    // The tables and blocks above the JSON show the same values.
+    let human = REGISTRY_MD
+        .split("### 1.5 Vectors")
+        .nth(1)
+        .unwrap()
+        .split("<!-- translog-vectors -->")
+        .next()
+        .unwrap();
+    let cell = |row: &str, i: usize| {
+        row.split('|')
+            .nth(i)
+            .unwrap()
+            .trim()
+            .trim_matches('`')
+            .to_string()
+    };
+    let rows = |first: &str| -> Vec<String> {
+        human
+            .lines()
+            .filter(|l| {
+                l.starts_with("| ") && l.split('|').nth(1).unwrap().trim().parse::<u64>().is_ok()
+            })
+            .filter(|l| l.split('|').count() == if first == "leaves" { 5 } else { 4 })
+            .map(str::to_string)
+            .collect()
+    };
+    let leaf_rows = rows("leaves");
+    assert_eq!(leaf_rows.len(), 8);
+    for (i, row) in leaf_rows.iter().enumerate() {
+        assert_eq!(cell(row, 1), i.to_string());
+        let entry = cell(row, 2);
+        assert_eq!(
+            if entry == "(empty)" { "" } else { &entry },
+            text(&v["leaves"][i])
+        );
+        assert_eq!(cell(row, 3), text(&v["leaf_hashes"][i]));
+    }
+    let root_rows = rows("roots");
+    assert_eq!(root_rows.len(), 9);
+    for (size, row) in root_rows.iter().enumerate() {
+        assert_eq!(cell(row, 1), size.to_string());
+        assert_eq!(cell(row, 2), text(&v["roots"][size]));
+    }
+    let blocks: Vec<&str> = human
+        .split("```text\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 4);
+    let proof_of = |cases: &serde_json::Value, a: (&str, u64), b: (&str, u64)| -> String {
+        let case = cases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c[a.0] == a.1 && c[b.0] == b.1)
+            .unwrap();
+        case["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| format!("{}\n", text(x)))
+            .collect()
+    };
+    assert_eq!(
+        blocks[0],
+        proof_of(&v["inclusion"], ("index", 5), ("size", 8))
+    );
+    assert_eq!(
+        blocks[1],
+        proof_of(&v["consistency"], ("size1", 3), ("size2", 7))
+    );
+    for line in blocks[2].lines() {
+        let (label, value) = line.rsplit_once(' ').unwrap();
+        let field = match label.trim() {
+            "seed" => "seed",
+            "public key" => "public_key",
+            "key ID" => "key_id",
+            "verifier key" => "verifier_key",
+            "signature" => "signature",
+            other => panic!("unexpected line {other:?}"),
+        };
+        assert_eq!(value, text(&c[field]), "{field}");
+    }
+    assert_eq!(blocks[2].lines().count(), 5);
+    assert_eq!(blocks[3], text(&c["note"]));
 
     let g = &v["go_note"];
     let go = VerifierKey::parse(text(&g["verifier_key"])).unwrap();
