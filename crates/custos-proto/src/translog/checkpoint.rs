@@ -203,7 +203,9 @@ impl<'a> VerifierKey<'a> {
         if sigs.is_empty() {
             return Err(Syntax::NoteShape.into());
         }
-        let mut verified = 0usize;
+        // The line by this key that verified: a repeat must be the same bytes, so a note can make a verifier check
+        // at most one signature, however many lines it holds.
+        let mut verified: Option<&str> = None;
         for line in sigs.split('\n') {
             let rest = line.strip_prefix(SIG_PREFIX).ok_or(Syntax::SignatureLine)?;
             let (name, b64) = rest.split_once(' ').ok_or(Syntax::SignatureLine)?;
@@ -216,6 +218,12 @@ impl<'a> VerifierKey<'a> {
             if name != self.name || raw[..4] != self.id {
                 continue;
             }
+            if let Some(first) = verified {
+                if first == line {
+                    continue;
+                }
+                return Err(LogError::BadSignature);
+            }
             if n != SIG_BYTES {
                 return Err(LogError::BadSignature);
             }
@@ -224,9 +232,9 @@ impl<'a> VerifierKey<'a> {
             self.key
                 .verify_strict(text.as_bytes(), &Signature::from_bytes(&sig))
                 .map_err(|_| LogError::BadSignature)?;
-            verified += 1;
+            verified = Some(line);
         }
-        if verified == 0 {
+        if verified.is_none() {
             return Err(LogError::UnknownSigner);
         }
         Ok(text)
