@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use custos_sim::{Grid, Procedure, SpreadingFactor, SubBand};
+use custos_sim::{Grid, Procedure, Rule, SpreadingFactor, SubBand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Subcommand)]
@@ -21,6 +21,14 @@ enum Band {
     G2,
     /// 869.4–869.65 MHz, 10 %.
     G3,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DutyRule {
+    /// At most the band's share of any sliding hour (ETSI EN 300 220's observation period).
+    Hourly,
+    /// Silence for 1/dc − 1 times each frame's time on air (LMIC, LoRaMac-node before 4.5).
+    PerFrame,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -50,6 +58,9 @@ pub(crate) struct LoraArgs {
     /// The EU868 sub-band, which sets the duty cycle.
     #[arg(long, value_enum, default_value = "g1")]
     band: Band,
+    /// How the duty cycle is counted.
+    #[arg(long, value_enum, default_value = "hourly")]
+    duty_rule: DutyRule,
     /// Processing time per message a node handles, milliseconds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     processing_ms: u64,
@@ -89,6 +100,10 @@ pub(crate) fn run(cmd: SimCmd) -> Result<()> {
             Band::G1 => SubBand::G1,
             Band::G2 => SubBand::G2,
             Band::G3 => SubBand::G3,
+        },
+        rule: match a.duty_rule {
+            DutyRule::Hourly => Rule::Hourly,
+            DutyRule::PerFrame => Rule::PerFrame,
         },
         processing_us: a.processing_ms * 1000,
         ..Grid::default()

@@ -272,19 +272,19 @@ pub fn link_config(cfg: &Config) -> LinkConfig {
     let ack_timeout_us = time_on_air_us(sf, sf.max_payload())
         + time_on_air_us(sf, SACK_LEN)
         + cfg.processing_us
-        + BACKOFF_SLOTS * slot_us(sf)
+        + (BACKOFF_SLOTS + 1) * slot_us(sf)
         + 50_000;
     LinkConfig {
         mtu: sf.max_payload(),
         ack_timeout_us,
         max_retries: 16,
-        max_backoff_us: ack_timeout_us * 8,
+        max_backoff_us: ack_timeout_us * 2,
         jitter_us: ack_timeout_us / 4,
         group_slot_us: time_on_air_us(sf, SACK_LEN) + GROUP_SLOT_GUARD_US,
     }
 }
 
-/// Backoff slots after a busy channel: a node draws one of this many.
+/// Backoff slots after a busy channel: a node draws one of this many (after a first slot it always waits).
 const BACKOFF_SLOTS: u64 = 8;
 
 /// One backoff slot: a channel activity detection takes about two symbols.
@@ -395,8 +395,10 @@ pub fn run(cfg: &Config) -> Result<Outcome, SimError> {
             if let Some(w) = r.waiting_since.take() {
                 r.duty_wait_us += now - w;
             }
+            // At least one slot: a frame due the moment the channel went idle (an answer to the frame just heard)
+            // goes first, as 802.11's short interframe space lets acknowledgements go before new traffic.
             if since < now && r.backoff_until.is_none() {
-                r.backoff_until = Some(now + rng.below(BACKOFF_SLOTS) * slot);
+                r.backoff_until = Some(now + (1 + rng.below(BACKOFF_SLOTS)) * slot);
             }
             if r.backoff_until.is_some_and(|b| b > now) {
                 continue;
