@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use custos_sim::{Grid, Procedure, Rule, SpreadingFactor, SubBand};
+use custos_sim::{Config, Grid, Procedure, Rule, SpreadingFactor, SubBand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Subcommand)]
@@ -81,6 +81,7 @@ fn spreading_factor(v: u8) -> Result<SpreadingFactor> {
 
 pub(crate) fn run(cmd: SimCmd) -> Result<()> {
     let SimCmd::Lora(a) = cmd;
+    let defaults = Grid::default();
     let grid = Grid {
         procedures: match a.procedure {
             Which::Join => vec![Procedure::Join],
@@ -94,19 +95,21 @@ pub(crate) fn run(cmd: SimCmd) -> Result<()> {
             .collect::<Result<_>>()?,
         losses: a.loss.iter().map(|&l| f64::from(l) / 100.0).collect(),
         runs: a.runs,
-        seed: a.seed,
-        nodes: usize::from(a.nodes),
-        band: match a.band {
-            Band::G1 => SubBand::G1,
-            Band::G2 => SubBand::G2,
-            Band::G3 => SubBand::G3,
+        base: Config {
+            seed: a.seed,
+            nodes: usize::from(a.nodes),
+            band: match a.band {
+                Band::G1 => SubBand::G1,
+                Band::G2 => SubBand::G2,
+                Band::G3 => SubBand::G3,
+            },
+            rule: match a.duty_rule {
+                DutyRule::Hourly => Rule::Hourly,
+                DutyRule::PerFrame => Rule::PerFrame,
+            },
+            processing_us: a.processing_ms * 1000,
+            ..defaults.base
         },
-        rule: match a.duty_rule {
-            DutyRule::Hourly => Rule::Hourly,
-            DutyRule::PerFrame => Rule::PerFrame,
-        },
-        processing_us: a.processing_ms * 1000,
-        ..Grid::default()
     };
     let bar = if a.json {
         ProgressBar::hidden()

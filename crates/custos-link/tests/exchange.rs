@@ -7,6 +7,9 @@
 //! in a direction (50 % loss at worst), nothing fails at all.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::Rng;
+
 use custos_link::{
     Addr, Event, Link, LinkConfig, LinkError, SpreadingFactor, peek_addrs, time_on_air_us,
 };
@@ -14,26 +17,6 @@ use proptest::prelude::*;
 
 const ADDRS: [Addr; 2] = [Addr(0x01), Addr(0x02)];
 const MAX_STEPS: usize = 200_000;
-
-/// A small deterministic generator (xorshift64*), so a failing case replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn percent(&mut self, p: u32) -> bool {
-        self.next() % 100 < u64::from(p)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Channel {

@@ -4,6 +4,9 @@
 //! fuzz target `link`, fuzz/fuzz_targets/link.rs, here on every `cargo test`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{Op, frame_of, op};
+
 use custos_link::{Addr, Frame, Link, LinkConfig, LinkError};
 use proptest::prelude::*;
 
@@ -54,31 +57,6 @@ fn genuine_frames() -> Vec<Vec<u8>> {
     frames
 }
 
-#[derive(Clone, Debug)]
-enum Op {
-    /// A genuine frame, maybe with one byte altered (and maybe cut short).
-    Frame {
-        pick: usize,
-        at: usize,
-        xor: u8,
-        cut: Option<usize>,
-    },
-    Garbage(Vec<u8>),
-    Poll,
-    Release,
-}
-
-fn op() -> impl Strategy<Value = (u16, Op)> {
-    let op = prop_oneof![
-        4 => (any::<usize>(), any::<usize>(), prop_oneof![Just(0u8), any::<u8>()], proptest::option::of(0usize..60))
-            .prop_map(|(pick, at, xor, cut)| Op::Frame { pick, at, xor, cut }),
-        1 => prop::collection::vec(any::<u8>(), 0..60).prop_map(Op::Garbage),
-        2 => Just(Op::Poll),
-        1 => Just(Op::Release),
-    ];
-    (0u16..3_000, op)
-}
-
 fn same_state(x: &mut Link<'_>, y: &mut Link<'_>) {
     loop {
         let (ex, ey) = (x.poll_event(), y.poll_event());
@@ -116,16 +94,7 @@ proptest! {
         for (dt, op) in ops {
             now += u64::from(dt);
             let frame = match op {
-                Op::Frame { pick, at, xor, cut } => {
-                    let mut f = pool[pick % pool.len()].clone();
-                    let i = at % f.len();
-                    f[i] ^= xor;
-                    if let Some(c) = cut {
-                        f.truncate(c);
-                    }
-                    Some(f)
-                }
-                Op::Garbage(g) => Some(g),
+                Op::Frame { .. } | Op::Garbage(_) => frame_of(&pool, op),
                 Op::Poll => {
                     loop {
                         let (nx, ny) = (x.poll_transmit(now, &mut ox), y.poll_transmit(now, &mut oy));

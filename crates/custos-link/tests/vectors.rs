@@ -3,34 +3,12 @@
 //! page quotes (time on air, payload limits, largest messages).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+use common::{PAGE, vector};
+
 use custos_link::{
     Addr, DutyCycle, Event, Link, LinkConfig, SpreadingFactor, SubBand, time_on_air_us,
 };
-
-const PAGE: &str = include_str!("../../../docs/lora.md");
-
-/// The bytes of the vector line that starts with `label`, which must appear exactly once.
-fn vector(label: &str) -> Vec<u8> {
-    let lines: Vec<&str> = PAGE
-        .lines()
-        .filter(|l| l.starts_with(label) && l[label.len()..].starts_with("  "))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "vector {label:?} appears {} times in docs/lora.md",
-        lines.len()
-    );
-    let hex: String = lines[0][label.len()..]
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    assert_eq!(hex.len() % 2, 0);
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 #[test]
 fn the_pages_vectors() {

@@ -39,20 +39,11 @@ pub struct Grid {
     pub sfs: Vec<SpreadingFactor>,
     /// Frame loss rates, 0 to 1.
     pub losses: Vec<f64>,
-    /// Runs per cell, with seeds `seed`, `seed + 1`, ….
+    /// Runs per cell, with seeds `base.seed`, `base.seed + 1`, ….
     pub runs: u64,
-    /// The first seed.
-    pub seed: u64,
-    /// Devices besides the CE.
-    pub nodes: usize,
-    /// The EU868 sub-band every node uses, which sets the duty cycle.
-    pub band: SubBand,
-    /// How the duty cycle is counted.
-    pub rule: Rule,
-    /// Time a node takes to handle a message, µs.
-    pub processing_us: u64,
-    /// Propagation delay, µs.
-    pub propagation_us: u64,
+    /// Everything else of each run: the network, the band, the duty-cycle rule, processing and propagation, and
+    /// the first seed (its procedure, spreading factor and loss are the grid's).
+    pub base: Config,
 }
 
 impl Default for Grid {
@@ -68,12 +59,17 @@ impl Default for Grid {
             ],
             losses: vec![0.0, 0.1, 0.3],
             runs: 25,
-            seed: 1,
-            nodes: 3,
-            band: SubBand::G1,
-            rule: Rule::Hourly,
-            processing_us: 10_000,
-            propagation_us: 3,
+            base: Config {
+                procedure: Procedure::Join,
+                sf: SpreadingFactor::Sf7,
+                loss: 0.0,
+                seed: 1,
+                nodes: 3,
+                band: SubBand::G1,
+                rule: Rule::Hourly,
+                processing_us: 10_000,
+                propagation_us: 3,
+            },
         }
     }
 }
@@ -147,7 +143,7 @@ pub fn table(grid: &Grid, mut progress: impl FnMut()) -> Vec<Row> {
     for &procedure in &grid.procedures {
         // Roles by node index: the CE is 0; the joining node is the last, N1 is 1; the others are the rest / N2.
         let (starter, others): (usize, Vec<usize>) = match procedure {
-            Procedure::Join => (grid.nodes, (1..grid.nodes).collect()),
+            Procedure::Join => (grid.base.nodes, (1..grid.base.nodes).collect()),
             Procedure::KeyDistribution => (1, vec![2]),
         };
         let (ties_ce, ties_starter) = match procedure {
@@ -164,12 +160,8 @@ pub fn table(grid: &Grid, mut progress: impl FnMut()) -> Vec<Row> {
                         procedure,
                         sf,
                         loss,
-                        seed: grid.seed.wrapping_add(k),
-                        nodes: grid.nodes,
-                        band: grid.band,
-                        rule: grid.rule,
-                        processing_us: grid.processing_us,
-                        propagation_us: grid.propagation_us,
+                        seed: grid.base.seed.wrapping_add(k),
+                        ..grid.base.clone()
                     };
                     match run(&cfg) {
                         Ok(o) => {

@@ -110,6 +110,14 @@ impl Ce {
         list.sign(|m| self.c.ed25519_sign(&self.signing, m))
     }
 
+    /// The wrapping keys of a device on the list: the CE answers no one else.
+    fn keys_of(&self, i: usize) -> Result<&NodeKeys, Error> {
+        self.admitted
+            .get(&i)
+            .map(|(keys, _)| keys)
+            .ok_or(Error::InvalidValue("a device not on the list"))
+    }
+
     fn index_of(&self, d: DeviceId) -> Option<usize> {
         (1..=self.nodes).find(|&i| device_id(i) == d)
     }
@@ -159,9 +167,7 @@ impl Actor for Ce {
                 Ok(outs)
             }
             Some(ties::KTC_DIRECT) => {
-                let (keys, _) = self.admitted.get(&from).ok_or(Error::InvalidValue(
-                    "a request from a device not on the list",
-                ))?;
+                let keys = self.keys_of(from)?;
                 let (req, seed) = Request::open(c, device_id(from), keys, msg)?;
                 let seed = seed.ok_or(Error::InvalidValue("a KTC request with no key"))?;
                 req.check_expiry(Node::now_secs(now))
@@ -171,19 +177,16 @@ impl Actor for Ce {
                 for &peer in req.peers.as_slice() {
                     let i = self
                         .index_of(peer)
-                        .filter(|i| self.admitted.contains_key(i))
-                        .ok_or(Error::InvalidValue("a key for a device not on the list"))?;
-                    let (peer_keys, _) = &self.admitted[&i];
-                    outs.push(out(i, req.package(c, peer, peer_keys, &seed)?.as_bytes()));
+                        .ok_or(Error::InvalidValue("a key for an unknown device"))?;
+                    let package = req.package(c, peer, self.keys_of(i)?, &seed)?;
+                    outs.push(out(i, package.as_bytes()));
                     owed.push(i);
                 }
                 self.open_requests.insert((from, req.kid), owed);
                 Ok(outs)
             }
             Some(ties::RECEIPT) => {
-                let (keys, _) = self.admitted.get(&from).ok_or(Error::InvalidValue(
-                    "a receipt from a device not on the list",
-                ))?;
+                let keys = self.keys_of(from)?;
                 let (requester, kid) = ties::open_receipt(c, device_id(from), keys, msg)?;
                 let r = self
                     .index_of(requester)
@@ -197,7 +200,7 @@ impl Actor for Ce {
                     self.open_requests.remove(&(r, kid));
                     self.finished = true;
                 }
-                let (requester_keys, _) = &self.admitted[&r];
+                let requester_keys = self.keys_of(r)?;
                 let notice =
                     ties::seal_notice(c, requester, requester_keys, device_id(from), &kid)?;
                 Ok(vec![out(r, notice)])

@@ -154,22 +154,19 @@ impl Port<'_> {
         }
     }
 
-    /// The message completed, taken out of the receive buffer.
+    /// The message completed, taken out of the receive buffer (a sender receives nothing).
     fn take_received(&mut self) -> Vec<u8> {
-        let (msg, port_release): (Option<&[u8]>, bool) = match self {
-            Port::Link(l) => (l.received(), true),
-            Port::Member(m) => (m.received(), true),
-            Port::Sender(_) => (None, false),
+        let msg = match self {
+            Port::Link(l) => l.received().map(<[u8]>::to_vec),
+            Port::Member(m) => m.received().map(<[u8]>::to_vec),
+            Port::Sender(_) => None,
         };
-        let msg = msg.map(<[u8]>::to_vec).unwrap_or_default();
-        if port_release {
-            match self {
-                Port::Link(l) => l.release_received(),
-                Port::Member(m) => m.release_received(),
-                Port::Sender(_) => {}
-            }
+        match self {
+            Port::Link(l) => l.release_received(),
+            Port::Member(m) => m.release_received(),
+            Port::Sender(_) => {}
         }
-        msg
+        msg.unwrap_or_default()
     }
 
     fn is_busy(&self) -> bool {
