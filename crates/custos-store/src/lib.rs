@@ -5,6 +5,11 @@
 //! and one contract test suite (`tests/contract.rs`) runs against both. The store holds what the hub holds:
 //! ciphertext, metadata, the hub's own session keys and join codes — never a key that opens a record.
 //!
+//! The identity registry (docs/registry.md) keeps its own tables behind a second trait, [`RegistryStore`], on the
+//! same two stores (migration 0008): its append-only transparency log, one row per entry, and the indexes derived
+//! from the entries (certificates with their keys and user ids, signed statements), its signed checkpoints and what
+//! it last saw of each peer's log.
+//!
 //! ```
 //! use custos_proto::DeviceId;
 //! use custos_store::{PendingAdmission, SqliteStore, Store};
@@ -67,6 +72,16 @@ pub enum StoreError {
     /// No control message of that id for that device.
     #[error("no control message {1} for device {0}")]
     UnknownControl(DeviceId, i64),
+    /// The registry's log did not have the size the writer expected: another writer appended first, or the
+    /// writer's view of the log is stale. Nothing was written; the writer re-reads the log before trying again, so
+    /// two writers can never fork it.
+    #[error("the log holds {actual} entries, not the {expected} the writer expected")]
+    LogConflict {
+        /// The size the writer expected (the index it meant to append at).
+        expected: u64,
+        /// The size the log had.
+        actual: u64,
+    },
 }
 
 /// Result of store operations.
@@ -846,6 +861,188 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<std::collections::HashMap<DeviceId, Vec<u8>>>> + Send;
 }
 
+/// One entry to append to a registry's log, with the index rows it adds: written in one transaction, so the
+/// indexes never hold anything the log does not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLogEntry {
+    /// What the entry is: 1, OpenPGP certificate packets; 2, a signed statement (a status or a code identity).
+    pub kind: u8,
+    /// The entry's bytes, exactly as logged (and hashed).
+    pub data: Vec<u8>,
+    /// SHA-256(0x00 ‖ `data`), computed by the caller: the store keeps it so the tree can be rebuilt without
+    /// rehashing every entry.
+    pub leaf_hash: [u8; 32],
+    /// The domain the entry belongs to: peers sync the domains they serve.
+    pub domain: String,
+    /// When the registry took it in (Unix seconds).
+    pub added_at: i64,
+    /// Set when the entry creates or extends a certificate: the certificate as it stands after the entry.
+    pub cert: Option<CertRow>,
+    /// Set when the entry is a signed statement.
+    pub statement: Option<StatementRow>,
+}
+
+/// A certificate as the registry currently holds it (all its logged packets merged), with what it is looked up by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertRow {
+    /// The primary key's v4 fingerprint: the certificate's identity.
+    pub fingerprint: [u8; 20],
+    /// The domain it belongs to; set by the entry that created it and kept by later ones.
+    pub domain: String,
+    /// The whole merged certificate (binary OpenPGP); an update replaces it.
+    pub data: Vec<u8>,
+    /// The fingerprints of the primary key and of every subkey, each once, the primary key among them: it is found
+    /// by any of them or by their key ids (their last 8 bytes).
+    pub keys: Vec<[u8; 20]>,
+    /// Its user ids, for search (no NUL characters: PostgreSQL text cannot hold them).
+    pub uids: Vec<String>,
+    /// When it last changed (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// A signed statement's index row: what it is about, who signed it and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementRow {
+    /// What it is about: a certificate fingerprint (20 bytes) or a code digest (32 bytes).
+    pub subject: Vec<u8>,
+    /// 1, a status; 2, a code identity.
+    pub kind: u8,
+    /// The fingerprint of the signing party's key.
+    pub signer: [u8; 20],
+    /// When the signer issued it (Unix seconds).
+    pub issued_at: i64,
+    /// For a status (kind 1), its code.
+    pub status: Option<u8>,
+}
+
+/// An entry of a registry's log, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its leaf index in the log.
+    pub index: u64,
+    /// What it is (see [`NewLogEntry::kind`]).
+    pub kind: u8,
+    /// Its bytes, exactly as logged.
+    pub data: Vec<u8>,
+    /// SHA-256(0x00 ‖ `data`).
+    pub leaf_hash: [u8; 32],
+    /// The domain it belongs to.
+    pub domain: String,
+    /// When the registry took it in (Unix seconds).
+    pub added_at: i64,
+}
+
+/// A stored statement with the log entry that holds it: the entry is what a client verifies (and proves included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredStatement {
+    /// The log index of its entry.
+    pub index: u64,
+    /// Its index row.
+    pub row: StatementRow,
+    /// The entry's bytes (the signed statement).
+    pub data: Vec<u8>,
+}
+
+/// What this registry last saw of a peer's log, so that sync resumes where it stopped and notices a peer that
+/// rewrote its history (a later checkpoint that is not consistent with this one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerLog {
+    /// The peer (its name or URL, as the caller identifies it; no NUL characters).
+    pub peer: String,
+    /// The size of its log at the last verified checkpoint.
+    pub size: u64,
+    /// The root hash at that size.
+    pub root: [u8; 32],
+    /// That checkpoint, as signed by the peer: the evidence if the peer later forks.
+    pub checkpoint: Vec<u8>,
+    /// The roots of the perfect subtrees of its log at that size, largest first, 32 bytes each: enough to check
+    /// the next entries against the next checkpoint without keeping the peer's tree.
+    pub frontier: Vec<u8>,
+    /// Why the peer is distrusted, once it was caught rewriting history.
+    pub flagged: Option<String>,
+    /// When this was last updated (Unix seconds).
+    pub updated_at: i64,
+}
+
+/// The identity registry's storage (docs/registry.md): an append-only log and what is indexed from it. The Merkle
+/// tree is not stored: the caller rebuilds it in memory from [`RegistryStore::leaf_hashes`]. Every method is atomic;
+/// log indices and sizes above 2⁶³ − 1 are refused with [`StoreError::InvalidInput`].
+pub trait RegistryStore: Send + Sync {
+    /// Appends `e` at index `expected_size` with its certificate and statement rows, in one transaction, and returns
+    /// the index. Fails with [`StoreError::LogConflict`], writing nothing, unless the log holds exactly
+    /// `expected_size` entries: of two writers that read the same size, one appends and the other fails, so the log
+    /// never forks. A certificate is upserted: its data, keys, user ids and time are replaced, its domain kept. Fails
+    /// with [`StoreError::InvalidInput`] for a certificate whose keys omit its primary key or repeat one, a
+    /// statement subject that is neither 20 nor 32 bytes, or a NUL character in the domain or a user id.
+    fn append_entry(
+        &self,
+        e: &NewLogEntry,
+        expected_size: u64,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// How many entries the log holds (the next index).
+    fn log_size(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// The leaf hashes of the entries `from..to` (exclusive) that exist, in index order: fewer than `to - from`
+    /// past the end of the log. One query, streamed, to rebuild the tree at start (10⁶ entries are 32 MB).
+    fn leaf_hashes(&self, from: u64, to: u64)
+    -> impl Future<Output = Result<Vec<[u8; 32]>>> + Send;
+
+    /// At most `limit` entries from index `from` on, in index order; with `domains`, only entries of those domains
+    /// (none for an empty list). What a peer pages through to sync.
+    fn log_entries(
+        &self,
+        from: u64,
+        limit: u32,
+        domains: Option<&[String]>,
+    ) -> impl Future<Output = Result<Vec<LogEntry>>> + Send;
+
+    /// The entry at `index`, if the log is that long.
+    fn log_entry(&self, index: u64) -> impl Future<Output = Result<Option<LogEntry>>> + Send;
+
+    /// The certificate whose primary key has this fingerprint.
+    fn cert(&self, fingerprint: [u8; 20]) -> impl Future<Output = Result<Option<CertRow>>> + Send;
+
+    /// The certificate holding a key: `id` is the 20-byte fingerprint of its primary key or of any subkey, or an
+    /// 8-byte key id (the last 8 bytes of one). If several match (a subkey attached to two certificates, or two key
+    /// ids alike), the one whose primary key it is wins, then the one logged first. Other lengths are
+    /// [`StoreError::InvalidInput`].
+    fn cert_by_key(&self, id: &[u8]) -> impl Future<Output = Result<Option<CertRow>>> + Send;
+
+    /// Up to `limit` certificates with a user id containing `needle`, case-insensitively (both lowercased by
+    /// Unicode rules) and literally (`%` and `_` are plain characters), in the order they were first logged. It
+    /// scans every user id: meant for a registry's size, not for a full-text index.
+    fn certs_by_uid(
+        &self,
+        needle: &str,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<CertRow>>> + Send;
+
+    /// How many certificates the registry holds.
+    fn cert_count(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Every statement about `subject`, ordered by when it was issued, then by log index: the last one is the
+    /// newest word.
+    fn statements(
+        &self,
+        subject: &[u8],
+    ) -> impl Future<Output = Result<Vec<StoredStatement>>> + Send;
+
+    /// Keeps a signed checkpoint of the log at `size`, replacing one of the same size (the same tree, signed again
+    /// or cosigned). Fails with [`StoreError::InvalidInput`] if the log holds fewer than `size` entries: a checkpoint
+    /// must sign a tree the registry has.
+    fn put_checkpoint(&self, size: u64, note: &[u8]) -> impl Future<Output = Result<()>> + Send;
+
+    /// The checkpoint of the largest size, with its size.
+    fn checkpoint(&self) -> impl Future<Output = Result<Option<(u64, Vec<u8>)>>> + Send;
+
+    /// What this registry last saw of `peer`'s log.
+    fn peer_log(&self, peer: &str) -> impl Future<Output = Result<Option<PeerLog>>> + Send;
+
+    /// Remembers what was seen of a peer's log, replacing what was there.
+    fn put_peer_log(&self, p: &PeerLog) -> impl Future<Output = Result<()>> + Send;
+}
+
 /// Either store, chosen at run time from a database URL: what a service holds when its operator picks the backend.
 #[derive(Clone, Debug)]
 pub enum AnyStore {
@@ -1172,5 +1369,55 @@ impl Store for AnyStore {
         ids: &[DeviceId],
     ) -> Result<std::collections::HashMap<DeviceId, Vec<u8>>> {
         delegate!(self, tpm_parents_among(ids))
+    }
+}
+
+impl RegistryStore for AnyStore {
+    async fn append_entry(&self, e: &NewLogEntry, expected_size: u64) -> Result<u64> {
+        delegate!(self, append_entry(e, expected_size))
+    }
+    async fn log_size(&self) -> Result<u64> {
+        delegate!(self, log_size())
+    }
+    async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
+        delegate!(self, leaf_hashes(from, to))
+    }
+    async fn log_entries(
+        &self,
+        from: u64,
+        limit: u32,
+        domains: Option<&[String]>,
+    ) -> Result<Vec<LogEntry>> {
+        delegate!(self, log_entries(from, limit, domains))
+    }
+    async fn log_entry(&self, index: u64) -> Result<Option<LogEntry>> {
+        delegate!(self, log_entry(index))
+    }
+    async fn cert(&self, fingerprint: [u8; 20]) -> Result<Option<CertRow>> {
+        delegate!(self, cert(fingerprint))
+    }
+    async fn cert_by_key(&self, id: &[u8]) -> Result<Option<CertRow>> {
+        delegate!(self, cert_by_key(id))
+    }
+    async fn certs_by_uid(&self, needle: &str, limit: u32) -> Result<Vec<CertRow>> {
+        delegate!(self, certs_by_uid(needle, limit))
+    }
+    async fn cert_count(&self) -> Result<u64> {
+        delegate!(self, cert_count())
+    }
+    async fn statements(&self, subject: &[u8]) -> Result<Vec<StoredStatement>> {
+        delegate!(self, statements(subject))
+    }
+    async fn put_checkpoint(&self, size: u64, note: &[u8]) -> Result<()> {
+        delegate!(self, put_checkpoint(size, note))
+    }
+    async fn checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        delegate!(self, checkpoint())
+    }
+    async fn peer_log(&self, peer: &str) -> Result<Option<PeerLog>> {
+        delegate!(self, peer_log(peer))
+    }
+    async fn put_peer_log(&self, p: &PeerLog) -> Result<()> {
+        delegate!(self, put_peer_log(p))
     }
 }

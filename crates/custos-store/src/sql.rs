@@ -14,10 +14,11 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use crate::{
-    Account, Claim, ControlMessage, Device, GrantSpan, KeyDelivery, KeyPeer, LoginThrottle,
-    MAX_DEVICE_STATE, NewControl, NewRecord, OwnershipChange, PendingAdmission, Presence,
-    RecordQuery, Result, Rights, Session, SessionKeyRecord, Store, StoreError, StoredRecord,
-    StoredRequest,
+    Account, CertRow, Claim, ControlMessage, Device, GrantSpan, KeyDelivery, KeyPeer, LogEntry,
+    LoginThrottle, MAX_DEVICE_STATE, NewControl, NewLogEntry, NewRecord, OwnershipChange, PeerLog,
+    PendingAdmission, Presence, RecordQuery, RegistryStore, Result, Rights, Session,
+    SessionKeyRecord, StatementRow, Store, StoreError, StoredRecord, StoredRequest,
+    StoredStatement,
 };
 
 /// The store on SQLite: one file, the embedded default.
@@ -153,6 +154,107 @@ fn rights(text: &str) -> Result<Rights> {
     Rights::parse(text).ok_or(StoreError::Corrupt("unknown rights"))
 }
 
+/// A registry log index or size as stored (BIGINT): at most 2^63 - 1.
+fn log_index(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| StoreError::InvalidInput("log index or size above 2^63 - 1"))
+}
+
+fn stored_index(n: i64) -> Result<u64> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt("negative log index or size"))
+}
+
+fn hash(bytes: &[u8]) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes"))
+}
+
+fn fingerprint(bytes: &[u8]) -> Result<[u8; 20]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("fingerprint is not 20 bytes"))
+}
+
+fn byte(n: i32) -> Result<u8> {
+    u8::try_from(n).map_err(|_| StoreError::Corrupt("kind or status is not a byte"))
+}
+
+/// PostgreSQL text cannot hold NUL; both stores refuse it so that they accept the same values.
+fn no_nul(text: &str, what: &'static str) -> Result<()> {
+    if text.contains('\0') {
+        return Err(StoreError::InvalidInput(what));
+    }
+    Ok(())
+}
+
+/// Checks everything of an entry the database would refuse, before a transaction starts.
+fn check_entry(e: &NewLogEntry) -> Result<()> {
+    no_nul(&e.domain, "a NUL character in a domain")?;
+    if let Some(c) = &e.cert {
+        no_nul(&c.domain, "a NUL character in a domain")?;
+        if c.uids.iter().any(|u| u.contains('\0')) {
+            return Err(StoreError::InvalidInput("a NUL character in a user id"));
+        }
+        if !c.keys.contains(&c.fingerprint) {
+            return Err(StoreError::InvalidInput(
+                "a certificate's keys must include its primary key",
+            ));
+        }
+        let mut seen = HashSet::with_capacity(c.keys.len());
+        if !c.keys.iter().all(|k| seen.insert(k)) {
+            return Err(StoreError::InvalidInput("a certificate lists a key twice"));
+        }
+        if i32::try_from(c.keys.len()).is_err() || i32::try_from(c.uids.len()).is_err() {
+            return Err(StoreError::InvalidInput("too many keys or user ids"));
+        }
+    }
+    if let Some(st) = &e.statement
+        && !matches!(st.subject.len(), 20 | 32)
+    {
+        return Err(StoreError::InvalidInput(
+            "a statement's subject is 20 or 32 bytes",
+        ));
+    }
+    Ok(())
+}
+
+/// The LIKE pattern that finds `needle` anywhere in a lowercased user id, literally. `!` escapes the wildcards and
+/// itself; not `\`, which PostgreSQL reads as an escape inside string literals when standard_conforming_strings is
+/// off.
+fn like_substring(needle: &str) -> String {
+    let mut pattern = String::with_capacity(needle.len() + 2);
+    pattern.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '!') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// One statement that reads certificates with their keys and user ids, so that a reader never sees a certificate
+/// half replaced (PostgreSQL takes a snapshot per statement, not per transaction). `hit` selects
+/// `(fingerprint, ord)` of the wanted certificates; rows come back by `ord`, each certificate's row before its keys
+/// (`part` 1) and user ids (`part` 2), in their order.
+fn cert_select(hit: &str) -> String {
+    format!(
+        "WITH hit AS ({hit}) \
+         SELECT 0 AS part, h.ord, c.fingerprint AS cert, 0 AS pos, NULL AS key_fpr, NULL AS uid, \
+           c.domain, c.data, c.updated_at \
+         FROM hit h JOIN registry_certs c ON c.fingerprint = h.fingerprint \
+         UNION ALL SELECT 1, h.ord, k.cert, k.pos, k.fingerprint, NULL, NULL, NULL, NULL \
+         FROM hit h JOIN registry_cert_keys k ON k.cert = h.fingerprint \
+         UNION ALL SELECT 2, h.ord, u.cert, u.pos, NULL, u.uid, NULL, NULL, NULL \
+         FROM hit h JOIN registry_cert_uids u ON u.cert = h.fingerprint \
+         ORDER BY ord, cert, part, pos"
+    )
+}
+
+/// At most this many domains in one [`RegistryStore::log_entries`] filter: one bound value each.
+const MAX_DOMAINS: usize = 10_000;
+
 /// Placeholders for `rows` groups of `per_row` values: `(?, ?), (?, ?)` for SQLite, `($1, $2), ($3, $4)` for
 /// PostgreSQL; without the parentheses when `grouped` is false (an `IN` list). SQLite gets anonymous `?` because
 /// sqlx looks every numbered parameter up by name, and SQLite's lookup scans the statement's list of names: `$n`
@@ -275,6 +377,47 @@ macro_rules! sql_store {
                     answer: row.try_get("answer")?,
                     answered_at: row.try_get("answered_at")?,
                 })
+            }
+
+            fn log_row(row: &$row) -> Result<LogEntry> {
+                Ok(LogEntry {
+                    index: stored_index(row.try_get("idx")?)?,
+                    kind: byte(row.try_get("kind")?)?,
+                    data: row.try_get("data")?,
+                    leaf_hash: hash(row.try_get("leaf_hash")?)?,
+                    domain: row.try_get("domain")?,
+                    added_at: row.try_get("added_at")?,
+                })
+            }
+
+            /// Assembles the rows of a [`cert_select`] into certificates, in their order.
+            fn cert_rows(rows: &[$row]) -> Result<Vec<CertRow>> {
+                let mut certs: Vec<CertRow> = Vec::new();
+                for row in rows {
+                    let part: i32 = row.try_get("part")?;
+                    let cert = fingerprint(row.try_get("cert")?)?;
+                    if part == 0 {
+                        certs.push(CertRow {
+                            fingerprint: cert,
+                            domain: row.try_get("domain")?,
+                            data: row.try_get("data")?,
+                            keys: Vec::new(),
+                            uids: Vec::new(),
+                            updated_at: row.try_get("updated_at")?,
+                        });
+                        continue;
+                    }
+                    let c = certs
+                        .last_mut()
+                        .filter(|c| c.fingerprint == cert)
+                        .ok_or(StoreError::Corrupt("a certificate's key or user id without the certificate"))?;
+                    match part {
+                        1 => c.keys.push(fingerprint(row.try_get("key_fpr")?)?),
+                        2 => c.uids.push(row.try_get("uid")?),
+                        _ => return Err(StoreError::Corrupt("unknown part of a certificate")),
+                    }
+                }
+                Ok(certs)
             }
         }
 
@@ -1730,6 +1873,323 @@ macro_rules! sql_store {
                 rows.iter()
                     .map(|r| Ok((device_id(r.try_get::<&[u8], _>("device")?)?, r.try_get("public")?)))
                     .collect()
+            }
+        }
+
+        impl RegistryStore for $store {
+            async fn append_entry(&self, e: &NewLogEntry, expected_size: u64) -> Result<u64> {
+                let index = log_index(expected_size)?;
+                check_entry(e)?;
+                let _write = self.writer().await;
+                let mut conn = self.pool.acquire().await?;
+                let result: Result<u64> = async {
+                    let mut tx = conn.begin_with($begin).await?;
+                    // Indices are contiguous from 0 (each append is at the size it read), so the size is the
+                    // highest index plus one: one primary-key lookup, not a count.
+                    let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM registry_log")
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("n")?;
+                    if size != index {
+                        return Err(StoreError::LogConflict { expected: expected_size, actual: stored_index(size)? });
+                    }
+                    let inserted = sqlx::query(
+                        "INSERT INTO registry_log (idx, kind, data, leaf_hash, domain, added_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(index)
+                    .bind(i32::from(e.kind))
+                    .bind(&e.data[..])
+                    .bind(&e.leaf_hash[..])
+                    .bind(e.domain.as_str())
+                    .bind(e.added_at)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        // PostgreSQL: a writer that read the same size committed this index first (this insert
+                        // waited for it on the primary key). It has aborted the transaction: ask outside it.
+                        Err(err) if is_unique_violation(&err) => {
+                            tx.rollback().await?;
+                            let actual = self.log_size().await?;
+                            return Err(StoreError::LogConflict { expected: expected_size, actual });
+                        }
+                        other => other?,
+                    };
+                    if let Some(c) = &e.cert {
+                        sqlx::query(
+                            "INSERT INTO registry_certs (fingerprint, domain, data, updated_at, first_idx) \
+                             VALUES ($1, $2, $3, $4, $5) \
+                             ON CONFLICT (fingerprint) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at",
+                        )
+                        .bind(&c.fingerprint[..])
+                        .bind(c.domain.as_str())
+                        .bind(&c.data[..])
+                        .bind(c.updated_at)
+                        .bind(index)
+                        .execute(&mut *tx)
+                        .await?;
+                        // The merged certificate replaces the old one: so do its keys and user ids.
+                        sqlx::query("DELETE FROM registry_cert_keys WHERE cert = $1")
+                            .bind(&c.fingerprint[..])
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM registry_cert_uids WHERE cert = $1")
+                            .bind(&c.fingerprint[..])
+                            .execute(&mut *tx)
+                            .await?;
+                        for (n, chunk) in c.keys.chunks(INSERT_CHUNK).enumerate() {
+                            let base = i32::try_from(n * INSERT_CHUNK).map_err(|_| StoreError::InvalidInput("too many keys"))?;
+                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_keys (cert, pos, fingerprint, key_id) ");
+                            q.push_values((0..).zip(chunk), |mut b, (i, k): (i32, &[u8; 20])| {
+                                b.push_bind(&c.fingerprint[..]).push_bind(base + i).push_bind(&k[..]).push_bind(&k[12..]);
+                            });
+                            q.build().execute(&mut *tx).await?;
+                        }
+                        for (n, chunk) in c.uids.chunks(INSERT_CHUNK).enumerate() {
+                            let base = i32::try_from(n * INSERT_CHUNK).map_err(|_| StoreError::InvalidInput("too many user ids"))?;
+                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_uids (cert, pos, uid, folded) ");
+                            q.push_values((0..).zip(chunk), |mut b, (i, uid): (i32, &String)| {
+                                b.push_bind(&c.fingerprint[..]).push_bind(base + i).push_bind(uid.as_str()).push_bind(uid.to_lowercase());
+                            });
+                            q.build().execute(&mut *tx).await?;
+                        }
+                    }
+                    if let Some(st) = &e.statement {
+                        sqlx::query(
+                            "INSERT INTO registry_statements (idx, subject, kind, signer, issued_at, status) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(index)
+                        .bind(&st.subject[..])
+                        .bind(i32::from(st.kind))
+                        .bind(&st.signer[..])
+                        .bind(st.issued_at)
+                        .bind(st.status.map(i32::from))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(expected_size)
+                }
+                .await;
+                settle(&mut conn, &result);
+                result
+            }
+
+            async fn log_size(&self) -> Result<u64> {
+                let size: i64 = sqlx::query("SELECT COALESCE(MAX(idx) + 1, 0) AS n FROM registry_log")
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("n")?;
+                stored_index(size)
+            }
+
+            async fn leaf_hashes(&self, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
+                let from = log_index(from)?;
+                // No index lies past 2^63 - 1: an end beyond it means "to the end".
+                let to = i64::try_from(to).unwrap_or(i64::MAX);
+                if to <= from {
+                    return Ok(Vec::new());
+                }
+                // Each row becomes its 32 bytes as it streams in: the rows themselves are never all held.
+                let hashes: Vec<Option<[u8; 32]>> =
+                    sqlx::query("SELECT leaf_hash FROM registry_log WHERE idx >= $1 AND idx < $2 ORDER BY idx")
+                        .bind(from)
+                        .bind(to)
+                        .try_map(|row: $row| {
+                            let h: &[u8] = row.try_get("leaf_hash")?;
+                            Ok(<[u8; 32]>::try_from(h).ok())
+                        })
+                        .fetch_all(&self.pool)
+                        .await?;
+                hashes.into_iter().map(|h| h.ok_or(StoreError::Corrupt("hash is not 32 bytes"))).collect()
+            }
+
+            async fn log_entries(&self, from: u64, limit: u32, domains: Option<&[String]>) -> Result<Vec<LogEntry>> {
+                let from = log_index(from)?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT idx, kind, data, leaf_hash, domain, added_at FROM registry_log WHERE idx >= ",
+                );
+                q.push_bind(from);
+                if let Some(domains) = domains {
+                    if domains.len() > MAX_DOMAINS {
+                        return Err(StoreError::InvalidInput("more than 10 000 domains"));
+                    }
+                    // A domain with a NUL character names no entry (none can be stored).
+                    let domains: Vec<&str> = domains.iter().map(String::as_str).filter(|d| !d.contains('\0')).collect();
+                    if domains.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    q.push(" AND domain IN (");
+                    let mut list = q.separated(", ");
+                    for d in domains {
+                        list.push_bind(d);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY idx LIMIT ");
+                q.push_bind(i64::from(limit));
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter().map(Self::log_row).collect()
+            }
+
+            async fn log_entry(&self, index: u64) -> Result<Option<LogEntry>> {
+                let row = sqlx::query("SELECT idx, kind, data, leaf_hash, domain, added_at FROM registry_log WHERE idx = $1")
+                    .bind(log_index(index)?)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::log_row).transpose()
+            }
+
+            async fn cert(&self, fingerprint: [u8; 20]) -> Result<Option<CertRow>> {
+                let sql = cert_select("SELECT fingerprint, first_idx AS ord FROM registry_certs WHERE fingerprint = $1");
+                let rows = sqlx::query(&sql).bind(&fingerprint[..]).fetch_all(&self.pool).await?;
+                Ok(Self::cert_rows(&rows)?.into_iter().next())
+            }
+
+            async fn cert_by_key(&self, id: &[u8]) -> Result<Option<CertRow>> {
+                let column = match id.len() {
+                    20 => "fingerprint",
+                    8 => "key_id",
+                    _ => return Err(StoreError::InvalidInput("a key is found by its 20-byte fingerprint or 8-byte key id")),
+                };
+                let sql = cert_select(&format!(
+                    "SELECT c.fingerprint, c.first_idx AS ord FROM registry_cert_keys k \
+                     JOIN registry_certs c ON c.fingerprint = k.cert WHERE k.{column} = $1 \
+                     ORDER BY CASE WHEN k.fingerprint = k.cert THEN 0 ELSE 1 END, c.first_idx LIMIT 1"
+                ));
+                let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
+                Ok(Self::cert_rows(&rows)?.into_iter().next())
+            }
+
+            async fn certs_by_uid(&self, needle: &str, limit: u32) -> Result<Vec<CertRow>> {
+                // No stored user id holds a NUL character.
+                if needle.contains('\0') {
+                    return Ok(Vec::new());
+                }
+                let sql = cert_select(
+                    "SELECT c.fingerprint, c.first_idx AS ord FROM registry_certs c \
+                     WHERE EXISTS (SELECT 1 FROM registry_cert_uids u \
+                       WHERE u.cert = c.fingerprint AND u.folded LIKE $1 ESCAPE '!') \
+                     ORDER BY c.first_idx LIMIT $2",
+                );
+                let rows = sqlx::query(&sql)
+                    .bind(like_substring(needle))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Self::cert_rows(&rows)
+            }
+
+            async fn cert_count(&self) -> Result<u64> {
+                let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM registry_certs")
+                    .fetch_one(&self.pool)
+                    .await?
+                    .try_get("n")?;
+                u64::try_from(n).map_err(|_| StoreError::Corrupt("negative count"))
+            }
+
+            async fn statements(&self, subject: &[u8]) -> Result<Vec<StoredStatement>> {
+                let rows = sqlx::query(
+                    "SELECT s.idx, s.subject, s.kind, s.signer, s.issued_at, s.status, l.data \
+                     FROM registry_statements s JOIN registry_log l ON l.idx = s.idx \
+                     WHERE s.subject = $1 ORDER BY s.issued_at, s.idx",
+                )
+                .bind(subject)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let status: Option<i32> = row.try_get("status")?;
+                        Ok(StoredStatement {
+                            index: stored_index(row.try_get("idx")?)?,
+                            row: StatementRow {
+                                subject: row.try_get("subject")?,
+                                kind: byte(row.try_get("kind")?)?,
+                                signer: fingerprint(row.try_get("signer")?)?,
+                                issued_at: row.try_get("issued_at")?,
+                                status: status.map(byte).transpose()?,
+                            },
+                            data: row.try_get("data")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_checkpoint(&self, size: u64, note: &[u8]) -> Result<()> {
+                let size = log_index(size)?;
+                let _write = self.writer().await;
+                let done = sqlx::query(
+                    "INSERT INTO registry_checkpoints (size, note) \
+                     SELECT $1, $2 WHERE $1 <= (SELECT COALESCE(MAX(idx) + 1, 0) FROM registry_log) \
+                     ON CONFLICT (size) DO UPDATE SET note = excluded.note",
+                )
+                .bind(size)
+                .bind(note)
+                .execute(&self.pool)
+                .await?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::InvalidInput("a checkpoint beyond the end of the log"));
+                }
+                Ok(())
+            }
+
+            async fn checkpoint(&self) -> Result<Option<(u64, Vec<u8>)>> {
+                let row = sqlx::query("SELECT size, note FROM registry_checkpoints ORDER BY size DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|row| Ok((stored_index(row.try_get("size")?)?, row.try_get("note")?))).transpose()
+            }
+
+            async fn peer_log(&self, peer: &str) -> Result<Option<PeerLog>> {
+                // No stored peer name holds a NUL character.
+                if peer.contains('\0') {
+                    return Ok(None);
+                }
+                let row = sqlx::query(
+                    "SELECT peer, size, root, checkpoint, frontier, flagged, updated_at FROM registry_peers WHERE peer = $1",
+                )
+                .bind(peer)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|row| {
+                    Ok(PeerLog {
+                        peer: row.try_get("peer")?,
+                        size: stored_index(row.try_get("size")?)?,
+                        root: hash(row.try_get("root")?)?,
+                        checkpoint: row.try_get("checkpoint")?,
+                        frontier: row.try_get("frontier")?,
+                        flagged: row.try_get("flagged")?,
+                        updated_at: row.try_get("updated_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn put_peer_log(&self, p: &PeerLog) -> Result<()> {
+                let size = log_index(p.size)?;
+                no_nul(&p.peer, "a NUL character in a peer's name")?;
+                if let Some(why) = &p.flagged {
+                    no_nul(why, "a NUL character in a peer's flag")?;
+                }
+                let _write = self.writer().await;
+                sqlx::query(
+                    "INSERT INTO registry_peers (peer, size, root, checkpoint, frontier, flagged, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (peer) DO UPDATE SET size = excluded.size, root = excluded.root, \
+                     checkpoint = excluded.checkpoint, frontier = excluded.frontier, flagged = excluded.flagged, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(p.peer.as_str())
+                .bind(size)
+                .bind(&p.root[..])
+                .bind(&p.checkpoint[..])
+                .bind(&p.frontier[..])
+                .bind(p.flagged.as_deref())
+                .bind(p.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
         }
     };

@@ -7,8 +7,9 @@
 use anyhow::{Context, Result, ensure};
 use custos_proto::DeviceId;
 use custos_store::{
-    Claim, Device, GrantSpan, KeyPeer, NewControl, NewRecord, PendingAdmission, PgStore,
-    RecordQuery, Rights, Session, SessionKeyRecord, SqliteStore, Store, StoreError, StoredRequest,
+    CertRow, Claim, Device, GrantSpan, KeyPeer, LogEntry, NewControl, NewLogEntry, NewRecord,
+    PeerLog, PendingAdmission, PgStore, RecordQuery, RegistryStore, Rights, Session,
+    SessionKeyRecord, SqliteStore, StatementRow, Store, StoreError, StoredRequest,
 };
 use rand_core::{OsRng, RngCore};
 use sqlx::Connection;
@@ -1068,6 +1069,453 @@ async fn tpm_parents_are_one_per_admitted_device_and_looked_up_together<S: Store
     Ok(())
 }
 
+/// A key fingerprint: `n` names the key, `tail` its key id (the last 8 bytes), so tests can make two keys whose key
+/// ids collide.
+fn fpr(n: u8, tail: u8) -> [u8; 20] {
+    let mut f = [n; 20];
+    f[12..].copy_from_slice(&[tail; 8]);
+    f
+}
+
+fn key_id(f: &[u8; 20]) -> [u8; 8] {
+    f[12..].try_into().unwrap()
+}
+
+fn cert_row(primary: [u8; 20], subkeys: &[[u8; 20]], uids: &[&str], at: i64) -> CertRow {
+    CertRow {
+        fingerprint: primary,
+        domain: "example.org".into(),
+        data: [&primary[..], &[0xc0, at as u8]].concat(),
+        keys: std::iter::once(primary)
+            .chain(subkeys.iter().copied())
+            .collect(),
+        uids: uids.iter().map(|u| u.to_string()).collect(),
+        updated_at: at,
+    }
+}
+
+/// An entry; the leaf hash need not be a real one here (the store keeps what it is given).
+fn log_entry(tag: u8, domain: &str) -> NewLogEntry {
+    NewLogEntry {
+        kind: 1,
+        data: vec![tag, 0xe0, tag],
+        leaf_hash: [tag; 32],
+        domain: domain.into(),
+        added_at: NOW + i64::from(tag),
+        cert: None,
+        statement: None,
+    }
+}
+
+fn cert_entry(tag: u8, cert: CertRow) -> NewLogEntry {
+    NewLogEntry {
+        domain: cert.domain.clone(),
+        cert: Some(cert),
+        ..log_entry(tag, "")
+    }
+}
+
+fn statement_entry(tag: u8, subject: &[u8], issued_at: i64, status: Option<u8>) -> NewLogEntry {
+    NewLogEntry {
+        kind: 2,
+        statement: Some(StatementRow {
+            subject: subject.to_vec(),
+            kind: if status.is_some() { 1 } else { 2 },
+            signer: fpr(0x5e, 0x5e),
+            issued_at,
+            status,
+        }),
+        ..log_entry(tag, "example.org")
+    }
+}
+
+fn logged(e: &NewLogEntry, index: u64) -> LogEntry {
+    LogEntry {
+        index,
+        kind: e.kind,
+        data: e.data.clone(),
+        leaf_hash: e.leaf_hash,
+        domain: e.domain.clone(),
+        added_at: e.added_at,
+    }
+}
+
+/// Appends at the end of the log, as a single writer does.
+async fn append<S: RegistryStore>(s: &S, e: &NewLogEntry) -> Result<u64> {
+    let size = s.log_size().await?;
+    Ok(s.append_entry(e, size).await?)
+}
+
+async fn registry_log_appends_and_reads_back<S: RegistryStore>(s: S) -> Result<()> {
+    ensure!(s.log_size().await? == 0);
+    ensure!(s.log_entry(0).await?.is_none());
+    ensure!(s.leaf_hashes(0, u64::MAX).await?.is_empty());
+    ensure!(s.log_entries(0, 10, None).await?.is_empty());
+    let entries: Vec<NewLogEntry> = [
+        (1, "a.example"),
+        (2, "b.example"),
+        (3, "a.example"),
+        (4, "c.example"),
+        (5, "a.example"),
+        (6, "b.example"),
+    ]
+    .into_iter()
+    .map(|(tag, domain)| log_entry(tag, domain))
+    .collect();
+    for (i, e) in entries.iter().enumerate() {
+        ensure!(s.append_entry(e, i as u64).await? == i as u64);
+    }
+    ensure!(s.log_size().await? == 6);
+    for (i, e) in entries.iter().enumerate() {
+        ensure!(s.log_entry(i as u64).await? == Some(logged(e, i as u64)));
+    }
+    ensure!(s.log_entry(6).await?.is_none());
+    let hashes: Vec<[u8; 32]> = entries.iter().map(|e| e.leaf_hash).collect();
+    ensure!(s.leaf_hashes(0, 6).await? == hashes);
+    ensure!(s.leaf_hashes(2, 4).await? == hashes[2..4]);
+    ensure!(
+        s.leaf_hashes(4, u64::MAX).await? == hashes[4..],
+        "past the end"
+    );
+    ensure!(s.leaf_hashes(6, 10).await?.is_empty());
+    ensure!(s.leaf_hashes(3, 2).await?.is_empty());
+    // Every entry, in order; then pages.
+    let all = s.log_entries(0, 100, None).await?;
+    let want: Vec<LogEntry> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| logged(e, i as u64))
+        .collect();
+    ensure!(all == want);
+    let page: Vec<u64> = s
+        .log_entries(2, 3, None)
+        .await?
+        .iter()
+        .map(|e| e.index)
+        .collect();
+    ensure!(page == [2, 3, 4], "{page:?}");
+    // Only some domains, with a limit and from an index.
+    let ac = ["a.example".to_string(), "c.example".to_string()];
+    let indices = |v: Vec<LogEntry>| v.iter().map(|e| e.index).collect::<Vec<_>>();
+    ensure!(indices(s.log_entries(0, 100, Some(&ac)).await?) == [0, 2, 3, 4]);
+    ensure!(indices(s.log_entries(0, 2, Some(&ac)).await?) == [0, 2]);
+    ensure!(indices(s.log_entries(3, 100, Some(&ac)).await?) == [3, 4]);
+    ensure!(s.log_entries(0, 100, Some(&[])).await?.is_empty());
+    ensure!(
+        s.log_entries(0, 100, Some(&["x.example".into(), "nul\0".into()]))
+            .await?
+            .is_empty()
+    );
+    ensure!(s.log_entries(6, 100, None).await?.is_empty());
+    ensure!(s.log_entries(0, 0, None).await?.is_empty());
+    // Indices beyond what BIGINT holds are refused.
+    let huge = s.append_entry(&log_entry(9, "a.example"), u64::MAX).await;
+    ensure!(matches!(huge, Err(StoreError::InvalidInput(_))), "{huge:?}");
+    let huge = s.log_entry(u64::MAX).await;
+    ensure!(matches!(huge, Err(StoreError::InvalidInput(_))), "{huge:?}");
+    ensure!(s.log_size().await? == 6);
+    Ok(())
+}
+
+async fn registry_log_conflicts_and_bad_entries_write_nothing<S: RegistryStore>(
+    s: S,
+) -> Result<()> {
+    append(&s, &log_entry(1, "example.org")).await?;
+    let cert = cert_row(fpr(1, 1), &[fpr(2, 2)], &["Alice <alice@example.org>"], NOW);
+    let mut e = cert_entry(2, cert.clone());
+    e.statement = statement_entry(2, &fpr(1, 1), NOW, Some(1)).statement;
+    for expected in [0, 5] {
+        let r = s.append_entry(&e, expected).await;
+        ensure!(
+            matches!(r, Err(StoreError::LogConflict { expected: x, actual: 1 }) if x == expected),
+            "{r:?}"
+        );
+    }
+    // Refused before anything is written.
+    let mut no_primary = cert.clone();
+    no_primary.keys = vec![fpr(2, 2)];
+    let mut twice = cert.clone();
+    twice.keys.push(fpr(2, 2));
+    let mut nul = cert.clone();
+    nul.uids.push("bad\0uid".into());
+    for bad in [no_primary, twice, nul] {
+        let r = s.append_entry(&cert_entry(2, bad), 1).await;
+        ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    }
+    let r = s
+        .append_entry(&statement_entry(2, &[1; 7], NOW, Some(1)), 1)
+        .await;
+    ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    // Nothing of any of them is stored.
+    ensure!(s.log_size().await? == 1);
+    ensure!(s.log_entry(1).await?.is_none());
+    ensure!(s.cert(fpr(1, 1)).await?.is_none());
+    ensure!(s.cert_by_key(&fpr(2, 2)).await?.is_none());
+    ensure!(s.certs_by_uid("alice", 10).await?.is_empty());
+    ensure!(s.cert_count().await? == 0);
+    ensure!(s.statements(&fpr(1, 1)).await?.is_empty());
+    // At the right size it goes in, whole.
+    ensure!(s.append_entry(&e, 1).await? == 1);
+    ensure!(s.cert(fpr(1, 1)).await? == Some(cert));
+    ensure!(s.statements(&fpr(1, 1)).await?.len() == 1);
+    Ok(())
+}
+
+async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
+    s: S,
+) -> Result<()> {
+    let (a, s1, s2, s3) = (
+        fpr(0xa1, 0xa1),
+        fpr(0xa2, 0xa2),
+        fpr(0xa3, 0xa3),
+        fpr(0xa4, 0xa4),
+    );
+    let first = cert_row(
+        a,
+        &[s1, s2],
+        &[
+            "Alice <alice@example.org>",
+            "Alice at work <a@work.example>",
+        ],
+        NOW,
+    );
+    append(&s, &cert_entry(1, first.clone())).await?;
+    ensure!(s.cert(a).await? == Some(first.clone()));
+    for id in [&a[..], &s1[..], &key_id(&s2)[..], &key_id(&a)[..]] {
+        ensure!(
+            s.cert_by_key(id).await? == Some(first.clone()),
+            "lookup by {}",
+            hex::encode(id)
+        );
+    }
+    ensure!(s.certs_by_uid("work", 10).await? == std::slice::from_ref(&first));
+    // The merged certificate replaces the old one, keys and user ids included; its domain stays.
+    let mut second = cert_row(a, &[s3], &["Alice <alice@example.org>"], NOW + 100);
+    second.domain = "elsewhere.example".into();
+    append(&s, &cert_entry(2, second.clone())).await?;
+    let want = CertRow {
+        domain: "example.org".into(),
+        ..second.clone()
+    };
+    ensure!(s.cert(a).await? == Some(want.clone()));
+    ensure!(s.cert_by_key(&s3).await? == Some(want.clone()));
+    ensure!(s.cert_by_key(&key_id(&s3)).await? == Some(want.clone()));
+    ensure!(s.cert_by_key(&s1).await?.is_none(), "a removed subkey");
+    ensure!(
+        s.cert_by_key(&key_id(&s2)).await?.is_none(),
+        "a removed subkey's key id"
+    );
+    ensure!(
+        s.certs_by_uid("work", 10).await?.is_empty(),
+        "a removed user id"
+    );
+    ensure!(s.certs_by_uid("alice", 10).await? == std::slice::from_ref(&want));
+    ensure!(s.cert_count().await? == 1);
+    // Ambiguity: b (logged next) lists a's subkey s3 and a key x whose key id collides with a's, and c, logged
+    // last, is x's own certificate. The certificate whose primary key it is wins, then the one logged first.
+    let x = fpr(0xc1, 0xa1);
+    let b = cert_row(fpr(0xb1, 0xb1), &[s3, x], &["Bob <bob@example.org>"], NOW);
+    append(&s, &cert_entry(3, b.clone())).await?;
+    ensure!(s.cert_by_key(&s3).await? == Some(want.clone()));
+    ensure!(s.cert_by_key(&x).await? == Some(b.clone()));
+    let c = cert_row(x, &[], &["Carol <carol@example.org>"], NOW);
+    append(&s, &cert_entry(4, c.clone())).await?;
+    ensure!(s.cert_by_key(&x).await? == Some(c.clone()), "primary wins");
+    ensure!(
+        s.cert_by_key(&key_id(&a)).await? == Some(want.clone()),
+        "primary then first"
+    );
+    ensure!(s.cert_count().await? == 3);
+    ensure!(s.cert(fpr(0xee, 0xee)).await?.is_none());
+    ensure!(s.cert_by_key(&fpr(0xee, 0xee)).await?.is_none());
+    ensure!(s.cert_by_key(&[0xee; 8]).await?.is_none());
+    for bad in [&[0xa1; 7][..], &[0xa1; 32][..], &[][..]] {
+        let r = s.cert_by_key(bad).await;
+        ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    }
+    Ok(())
+}
+
+async fn registry_uid_search_is_case_insensitive_and_literal<S: RegistryStore>(s: S) -> Result<()> {
+    let uids = [
+        "Alice <alice@example.org>",
+        "100% sure <p@example.org>",
+        "1000 sure <q@example.org>",
+        "under_score <u@example.org>",
+        "underXscore <v@example.org>",
+        "Ärger Ünïcode <w@example.org>",
+        "bang! <b@example.org>",
+        "bang <c@example.org>",
+    ];
+    let mut certs = Vec::new();
+    for (n, uid) in (1u8..).zip(uids) {
+        let c = cert_row(fpr(n, n), &[], &[uid], NOW);
+        append(&s, &cert_entry(n, c.clone())).await?;
+        certs.push(c);
+    }
+    let found = |needle: &'static str| {
+        let s = &s;
+        async move {
+            let got = s.certs_by_uid(needle, 100).await?;
+            anyhow::Ok(
+                got.iter()
+                    .map(|c| c.uids[0].clone())
+                    .collect::<Vec<String>>(),
+            )
+        }
+    };
+    ensure!(found("ALICE").await? == [uids[0]]);
+    ensure!(found("%").await? == [uids[1]], "% is literal");
+    ensure!(found("100%").await? == [uids[1]]);
+    ensure!(found("_").await? == [uids[3]], "_ is literal");
+    ensure!(found("r_s").await? == [uids[3]]);
+    ensure!(found("äRGER üNÏ").await? == [uids[5]], "beyond ASCII");
+    ensure!(
+        found("g!").await? == [uids[6]],
+        "the escape character is literal"
+    );
+    ensure!(found("!").await? == [uids[6]]);
+    ensure!(found("nobody").await?.is_empty());
+    ensure!(found("nul\0").await?.is_empty());
+    // A limit, in the order first logged.
+    let two = s.certs_by_uid("@EXAMPLE.org", 2).await?;
+    ensure!(two == certs[..2]);
+    ensure!(s.certs_by_uid("sure", 100).await? == certs[1..3]);
+    Ok(())
+}
+
+async fn registry_statements_come_ordered_by_issue_then_index<S: RegistryStore>(
+    s: S,
+) -> Result<()> {
+    let subject = fpr(7, 7);
+    let digest = [0xd1; 32];
+    let entries = [
+        statement_entry(1, &subject, NOW + 30, Some(1)),
+        statement_entry(2, &subject, NOW + 10, Some(2)),
+        statement_entry(3, &digest, NOW, None),
+        statement_entry(4, &subject, NOW + 30, Some(3)),
+        statement_entry(5, &subject, NOW + 20, Some(4)),
+        log_entry(6, "example.org"),
+    ];
+    for e in &entries {
+        append(&s, e).await?;
+    }
+    let got = s.statements(&subject).await?;
+    let order: Vec<u64> = got.iter().map(|st| st.index).collect();
+    ensure!(order == [1, 4, 0, 3], "{order:?}");
+    for st in &got {
+        let e = &entries[st.index as usize];
+        ensure!(Some(&st.row) == e.statement.as_ref());
+        ensure!(st.data == e.data);
+    }
+    let code = s.statements(&digest).await?;
+    ensure!(code.len() == 1 && code[0].index == 2, "{code:?}");
+    ensure!(code[0].row.kind == 2 && code[0].row.status.is_none());
+    ensure!(s.statements(&fpr(8, 8)).await?.is_empty());
+    ensure!(s.statements(&[]).await?.is_empty());
+    Ok(())
+}
+
+async fn registry_checkpoints_keep_the_largest<S: RegistryStore>(s: S) -> Result<()> {
+    ensure!(s.checkpoint().await?.is_none());
+    s.put_checkpoint(0, b"size 0").await?;
+    ensure!(s.checkpoint().await? == Some((0, b"size 0".to_vec())));
+    let r = s.put_checkpoint(1, b"size 1").await;
+    ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    for tag in 1..=3 {
+        append(&s, &log_entry(tag, "example.org")).await?;
+    }
+    s.put_checkpoint(3, b"size 3").await?;
+    s.put_checkpoint(2, b"size 2").await?;
+    ensure!(s.checkpoint().await? == Some((3, b"size 3".to_vec())));
+    // The same tree signed again (or cosigned) replaces the note.
+    s.put_checkpoint(3, b"size 3, cosigned").await?;
+    ensure!(s.checkpoint().await? == Some((3, b"size 3, cosigned".to_vec())));
+    for beyond in [4, u64::MAX] {
+        let r = s.put_checkpoint(beyond, b"beyond").await;
+        ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    }
+    ensure!(s.checkpoint().await? == Some((3, b"size 3, cosigned".to_vec())));
+    Ok(())
+}
+
+async fn registry_peer_logs_are_upserted<S: RegistryStore>(s: S) -> Result<()> {
+    let peer = |name: &str, size: u64, flagged: Option<&str>| PeerLog {
+        peer: name.into(),
+        size,
+        root: [size as u8; 32],
+        checkpoint: format!("{name}\n{size}\n").into_bytes(),
+        frontier: [size as u8; 32].repeat(size.count_ones() as usize),
+        flagged: flagged.map(Into::into),
+        updated_at: NOW + size as i64,
+    };
+    ensure!(s.peer_log("https://one.example").await?.is_none());
+    s.put_peer_log(&peer("https://one.example", 10, None))
+        .await?;
+    s.put_peer_log(&peer("https://two.example", 5, None))
+        .await?;
+    ensure!(
+        s.peer_log("https://one.example").await? == Some(peer("https://one.example", 10, None))
+    );
+    let forked = peer("https://one.example", 12, Some("inconsistent with size 10"));
+    s.put_peer_log(&forked).await?;
+    ensure!(s.peer_log("https://one.example").await? == Some(forked));
+    ensure!(s.peer_log("https://two.example").await? == Some(peer("https://two.example", 5, None)));
+    ensure!(s.peer_log("nul\0").await?.is_none());
+    let r = s
+        .put_peer_log(&peer("https://one.example", u64::MAX, None))
+        .await;
+    ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    let r = s.put_peer_log(&peer("nul\0", 1, None)).await;
+    ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+    Ok(())
+}
+
+/// Writers that read the same log size race to append: exactly one wins each round, the others get
+/// [`StoreError::LogConflict`], and the log never forks (on PostgreSQL the primary key on the index decides).
+async fn concurrent_appenders_at_one_size_append_once<S: RegistryStore + Clone + 'static>(
+    s: S,
+) -> Result<()> {
+    for round in 0..10u64 {
+        let tasks: Vec<_> = (0..8u8)
+            .map(|w| {
+                let s = s.clone();
+                let tag = round as u8 * 8 + w;
+                let e = cert_entry(tag, cert_row(fpr(tag, tag), &[], &["racer"], NOW));
+                tokio::spawn(async move { (e.clone(), s.append_entry(&e, round).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await? {
+                (e, Ok(index)) => {
+                    ensure!(index == round);
+                    winners.push(e);
+                }
+                (_, Err(StoreError::LogConflict { expected, actual })) => {
+                    ensure!(
+                        expected == round && actual == round + 1,
+                        "{expected} {actual}"
+                    );
+                }
+                (_, Err(e)) => return Err(e.into()),
+            }
+        }
+        ensure!(
+            winners.len() == 1,
+            "round {round}: {} appends",
+            winners.len()
+        );
+        ensure!(s.log_size().await? == round + 1);
+        ensure!(s.log_entry(round).await? == Some(logged(&winners[0], round)));
+        ensure!(
+            s.cert_count().await? == round + 1,
+            "a loser's certificate was kept"
+        );
+    }
+    Ok(())
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -1130,6 +1578,14 @@ macro_rules! contract {
 }
 
 contract!(
+    registry_log_appends_and_reads_back,
+    registry_log_conflicts_and_bad_entries_write_nothing,
+    registry_certs_are_replaced_with_their_keys_and_uids,
+    registry_uid_search_is_case_insensitive_and_literal,
+    registry_statements_come_ordered_by_issue_then_index,
+    registry_checkpoints_keep_the_largest,
+    registry_peer_logs_are_upserted,
+    concurrent_appenders_at_one_size_append_once,
     tpm_parents_are_one_per_admitted_device_and_looked_up_together,
     session_keys_are_remembered_delivered_once_and_listed_dead,
     a_batch_of_keys_is_one_transaction_and_reports_each_reused_kid,
