@@ -28,6 +28,7 @@ mod demo_control;
 mod demo_ties;
 mod hub;
 mod keeper;
+mod registry;
 mod sim;
 mod timearg;
 
@@ -144,6 +145,10 @@ enum Command {
     /// Simulations: the protocols over a LoRa radio, against the TIES measurements.
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// Identity certificate servers: device certificates in OpenPGP, endorsements, statuses, code identities, a
+    /// transparency log, sync between registries, HKP for gpg and sq.
+    #[command(subcommand)]
+    Registry(registry::RegistryCmd),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +175,14 @@ enum DeviceCmd {
         /// Print the identity as JSON (with both codes) instead of the label.
         #[arg(long)]
         json: bool,
+    },
+    /// The device's own OpenPGP certificate (docs/registry.md §2), for its manufacturer to certify: its Ed25519
+    /// identity key (derived from its admission key), self-signed, with the admission key as a subkey. Made once
+    /// and kept in the state directory as certificate.asc; printed armored.
+    Certificate {
+        /// The device's state directory.
+        #[arg(long)]
+        state_dir: PathBuf,
     },
     /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
     /// unsent readings in an on-disk queue.
@@ -369,6 +382,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
+        Command::Device(DeviceCmd::Certificate { state_dir }) => device_certificate(&state_dir),
         Command::Device(DeviceCmd::Run(args)) => return agent::run(&args),
         Command::Device(DeviceCmd::Claim(a)) => return keeper::exit(control::claim(&a)),
         Command::Device(DeviceCmd::Set(a)) => return keeper::exit(control::set(&a)),
@@ -389,6 +403,7 @@ fn main() -> ExitCode {
         Command::Open(args) => open(&args),
         Command::Inspect(args) => inspect(&args),
         Command::Sim(cmd) => sim::run(cmd),
+        Command::Registry(cmd) => registry::run(cmd),
     };
     keeper::exit(result)
 }
@@ -438,6 +453,11 @@ fn device_make(dir: &Path, as_json: bool) -> Result<()> {
             path.display()
         );
     }
+    Ok(())
+}
+
+fn device_certificate(dir: &Path) -> Result<()> {
+    print!("{}", registry::device_certificate(dir)?);
     Ok(())
 }
 

@@ -250,6 +250,18 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves any router (the registry's, say) on plain HTTP with the hub's connection bounds: the connection limit,
+/// the per-client connection cap, the header (slowloris) timeout and a graceful stop.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limits: &Limits,
+    stop: impl Future<Output = ()>,
+) {
+    let max = limits.connection_limit(limits::raise_fd_limit().map_or(u64::MAX, |f| f.soft));
+    accept_loop(listener, None, router, limits, max, stop).await;
+}
+
 /// Accepts connections until `stop`, then lets the requests in flight finish (for at most
 /// `limits.shutdown_grace`). With `acceptor`, each connection first completes a TLS handshake within the header
 /// timeout.

@@ -25,6 +25,7 @@
 //! ([`LogError`]). It holds no secret but a [`NoteSigner`]'s key, which zeroizes on drop and is never printed.
 
 mod checkpoint;
+mod frontier;
 #[cfg(all(test, feature = "alloc"))]
 mod tests;
 #[cfg(feature = "alloc")]
@@ -39,6 +40,7 @@ pub use self::checkpoint::{
     Checkpoint, ED25519, MAX_NOTE_LEN, MAX_NOTE_LINES, NoteSigner, SignatureLine, VerifierKey,
     key_id,
 };
+pub use self::frontier::Frontier;
 #[cfg(feature = "alloc")]
 pub use self::tree::Tree;
 

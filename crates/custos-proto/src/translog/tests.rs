@@ -594,6 +594,22 @@ fn flip(proof: &[[u8; 32]], which: usize, bit: u8) -> Vec<[u8; 32]> {
     p
 }
 
+#[test]
+fn the_frontier_gives_every_root_and_resumes_from_its_hashes() {
+    let (_, leaves, roots) = big();
+    let mut f = Frontier::new();
+    assert_eq!(f.root(), roots[0]);
+    for (i, leaf) in leaves.iter().enumerate() {
+        f.append_hash(*leaf).unwrap();
+        assert_eq!(f.root(), roots[i + 1], "size {}", i + 1);
+        // Stored and read back, it goes on the same.
+        let hashes: Vec<[u8; 32]> = f.hashes().collect();
+        let g = Frontier::from_hashes(f.size(), &hashes).unwrap();
+        assert_eq!(g, f);
+        assert!(Frontier::from_hashes(f.size(), &hashes[1..]).is_none());
+    }
+}
+
 proptest! {
     #[test]
     fn inclusion_proofs_verify_and_mutations_fail(

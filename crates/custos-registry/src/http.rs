@@ -1,0 +1,558 @@
+//! The registry's HTTP API: HKP on its standard paths, as GnuPG's dirmngr and sq call them, and a JSON API for
+//! statements, proofs, checkpoints and the log (docs/api.md, "Registry").
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use custos_store::RegistryStore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::cert::{self, Cert};
+use crate::registry::{Registry, RegistryError};
+use crate::statement::Statement;
+
+/// The largest body `/pks/add` takes: a 1 MiB certificate, armored and URL-escaped.
+pub const MAX_ADD_BODY: usize = 4 << 20;
+
+/// The most entries one `GET /registry/v1/entries` returns.
+pub const MAX_ENTRIES: u32 = 1000;
+
+/// The most certificates an HKP index lists.
+pub const MAX_INDEX: u32 = 100;
+
+/// How long one request may take, body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An API error: `{"error": code, "message": text}` with its status, as the hub's (docs/api.md, "Errors").
+#[derive(Debug)]
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1, "message": self.2}))).into_response()
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Cert(cert::CertError::Parse(_) | cert::CertError::Build(_))
+            | RegistryError::Statement(crate::statement::StatementError::Malformed(_))
+            | RegistryError::Log(_) => Self(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+            RegistryError::Cert(cert::CertError::Refused(_) | cert::CertError::Signature(_))
+            | RegistryError::Statement(_)
+            | RegistryError::Refused(_) => Self(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
+            RegistryError::NotFound(_) => Self(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            RegistryError::Store(custos_store::StoreError::LogConflict { .. }) => {
+                tracing::warn!(%e, "another writer appended to this registry's log");
+                Self(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "busy, try again".into(),
+                )
+            }
+            _ => {
+                tracing::error!(%e, "registry request failed");
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".into(),
+                )
+            }
+        }
+    }
+}
+
+fn bad(text: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_request", text.into())
+}
+
+fn not_found(text: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", text.into())
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+type Shared<S> = Arc<Registry<S>>;
+
+/// The registry's routes.
+pub fn app<S: RegistryStore + 'static>(registry: Shared<S>) -> Router {
+    Router::new()
+        .route("/pks/lookup", get(lookup::<S>))
+        .route(
+            "/pks/add",
+            post(add::<S>).layer(DefaultBodyLimit::max(MAX_ADD_BODY)),
+        )
+        .route("/registry/v1/checkpoint", get(checkpoint::<S>))
+        .route("/registry/v1/key", get(verifier_key::<S>))
+        .route("/registry/v1/entries", get(entries::<S>))
+        .route("/registry/v1/sync", get(sync_page::<S>))
+        .route("/registry/v1/proof/inclusion", get(inclusion::<S>))
+        .route("/registry/v1/proof/consistency", get(consistency::<S>))
+        .route(
+            "/registry/v1/certs",
+            post(post_certs::<S>).layer(DefaultBodyLimit::max(cert::MAX_CERT)),
+        )
+        .route("/registry/v1/certs/{id}", get(get_cert::<S>))
+        .route(
+            "/registry/v1/statements",
+            post(post_statement::<S>).layer(DefaultBodyLimit::max(crate::statement::MAX_STATEMENT)),
+        )
+        .route("/registry/v1/status/{subject}", get(get_status::<S>))
+        .route("/registry/v1/code/{digest}", get(get_code::<S>))
+        .layer(DefaultBodyLimit::max(64 << 10))
+        .with_state(registry)
+}
+
+#[derive(Deserialize)]
+struct LookupQuery {
+    op: Option<String>,
+    search: Option<String>,
+    options: Option<String>,
+    exact: Option<String>,
+}
+
+/// HKP lookup: `op=get` serves armored certificates, `op=index|vindex` the machine-readable index (with
+/// `options=mr`; the same text otherwise). Only certificates of domains anyone may read are served.
+async fn lookup<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<LookupQuery>,
+) -> Result<Response, ApiError> {
+    let search = q.search.ok_or_else(|| bad("search is required"))?;
+    if search.len() > 256 {
+        return Err(bad("search is longer than 256 bytes"));
+    }
+    let _mr = q
+        .options
+        .as_deref()
+        .is_some_and(|o| o.split(',').any(|x| x == "mr"));
+    let exact = q.exact.as_deref() == Some("on");
+    let certs = find(&r, &search, exact).await?;
+    match q.op.as_deref().unwrap_or("get") {
+        "get" | "hget" => {
+            if certs.is_empty() {
+                return Err(not_found("no certificate matches"));
+            }
+            let mut text = String::new();
+            for (c, _) in &certs {
+                text.push_str(&cert::to_armored(&c.cert).map_err(RegistryError::from)?);
+            }
+            Ok(([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response())
+        }
+        "index" | "vindex" => {
+            if certs.is_empty() {
+                return Err(not_found("no certificate matches"));
+            }
+            Ok((
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                index(&certs),
+            )
+                .into_response())
+        }
+        "stats" => Ok(Json(json!({
+            "certificates": r.store().cert_count().await.map_err(RegistryError::from)?,
+            "log_size": r.size().await,
+        }))
+        .into_response()),
+        _ => Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            "op is get, index, vindex or stats".into(),
+        )),
+    }
+}
+
+/// Finds public certificates by `0x` + fingerprint or key id, or by User ID (substring; whole with `exact`).
+async fn find<S: RegistryStore>(
+    r: &Registry<S>,
+    search: &str,
+    exact: bool,
+) -> Result<Vec<(Cert, String)>, ApiError> {
+    let hexdigits = search
+        .strip_prefix("0x")
+        .or_else(|| search.strip_prefix("0X"))
+        .unwrap_or(search);
+    let mut out = Vec::new();
+    if matches!(hexdigits.len(), 16 | 40) && hexdigits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let id = hex::decode(hexdigits).map_err(|_| bad("bad hex"))?;
+        if let Some(found) = r.cert(&id).await? {
+            out.push(found);
+        }
+    } else {
+        let needle = search.trim_start_matches('=');
+        for row in r
+            .store()
+            .certs_by_uid(needle, MAX_INDEX)
+            .await
+            .map_err(RegistryError::from)?
+        {
+            let c = cert::check(cert::parse(&row.data).map_err(RegistryError::from)?)
+                .map_err(RegistryError::from)?;
+            if exact
+                && !c
+                    .user_ids
+                    .iter()
+                    .any(|u| u == needle || u.contains(&format!("<{needle}>")))
+            {
+                continue;
+            }
+            out.push((c, row.domain));
+        }
+    }
+    out.retain(|(_, domain)| r.policy().is_public(domain));
+    Ok(out)
+}
+
+/// The machine-readable index (draft-shaw-openpgp-hkp §5.2): `info:1:<count>`, then per certificate a `pub:` line
+/// (fingerprint, algorithm 22 = EdDSA, 255 bits, creation time) and its `uid:` lines, `%`-escaped.
+fn index(certs: &[(Cert, String)]) -> String {
+    use pgp::types::KeyDetails as _;
+    let mut out = format!("info:1:{}\n", certs.len());
+    for (c, _) in certs {
+        let created = c.cert.primary_key.created_at().as_secs();
+        out.push_str(&format!(
+            "pub:{}:22:255:{created}::\n",
+            hex::encode_upper(c.fingerprint)
+        ));
+        for uid in &c.user_ids {
+            let escaped: String = uid
+                .bytes()
+                .map(|b| {
+                    if b == b':' || b == b'%' || !(0x20..0x7f).contains(&b) {
+                        format!("%{b:02X}")
+                    } else {
+                        (b as char).to_string()
+                    }
+                })
+                .collect();
+            out.push_str(&format!("uid:{escaped}:{created}::\n"));
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct AddForm {
+    keytext: String,
+}
+
+/// HKP add: `keytext` holds armored certificates; they go to the policy's default domain.
+async fn add<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Form(form): Form<AddForm>,
+) -> Result<Response, ApiError> {
+    let done = r.submit_certs(form.keytext.as_bytes(), None, now()).await?;
+    Ok(Json(done).into_response())
+}
+
+async fn checkpoint<S: RegistryStore>(State(r): State<Shared<S>>) -> Result<Response, ApiError> {
+    let note = r.checkpoint().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+async fn verifier_key<S: RegistryStore>(State(r): State<Shared<S>>) -> Result<Response, ApiError> {
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{}\n", r.verifier_key()?),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct EntriesQuery {
+    from: u64,
+    limit: Option<u32>,
+}
+
+/// One log entry as the JSON API shows it: its bytes are `entry` (base64), the leaf hashed into the tree.
+#[derive(Serialize)]
+struct EntryJson {
+    index: u64,
+    entry: String,
+}
+
+/// Log entries from `from`, at most `limit` (≤ 1000). Entries of domains that are not public are left out: a
+/// client that takes an entry checks it by its inclusion proof, so it needs no neighbour.
+async fn entries<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<EntriesQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
+    let public: Vec<String> = r
+        .policy()
+        .domains
+        .iter()
+        .filter(|d| r.policy().is_public(&d.name))
+        .map(|d| d.name.clone())
+        .collect();
+    let rows = r
+        .store()
+        .log_entries(q.from, limit, Some(&public))
+        .await
+        .map_err(RegistryError::from)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let out: Vec<EntryJson> = rows
+        .into_iter()
+        .map(|e| EntryJson {
+            index: e.index,
+            entry: b64.encode(crate::registry::entry_bytes(
+                e.kind,
+                &e.domain,
+                u64::try_from(e.added_at).unwrap_or(0),
+                &e.data,
+            )),
+        })
+        .collect();
+    Ok(Json(json!({ "size": r.size().await, "entries": out })).into_response())
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    from: u64,
+    to: u64,
+    domains: String,
+}
+
+/// One page of a sync (docs/api.md): the leaf hashes of entries `[from, to')` for some `to' ≤ to`, and the bytes
+/// of the entries among them in the domains asked for, which must all be readable by anyone.
+async fn sync_page<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<SyncQuery>,
+) -> Result<Response, ApiError> {
+    let domains: Vec<String> = q
+        .domains
+        .split(',')
+        .filter(|d| !d.is_empty())
+        .map(str::to_string)
+        .collect();
+    if domains.is_empty() || domains.len() > 64 {
+        return Err(bad("domains: 1 to 64 names, comma-separated"));
+    }
+    for d in &domains {
+        if !r.policy().is_public(d) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("domain {d} is not readable here"),
+            ));
+        }
+    }
+    let size = r.size_now().await?;
+    if q.from >= q.to || q.to > size {
+        return Err(bad(format!("from < to <= {size}")));
+    }
+    let mut to = q.to.min(q.from.saturating_add(crate::sync::PAGE_LEAVES));
+    let mut rows = r
+        .store()
+        .log_entries(q.from, crate::sync::PAGE_ENTRIES, Some(&domains))
+        .await
+        .map_err(RegistryError::from)?;
+    rows.retain(|e| e.index < to);
+    // A full page of entries ends the page at its last entry, so that nothing in between is left out.
+    if rows.len() == crate::sync::PAGE_ENTRIES as usize
+        && let Some(last) = rows.last()
+    {
+        to = last.index + 1;
+    }
+    let leaves = r
+        .store()
+        .leaf_hashes(q.from, to)
+        .await
+        .map_err(RegistryError::from)?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entries: Vec<EntryJson> = rows
+        .into_iter()
+        .map(|e| EntryJson {
+            index: e.index,
+            entry: b64.encode(crate::registry::entry_bytes(
+                e.kind,
+                &e.domain,
+                u64::try_from(e.added_at).unwrap_or(0),
+                &e.data,
+            )),
+        })
+        .collect();
+    Ok(Json(json!({
+        "from": q.from,
+        "to": to,
+        "leaves": b64.encode(leaves.concat()),
+        "entries": entries,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn inclusion<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Response, ApiError> {
+    let proof = r.inclusion(q.index, q.size).await?;
+    Ok(Json(json!({
+        "index": q.index,
+        "size": q.size,
+        "hashes": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn consistency<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    let proof = r.consistency(q.from, q.to).await?;
+    Ok(Json(json!({
+        "from": q.from,
+        "to": q.to,
+        "hashes": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct DomainQuery {
+    domain: Option<String>,
+}
+
+async fn post_certs<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<DomainQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let done = r.submit_certs(&body, q.domain.as_deref(), now()).await?;
+    Ok((StatusCode::CREATED, Json(done)).into_response())
+}
+
+fn hex_path(text: &str, lens: &[usize]) -> Result<Vec<u8>, ApiError> {
+    let bytes = hex::decode(text).map_err(|_| bad("not hex"))?;
+    if !lens.contains(&bytes.len()) {
+        return Err(bad("wrong length"));
+    }
+    Ok(bytes)
+}
+
+fn statement_json(s: &Statement, index: u64) -> serde_json::Value {
+    match s {
+        Statement::Status {
+            signer,
+            subject,
+            issued_at,
+            status,
+            domain,
+            note,
+        } => json!({
+            "index": index, "kind": "status", "signer": hex::encode_upper(signer),
+            "subject": hex::encode_upper(subject), "issued_at": issued_at, "status": status.as_str(),
+            "domain": domain, "note": note,
+        }),
+        Statement::Code {
+            signer,
+            digest,
+            issued_at,
+            name,
+            version,
+            domain,
+        } => json!({
+            "index": index, "kind": "code", "signer": hex::encode_upper(signer),
+            "digest": hex::encode(digest), "issued_at": issued_at, "name": name, "version": version,
+            "domain": domain,
+        }),
+    }
+}
+
+async fn get_cert<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = hex_path(&id, &[8, 20])?;
+    let (c, domain) = r
+        .cert(&id)
+        .await?
+        .ok_or_else(|| not_found("no such certificate"))?;
+    if !r.policy().is_public(&domain) {
+        return Err(not_found("no such certificate"));
+    }
+    let status = r.status(&c.fingerprint).await?;
+    let certifications: Vec<_> = c
+        .certifications
+        .iter()
+        .map(|x| {
+            json!({
+                "signer": hex::encode_upper(x.signer),
+                "party": r.policy().party(&x.signer).map(|p| p.name.clone()),
+                "role": x.claims.role,
+                "attributes": x.claims.attributes.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "created": x.created,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "fingerprint": hex::encode_upper(c.fingerprint),
+        "domain": domain,
+        "user_ids": c.user_ids,
+        "x25519": c.x25519.map(hex::encode),
+        "certifications": certifications,
+        "status": status.current.as_ref().map(|(s, i)| statement_json(s, *i)),
+        "armored": cert::to_armored(&c.cert).map_err(RegistryError::from)?,
+    }))
+    .into_response())
+}
+
+async fn post_statement<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let index = r.submit_statement(&body, now()).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "index": index }))).into_response())
+}
+
+async fn get_status<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Path(subject): Path<String>,
+) -> Result<Response, ApiError> {
+    let subject = hex_path(&subject, &[20, 32])?;
+    let s = r.status(&subject).await?;
+    Ok(Json(json!({
+        "current": s.current.as_ref().map(|(s, i)| statement_json(s, *i)),
+        "history": s.history.iter().map(|(s, i)| statement_json(s, *i)).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+async fn get_code<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Path(digest): Path<String>,
+) -> Result<Response, ApiError> {
+    let bytes = hex_path(&digest, &[32])?;
+    let mut digest = [0; 32];
+    digest.copy_from_slice(&bytes);
+    let ids = r.code_identities(&digest).await?;
+    let status = r.status(&digest).await?;
+    Ok(Json(json!({
+        "identities": ids.iter().map(|(s, i)| statement_json(s, *i)).collect::<Vec<_>>(),
+        "status": status.current.as_ref().map(|(s, i)| statement_json(s, *i)),
+    }))
+    .into_response())
+}
