@@ -119,6 +119,7 @@ async fn post(url: &str, body: Vec<u8>) -> u16 {
 async fn an_application_gets_exactly_its_week_and_the_hub_cannot_redirect_it() {
     let dir = tempfile::tempdir().unwrap();
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

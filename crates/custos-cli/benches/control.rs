@@ -139,6 +139,7 @@ impl Rig {
             client_id: format!("custos-hub-bench-{}", hex::encode(tag)),
         });
         let hub = spawn(ServeConfig {
+            registry: None,
             data_dir: dir.join("hub"),
             listen: "127.0.0.1:0".parse().unwrap(),
             database: None,

@@ -143,6 +143,7 @@ async fn story(args: &DemoArgs) -> Result<()> {
     // The hub, on the embedded default: SQLite in its data directory.
     let hub_dir = work.path().join("hub");
     let running = custos_hub::serve::spawn(ServeConfig {
+        registry: None,
         data_dir: hub_dir.clone(),
         listen: "127.0.0.1:0".parse()?,
         database: None,

@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// network in the clear. Only for a network you trust entirely.
     #[arg(long, requires = "plain_http")]
     insecure_plain_http: bool,
+    /// The infield identity registry (`custos registry serve`): admission refuses a device its registry marks
+    /// stolen or destroyed, and devices it marks so later are revoked.
+    #[arg(long, env = "CUSTOS_HUB_REGISTRY")]
+    registry: Option<String>,
+    /// With --registry: admit only devices whose admission key has a manufacturer-certified identity there.
+    #[arg(long, requires = "registry")]
+    require_identity: bool,
+    /// With --registry: how often to read its new statuses, e.g. 10s, 1m [default: 10s].
+    #[arg(long, requires = "registry")]
+    registry_poll: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -428,7 +438,22 @@ async fn serve_cmd(a: ServeArgs) -> Result<()> {
         accounts.offline_after = std::time::Duration::from_secs(duration(t)?.unsigned_abs());
     }
     let tls = tls_mode(&a, &file, listen)?;
+    let registry = match &a.registry {
+        None => None,
+        Some(url) => Some(serve::RegistryConfig {
+            url: url.clone(),
+            require_identity: a.require_identity,
+            poll: std::time::Duration::from_secs(
+                a.registry_poll
+                    .as_deref()
+                    .map(duration)
+                    .transpose()?
+                    .map_or(10, |d| d.unsigned_abs().max(1)),
+            ),
+        }),
+    };
     let config = ServeConfig {
+        registry,
         data_dir,
         listen,
         database,

@@ -43,6 +43,7 @@ async fn joined() -> (tempfile::TempDir, Running, AnyStore, Factory, Agent) {
 
 async fn start_hub(data: &Path, listen: SocketAddr) -> Running {
     spawn(ServeConfig {
+        registry: None,
         data_dir: data.to_path_buf(),
         listen,
         database: None,

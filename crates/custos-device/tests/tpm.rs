@@ -46,6 +46,7 @@ async fn net() -> Net {
     let dir = tempfile::tempdir().unwrap();
     let hub_dir = dir.path().join("hub");
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: hub_dir.clone(),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

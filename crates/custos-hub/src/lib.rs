@@ -11,6 +11,7 @@ pub mod authz;
 pub mod control;
 mod error;
 mod extract;
+pub mod identity;
 mod keys;
 pub mod mqtt;
 mod routes;
@@ -88,6 +89,8 @@ pub struct Hub<S> {
     password_cost: PasswordCost,
     /// Login attempts per client address, and the per-account delay base.
     login_rate: LoginRate,
+    /// The infield identity registry, if the hub consults one (docs/registry.md §9).
+    registry: OnceLock<identity::RegistryLink>,
     /// Login attempts per client address (`None`: no per-address limit).
     login_limiter: Option<accounts::LoginLimiter>,
     /// A hash that unknown accounts' logins are checked against, made on first use.
@@ -186,11 +189,22 @@ impl<S: Store> Hub<S> {
             login_limiter: accounts::login_limiter(accounts.login_rate),
             dummy: OnceLock::new(),
             operator: OnceLock::new(),
+            registry: OnceLock::new(),
             offline_after: i64::try_from(accounts.offline_after.as_secs())
                 .unwrap_or(i64::MAX)
                 .max(1),
             downlink: tokio::sync::broadcast::channel(DOWNLINK_BUFFER).0,
         })
+    }
+
+    /// Makes the hub consult `link` at every admission; the first call wins (false if a registry was set).
+    pub fn set_registry(&self, link: identity::RegistryLink) -> bool {
+        self.registry.set(link).is_ok()
+    }
+
+    /// The registry the hub consults, if any.
+    pub fn registry(&self) -> Option<&identity::RegistryLink> {
+        self.registry.get()
     }
 
     /// Tells the hub's open event streams to end: the server calls this when it begins to stop.

@@ -285,6 +285,11 @@ async fn finish<S: Store>(
         ),
         other => ApiError::BadRequest(format!("malformed Finish: {other}")),
     })?;
+    // The handshake proved the device holds the key; the registry says whether that key has an identity its
+    // manufacturer certified, and no status that ends it. A refusal leaves the join code unused.
+    if let Some(link) = hub.registry.get() {
+        crate::identity::check_admission(link, admitted.device, &admitted.peer_static).await?;
+    }
     let now = hub.now();
     hub.store
         .complete_admission(

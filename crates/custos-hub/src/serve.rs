@@ -47,6 +47,20 @@ pub struct ServeConfig {
     pub accounts: crate::AccountConfig,
     /// HTTPS (with which certificate) or plain HTTP.
     pub tls: HubTls,
+    /// The infield identity registry to consult at admission and to watch for stolen devices.
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The hub's use of its infield registry.
+#[derive(Clone, Debug)]
+pub struct RegistryConfig {
+    /// The registry's URL.
+    pub url: String,
+    /// Refuse devices without a manufacturer-certified identity (else refuse only those marked stolen or
+    /// destroyed).
+    pub require_identity: bool,
+    /// How often to read the registry's new statuses.
+    pub poll: std::time::Duration,
 }
 
 /// Where a started hub listens.
@@ -99,6 +113,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// The registry's URL.
+    #[error("registry: {0}")]
+    Registry(String),
 }
 
 /// Opens the hub's data directory (created owner-only if missing), its keys and its store.
@@ -190,6 +207,11 @@ pub async fn serve(
     let hub: Arc<Hub<AnyStore>> =
         Hub::configured(store.clone(), keys, crate::system_now, config.accounts);
     hub.set_operator_token(&operator);
+    if let Some(r) = &config.registry {
+        let link = crate::identity::RegistryLink::new(&r.url, r.require_identity)
+            .map_err(|e| ServeError::Registry(e.to_string()))?;
+        hub.set_registry(link);
+    }
     let tls = tls::server_config(&config.tls, &config.data_dir, config.listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -218,6 +240,13 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
     tokio::spawn(housekeeping(hub.clone(), stopped(stop_rx.clone())));
+    if let Some(r) = &config.registry {
+        tokio::spawn(watch_statuses(
+            hub.clone(),
+            r.poll,
+            stopped(stop_rx.clone()),
+        ));
+    }
     let mqtt = config
         .mqtt
         .clone()
@@ -424,6 +453,30 @@ async fn housekeeping<S: custos_store::Store>(hub: Arc<Hub<S>>, stop: impl Futur
             Ok(n) if n > 0 => tracing::info!(keys = n, "housekeeping"),
             Ok(_) => {}
             Err(e) => tracing::warn!(%e, "housekeeping failed; next try in 10 min"),
+        }
+    }
+}
+
+/// Every `poll`, revokes the admitted devices the registry now marks stolen or destroyed.
+async fn watch_statuses<S: custos_store::Store>(
+    hub: Arc<Hub<S>>,
+    poll: std::time::Duration,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    let mut from = 0;
+    let mut tick = tokio::time::interval(poll.max(std::time::Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let Some(link) = hub.registry() else { return };
+        match crate::identity::revoke_by_status(&hub, link, from).await {
+            Ok(next) => from = next,
+            Err(e) => {
+                tracing::warn!(%e, "reading the registry's statuses failed; next try at the next poll")
+            }
         }
     }
 }

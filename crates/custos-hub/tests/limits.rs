@@ -17,6 +17,7 @@ const BOUND: Duration = Duration::from_secs(30);
 async fn start(limits: Limits) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

@@ -316,6 +316,7 @@ async fn a_serving_hub_purges_long_expired_requests() {
     }
     store.close().await;
     let hub = custos_hub::serve::spawn(custos_hub::serve::ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

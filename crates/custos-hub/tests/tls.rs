@@ -18,6 +18,7 @@ const BOUND: Duration = Duration::from_secs(30);
 
 async fn start(dir: &Path, tls: HubTls, limits: Limits) -> Running {
     spawn(ServeConfig {
+        registry: None,
         data_dir: dir.join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

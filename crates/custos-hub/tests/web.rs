@@ -819,6 +819,7 @@ async fn an_open_stream_does_not_hold_up_the_hubs_shutdown() {
     use custos_hub::serve::{HubTls, Limits, ServeConfig, spawn};
     let dir = tempfile::tempdir().unwrap();
     let running = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

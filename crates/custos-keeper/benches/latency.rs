@@ -45,6 +45,7 @@ async fn run() {
     let dir = std::env::temp_dir().join(format!("custos-latency-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

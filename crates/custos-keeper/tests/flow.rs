@@ -90,6 +90,7 @@ fn records(provision: &custos_proto::pairing::Provision) -> Vec<NewRecord> {
 async fn offline_keeper_policy_user_and_application() {
     let dir = tempfile::tempdir().unwrap();
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

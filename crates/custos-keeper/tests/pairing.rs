@@ -39,6 +39,7 @@ fn this_year() -> Span {
 async fn pair_provision_seal_and_share() {
     let dir = tempfile::tempdir().unwrap();
     let hub = spawn(ServeConfig {
+        registry: None,
         data_dir: dir.path().join("hub"),
         listen: "127.0.0.1:0".parse().unwrap(),
         database: None,

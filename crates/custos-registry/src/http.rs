@@ -111,6 +111,8 @@ pub fn app<S: RegistryStore + 'static>(registry: Shared<S>) -> Router {
             post(post_statement::<S>).layer(DefaultBodyLimit::max(crate::statement::MAX_STATEMENT)),
         )
         .route("/registry/v1/status/{subject}", get(get_status::<S>))
+        .route("/registry/v1/statuses", get(get_statuses::<S>))
+        .route("/registry/v1/devices/{device}", get(get_device::<S>))
         .route("/registry/v1/code/{digest}", get(get_code::<S>))
         .layer(DefaultBodyLimit::max(64 << 10))
         .with_state(registry)
@@ -518,6 +520,101 @@ async fn get_cert<S: RegistryStore>(
         "armored": cert::to_armored(&c.cert).map_err(RegistryError::from)?,
     }))
     .into_response())
+}
+
+/// What a hub asks at admission: the certificates whose User ID names this device (public domains only), each with
+/// its X25519 admission key, the roles that certified it (verified by this registry) and its current status.
+async fn get_device<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Path(device): Path<String>,
+) -> Result<Response, ApiError> {
+    let device: custos_proto::DeviceId = device.parse().map_err(|_| bad("not a device id"))?;
+    let uid = cert::device_user_id(device);
+    let mut out = Vec::new();
+    for (c, domain) in find(&r, &uid, true).await? {
+        let status = r.status(&c.fingerprint).await?;
+        let mut roles: Vec<&str> = c
+            .certifications
+            .iter()
+            .map(|x| x.claims.role.as_str())
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        out.push(json!({
+            "fingerprint": hex::encode_upper(c.fingerprint),
+            "domain": domain,
+            "x25519": c.x25519.map(hex::encode),
+            "roles": roles,
+            "status": status.current.as_ref().and_then(|(s, _)| match s {
+                Statement::Status { status, .. } => Some(status.as_str()),
+                Statement::Code { .. } => None,
+            }),
+        }));
+    }
+    Ok(Json(json!({ "device": device.to_string(), "certificates": out })).into_response())
+}
+
+#[derive(Deserialize)]
+struct StatusesQuery {
+    from: u64,
+    limit: Option<u32>,
+}
+
+/// Statuses logged from index `from` on (public domains), each with its subject's current status and, for a
+/// device certificate, the device id: what a hub polls to revoke stolen devices.
+async fn get_statuses<S: RegistryStore>(
+    State(r): State<Shared<S>>,
+    Query(q): Query<StatusesQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
+    let public: Vec<String> = r
+        .policy()
+        .domains
+        .iter()
+        .filter(|d| r.policy().is_public(&d.name))
+        .map(|d| d.name.clone())
+        .collect();
+    let rows = r
+        .store()
+        .log_entries(q.from, limit, Some(&public))
+        .await
+        .map_err(RegistryError::from)?;
+    let next = rows.last().map_or(q.from, |e| e.index + 1);
+    let mut out = Vec::new();
+    for e in rows {
+        if e.kind != crate::registry::kind::STATEMENT {
+            continue;
+        }
+        let Ok(st @ Statement::Status { .. }) = Statement::read_unverified(&e.data) else {
+            continue;
+        };
+        let current = r
+            .status(st.subject())
+            .await?
+            .current
+            .and_then(|(s, _)| match s {
+                Statement::Status { status, .. } => Some(status.as_str()),
+                Statement::Code { .. } => None,
+            });
+        let device = match (st.subject().len() == 20).then_some(()) {
+            Some(()) => r.cert(st.subject()).await?,
+            None => None,
+        };
+        let device = match device {
+            Some((c, _)) => c
+                .user_ids
+                .iter()
+                .find_map(|u| u.strip_prefix("custos device ").map(str::to_string)),
+            None => None,
+        };
+        out.push(json!({
+            "index": e.index,
+            "subject": hex::encode_upper(st.subject()),
+            "device": device,
+            "current": current,
+        }));
+    }
+    Ok(Json(json!({ "next": next, "statuses": out })).into_response())
 }
 
 async fn post_statement<S: RegistryStore>(
