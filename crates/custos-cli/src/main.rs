@@ -184,6 +184,10 @@ enum DeviceCmd {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Install an update only if the identity registry holds a code identity for its SHA-256 signed by a
+    /// developer this device trusts, proved in the log by a checkpoint signed with the pinned log key, and not
+    /// deprecated; the accepted image is kept in the state directory's updates/. Exit 0 installed, 1 refused.
+    Update(registry::UpdateArgs),
     /// Run the device agent: join the hub on first start, then read the sensor, seal and publish, keeping
     /// unsent readings in an on-disk queue.
     Run(Box<agent::RunArgs>),
@@ -383,6 +387,7 @@ fn main() -> ExitCode {
         Command::Master(MasterCmd::New { out, force }) => master_new(&out, force),
         Command::Device(DeviceCmd::Make { state_dir, json }) => device_make(&state_dir, json),
         Command::Device(DeviceCmd::Certificate { state_dir }) => device_certificate(&state_dir),
+        Command::Device(DeviceCmd::Update(a)) => registry::device_update(&a),
         Command::Device(DeviceCmd::Run(args)) => return agent::run(&args),
         Command::Device(DeviceCmd::Claim(a)) => return keeper::exit(control::claim(&a)),
         Command::Device(DeviceCmd::Set(a)) => return keeper::exit(control::set(&a)),

@@ -379,6 +379,89 @@ pub(crate) fn device_certificate(state_dir: &Path) -> Result<String> {
     Ok(armored)
 }
 
+/// `custos device update`.
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// The device's state directory.
+    #[arg(long)]
+    state_dir: PathBuf,
+    /// The image to install.
+    #[arg(long)]
+    file: PathBuf,
+    /// The identity registry to check it at.
+    #[arg(long, env = "CUSTOS_REGISTRY_URL")]
+    registry: String,
+    /// The registry's log key (`custos registry key`), pinned by this device.
+    #[arg(long)]
+    log_key: String,
+    /// A developer certificate (armored or binary) whose code identities this device trusts; repeatable.
+    #[arg(long = "developer", required = true)]
+    developers: Vec<PathBuf>,
+    /// Print the decision as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Checks and installs an update.
+pub(crate) fn device_update(a: &UpdateArgs) -> Result<()> {
+    let mut developers = Vec::new();
+    for path in &a.developers {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        developers
+            .push(cert::check(cert::parse(&bytes)?).with_context(|| path.display().to_string())?);
+    }
+    let image =
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?;
+    custos_device::DeviceState::read(&a.state_dir)?;
+    let rt = crate::keeper::runtime()?;
+    let accepted = rt.block_on(async {
+        let http = client(&a.registry)?;
+        Ok::<_, anyhow::Error>(
+            custos_registry::update::check_update(&http, &a.log_key, &developers, &image).await?,
+        )
+    })?;
+    let dir = a.state_dir.join("updates");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let safe = |t: &str| {
+        t.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    let target = dir.join(format!(
+        "{}-{}.bin",
+        safe(&accepted.name),
+        safe(&accepted.version)
+    ));
+    std::fs::write(&target, &image)
+        .with_context(|| format!("cannot write {}", target.display()))?;
+    std::fs::write(
+        dir.join("installed.json"),
+        serde_json::to_string_pretty(&accepted)?,
+    )
+    .with_context(|| format!("cannot write {}", dir.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&accepted)?);
+    } else {
+        println!(
+            "installed {} {} ({}), code identity by {} in log entry {} of {}",
+            accepted.name,
+            accepted.version,
+            accepted.digest,
+            accepted.developer,
+            accepted.index,
+            accepted.size
+        );
+    }
+    Ok(())
+}
+
 /// Runs a registry subcommand.
 pub fn run(cmd: RegistryCmd) -> Result<()> {
     let rt = crate::keeper::runtime()?;

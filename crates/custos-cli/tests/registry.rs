@@ -413,6 +413,109 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     let code: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(code["identities"].as_array().unwrap().len(), 1, "{code}");
 
+    // A device at the site installs the firmware: the site's registry pulled its code identity from the developer.
+    ok(dir, &["device", "make", "--state-dir", "site-dev"]);
+    let installed = ok(
+        dir,
+        &[
+            "device",
+            "update",
+            "--state-dir",
+            "site-dev",
+            "--file",
+            "fw.bin",
+            "--registry",
+            &infield.url,
+            "--log-key",
+            &infield.key,
+            "--developer",
+            "devco.asc",
+            "--json",
+        ],
+    );
+    let installed: Value = serde_json::from_str(&installed).unwrap();
+    assert_eq!(installed["version"], "1.0");
+    assert!(dir.join("site-dev/updates/th1-1.0.bin").exists());
+    // An image nobody signed, and the signed one with the log key of another registry: refused.
+    std::fs::write(dir.join("evil.bin"), b"firmware 1.0 + backdoor").unwrap();
+    for (file, key) in [
+        ("evil.bin", infield.key.as_str()),
+        ("fw.bin", maintenance.key.as_str()),
+    ] {
+        let out = run(
+            dir,
+            &[
+                "device",
+                "update",
+                "--state-dir",
+                "site-dev",
+                "--file",
+                file,
+                "--registry",
+                &infield.url,
+                "--log-key",
+                key,
+                "--developer",
+                "devco.asc",
+            ],
+        );
+        assert!(!out.status.success(), "{file} must be refused");
+    }
+    // Deprecated at the developer, pulled by the site: refused from then on.
+    ok(
+        dir,
+        &[
+            "registry",
+            "status",
+            "--key",
+            &devco.file,
+            "--url",
+            &developer.url,
+            "--subject",
+            &fw,
+            "--status",
+            "deprecated",
+            "--domain",
+            "firmware",
+            "--note",
+            "CVE-2026-0001",
+        ],
+    );
+    ok(
+        dir,
+        &[
+            "registry",
+            "sync",
+            "--data-dir",
+            "infield",
+            "--policy",
+            "infield.toml",
+        ],
+    );
+    let out = run(
+        dir,
+        &[
+            "device",
+            "update",
+            "--state-dir",
+            "site-dev",
+            "--file",
+            "fw.bin",
+            "--registry",
+            &infield.url,
+            "--log-key",
+            &infield.key,
+            "--developer",
+            "devco.asc",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("deprecated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Stolen, at maintenance: the site learns it at its next pull. An older "in-use" from the manufacturer,
     // synced after, does not bring the device back.
     ok(

@@ -630,12 +630,37 @@ async fn get_status<S: RegistryStore>(
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
     let subject = hex_path(&subject, &[20, 32])?;
-    let s = r.status(&subject).await?;
+    let mut s = r.status(&subject).await?;
+    s.history
+        .retain(|(st, _)| r.policy().is_public(st.domain()));
+    s.current = s.history.last().cloned();
     Ok(Json(json!({
         "current": s.current.as_ref().map(|(s, i)| statement_json(s, *i)),
         "history": s.history.iter().map(|(s, i)| statement_json(s, *i)).collect::<Vec<_>>(),
     }))
     .into_response())
+}
+
+/// A code identity with what a device needs to check it itself: the statement's bytes, and the log entry's
+/// domain and time, from which it recomputes the leaf for the inclusion proof.
+async fn code_json<S: RegistryStore>(
+    r: &Registry<S>,
+    s: &Statement,
+    index: u64,
+) -> Result<serde_json::Value, ApiError> {
+    let mut v = statement_json(s, index);
+    if let Some(e) = r
+        .store()
+        .log_entry(index)
+        .await
+        .map_err(RegistryError::from)?
+    {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        v["statement"] = json!(b64.encode(&e.data));
+        v["added_at"] = json!(e.added_at);
+        v["entry_domain"] = json!(e.domain);
+    }
+    Ok(v)
 }
 
 async fn get_code<S: RegistryStore>(
@@ -645,10 +670,15 @@ async fn get_code<S: RegistryStore>(
     let bytes = hex_path(&digest, &[32])?;
     let mut digest = [0; 32];
     digest.copy_from_slice(&bytes);
-    let ids = r.code_identities(&digest).await?;
+    let mut ids = r.code_identities(&digest).await?;
+    ids.retain(|(s, _)| r.policy().is_public(s.domain()));
     let status = r.status(&digest).await?;
+    let mut identities = Vec::new();
+    for (st, i) in &ids {
+        identities.push(code_json(&r, st, *i).await?);
+    }
     Ok(Json(json!({
-        "identities": ids.iter().map(|(s, i)| statement_json(s, *i)).collect::<Vec<_>>(),
+        "identities": identities,
         "status": status.current.as_ref().map(|(s, i)| statement_json(s, *i)),
     }))
     .into_response())

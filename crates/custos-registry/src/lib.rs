@@ -9,6 +9,7 @@ pub mod policy;
 pub mod registry;
 pub mod statement;
 pub mod sync;
+pub mod update;
 
 pub use policy::Policy;
 pub use registry::{Registry, RegistryError};
