@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json, ties-v1.json and ties-tpm-v1.json,
-and of the transparency log vectors of docs/registry.md.
+"""Independent check of docs/vectors/wire-v1.json, sharing-v1.json, control-v1.json, ties-v1.json, ties-tpm-v1.json and
+registry-v1.json, and of the transparency log vectors of docs/registry.md.
 
 This is an independent implementation of the custos v1 wire formats. The §1–§5 part was written from
 docs/wire.md alone (no Rust source was consulted); the §10 part follows wire.md §10 and RFCs 8949, 9052
@@ -18,6 +18,11 @@ recomputes the key confirmations' HMACs and the data messages, and runs the Nois
 transparency log part follows RFC 9162 §2.1 and the C2SP tlog-checkpoint and signed-note specifications: it
 recomputes the leaf hashes, the roots and the proofs from the RFC's recursive definitions (MTH, PATH, SUBPROOF),
 rebuilds the signed checkpoint from its seed, and verifies it and a note signed by Go's golang.org/x/mod/sumdb/note.
+The registry-v1.json part follows RFC 5869, RFC 9580 (OpenPGP v4 packets, both header formats), RFC 9052 and RFC 8949:
+it derives the device's identity seed, reads the certificates packet by packet, recomputes the v4 fingerprints and
+every signature hash, verifies the self-certifications, the subkey binding and the manufacturer's certification with
+its notations (and refuses them with one byte changed), verifies the COSE_Sign1 status and code identity with a small
+CBOR decoder of its own, and recomputes the log entries and their leaf hashes.
 
 Usage (from the repository root):  python3 docs/vectors/verify.py
 Needs only the standard library plus `cryptography` (pip install cryptography).
@@ -899,6 +904,383 @@ def registry_vectors() -> dict:
     return json.loads(block)
 
 
+# ---- registry-v1.json: device certificates (RFC 9580 v4 packets), statements (RFC 9052), log entries -------------
+ED25519_OID = "1.3.6.1.4.1.11591.15.1"  # RFC 9580 §9.2, Ed25519Legacy
+CURVE25519_OID = "1.3.6.1.4.1.3029.1.5.1"  # RFC 9580 §9.2, Curve25519Legacy
+EDDSA_LEGACY, ECDH, SHA256_ID, AES128_ID = 22, 18, 8, 7  # RFC 9580 §9.1, §9.5, §9.3
+STATEMENT_TYPE = "application/custos-statement+cbor"
+
+
+def cbor_decode(data: bytes):
+    """Decodes one CBOR item (RFC 8949 §3) that must span all of `data`: unsigned and negative integers, byte and
+    text strings, arrays and maps, definite lengths only (all the statements and log entries use). Raises
+    ValueError otherwise."""
+    def need(i: int, n: int):
+        if i + n > len(data):
+            raise ValueError("truncated CBOR")
+
+    def item(i: int):
+        need(i, 1)
+        major, ai = data[i] >> 5, data[i] & 0x1F
+        i += 1
+        if ai < 24:
+            n = ai
+        elif ai <= 27:
+            size = 1 << (ai - 24)
+            need(i, size)
+            n, i = int.from_bytes(data[i:i + size], "big"), i + size
+        else:
+            raise ValueError("indefinite length or reserved additional information")
+        if major == 0:
+            return n, i
+        if major == 1:
+            return -1 - n, i
+        if major in (2, 3):
+            need(i, n)
+            raw = data[i:i + n]
+            return (raw if major == 2 else raw.decode("utf-8")), i + n
+        if major == 4:
+            out = []
+            for _ in range(n):
+                x, i = item(i)
+                out.append(x)
+            return out, i
+        if major == 5:
+            out = {}
+            for _ in range(n):
+                k, i = item(i)
+                if isinstance(k, list) or isinstance(k, dict) or k in out:
+                    raise ValueError("unusable or repeated map key")
+                out[k], i = item(i)
+            return out, i
+        raise ValueError(f"CBOR major type {major} is not used here")
+
+    value, end = item(0)
+    if end != len(data):
+        raise ValueError("bytes after the CBOR item")
+    return value
+
+
+def oid_bytes(dotted: str) -> bytes:
+    """The contents of a DER OBJECT IDENTIFIER (X.690 §8.19), as an OpenPGP curve OID field carries it."""
+    arcs = [int(x) for x in dotted.split(".")]
+    out = bytes([40 * arcs[0] + arcs[1]])
+    for a in arcs[2:]:
+        groups = [a & 0x7F]
+        while a > 0x7F:
+            a >>= 7
+            groups.append(0x80 | (a & 0x7F))
+        out += bytes(reversed(groups))
+    return out
+
+
+def pgp_packets(data: bytes) -> list:
+    """Splits OpenPGP packets (RFC 9580 §4.2): new-format (0xC0 | tag) and old-format (0x80 | tag << 2 | length
+    type) headers, definite lengths only. Returns [(tag, body)]."""
+    out, i = [], 0
+
+    def field(at: int, n: int) -> int:
+        if at + n > len(data):
+            raise ValueError("truncated packet header")
+        return int.from_bytes(data[at:at + n], "big")
+
+    while i < len(data):
+        b = data[i]
+        if not b & 0x80:
+            raise ValueError("a packet header without bit 7")
+        if b & 0x40:  # new format (§4.2.1)
+            tag, o = b & 0x3F, field(i + 1, 1)
+            if o < 192:
+                n, i = o, i + 2
+            elif o < 224:
+                n, i = ((o - 192) << 8) + field(i + 2, 1) + 192, i + 3
+            elif o == 255:
+                n, i = field(i + 2, 4), i + 6
+            else:
+                raise ValueError("a partial body length in a certificate")
+        else:  # old format (§4.2.2)
+            tag, length_type = (b >> 2) & 0x0F, b & 3
+            if length_type == 3:
+                raise ValueError("an indeterminate length in a certificate")
+            size = 1 << length_type
+            n, i = field(i + 1, size), i + 1 + size
+        if i + n > len(data):
+            raise ValueError("truncated packet")
+        out.append((tag, data[i:i + n]))
+        i += n
+    return out
+
+
+def pgp_old_format(packets: list) -> bytes:
+    """The same packets framed with old-format headers (four-octet lengths), to exercise the other reader."""
+    return b"".join(bytes([0x80 | tag << 2 | 2]) + len(body).to_bytes(4, "big") + body for tag, body in packets)
+
+
+def pgp_mpi(body: bytes, i: int):
+    """An MPI (RFC 9580 §3.2): a two-octet bit count, then the big-endian bytes with no leading zero bits."""
+    if i + 2 > len(body):
+        raise ValueError("truncated MPI")
+    bits = int.from_bytes(body[i:i + 2], "big")
+    n = (bits + 7) // 8
+    value = body[i + 2:i + 2 + n]
+    if len(value) != n:
+        raise ValueError("truncated MPI")
+    if n and value[0].bit_length() != bits - 8 * (n - 1):
+        raise ValueError("MPI bit count does not match its first octet")
+    return value, i + 2 + n
+
+
+def pgp_key(body: bytes) -> dict:
+    """A v4 ECC public key or subkey packet body (RFC 9580 §5.5.2.3, §5.5.5.5, §5.5.5.6)."""
+    if len(body) < 8 or body[0] != 4:
+        raise ValueError("not a v4 key packet")
+    oid_len = body[6]
+    point, i = pgp_mpi(body, 7 + oid_len)
+    return dict(version=body[0], created=int.from_bytes(body[1:5], "big"), algo=body[5], oid=body[7:7 + oid_len],
+                point=point, rest=body[i:])
+
+
+def pgp_fingerprint(key_body: bytes) -> bytes:
+    """v4 fingerprint (RFC 9580 §5.5.4.2): SHA-1(0x99 || two-octet length || key packet body)."""
+    return hashlib.sha1(b"\x99" + len(key_body).to_bytes(2, "big") + key_body).digest()
+
+
+def pgp_subpackets(data: bytes) -> list:
+    """Signature subpackets (RFC 9580 §5.2.3.7): [(type, critical, body)]."""
+    out, i = [], 0
+    while i < len(data):
+        o = data[i]
+        if o < 192:
+            n, i = o, i + 1
+        elif o < 255:
+            if i + 2 > len(data):
+                raise ValueError("truncated subpacket length")
+            n, i = ((o - 192) << 8) + data[i + 1] + 192, i + 2
+        else:
+            if i + 5 > len(data):
+                raise ValueError("truncated subpacket length")
+            n, i = int.from_bytes(data[i + 1:i + 5], "big"), i + 5
+        if n < 1 or i + n > len(data):
+            raise ValueError("bad subpacket length")
+        out.append((data[i] & 0x7F, bool(data[i] & 0x80), data[i + 1:i + n]))
+        i += n
+    return out
+
+
+def pgp_signature(body: bytes) -> dict:
+    """A v4 signature packet body (RFC 9580 §5.2.3); an EdDSALegacy signature is the MPIs r and s, each left-padded
+    to 32 octets (§5.2.3.3)."""
+    if len(body) < 6 or body[0] != 4:
+        raise ValueError("not a v4 signature")
+    hashed_len = int.from_bytes(body[4:6], "big")
+    i = 6 + hashed_len
+    if i + 2 > len(body):
+        raise ValueError("truncated signature")
+    unhashed_len = int.from_bytes(body[i:i + 2], "big")
+    unhashed = body[i + 2:i + 2 + unhashed_len]
+    i += 2 + unhashed_len
+    left16 = body[i:i + 2]
+    r, i = pgp_mpi(body, i + 2)
+    s, i = pgp_mpi(body, i)
+    if i != len(body) or len(r) > 32 or len(s) > 32:
+        raise ValueError("not an EdDSA signature")
+    return dict(version=body[0], type=body[1], algo=body[2], hash=body[3], hashed_part=body[:6 + hashed_len],
+                hashed=pgp_subpackets(body[6:6 + hashed_len]), unhashed=pgp_subpackets(unhashed), left16=left16,
+                sig=r.rjust(32, b"\x00") + s.rjust(32, b"\x00"))
+
+
+def pgp_digest(key_body: bytes, hashed_part: bytes, uid: bytes = None, subkey_body: bytes = None) -> bytes:
+    """The v4 signature hash (RFC 9580 §5.2.4) with SHA-256: the key, then the User ID (certifications) or the
+    subkey (subkey bindings), then the signature's hashed part and the trailer 0x04 0xFF || its four-octet length."""
+    h = hashlib.sha256(b"\x99" + len(key_body).to_bytes(2, "big") + key_body)
+    if uid is not None:
+        h.update(b"\xb4" + len(uid).to_bytes(4, "big") + uid)
+    if subkey_body is not None:
+        h.update(b"\x99" + len(subkey_body).to_bytes(2, "big") + subkey_body)
+    h.update(hashed_part + b"\x04\xff" + len(hashed_part).to_bytes(4, "big"))
+    return h.digest()
+
+
+def ed25519_verifies(public: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def notation(body: bytes):
+    """A Notation Data subpacket (RFC 9580 §5.2.3.24): (human-readable, name, value)."""
+    name_len, value_len = int.from_bytes(body[4:6], "big"), int.from_bytes(body[6:8], "big")
+    if len(body) != 8 + name_len + value_len:
+        raise ValueError("bad notation lengths")
+    return bool(body[0] & 0x80), body[8:8 + name_len].decode(), body[8 + name_len:].decode()
+
+
+def subpacket(sig: dict, typ: int) -> list:
+    return [body for t, _, body in sig["hashed"] if t == typ]
+
+
+def check_primary(n: str, body: bytes, public: bytes, fpr: str, created: int):
+    k = pgp_key(body)
+    compare(f"{n}: primary key is v4 EdDSALegacy (22) on Ed25519", (k["version"], k["algo"], k["oid"].hex()),
+            (4, EDDSA_LEGACY, oid_bytes(ED25519_OID).hex()))
+    compare(f"{n}: primary key point is 0x40 || the seed's Ed25519 public key", k["point"].hex(),
+            (b"\x40" + public).hex())
+    compare(f"{n}: nothing after the point", k["rest"].hex(), "")
+    compare(f"{n}: key creation time", k["created"], created)
+    compare(f"{n}: v4 fingerprint", pgp_fingerprint(body).hex().upper(), fpr)
+
+
+def check_pgp_signature(n: str, body: bytes, typ: int, signer_seed: bytes, signer_fpr: str, key_body: bytes,
+                        created: int, **signed) -> dict:
+    """Parses and verifies one signature; `signed` is uid= or subkey_body=. Returns the parsed signature."""
+    s = pgp_signature(body)
+    compare(f"{n}: v4, type 0x{typ:02x}, EdDSALegacy, SHA-256", (s["version"], s["type"], s["algo"], s["hash"]),
+            (4, typ, EDDSA_LEGACY, SHA256_ID))
+    digest = pgp_digest(key_body, s["hashed_part"], **signed)
+    compare(f"{n}: left 16 bits of the hash", s["left16"].hex(), digest[:2].hex())
+    check(f"{n}: Ed25519 signature verifies", ed25519_verifies(ed25519_public(signer_seed), s["sig"], digest))
+    compare(f"{n}: re-signing the hash with the seed gives the same signature",
+            Ed25519PrivateKey.from_private_bytes(signer_seed).sign(digest).hex(), s["sig"].hex())
+    compare(f"{n}: hashed issuer fingerprint (33)", [x.hex().upper() for x in subpacket(s, 33)], ["04" + signer_fpr])
+    times = [int.from_bytes(x, "big") for x in subpacket(s, 2)]
+    check(f"{n}: one hashed creation time, not before the key's", len(times) == 1 and times[0] >= created,
+          f"{times}")
+    return s
+
+
+def check_statement_sign1(n: str, data: bytes, maker_seed: bytes):
+    """An untagged COSE_Sign1 (RFC 9052 §4.2) signed by the manufacturer; returns its decoded payload."""
+    msg = cbor_decode(data)
+    check(f"{n}: untagged COSE_Sign1, an array of 4", data[0] == 0x84 and isinstance(msg, list) and len(msg) == 4)
+    protected, unprotected, payload, signature = msg
+    check(f"{n}: field types bstr, map, bstr, bstr", isinstance(protected, bytes) and isinstance(unprotected, dict)
+          and isinstance(payload, bytes) and isinstance(signature, bytes) and len(signature) == 64)
+    compare(f"{n}: re-encodes to the same bytes (deterministic CBOR)", cbor(msg).hex(), data.hex())
+    compare(f"{n}: protected header: alg EdDSA (-8), content type", cbor_decode(protected),
+            {1: -8, 3: STATEMENT_TYPE})
+    compare(f"{n}: unprotected header is empty", unprotected, {})
+    tbs = cbor(["Signature1", protected, b"", payload])
+    public = ed25519_public(maker_seed)
+    check(f"{n}: Ed25519 signature over Sig_structure verifies", ed25519_verifies(public, signature, tbs))
+    compare(f"{n}: re-signing gives the same signature",
+            Ed25519PrivateKey.from_private_bytes(maker_seed).sign(tbs).hex(), signature.hex())
+    flipped = payload[:-1] + bytes([payload[-1] ^ 1])
+    check(f"{n}: attacker: a payload with one byte flipped is refused",
+          not ed25519_verifies(public, signature, cbor(["Signature1", protected, b"", flipped])))
+    return cbor_decode(payload)
+
+
+def run_registry(v: dict):
+    hx = lambda k: bytes.fromhex(v[k])  # noqa: E731
+    created, maker_seed = v["created"], hx("manufacturer_seed")
+    maker_fpr, identity_fpr = v["manufacturer_fingerprint"], v["identity_fingerprint"]
+    # 1. The identity seed and the admission key.
+    device = bytes.fromhex(v["device"].replace("-", ""))
+    check("registry: the device id is 8 bytes", len(device) == 8)
+    identity_seed = hkdf_expand(hkdf_extract(b"custos device identity v1", hx("admission_secret")), device, 32)
+    compare("registry: identity_seed = HKDF-SHA256(salt, admission_secret, device id)", identity_seed.hex(),
+            v["identity_seed"])
+    compare("registry: admission_public = X25519(admission_secret)", x25519_public(hx("admission_secret")).hex(),
+            v["admission_public"])
+    identity_public, maker_public = ed25519_public(identity_seed), ed25519_public(maker_seed)
+    # 2. The certificates.
+    maker = pgp_packets(hx("manufacturer_certificate"))
+    own = pgp_packets(hx("device_certificate_own"))
+    issued = pgp_packets(hx("device_certificate_issued"))
+    compare("registry: manufacturer certificate: key, User ID, self-certification", [t for t, _ in maker], [6, 13, 2])
+    compare("registry: device certificate (own): key, User ID, self-certification, subkey, binding",
+            [t for t, _ in own], [6, 13, 2, 14, 2])
+    compare("registry: device certificate (issued): the same with the manufacturer's certification after the "
+            "self-certification", [t for t, _ in issued], [6, 13, 2, 2, 14, 2])
+    compare("registry: the issued certificate is the device's own plus one signature", issued[:3] + issued[4:], own)
+    compare("registry: old-format packet headers read the same packets",
+            pgp_packets(pgp_old_format(issued)), issued)
+    # The manufacturer's certificate.
+    m_key, m_uid = maker[0][1], maker[1][1]
+    check_primary("registry manufacturer", m_key, maker_public, maker_fpr, created)
+    compare("registry manufacturer: User ID", m_uid.decode(), "Acme Sensors (manufacturer)")
+    s = check_pgp_signature("registry manufacturer self-certification", maker[2][1], 0x13, maker_seed, maker_fpr,
+                            m_key, created, uid=m_uid)
+    compare("registry manufacturer self-certification: key flags certify and sign",
+            [x[0] & 0x03 for x in subpacket(s, 27)], [0x03])
+    # The device's certificate.
+    d_key, d_uid, d_sub = own[0][1], own[1][1], own[3][1]
+    check_primary("registry device", d_key, identity_public, identity_fpr, created)
+    compare("registry device: User ID names the device", d_uid.decode(), f"custos device {v['device']}")
+    s = check_pgp_signature("registry device self-certification", own[2][1], 0x13, identity_seed, identity_fpr,
+                            d_key, created, uid=d_uid)
+    compare("registry device self-certification: key flags certify and sign",
+            [x[0] & 0x03 for x in subpacket(s, 27)], [0x03])
+    k = pgp_key(d_sub)
+    compare("registry device subkey: v4 ECDH (18) on Curve25519", (k["version"], k["algo"], k["oid"].hex()),
+            (4, ECDH, oid_bytes(CURVE25519_OID).hex()))
+    compare("registry device subkey: point is 0x40 || admission_public", k["point"].hex(),
+            "40" + v["admission_public"])
+    compare("registry device subkey: KDF parameters (SHA-256, AES-128)", k["rest"].hex(),
+            bytes([3, 1, SHA256_ID, AES128_ID]).hex())
+    s = check_pgp_signature("registry device subkey binding", own[4][1], 0x18, identity_seed, identity_fpr, d_key,
+                            created, subkey_body=d_sub)
+    compare("registry device subkey binding: key flags encrypt communications",
+            [x[0] & 0x04 for x in subpacket(s, 27)], [0x04])
+    # The manufacturer's certification of the device's User ID.
+    n = "registry manufacturer certification"
+    s = check_pgp_signature(n, issued[3][1], 0x13, maker_seed, maker_fpr, d_key, created, uid=d_uid)
+    notations = [notation(x) for x in subpacket(s, 20)]
+    compare(f"{n}: notations", notations, [(True, "role@custos.dev", "manufacturer"),
+                                          (True, "manu@custos.dev", "Acme Sensors"),
+                                          (True, "model@custos.dev", "TH-1"), (True, "lot@custos.dev", "2026-48")])
+    # An attacker's edits: each must break the certification.
+    def refused(what: str, key_body: bytes, hashed_part: bytes, uid: bytes, public: bytes = maker_public):
+        check(f"{n}: attacker: {what} is refused",
+              not ed25519_verifies(public, s["sig"], pgp_digest(key_body, hashed_part, uid=uid)))
+    refused("one byte of the User ID flipped", d_key, s["hashed_part"], d_uid[:-1] + bytes([d_uid[-1] ^ 1]))
+    refused("another lot (one byte of a notation)", d_key, s["hashed_part"].replace(b"2026-48", b"2026-49"), d_uid)
+    refused("one byte of the device key flipped", d_key[:-1] + bytes([d_key[-1] ^ 1]), s["hashed_part"], d_uid)
+    refused("the certification checked with the device's own key", d_key, s["hashed_part"], d_uid, identity_public)
+    b = pgp_signature(own[4][1])
+    other = d_sub[:-5] + bytes([d_sub[-5] ^ 1]) + d_sub[-4:]
+    check("registry device subkey binding: attacker: another admission key is refused",
+          not ed25519_verifies(identity_public, b["sig"], pgp_digest(d_key, b["hashed_part"], subkey_body=other)))
+    # 3. The statements.
+    status = check_statement_sign1("registry status", hx("status"), maker_seed)
+    check("registry status: payload [1, signer, subject, issued_at, status, domain, note]",
+          isinstance(status, list) and len(status) == 7 and status[0] == 1 and
+          [type(x) for x in status[1:]] == [bytes, bytes, int, int, str, str] and len(status[2]) in (20, 32))
+    compare("registry status: signer is the manufacturer", status[1].hex().upper(), maker_fpr)
+    compare("registry status: subject is the device's identity", status[2].hex().upper(), identity_fpr)
+    compare("registry status: stolen (2)", status[4], 2)
+    check("registry status: issued after the key was made", status[3] >= created)
+    code = check_statement_sign1("registry code identity", hx("code_identity"), maker_seed)
+    check("registry code identity: payload [2, signer, digest, issued_at, name, version, domain]",
+          isinstance(code, list) and len(code) == 7 and code[0] == 2 and
+          [type(x) for x in code[1:]] == [bytes, bytes, int, str, str, str] and len(code[2]) == 32)
+    compare("registry code identity: signer is the manufacturer", code[1].hex().upper(), maker_fpr)
+    compare("registry code identity: digest", code[2].hex(), v["code_digest"])
+    # 4. The log entries.
+    expect = [(1, hx("device_certificate_issued")), (2, hx("status"))]
+    compare("registry log: two entries", len(v["log_entries"]), 2)
+    for i, (e, (kind, data)) in enumerate(zip(v["log_entries"], expect)):
+        n, entry = f"registry log entry {i}", bytes.fromhex(e["entry"])
+        compare(f"{n}: leaf hash = SHA-256(0x00 || entry)", tl_leaf(entry).hex(), e["leaf_hash"])
+        x = cbor_decode(entry)
+        check(f"{n}: [kind, domain, added_at, data]", isinstance(x, list) and len(x) == 4 and
+              [type(y) for y in x] == [int, str, int, bytes])
+        compare(f"{n}: re-encodes to the same bytes (deterministic CBOR)", cbor(x).hex(), entry.hex())
+        compare(f"{n}: kind", x[0], kind)
+        compare(f"{n}: data", x[3].hex(), data.hex())
+        compare(f"{n}: domain is the status's", x[1], status[5])
+        try:
+            cbor_decode(entry[:-1])
+            check(f"{n}: a truncated entry does not decode", False, "decoded")
+        except ValueError:
+            check(f"{n}: a truncated entry does not decode", True)
+    certified_at = int.from_bytes(subpacket(pgp_signature(issued[3][1]), 2)[0], "big")
+    added = [cbor_decode(bytes.fromhex(e["entry"]))[2] for e in v["log_entries"]]
+    check("registry log: each entry logged no earlier than its item was signed",
+          added[0] >= certified_at and added[1] >= status[3], f"{added} vs {certified_at}, {status[3]}")
+
 
 # ---- driver ---------------------------------------------------------------------------------
 results = []
@@ -1022,6 +1404,10 @@ def main() -> int:
     run_ties(json.loads((Path(__file__).resolve().parent / "ties-v1.json").read_text()))
     run_ties_tpm(json.loads((Path(__file__).resolve().parent / "ties-tpm-v1.json").read_text()))
     run_translog(registry_vectors())
+    try:
+        run_registry(json.loads((Path(__file__).resolve().parent / "registry-v1.json").read_text()))
+    except (ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as e:
+        check("registry-v1.json: readable", False, f"{type(e).__name__}: {e}")
     failed = results.count(False)
     print(f"{len(results) - failed} passed, {failed} failed")
     return 1 if failed else 0
