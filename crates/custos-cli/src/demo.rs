@@ -614,6 +614,9 @@ async fn story(args: &DemoArgs) -> Result<()> {
     )
     .await?;
 
+    // Identity certificate servers: the fourth act.
+    let registry = crate::demo_registry::act(work.path(), &say).await?;
+
     // The consent log: three signed, chained decisions; one altered byte is caught.
     let exported = keeper.log().export();
     let entries = custos_keeper::consent::verify_export(&exported, &owner)?;
@@ -686,7 +689,8 @@ async fn story(args: &DemoArgs) -> Result<()> {
                 "requests": {"two_months": {"granted_nodes": 2, "by": "user"}, "week": {"granted_nodes": 1, "by": "policy rule 1", "opened": week_count},
                              "day": {"denied": denied}},
                 "fetched": first_month.len(), "opened_week": week_count, "opened_months": per_device, "cross_device_opened": cross,
-                "consent_entries": entries.len(), "device_to_device": ties.modes.iter().map(|(m, b)| json!({"mode": m, "bytes": b})).collect::<Vec<_>>(), "hub_keys_found": found, "app_node_secrets": app_nodes, "seconds": elapsed.as_secs_f64()})
+                "consent_entries": entries.len(), "device_to_device": ties.modes.iter().map(|(m, b)| json!({"mode": m, "bytes": b})).collect::<Vec<_>>(), "hub_keys_found": found, "app_node_secrets": app_nodes,
+                "registry": {"certificate": registry.fingerprint, "manufacturer_log": registry.logs.0, "infield_log": registry.logs.1}, "seconds": elapsed.as_secs_f64()})
         );
     } else {
         println!("\nwho       holds");
@@ -709,6 +713,12 @@ async fn story(args: &DemoArgs) -> Result<()> {
         );
         println!(
             "app       {app_nodes} node secrets: week 2 and two months of {first}; nothing of {second}"
+        );
+        println!(
+            "registry  device certificate {}…, endorsed; {} entries in the manufacturer's log, {} at the site",
+            &registry.fingerprint[..16],
+            registry.logs.0,
+            registry.logs.1
         );
         println!("\nall checks passed in {:.1} s", elapsed.as_secs_f64());
     }

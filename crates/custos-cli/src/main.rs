@@ -25,6 +25,7 @@ mod app;
 mod control;
 mod demo;
 mod demo_control;
+mod demo_registry;
 mod demo_ties;
 mod hub;
 mod keeper;

@@ -517,8 +517,13 @@ pub fn check(cert: SignedPublicKey) -> Result<Cert, CertError> {
                 {
                     own.push(sig.clone());
                 }
-            } else if let Some(signer) = issuer {
-                // Without a hashed issuer fingerprint a certification cannot be attributed: dropped.
+            } else if let Some(signer) = issuer
+                && sig
+                    .created()
+                    .is_some_and(|t| t.as_secs() >= primary.created_at().as_secs())
+            {
+                // Without a hashed issuer fingerprint a certification cannot be attributed, and one dated before
+                // the key existed is void (OpenPGP clients ignore it): both dropped.
                 certifications.push(Certification {
                     signer,
                     created: sig.created().map(|t| t.as_secs()).unwrap_or(0),

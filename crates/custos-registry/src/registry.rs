@@ -320,8 +320,14 @@ impl<S: RegistryStore> Registry<S> {
         domain: Option<&str>,
         now: u64,
     ) -> Result<Submitted> {
-        let checked = cert::check(raw)?;
+        // What is posted may be only a part of a known certificate (a log entry of one certification is the primary
+        // key, the User ID and the signature, without the self-signature): it is checked merged with what is held.
         let mut tree = self.tree.lock().await;
+        let raw = match self.store.cert(cert::fpr(&raw.primary_key)).await? {
+            Some(row) => cert::merge(&cert::parse(&row.data)?, &raw)?,
+            None => raw,
+        };
+        let checked = cert::check(raw)?;
         let existing = self.store.cert(checked.fingerprint).await?;
         let domain = match (&existing, domain) {
             (Some(row), _) => row.domain.clone(),

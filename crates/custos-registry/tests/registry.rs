@@ -301,6 +301,15 @@ async fn every_entry_is_provably_in_the_signed_log_and_a_restart_keeps_it() -> R
             .submit_certs(&cert::to_bytes(&endorsed)?, None, NOW)
             .await?;
         assert!(again[0].entries.is_empty());
+        // The endorsement's own log entry (primary key, User ID, signature: no self-signature) is taken by a
+        // registry that holds the certificate, as sync delivers it.
+        let entry = r.store().log_entry(done[0].entries[0]).await?.unwrap();
+        let other = tempfile::tempdir()?;
+        let peer = open(&other, &p).await?;
+        setup(&peer, &p).await?;
+        let took = peer.submit_certs(&entry.data, None, NOW).await?;
+        assert_eq!(took[0].entries.len(), 1, "{took:?}");
+        assert_eq!(peer.cert(&fpr).await?.unwrap().0.certifications.len(), 2);
         (note1, size1, r.checkpoint().await?, r.verifier_key()?)
     };
     let r = open(&dir, &p).await?;
