@@ -1997,7 +1997,9 @@ macro_rules! sql_store {
                         .bind(from)
                         .bind(to)
                         .try_map(|row: $row| {
-                            let h: &[u8] = row.try_get("leaf_hash")?;
+                            // By position: sqlx finds a column by name per row, which on SQLite took 40 % of a
+                            // 10^6-row read.
+                            let h: &[u8] = row.try_get(0)?;
                             Ok(<[u8; 32]>::try_from(h).ok())
                         })
                         .fetch_all(&self.pool)
