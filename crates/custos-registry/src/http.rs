@@ -114,8 +114,60 @@ pub fn app<S: RegistryStore + 'static>(registry: Shared<S>) -> Router {
         .route("/registry/v1/statuses", get(get_statuses::<S>))
         .route("/registry/v1/devices/{device}", get(get_device::<S>))
         .route("/registry/v1/code/{digest}", get(get_code::<S>))
+        .fallback(|| async { not_found("no such endpoint; see docs/api.md") })
         .layer(DefaultBodyLimit::max(64 << 10))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            bounds,
+        ))
         .with_state(registry)
+}
+
+/// Requests in progress at once; beyond it, `503 busy`.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Every request: a turn among [`MAX_IN_FLIGHT`], at most [`REQUEST_TIMEOUT`], and an error body that is JSON
+/// even when the HTTP framework refused the request (a query that does not parse, a wrong method or form).
+async fn bounds(
+    State(turns): State<Arc<tokio::sync::Semaphore>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_turn) = turns.try_acquire() else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "busy, try again".into(),
+        )
+        .into_response();
+    };
+    let Ok(resp) = tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the request took too long".into(),
+        )
+        .into_response();
+    };
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().is_success() || json {
+        return resp;
+    }
+    let status = resp.status();
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::NOT_FOUND => "not_found",
+        _ => "bad_request",
+    };
+    ApiError(status, code, text).into_response()
 }
 
 #[derive(Deserialize)]
@@ -444,7 +496,12 @@ async fn post_certs<S: RegistryStore>(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let done = r.submit_certs(&body, q.domain.as_deref(), now()).await?;
-    Ok((StatusCode::CREATED, Json(done)).into_response())
+    let status = if done.iter().any(|d| !d.entries.is_empty()) {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(done)).into_response())
 }
 
 fn hex_path(text: &str, lens: &[usize]) -> Result<Vec<u8>, ApiError> {
