@@ -146,6 +146,9 @@ pub struct Registry<S> {
     origin: String,
     seed: Secret,
     tree: Mutex<Tree>,
+    /// The parties' certificates as last read, by fingerprint: every certification and statement is checked
+    /// against one. Dropped when a party's certificate changes.
+    parties: std::sync::Mutex<std::collections::HashMap<Fpr, Cert>>,
 }
 
 impl<S> std::fmt::Debug for Registry<S> {
@@ -189,6 +192,7 @@ impl<S: RegistryStore> Registry<S> {
             origin,
             seed,
             tree: Mutex::new(tree),
+            parties: Default::default(),
         })
     }
 
@@ -273,7 +277,19 @@ impl<S: RegistryStore> Registry<S> {
         if self.policy.party(signer).is_none() {
             return Ok(None);
         }
-        Ok(self.cert(signer).await?.map(|(c, _)| c))
+        if let Some(c) = self
+            .parties
+            .lock()
+            .ok()
+            .and_then(|p| p.get(signer).cloned())
+        {
+            return Ok(Some(c));
+        }
+        let found = self.cert(signer).await?.map(|(c, _)| c);
+        if let (Some(c), Ok(mut cache)) = (&found, self.parties.lock()) {
+            cache.insert(*signer, c.clone());
+        }
+        Ok(found)
     }
 
     /// Takes certificates (a keyring, armored or binary): what `/pks/add` and `custos registry add` post.
@@ -422,6 +438,11 @@ impl<S: RegistryStore> Registry<S> {
                             .await?,
                     );
                 }
+            }
+        }
+        if is_party && !entries.is_empty() {
+            if let Ok(mut cache) = self.parties.lock() {
+                cache.remove(&checked.fingerprint);
             }
         }
         Ok(Submitted {
