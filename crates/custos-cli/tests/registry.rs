@@ -516,8 +516,8 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Stolen, at maintenance: the site learns it at its next pull. An older "in-use" from the manufacturer,
-    // synced after, does not bring the device back.
+    // Stolen, at maintenance: the site learns it at its next pull, and the earlier "in-use" it already holds (and
+    // is sent again) does not outweigh it: the latest status by its own time wins.
     ok(
         dir,
         &[
