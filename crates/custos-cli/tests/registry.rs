@@ -23,6 +23,21 @@ fn run(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `custos registry sync` of the registry `name` (data in `dir/name`, policy `dir/name.toml`); must succeed.
+fn sync(dir: &Path, name: &str) {
+    ok(
+        dir,
+        &[
+            "registry",
+            "sync",
+            "--data-dir",
+            name,
+            "--policy",
+            &format!("{name}.toml"),
+        ],
+    );
+}
+
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = run(dir, args);
     assert!(
@@ -271,17 +286,7 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     let device = added[0]["fingerprint"].as_str().unwrap().to_string();
 
     // Maintenance pulls it (with the parties' certificates, in log order); the integrator endorses it there.
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "maintenance",
-            "--policy",
-            "maintenance.toml",
-        ],
-    );
+    sync(dir, "maintenance");
     let at_maint = cert_json(&maintenance.url, &device).expect("maintenance has the device");
     assert_eq!(at_maint["certifications"].as_array().unwrap().len(), 1);
     std::fs::write(
@@ -369,28 +374,8 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     );
 
     // Maintenance pushes the endorsement and the status to the manufacturer; the site pulls.
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "maintenance",
-            "--policy",
-            "maintenance.toml",
-        ],
-    );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "infield",
-            "--policy",
-            "infield.toml",
-        ],
-    );
+    sync(dir, "maintenance");
+    sync(dir, "infield");
     let at_site = cert_json(&infield.url, &device).expect("the site has the device");
     assert_eq!(at_site["status"]["status"], "in-use");
     // The site does not know the integrator: its endorsement is not kept there (its filter), yet sync went on.
@@ -481,17 +466,7 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
             "CVE-2026-0001",
         ],
     );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "infield",
-            "--policy",
-            "infield.toml",
-        ],
-    );
+    sync(dir, "infield");
     let out = run(
         dir,
         &[
@@ -535,28 +510,8 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
             "acme-devices",
         ],
     );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "maintenance",
-            "--policy",
-            "maintenance.toml",
-        ],
-    );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "infield",
-            "--policy",
-            "infield.toml",
-        ],
-    );
+    sync(dir, "maintenance");
+    sync(dir, "infield");
     assert_eq!(
         cert_json(&infield.url, &device).unwrap()["status"]["status"],
         "stolen"
@@ -577,28 +532,8 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
         size(&maintenance.url),
         size(&infield.url),
     );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "maintenance",
-            "--policy",
-            "maintenance.toml",
-        ],
-    );
-    ok(
-        dir,
-        &[
-            "registry",
-            "sync",
-            "--data-dir",
-            "infield",
-            "--policy",
-            "infield.toml",
-        ],
-    );
+    sync(dir, "maintenance");
+    sync(dir, "infield");
     assert_eq!(
         (
             size(&manufacturer.url),

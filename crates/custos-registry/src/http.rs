@@ -330,6 +330,28 @@ struct EntriesQuery {
     limit: Option<u32>,
 }
 
+/// The domains anyone may read: the only ones served.
+fn public_domains<S: RegistryStore>(r: &Registry<S>) -> Vec<String> {
+    let p = r.policy();
+    p.domains
+        .iter()
+        .filter(|d| p.is_public(&d.name))
+        .map(|d| d.name.clone())
+        .collect()
+}
+
+fn entry_json(e: &custos_store::LogEntry) -> EntryJson {
+    EntryJson {
+        index: e.index,
+        entry: base64::engine::general_purpose::STANDARD.encode(crate::registry::entry_bytes(
+            e.kind,
+            &e.domain,
+            u64::try_from(e.added_at).unwrap_or(0),
+            &e.data,
+        )),
+    }
+}
+
 /// One log entry as the JSON API shows it: its bytes are `entry` (base64), the leaf hashed into the tree.
 #[derive(Serialize)]
 struct EntryJson {
@@ -344,31 +366,13 @@ async fn entries<S: RegistryStore>(
     Query(q): Query<EntriesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
-    let public: Vec<String> = r
-        .policy()
-        .domains
-        .iter()
-        .filter(|d| r.policy().is_public(&d.name))
-        .map(|d| d.name.clone())
-        .collect();
+    let public = public_domains(&r);
     let rows = r
         .store()
         .log_entries(q.from, limit, Some(&public))
         .await
         .map_err(RegistryError::from)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let out: Vec<EntryJson> = rows
-        .into_iter()
-        .map(|e| EntryJson {
-            index: e.index,
-            entry: b64.encode(crate::registry::entry_bytes(
-                e.kind,
-                &e.domain,
-                u64::try_from(e.added_at).unwrap_or(0),
-                &e.data,
-            )),
-        })
-        .collect();
+    let out: Vec<EntryJson> = rows.iter().map(entry_json).collect();
     Ok(Json(json!({ "size": r.size().await, "entries": out })).into_response())
 }
 
@@ -425,23 +429,11 @@ async fn sync_page<S: RegistryStore>(
         .leaf_hashes(q.from, to)
         .await
         .map_err(RegistryError::from)?;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let entries: Vec<EntryJson> = rows
-        .into_iter()
-        .map(|e| EntryJson {
-            index: e.index,
-            entry: b64.encode(crate::registry::entry_bytes(
-                e.kind,
-                &e.domain,
-                u64::try_from(e.added_at).unwrap_or(0),
-                &e.data,
-            )),
-        })
-        .collect();
+    let entries: Vec<EntryJson> = rows.iter().map(entry_json).collect();
     Ok(Json(json!({
         "from": q.from,
         "to": to,
-        "leaves": b64.encode(leaves.concat()),
+        "leaves": base64::engine::general_purpose::STANDARD.encode(leaves.concat()),
         "entries": entries,
     }))
     .into_response())
@@ -624,13 +616,7 @@ async fn get_statuses<S: RegistryStore>(
     Query(q): Query<StatusesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
-    let public: Vec<String> = r
-        .policy()
-        .domains
-        .iter()
-        .filter(|d| r.policy().is_public(&d.name))
-        .map(|d| d.name.clone())
-        .collect();
+    let public = public_domains(&r);
     let rows = r
         .store()
         .log_entries(q.from, limit, Some(&public))

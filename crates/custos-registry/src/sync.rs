@@ -126,15 +126,7 @@ async fn flag<S: RegistryStore>(
     why: String,
     now: u64,
 ) -> Result<SyncError, SyncError> {
-    let mut state = prev.unwrap_or(PeerLog {
-        peer: peer.to_string(),
-        size: 0,
-        root: translog::EMPTY_ROOT,
-        checkpoint: Vec::new(),
-        frontier: Vec::new(),
-        flagged: None,
-        updated_at: 0,
-    });
+    let mut state = prev.unwrap_or(peer_row(peer.to_string(), 0, translog::EMPTY_ROOT, now));
     state.flagged = Some(why.clone());
     state.updated_at = i64::try_from(now).unwrap_or(i64::MAX);
     r.store()
@@ -146,6 +138,19 @@ async fn flag<S: RegistryStore>(
         peer: peer.to_string(),
         why,
     })
+}
+
+/// A peer row with no checkpoint and no frontier: a flag, a position per domain, a push position.
+fn peer_row(peer: String, size: u64, root: [u8; 32], now: u64) -> PeerLog {
+    PeerLog {
+        peer,
+        size,
+        root,
+        checkpoint: Vec::new(),
+        frontier: Vec::new(),
+        flagged: None,
+        updated_at: i64::try_from(now).unwrap_or(i64::MAX),
+    }
 }
 
 fn hash_hex(text: &str) -> Option<[u8; 32]> {
@@ -360,15 +365,7 @@ pub async fn pull<S: RegistryStore>(
     }
     for d in &pull.domains {
         r.store()
-            .put_peer_log(&PeerLog {
-                peer: format!("{peer}#{d}"),
-                size: new_size,
-                root: new_root,
-                checkpoint: Vec::new(),
-                frontier: Vec::new(),
-                flagged: None,
-                updated_at: i64::try_from(now).unwrap_or(i64::MAX),
-            })
+            .put_peer_log(&peer_row(format!("{peer}#{d}"), new_size, new_root, now))
             .await
             .map_err(RegistryError::from)?;
     }
@@ -449,15 +446,7 @@ pub async fn push<S: RegistryStore>(
         pos = last + 1;
     }
     r.store()
-        .put_peer_log(&PeerLog {
-            peer: key,
-            size: size.max(pos),
-            root: translog::EMPTY_ROOT,
-            checkpoint: Vec::new(),
-            frontier: Vec::new(),
-            flagged: None,
-            updated_at: i64::try_from(now).unwrap_or(i64::MAX),
-        })
+        .put_peer_log(&peer_row(key, size.max(pos), translog::EMPTY_ROOT, now))
         .await
         .map_err(RegistryError::from)?;
     Ok(report)
