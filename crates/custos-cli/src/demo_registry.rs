@@ -153,6 +153,7 @@ pub(crate) async fn act(work: &Path, say: &impl Fn(&str, String)) -> Result<Acte
         url: maker.url.clone(),
         key: maker.registry.verifier_key()?,
         domains: vec!["acme".into()],
+        reader_key: None,
     };
     let site = serve_registry(
         &work.join("registry-infield"),

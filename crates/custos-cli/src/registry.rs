@@ -13,7 +13,6 @@ use custos_registry::cert::{self, Claims, Ed25519Key};
 use custos_registry::statement::{Statement, Status};
 use custos_registry::{Policy, Registry};
 use custos_store::AnyStore;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The registry's subcommands.
@@ -186,17 +185,8 @@ pub struct ShowArgs {
     json: bool,
 }
 
-const PARTY_FORMAT: &str = "custos-registry-party-v1";
 const LOG_KEY_FORMAT: &str = "custos-registry-log-key-v1";
 const LOG_KEY_FILE: &str = "registry-log.key";
-
-#[derive(Serialize, Deserialize)]
-struct PartyFile {
-    format: String,
-    uid: String,
-    created: u32,
-    seed: String,
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -206,35 +196,15 @@ fn now() -> u64 {
 
 /// A party's key and User ID from its file.
 pub(crate) fn read_party(path: &Path) -> Result<(Ed25519Key, String)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let f: PartyFile = serde_json::from_str(&text)
-        .map_err(|_| anyhow::anyhow!("{} is not a registry party key file", path.display()))?;
-    if f.format != PARTY_FORMAT {
-        bail!(
-            "{}: format `{}`, expected {PARTY_FORMAT}",
-            path.display(),
-            f.format
-        );
-    }
-    let seed: [u8; 32] = hex::decode(&f.seed)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{}: the seed is not 64 hex digits", path.display()))?;
-    Ok((Ed25519Key::from_seed(&seed, f.created)?, f.uid))
+    Ok(custos_registry::reader::read_party(path)?)
 }
 
 /// Makes a party key file.
 pub(crate) fn make_party(uid: &str, out: &Path, force: bool) -> Result<Ed25519Key> {
     let created = u32::try_from(now()).context("the clock is past 2106")?;
     let key = Ed25519Key::generate(created)?;
-    let file = PartyFile {
-        format: PARTY_FORMAT.into(),
-        uid: uid.into(),
-        created,
-        seed: hex::encode(*key.seed()),
-    };
-    write_private(out, serde_json::to_string_pretty(&file)?.as_bytes(), force)?;
+    let text = zeroize::Zeroizing::new(custos_registry::reader::party_file(&key, uid));
+    write_private(out, text.as_bytes(), force)?;
     Ok(key)
 }
 

@@ -159,6 +159,8 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     let integ = party(dir, "integ", "Integra (integrator)");
     let maint = party(dir, "maint", "Maint Co (maintainer)");
     let devco = party(dir, "devco", "DevCo (developer)");
+    // The site's registry reads the developer's internal domain as this party, signing its reads.
+    let site = party(dir, "site", "Site 7 (infield registry)");
 
     // The manufacturer's registry: its devices, public; the maintainer may give statuses there.
     policy(
@@ -181,8 +183,10 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
         format!(
             "name = \"developer\"\ndefault_domain = \"firmware\"\n{}\
          [[domain]]\nname = \"firmware\"\nread = [\"*\"]\nwrite = [\"devco\"]\n\
-         [[domain]]\nname = \"internal\"\nread = [\"devco\"]\nwrite = [\"devco\"]\n",
-            parties_toml(&[("devco", &devco, "developer")])
+         [[party]]\nname = \"site\"\nfingerprint = \"{}\"\nroles = []\n\
+         [[domain]]\nname = \"internal\"\nread = [\"devco\", \"site\"]\nwrite = [\"devco\"]\n",
+            parties_toml(&[("devco", &devco, "developer")]),
+            site.fpr
         ),
     );
     let developer = serve(dir, "developer");
@@ -232,7 +236,7 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     // Party certificates where their certifications are checked.
     for (server, parties) in [
         (&manufacturer, vec!["acme", "maint"]),
-        (&developer, vec!["devco"]),
+        (&developer, vec!["devco", "site"]),
     ] {
         for p in parties {
             ok(
@@ -570,11 +574,53 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // And HKP does not serve what is not public.
-    let tool = hex::encode(<[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(
+    // Signing its reads as a party the developer does not know: refused. As "site", which the developer's policy
+    // lets read the domain: taken.
+    let with_reader = |file: &str| {
+        infield_policy("[[domain]]\nname = \"internal\"\nread = [\"*\"]\nwrite = [\"devco\"]\n")
+            .replace(
+                "domains = [\"firmware\"]",
+                &format!("domains = [\"firmware\", \"internal\"]\nreader_key = \"{file}\""),
+            )
+    };
+    policy(dir, "infield", with_reader(&integ.file));
+    let out = run(
+        dir,
+        &[
+            "registry",
+            "sync",
+            "--data-dir",
+            "infield",
+            "--policy",
+            "infield.toml",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a party"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    policy(dir, "infield", with_reader(&site.file));
+    sync(dir, "infield");
+    // The site's server reads its policy at start: restarted, it serves the new domain.
+    drop(infield);
+    let infield = serve(dir, "infield");
+    let tool_digest = hex::encode(<[u8; 32]>::from(<sha2::Sha256 as sha2::Digest>::digest(
         b"internal tool",
     )));
-    let (_, body) = get(&infield.url, &format!("/registry/v1/code/{tool}"));
+    let (_, body) = get(&infield.url, &format!("/registry/v1/code/{tool_digest}"));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["identities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // The developer still serves it to nobody else.
+    let (status, _) = get(&developer.url, &format!("/registry/v1/code/{tool_digest}"));
+    assert_eq!(status, 200);
+    let (_, body) = get(&developer.url, &format!("/registry/v1/code/{tool_digest}"));
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap()["identities"]
             .as_array()
@@ -582,6 +628,7 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
             .len(),
         0
     );
+    policy(dir, "infield", infield_policy(""));
 
     // The manufacturer's log is rewritten (its database replaced, same key): maintenance flags it.
     let maint_size = size(&maintenance.url);

@@ -87,6 +87,38 @@ fn now() -> u64 {
 
 type Shared<S> = Arc<Registry<S>>;
 
+/// Who reads: a party that signed the request (docs/registry.md §5.1), or anyone.
+pub struct Reader(pub Option<crate::cert::Fpr>);
+
+impl<S: RegistryStore + 'static> axum::extract::FromRequestParts<Shared<S>> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        r: &Shared<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(Self(None));
+        };
+        let unauthorized = |why: String| ApiError(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        let value = value
+            .to_str()
+            .map_err(|_| unauthorized("Authorization is not text".into()))?;
+        let Some(read) = crate::reader::SignedRead::parse(value) else {
+            return Ok(Self(None));
+        };
+        let read = read.map_err(|e| unauthorized(e.to_string()))?;
+        let key = r
+            .party_ed25519(&read.reader)
+            .await?
+            .ok_or_else(|| unauthorized("signed read: not a party of this registry".into()))?;
+        let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+        read.verify(&key, target, now())
+            .map_err(|e| unauthorized(e.to_string()))?;
+        Ok(Self(Some(read.reader)))
+    }
+}
+
 /// The registry's routes.
 pub fn app<S: RegistryStore + 'static>(registry: Shared<S>) -> Router {
     Router::new()
@@ -193,7 +225,8 @@ async fn lookup<S: RegistryStore>(
         .as_deref()
         .is_some_and(|o| o.split(',').any(|x| x == "mr"));
     let exact = q.exact.as_deref() == Some("on");
-    let certs = find(&r, &search, exact).await?;
+    // HKP clients do not sign: HKP serves what anyone may read.
+    let certs = find(&r, None, &search, exact).await?;
     match q.op.as_deref().unwrap_or("get") {
         "get" | "hget" => {
             if certs.is_empty() {
@@ -231,6 +264,7 @@ async fn lookup<S: RegistryStore>(
 /// Finds public certificates by `0x` + fingerprint or key id, or by User ID (substring; whole with `exact`).
 async fn find<S: RegistryStore>(
     r: &Registry<S>,
+    reader: Option<&crate::cert::Fpr>,
     search: &str,
     exact: bool,
 ) -> Result<Vec<(Cert, String)>, ApiError> {
@@ -265,7 +299,7 @@ async fn find<S: RegistryStore>(
             out.push((c, row.domain));
         }
     }
-    out.retain(|(_, domain)| r.policy().is_public(domain));
+    out.retain(|(_, domain)| r.policy().may_read(reader, domain));
     Ok(out)
 }
 
@@ -330,12 +364,15 @@ struct EntriesQuery {
     limit: Option<u32>,
 }
 
-/// The domains anyone may read: the only ones served.
-fn public_domains<S: RegistryStore>(r: &Registry<S>) -> Vec<String> {
+/// The domains `reader` may read: the only ones served to it.
+fn readable_domains<S: RegistryStore>(
+    r: &Registry<S>,
+    reader: Option<&crate::cert::Fpr>,
+) -> Vec<String> {
     let p = r.policy();
     p.domains
         .iter()
-        .filter(|d| p.is_public(&d.name))
+        .filter(|d| p.may_read(reader, &d.name))
         .map(|d| d.name.clone())
         .collect()
 }
@@ -363,10 +400,11 @@ struct EntryJson {
 /// client that takes an entry checks it by its inclusion proof, so it needs no neighbour.
 async fn entries<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Query(q): Query<EntriesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
-    let public = public_domains(&r);
+    let public = readable_domains(&r, reader.as_ref());
     let rows = r
         .store()
         .log_entries(q.from, limit, Some(&public))
@@ -387,6 +425,7 @@ struct SyncQuery {
 /// of the entries among them in the domains asked for, which must all be readable by anyone.
 async fn sync_page<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Query(q): Query<SyncQuery>,
 ) -> Result<Response, ApiError> {
     let domains: Vec<String> = q
@@ -399,7 +438,7 @@ async fn sync_page<S: RegistryStore>(
         return Err(bad("domains: 1 to 64 names, comma-separated"));
     }
     for d in &domains {
-        if !r.policy().is_public(d) {
+        if !r.policy().may_read(reader.as_ref(), d) {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -535,6 +574,7 @@ fn statement_json(s: &Statement, index: u64) -> serde_json::Value {
 
 async fn get_cert<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = hex_path(&id, &[8, 20])?;
@@ -542,7 +582,7 @@ async fn get_cert<S: RegistryStore>(
         .cert(&id)
         .await?
         .ok_or_else(|| not_found("no such certificate"))?;
-    if !r.policy().is_public(&domain) {
+    if !r.policy().may_read(reader.as_ref(), &domain) {
         return Err(not_found("no such certificate"));
     }
     let status = r.status(&c.fingerprint).await?;
@@ -575,12 +615,13 @@ async fn get_cert<S: RegistryStore>(
 /// its X25519 admission key, the roles that certified it (verified by this registry) and its current status.
 async fn get_device<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Path(device): Path<String>,
 ) -> Result<Response, ApiError> {
     let device: custos_proto::DeviceId = device.parse().map_err(|_| bad("not a device id"))?;
     let uid = cert::device_user_id(device);
     let mut out = Vec::new();
-    for (c, domain) in find(&r, &uid, true).await? {
+    for (c, domain) in find(&r, reader.as_ref(), &uid, true).await? {
         let status = r.status(&c.fingerprint).await?;
         let mut roles: Vec<&str> = c
             .certifications
@@ -613,10 +654,11 @@ struct StatusesQuery {
 /// device certificate, the device id: what a hub polls to revoke stolen devices.
 async fn get_statuses<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Query(q): Query<StatusesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(MAX_ENTRIES).min(MAX_ENTRIES);
-    let public = public_domains(&r);
+    let public = readable_domains(&r, reader.as_ref());
     let rows = r
         .store()
         .log_entries(q.from, limit, Some(&public))
@@ -670,12 +712,13 @@ async fn post_statement<S: RegistryStore>(
 
 async fn get_status<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Path(subject): Path<String>,
 ) -> Result<Response, ApiError> {
     let subject = hex_path(&subject, &[20, 32])?;
     let mut s = r.status(&subject).await?;
     s.history
-        .retain(|(st, _)| r.policy().is_public(st.domain()));
+        .retain(|(st, _)| r.policy().may_read(reader.as_ref(), st.domain()));
     s.current = s.history.last().cloned();
     Ok(Json(json!({
         "current": s.current.as_ref().map(|(s, i)| statement_json(s, *i)),
@@ -708,13 +751,14 @@ async fn code_json<S: RegistryStore>(
 
 async fn get_code<S: RegistryStore>(
     State(r): State<Shared<S>>,
+    Reader(reader): Reader,
     Path(digest): Path<String>,
 ) -> Result<Response, ApiError> {
     let bytes = hex_path(&digest, &[32])?;
     let mut digest = [0; 32];
     digest.copy_from_slice(&bytes);
     let mut ids = r.code_identities(&digest).await?;
-    ids.retain(|(s, _)| r.policy().is_public(s.domain()));
+    ids.retain(|(s, _)| r.policy().may_read(reader.as_ref(), s.domain()));
     let status = r.status(&digest).await?;
     let mut identities = Vec::new();
     for (st, i) in &ids {

@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod http;
 pub mod policy;
+pub mod reader;
 pub mod registry;
 pub mod statement;
 pub mod sync;

@@ -70,6 +70,9 @@ pub struct Pull {
     pub key: String,
     /// The domains to pull.
     pub domains: Vec<String>,
+    /// A party key file to sign the reads with, for domains the peer does not serve to anyone.
+    #[serde(default)]
+    pub reader_key: Option<std::path::PathBuf>,
 }
 
 /// A peer this registry pushes to.
@@ -207,6 +210,17 @@ impl Policy {
             return false;
         };
         party.roles.iter().any(|r| r == role) && domain.write.contains(&party.name)
+    }
+
+    /// Whether `reader` (a party's fingerprint, for a signed read; `None` for anyone) may read `domain`.
+    pub fn may_read(&self, reader: Option<&Fpr>, domain: &str) -> bool {
+        let Some(d) = self.domain(domain) else {
+            return false;
+        };
+        d.read.iter().any(|r| r == "*")
+            || reader
+                .and_then(|f| self.party(f))
+                .is_some_and(|p| d.read.contains(&p.name))
     }
 
     /// Whether anyone may read `domain` (HKP serves only such domains).

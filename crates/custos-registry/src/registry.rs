@@ -272,6 +272,11 @@ impl<S: RegistryStore> Registry<S> {
         Ok(Some((cert, row.domain)))
     }
 
+    /// The Ed25519 key of a party the policy names, if the registry holds its certificate (signed reads).
+    pub async fn party_ed25519(&self, fpr: &Fpr) -> Result<Option<[u8; 32]>> {
+        Ok(self.party_key(fpr).await?.map(|c| c.ed25519))
+    }
+
     /// The party certificate of a signer the policy names, if the registry holds it.
     async fn party_key(&self, signer: &Fpr) -> Result<Option<Cert>> {
         if self.policy.party(signer).is_none() {
@@ -440,10 +445,11 @@ impl<S: RegistryStore> Registry<S> {
                 }
             }
         }
-        if is_party && !entries.is_empty() {
-            if let Ok(mut cache) = self.parties.lock() {
-                cache.remove(&checked.fingerprint);
-            }
+        if is_party
+            && !entries.is_empty()
+            && let Ok(mut cache) = self.parties.lock()
+        {
+            cache.remove(&checked.fingerprint);
         }
         Ok(Submitted {
             fingerprint,

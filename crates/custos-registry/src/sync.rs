@@ -157,6 +157,21 @@ fn hash_hex(text: &str) -> Option<[u8; 32]> {
     hex::decode(text).ok()?.try_into().ok()
 }
 
+/// A GET to a peer, signed with the reader key if there is one (docs/registry.md §5.1).
+async fn get(
+    http: &HubClient,
+    reader: Option<&crate::cert::Ed25519Key>,
+    path: &str,
+) -> Result<Vec<u8>, custos_client::ClientError> {
+    let auth = reader.map(|k| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        crate::reader::authorization(k, path, t)
+    });
+    http.get(path, auth.as_deref()).await
+}
+
 /// Pulls from one peer (a `[[pull]]` of the policy).
 pub async fn pull<S: RegistryStore>(
     r: &Registry<S>,
@@ -206,8 +221,16 @@ pub async fn pull<S: RegistryStore>(
         from: old_size,
         ..Default::default()
     };
-    let note = http
-        .get("/registry/v1/checkpoint", None)
+    let reader = match &pull.reader_key {
+        Some(path) => Some(
+            crate::reader::read_party(path)
+                .map_err(|e| peer_err(peer, e))?
+                .0,
+        ),
+        None => None,
+    };
+    let reader = reader.as_ref();
+    let note = get(http, reader, "/registry/v1/checkpoint")
         .await
         .map_err(|e| peer_err(peer, e))?;
     report.bytes += note.len() as u64;
@@ -248,13 +271,13 @@ pub async fn pull<S: RegistryStore>(
         return Ok(report);
     }
     if old_size > 0 && new_size > old_size {
-        let body = http
-            .get(
-                &format!("/registry/v1/proof/consistency?from={old_size}&to={new_size}"),
-                None,
-            )
-            .await
-            .map_err(|e| peer_err(peer, e))?;
+        let body = get(
+            http,
+            reader,
+            &format!("/registry/v1/proof/consistency?from={old_size}&to={new_size}"),
+        )
+        .await
+        .map_err(|e| peer_err(peer, e))?;
         report.bytes += body.len() as u64;
         let proof: ProofJson = serde_json::from_slice(&body).map_err(|e| peer_err(peer, e))?;
         let hashes: Option<Vec<[u8; 32]>> = proof.hashes.iter().map(|h| hash_hex(h)).collect();
@@ -282,13 +305,13 @@ pub async fn pull<S: RegistryStore>(
     report.from = pos;
     let mut taken_entries: Vec<Entry> = Vec::new();
     while pos < new_size {
-        let body = http
-            .get(
-                &format!("/registry/v1/sync?from={pos}&to={new_size}&domains={domains}"),
-                None,
-            )
-            .await
-            .map_err(|e| peer_err(peer, e))?;
+        let body = get(
+            http,
+            reader,
+            &format!("/registry/v1/sync?from={pos}&to={new_size}&domains={domains}"),
+        )
+        .await
+        .map_err(|e| peer_err(peer, e))?;
         report.bytes += body.len() as u64;
         let page: Page = serde_json::from_slice(&body).map_err(|e| peer_err(peer, e))?;
         let leaves = b64.decode(&page.leaves).map_err(|e| peer_err(peer, e))?;
