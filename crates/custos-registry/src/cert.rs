@@ -715,6 +715,30 @@ pub fn to_armored(cert: &SignedPublicKey) -> Result<String, CertError> {
     cert.to_armored_string(Default::default()).map_err(build)
 }
 
+/// Stored certificate bytes, ASCII-armoured as they are (no parsing): what HKP serves.
+pub fn armor_bytes(bytes: &[u8]) -> Result<String, CertError> {
+    struct Raw<'a>(&'a [u8]);
+    impl Serialize for Raw<'_> {
+        fn to_writer<W: std::io::Write>(&self, w: &mut W) -> pgp::errors::Result<()> {
+            w.write_all(self.0)?;
+            Ok(())
+        }
+        fn write_len(&self) -> usize {
+            self.0.len()
+        }
+    }
+    let mut out = Vec::new();
+    pgp::armor::write(
+        &Raw(bytes),
+        pgp::armor::BlockType::PublicKey,
+        &mut out,
+        None,
+        true,
+    )
+    .map_err(build)?;
+    String::from_utf8(out).map_err(|_| CertError::Build("armour is not text".into()))
+}
+
 /// The packets that log one certification: the primary key, the User ID and the signature. Each is a valid
 /// (if minimal) certificate on its own, so a log entry can be checked without the rest.
 pub fn certification_packets(
@@ -764,8 +788,12 @@ mod tests {
         assert_eq!(cert.x25519, Some(static_public));
         assert_eq!(cert.user_ids, vec![device_user_id(id)]);
         assert_eq!(cert.keys.len(), 2);
-        // It round-trips through both encodings.
+        // It round-trips through both encodings, and the armour of the stored bytes is the armour of the parsed.
         let armored = to_armored(&cert.cert).unwrap();
+        assert_eq!(
+            armor_bytes(&to_bytes(&cert.cert).unwrap()).unwrap(),
+            armored
+        );
         assert_eq!(
             to_bytes(&parse(armored.as_bytes()).unwrap()).unwrap(),
             to_bytes(&cert.cert).unwrap()

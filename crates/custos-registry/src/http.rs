@@ -226,8 +226,27 @@ async fn lookup<S: RegistryStore>(
         .is_some_and(|o| o.split(',').any(|x| x == "mr"));
     let exact = q.exact.as_deref() == Some("on");
     // HKP clients do not sign: HKP serves what anyone may read.
+    let op = q.op.as_deref().unwrap_or("get");
+    // The common case, a certificate by fingerprint or key id: served as stored (it was checked when it was
+    // taken), armoured without being parsed again.
+    if op == "get"
+        && let Some(id) = hex_id(&search)
+    {
+        let row = r
+            .store()
+            .cert_by_key(&id)
+            .await
+            .map_err(RegistryError::from)?
+            .filter(|row| r.policy().may_read(None, &row.domain))
+            .ok_or_else(|| not_found("no certificate matches"))?;
+        return Ok((
+            [(header::CONTENT_TYPE, "application/pgp-keys")],
+            cert::armor_bytes(&row.data).map_err(RegistryError::from)?,
+        )
+            .into_response());
+    }
     let certs = find(&r, None, &search, exact).await?;
-    match q.op.as_deref().unwrap_or("get") {
+    match op {
         "get" | "hget" => {
             if certs.is_empty() {
                 return Err(not_found("no certificate matches"));
@@ -261,6 +280,19 @@ async fn lookup<S: RegistryStore>(
     }
 }
 
+/// A search that is a fingerprint or key id (40 or 16 hex digits, with or without `0x`).
+fn hex_id(search: &str) -> Option<Vec<u8>> {
+    let digits = search
+        .strip_prefix("0x")
+        .or_else(|| search.strip_prefix("0X"))
+        .unwrap_or(search);
+    if matches!(digits.len(), 16 | 40) {
+        hex::decode(digits).ok()
+    } else {
+        None
+    }
+}
+
 /// Finds public certificates by `0x` + fingerprint or key id, or by User ID (substring; whole with `exact`).
 async fn find<S: RegistryStore>(
     r: &Registry<S>,
@@ -268,13 +300,8 @@ async fn find<S: RegistryStore>(
     search: &str,
     exact: bool,
 ) -> Result<Vec<(Cert, String)>, ApiError> {
-    let hexdigits = search
-        .strip_prefix("0x")
-        .or_else(|| search.strip_prefix("0X"))
-        .unwrap_or(search);
     let mut out = Vec::new();
-    if matches!(hexdigits.len(), 16 | 40) && hexdigits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        let id = hex::decode(hexdigits).map_err(|_| bad("bad hex"))?;
+    if let Some(id) = hex_id(search) {
         if let Some(found) = r.cert(&id).await? {
             out.push(found);
         }
