@@ -232,16 +232,14 @@ async fn lookup<S: RegistryStore>(
     if op == "get"
         && let Some(id) = hex_id(&search)
     {
-        let row = r
-            .store()
-            .cert_by_key(&id)
-            .await
-            .map_err(RegistryError::from)?
-            .filter(|row| r.policy().may_read(None, &row.domain))
+        let served = r
+            .served(&id)
+            .await?
+            .filter(|s| r.policy().may_read(None, &s.domain))
             .ok_or_else(|| not_found("no certificate matches"))?;
         return Ok((
             [(header::CONTENT_TYPE, "application/pgp-keys")],
-            cert::armor_bytes(&row.data).map_err(RegistryError::from)?,
+            served.armored.to_string(),
         )
             .into_response());
     }

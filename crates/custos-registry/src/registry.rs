@@ -149,6 +149,26 @@ pub struct Registry<S> {
     /// The parties' certificates as last read, by fingerprint: every certification and statement is checked
     /// against one. Dropped when a party's certificate changes.
     parties: std::sync::Mutex<std::collections::HashMap<Fpr, Cert>>,
+    /// Armoured certificates as HKP serves them, by the id they were asked for (fingerprint or key id), for
+    /// [`SERVED_TTL`]: HKP lookups are the hot path. Emptied whenever this process logs a certificate; what another
+    /// process writes to the same database is seen within the TTL.
+    served: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Served>>,
+}
+
+/// How long an armoured certificate is served from memory.
+pub const SERVED_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most armoured certificates kept in memory; past that the cache starts afresh.
+const SERVED_MAX: usize = 100_000;
+
+/// An armoured certificate and its domain, as served.
+#[derive(Clone)]
+pub struct Served {
+    /// The certificate's domain.
+    pub domain: String,
+    /// The armour.
+    pub armored: std::sync::Arc<str>,
+    at: std::time::Instant,
 }
 
 impl<S> std::fmt::Debug for Registry<S> {
@@ -193,6 +213,7 @@ impl<S: RegistryStore> Registry<S> {
             seed,
             tree: Mutex::new(tree),
             parties: Default::default(),
+            served: Default::default(),
         })
     }
 
@@ -242,6 +263,11 @@ impl<S: RegistryStore> Registry<S> {
             Indexed::Cert(c) => (Some(c), None),
             Indexed::Statement(st) => (None, Some(st)),
         };
+        if cert.is_some()
+            && let Ok(mut m) = self.served.lock()
+        {
+            m.clear();
+        }
         let bytes = entry_bytes(kind, domain, now, data);
         let leaf_hash = translog::leaf_hash(&bytes);
         let index = self
@@ -261,6 +287,34 @@ impl<S: RegistryStore> Registry<S> {
             .await?;
         tree.append_hash(leaf_hash);
         Ok(index)
+    }
+
+    /// The stored certificate with this fingerprint (or subkey fingerprint, or key id), armoured as stored (it
+    /// was checked when it was taken), from memory if it was served in the last [`SERVED_TTL`].
+    pub async fn served(&self, id: &[u8]) -> Result<Option<Served>> {
+        if let Some(hit) = self
+            .served
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).filter(|s| s.at.elapsed() < SERVED_TTL).cloned())
+        {
+            return Ok(Some(hit));
+        }
+        let Some(row) = self.store.cert_by_key(id).await? else {
+            return Ok(None);
+        };
+        let served = Served {
+            domain: row.domain,
+            armored: cert::armor_bytes(&row.data)?.into(),
+            at: std::time::Instant::now(),
+        };
+        if let Ok(mut m) = self.served.lock() {
+            if m.len() >= SERVED_MAX {
+                m.clear();
+            }
+            m.insert(id.to_vec(), served.clone());
+        }
+        Ok(Some(served))
     }
 
     /// The stored certificate with this fingerprint (or subkey fingerprint, or key id), checked.
