@@ -2070,9 +2070,11 @@ macro_rules! sql_store {
                     return Ok(Vec::new());
                 }
                 let sql = cert_select(
+                    // One pass over the user ids, then the few matching certificates by key: not one probe of
+                    // the user ids per certificate.
                     "SELECT c.fingerprint, c.first_idx AS ord FROM registry_certs c \
-                     WHERE EXISTS (SELECT 1 FROM registry_cert_uids u \
-                       WHERE u.cert = c.fingerprint AND u.folded LIKE $1 ESCAPE '!') \
+                     WHERE c.fingerprint IN (SELECT u.cert FROM registry_cert_uids u \
+                       WHERE u.folded LIKE $1 ESCAPE '!') \
                      ORDER BY c.first_idx LIMIT $2",
                 );
                 let rows = sqlx::query(&sql)
