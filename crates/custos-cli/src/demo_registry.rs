@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use custos_device::Factory;
 use custos_device::agent::Agent;
 use custos_hub::serve::{HubTls, RegistryConfig, ServeConfig};
@@ -371,25 +371,31 @@ pub(crate) async fn act(work: &Path, say: &impl Fn(&str, String)) -> Result<Acte
         .submit_statement(&stolen.sign(&maint)?, now()?)
         .await?;
     sync::pull(&site.registry, &pull, &http, now()?).await?;
-    let mut revoked = false;
+    // The hub's status watch revokes the device, then signs a list without it: wait for both (a poll of 200 ms).
+    let hub_key = custos_hub::HubKeys::load_or_create(&hub_dir)?.signing_public();
+    let mut dropped = (false, false);
     for _ in 0..50 {
-        if store
+        let revoked = store
             .device(made.device)
             .await?
             .and_then(|d| d.revoked_at)
-            .is_some()
-        {
-            revoked = true;
+            .is_some();
+        let listed = match store.device_list().await? {
+            Some((_, list)) => {
+                custos_hub::DeviceList::verify(&custos_proto::RustCrypto, &list, &hub_key)?
+                    .contains(made.device)
+            }
+            None => true,
+        };
+        dropped = (revoked, !listed);
+        if revoked && !listed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    ensure!(revoked, "the hub did not revoke the stolen device");
-    let (_, list) = store.device_list().await?.context("no device list")?;
-    let hub_key = custos_hub::HubKeys::load_or_create(&hub_dir)?.signing_public();
-    let list = custos_hub::DeviceList::verify(&custos_proto::RustCrypto, &list, &hub_key)?;
+    ensure!(dropped.0, "the hub did not revoke the stolen device");
     ensure!(
-        !list.contains(made.device),
+        dropped.1,
         "the signed device list still names the stolen device"
     );
     say(
