@@ -14,7 +14,7 @@ use custos_device::agent::Agent;
 use custos_hub::serve::{HubTls, RegistryConfig, ServeConfig};
 use custos_proto::Secret;
 use custos_registry::cert::{self, Claims, Ed25519Key};
-use custos_registry::policy::Pull;
+use custos_registry::policy::{Pull, policy_toml};
 use custos_registry::statement::{Statement, Status};
 use custos_registry::sync::{self, SyncError};
 use custos_registry::{Policy, Registry};
@@ -57,13 +57,6 @@ async fn serve_registry(dir: &Path, policy: Policy, seed: [u8; 32]) -> Result<Se
         url,
         task,
     })
-}
-
-fn party_toml(name: &str, key: &Ed25519Key, role: &str) -> String {
-    format!(
-        "[[party]]\nname = \"{name}\"\nfingerprint = \"{}\"\nroles = [\"{role}\"]\n",
-        hex::encode(key.fingerprint())
-    )
 }
 
 fn fresh_seed() -> [u8; 32] {
@@ -131,20 +124,29 @@ pub(crate) async fn act(work: &Path, say: &impl Fn(&str, String)) -> Result<Acte
     let acme = Ed25519Key::generate(created)?;
     let integra = Ed25519Key::generate(created)?;
     let maint = Ed25519Key::generate(created)?;
-    let parties = format!(
-        "{}{}{}",
-        party_toml("acme", &acme, "manufacturer"),
-        party_toml("integra", &integra, "integrator"),
-        party_toml("maint", &maint, "maintainer")
+    // The three registries of this act (the manufacturer's, the site's, the rewritten one) share one policy but
+    // for their names.
+    let (fa, fi, fm) = (
+        acme.fingerprint(),
+        integra.fingerprint(),
+        maint.fingerprint(),
     );
-    let domain =
-        "[[domain]]\nname = \"acme\"\nread = [\"*\"]\nwrite = [\"acme\", \"integra\", \"maint\"]\n";
+    let policy = |name: &str| {
+        Policy::parse(&policy_toml(
+            name,
+            "acme",
+            &[
+                ("acme", &fa, &["manufacturer"]),
+                ("integra", &fi, &["integrator"]),
+                ("maint", &fm, &["maintainer"]),
+            ],
+            &[("acme", &["*"], &["acme", "integra", "maint"])],
+        ))
+    };
     let maker_seed = fresh_seed();
     let maker = serve_registry(
         &work.join("registry-manufacturer"),
-        Policy::parse(&format!(
-            "name = \"manufacturer\"\ndefault_domain = \"acme\"\n{parties}{domain}"
-        ))?,
+        policy("manufacturer")?,
         maker_seed,
     )
     .await?;
@@ -157,9 +159,7 @@ pub(crate) async fn act(work: &Path, say: &impl Fn(&str, String)) -> Result<Acte
     };
     let site = serve_registry(
         &work.join("registry-infield"),
-        Policy::parse(&format!(
-            "name = \"infield\"\ndefault_domain = \"acme\"\n{parties}{domain}"
-        ))?,
+        policy("infield")?,
         fresh_seed(),
     )
     .await?;
@@ -408,14 +408,7 @@ pub(crate) async fn act(work: &Path, say: &impl Fn(&str, String)) -> Result<Acte
 
     // A rewritten log: the manufacturer's registry replaced by one with the same key but other entries.
     let forged_dir = work.join("registry-rewritten");
-    let rewritten = serve_registry(
-        &forged_dir,
-        Policy::parse(&format!(
-            "name = \"manufacturer\"\ndefault_domain = \"acme\"\n{parties}{domain}"
-        ))?,
-        maker_seed,
-    )
-    .await?;
+    let rewritten = serve_registry(&forged_dir, policy("manufacturer")?, maker_seed).await?;
     for (k, uid) in [(&acme, "Acme"), (&maint, "Maint")] {
         rewritten
             .registry

@@ -203,7 +203,7 @@ pub(crate) fn read_party(path: &Path) -> Result<(Ed25519Key, String)> {
 pub(crate) fn make_party(uid: &str, out: &Path, force: bool) -> Result<Ed25519Key> {
     let created = u32::try_from(now()).context("the clock is past 2106")?;
     let key = Ed25519Key::generate(created)?;
-    let text = zeroize::Zeroizing::new(custos_registry::reader::party_file(&key, uid));
+    let text = zeroize::Zeroizing::new(custos_registry::reader::party_file(&key, uid)?);
     write_private(out, text.as_bytes(), force)?;
     Ok(key)
 }

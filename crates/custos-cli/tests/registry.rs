@@ -5,8 +5,6 @@
 //! refused; a manufacturer that rewrites its log is flagged and nothing of it is taken.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -717,5 +715,4 @@ fn four_registries_sync_under_their_policies_and_a_rewritten_log_is_refused() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("flagged"));
     drop((infield, developer, maintenance));
-    let _ = common::free_port;
 }

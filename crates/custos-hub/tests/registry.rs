@@ -14,6 +14,7 @@ use custos_proto::admission::{Admitted, DeviceAwaitingResponse};
 use custos_proto::uplink::{LinkKeys, UPLINK_OVERHEAD, seal_uplink};
 use custos_proto::{Crypto, DeviceId, RustCrypto, Secret};
 use custos_registry::cert::{self, Claims, Ed25519Key};
+use custos_registry::policy::policy_toml;
 use custos_registry::statement::{Statement, Status};
 use custos_registry::{Policy, Registry};
 use custos_store::{PendingAdmission, SqliteStore, Store};
@@ -38,13 +39,14 @@ async fn world(require_identity: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     let maker = Ed25519Key::from_seed(&[1; 32], NOW as u32).unwrap();
     let maint = Ed25519Key::from_seed(&[2; 32], NOW as u32).unwrap();
-    let policy = Policy::parse(&format!(
-        "name = \"infield\"\ndefault_domain = \"site\"\n\
-         [[party]]\nname = \"acme\"\nfingerprint = \"{}\"\nroles = [\"manufacturer\"]\n\
-         [[party]]\nname = \"maint\"\nfingerprint = \"{}\"\nroles = [\"maintainer\"]\n\
-         [[domain]]\nname = \"site\"\nread = [\"*\"]\nwrite = [\"acme\", \"maint\"]\n",
-        hex::encode(maker.fingerprint()),
-        hex::encode(maint.fingerprint())
+    let policy = Policy::parse(&policy_toml(
+        "infield",
+        "site",
+        &[
+            ("acme", &maker.fingerprint(), &["manufacturer"]),
+            ("maint", &maint.fingerprint(), &["maintainer"]),
+        ],
+        &[("site", &["*"], &["acme", "maint"])],
     ))
     .unwrap();
     let rstore = SqliteStore::open(&dir.path().join("registry.db"))

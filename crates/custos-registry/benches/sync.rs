@@ -12,6 +12,7 @@ use std::time::Instant;
 use custos_proto::{DeviceId, Secret};
 use custos_registry::cert::{self, Claims, Ed25519Key};
 use custos_registry::policy::Pull;
+use custos_registry::policy::policy_toml;
 use custos_registry::statement::{Statement, Status};
 use custos_registry::{Policy, Registry};
 use custos_store::{RegistryStore, SqliteStore};
@@ -20,13 +21,14 @@ const AT: u32 = 1_780_000_000;
 const NOW: u64 = AT as u64 + 10;
 
 fn policy(name: &str, maker: &Ed25519Key, maint: &Ed25519Key) -> Policy {
-    Policy::parse(&format!(
-        "name = \"{name}\"\ndefault_domain = \"devices\"\n\
-         [[party]]\nname = \"acme\"\nfingerprint = \"{}\"\nroles = [\"manufacturer\"]\n\
-         [[party]]\nname = \"maint\"\nfingerprint = \"{}\"\nroles = [\"maintainer\"]\n\
-         [[domain]]\nname = \"devices\"\nread = [\"*\"]\nwrite = [\"acme\", \"maint\"]\n",
-        hex::encode(maker.fingerprint()),
-        hex::encode(maint.fingerprint())
+    Policy::parse(&policy_toml(
+        name,
+        "devices",
+        &[
+            ("acme", &maker.fingerprint(), &["manufacturer"]),
+            ("maint", &maint.fingerprint(), &["maintainer"]),
+        ],
+        &[("devices", &["*"], &["acme", "maint"])],
     ))
     .unwrap()
 }

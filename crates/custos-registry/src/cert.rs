@@ -472,6 +472,17 @@ fn claims_of(sig: &Signature) -> Claims {
 /// self-certification; subkeys kept only with a valid binding; revocations and direct-key signatures by the primary
 /// kept if valid; third-party certifications collected (verified later against the signer's key).
 pub fn check(cert: SignedPublicKey) -> Result<Cert, CertError> {
+    classify(cert, true)
+}
+
+/// Reads a certificate the registry stored (it was [`check`]ed when it was taken) without verifying its
+/// signatures again: what reads of the store use.
+pub fn stored(bytes: &[u8]) -> Result<Cert, CertError> {
+    classify(parse(bytes)?, false)
+}
+
+/// [`check`], with the self-signatures verified only if `verify`.
+fn classify(cert: SignedPublicKey, verify: bool) -> Result<Cert, CertError> {
     let primary = &cert.primary_key;
     let PublicParams::EdDSALegacy(EddsaLegacyPublicParams::Ed25519 { key }) =
         primary.public_params()
@@ -511,9 +522,10 @@ pub fn check(cert: SignedPublicKey) -> Result<Cert, CertError> {
                         .iter()
                         .any(|id| **id == primary.legacy_key_id()))
             {
-                if sig
-                    .verify_certification(primary, Tag::UserId, &user.id)
-                    .is_ok()
+                if !verify
+                    || sig
+                        .verify_certification(primary, Tag::UserId, &user.id)
+                        .is_ok()
                 {
                     own.push(sig.clone());
                 }
@@ -556,7 +568,7 @@ pub fn check(cert: SignedPublicKey) -> Result<Cert, CertError> {
         let sigs: Vec<Signature> = sub
             .signatures
             .iter()
-            .filter(|s| s.verify_subkey_binding(primary, &sub.key).is_ok())
+            .filter(|s| !verify || s.verify_subkey_binding(primary, &sub.key).is_ok())
             .cloned()
             .collect();
         if sigs.is_empty() {
@@ -574,14 +586,14 @@ pub fn check(cert: SignedPublicKey) -> Result<Cert, CertError> {
         .details
         .revocation_signatures
         .iter()
-        .filter(|s| s.verify_key(primary).is_ok())
+        .filter(|s| !verify || s.verify_key(primary).is_ok())
         .cloned()
         .collect();
     let direct = cert
         .details
         .direct_signatures
         .iter()
-        .filter(|s| s.verify_key(primary).is_ok())
+        .filter(|s| !verify || s.verify_key(primary).is_ok())
         .cloned()
         .collect();
     let cleaned = SignedPublicKey::new(
@@ -794,6 +806,11 @@ mod tests {
             armor_bytes(&to_bytes(&cert.cert).unwrap()).unwrap(),
             armored
         );
+        // Read back from the store without verifying again, it is the same certificate.
+        let again = stored(&to_bytes(&cert.cert).unwrap()).unwrap();
+        assert_eq!(again.fingerprint, cert.fingerprint);
+        assert_eq!(again.x25519, cert.x25519);
+        assert_eq!(again.user_ids, cert.user_ids);
         assert_eq!(
             to_bytes(&parse(armored.as_bytes()).unwrap()).unwrap(),
             to_bytes(&cert.cert).unwrap()

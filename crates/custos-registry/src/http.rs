@@ -206,12 +206,12 @@ async fn bounds(
 struct LookupQuery {
     op: Option<String>,
     search: Option<String>,
-    options: Option<String>,
+    // `options` (mr, nm) is accepted and changes nothing: the answers are always machine-readable.
     exact: Option<String>,
 }
 
-/// HKP lookup: `op=get` serves armored certificates, `op=index|vindex` the machine-readable index (with
-/// `options=mr`; the same text otherwise). Only certificates of domains anyone may read are served.
+/// HKP lookup: `op=get` serves armored certificates, `op=index|vindex` the machine-readable index (with or
+/// without `options=mr`). Only certificates of domains anyone may read are served.
 async fn lookup<S: RegistryStore>(
     State(r): State<Shared<S>>,
     Query(q): Query<LookupQuery>,
@@ -220,10 +220,6 @@ async fn lookup<S: RegistryStore>(
     if search.len() > 256 {
         return Err(bad("search is longer than 256 bytes"));
     }
-    let _mr = q
-        .options
-        .as_deref()
-        .is_some_and(|o| o.split(',').any(|x| x == "mr"));
     let exact = q.exact.as_deref() == Some("on");
     // HKP clients do not sign: HKP serves what anyone may read.
     let op = q.op.as_deref().unwrap_or("get");
@@ -311,8 +307,7 @@ async fn find<S: RegistryStore>(
             .await
             .map_err(RegistryError::from)?
         {
-            let c = cert::check(cert::parse(&row.data).map_err(RegistryError::from)?)
-                .map_err(RegistryError::from)?;
+            let c = cert::stored(&row.data).map_err(RegistryError::from)?;
             if exact
                 && !c
                     .user_ids

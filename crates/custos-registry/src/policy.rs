@@ -117,6 +117,39 @@ fn fpr_hex<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Fpr, D::Error> {
         .map_err(|_| serde::de::Error::custom("a fingerprint is 40 hex digits"))
 }
 
+/// The text of a policy descriptor, for programs that write one (the demo, tests, benchmarks): parties as
+/// (name, certificate fingerprint, roles), domains as (name, readers, writers).
+pub fn policy_toml(
+    name: &str,
+    default_domain: &str,
+    parties: &[(&str, &Fpr, &[&str])],
+    domains: &[(&str, &[&str], &[&str])],
+) -> String {
+    let list = |items: &[&str]| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("name = \"{name}\"\ndefault_domain = \"{default_domain}\"\n");
+    for (party, fingerprint, roles) in parties {
+        out.push_str(&format!(
+            "[[party]]\nname = \"{party}\"\nfingerprint = \"{}\"\nroles = [{}]\n",
+            hex::encode_upper(fingerprint),
+            list(roles)
+        ));
+    }
+    for (domain, read, write) in domains {
+        out.push_str(&format!(
+            "[[domain]]\nname = \"{domain}\"\nread = [{}]\nwrite = [{}]\n",
+            list(read),
+            list(write)
+        ));
+    }
+    out
+}
+
 /// What is wrong with a policy file.
 #[derive(Debug, thiserror::Error)]
 #[error("policy: {0}")]
@@ -264,6 +297,19 @@ write = ["acme"]
             "not a domain"
         );
         assert!(p.is_public("site-7"));
+    }
+
+    #[test]
+    fn what_policy_toml_writes_parses_back() {
+        let text = policy_toml(
+            "t",
+            "d",
+            &[("acme", &[1; 20], &["manufacturer"])],
+            &[("d", &["*"], &["acme"])],
+        );
+        let p = Policy::parse(&text).unwrap();
+        assert!(p.may_write(&[1; 20], "d", "manufacturer"));
+        assert!(p.is_public("d"));
     }
 
     #[test]

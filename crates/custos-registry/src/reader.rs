@@ -62,7 +62,7 @@ pub fn read_party(path: &Path) -> Result<(Ed25519Key, String), ReaderError> {
 }
 
 /// The text of a party key file for `key` with User ID `uid`.
-pub fn party_file(key: &Ed25519Key, uid: &str) -> String {
+pub fn party_file(key: &Ed25519Key, uid: &str) -> Result<String, ReaderError> {
     let created = pgp::types::KeyDetails::created_at(key).as_secs();
     let f = PartyFile {
         format: PARTY_FORMAT.into(),
@@ -70,7 +70,7 @@ pub fn party_file(key: &Ed25519Key, uid: &str) -> String {
         created,
         seed: hex::encode(*key.seed()),
     };
-    serde_json::to_string_pretty(&f).unwrap_or_default()
+    serde_json::to_string_pretty(&f).map_err(|e| ReaderError(e.to_string()))
 }
 
 fn signed_bytes(path_and_query: &str, time: u64) -> Vec<u8> {

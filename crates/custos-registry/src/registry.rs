@@ -322,8 +322,7 @@ impl<S: RegistryStore> Registry<S> {
         let Some(row) = self.store.cert_by_key(id).await? else {
             return Ok(None);
         };
-        let cert = cert::check(cert::parse(&row.data)?)?;
-        Ok(Some((cert, row.domain)))
+        Ok(Some((cert::stored(&row.data)?, row.domain)))
     }
 
     /// The Ed25519 key of a party the policy names, if the registry holds its certificate (signed reads).
@@ -398,12 +397,12 @@ impl<S: RegistryStore> Registry<S> {
         // What is posted may be only a part of a known certificate (a log entry of one certification is the primary
         // key, the User ID and the signature, without the self-signature): it is checked merged with what is held.
         let mut tree = self.tree.lock().await;
-        let raw = match self.store.cert(cert::fpr(&raw.primary_key)).await? {
+        let existing = self.store.cert(cert::fpr(&raw.primary_key)).await?;
+        let raw = match &existing {
             Some(row) => cert::merge(&cert::parse(&row.data)?, &raw)?,
             None => raw,
         };
         let checked = cert::check(raw)?;
-        let existing = self.store.cert(checked.fingerprint).await?;
         let domain = match (&existing, domain) {
             (Some(row), _) => row.domain.clone(),
             (None, Some(d)) => d.to_string(),
@@ -454,7 +453,7 @@ impl<S: RegistryStore> Registry<S> {
                 );
             }
             Some(stored) => {
-                let ours = cert::check(cert::parse(&stored.data)?)?;
+                let ours = cert::stored(&stored.data)?;
                 let merged = cert::merge(&ours.cert, &clean)?;
                 let merged_checked = cert::check(merged.clone())?;
                 let have: Vec<Vec<u8>> = ours

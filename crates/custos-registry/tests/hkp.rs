@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, ensure};
 use custos_proto::DeviceId;
 use custos_registry::cert::{self, Claims, Ed25519Key};
+use custos_registry::policy::policy_toml;
 use custos_registry::{Policy, Registry};
 use custos_store::SqliteStore;
 
@@ -26,25 +27,14 @@ struct World {
 }
 
 fn policy(maker: &Ed25519Key, integrator: &Ed25519Key) -> Policy {
-    Policy::parse(&format!(
-        r#"
-name = "infield.test"
-default_domain = "site"
-[[party]]
-name = "acme"
-fingerprint = "{}"
-roles = ["manufacturer"]
-[[party]]
-name = "integrator"
-fingerprint = "{}"
-roles = ["integrator"]
-[[domain]]
-name = "site"
-read = ["*"]
-write = ["acme", "integrator"]
-"#,
-        hex::encode(maker.fingerprint()),
-        hex::encode(integrator.fingerprint())
+    Policy::parse(&policy_toml(
+        "infield.test",
+        "site",
+        &[
+            ("acme", &maker.fingerprint(), &["manufacturer"]),
+            ("integrator", &integrator.fingerprint(), &["integrator"]),
+        ],
+        &[("site", &["*"], &["acme", "integrator"])],
     ))
     .unwrap()
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use custos_registry::cert::{self, Claims, Ed25519Key};
+use custos_registry::policy::policy_toml;
 use custos_registry::{Policy, Registry};
 use custos_store::SqliteStore;
 use tower::ServiceExt;
@@ -39,12 +40,14 @@ async fn call(
 async fn bad_input_gets_json_errors_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let maker = Ed25519Key::from_seed(&[1; 32], AT).unwrap();
-    let policy = Policy::parse(&format!(
-        "name = \"t\"\ndefault_domain = \"public\"\n\
-         [[party]]\nname = \"acme\"\nfingerprint = \"{}\"\nroles = [\"manufacturer\"]\n\
-         [[domain]]\nname = \"public\"\nread = [\"*\"]\nwrite = [\"acme\"]\n\
-         [[domain]]\nname = \"private\"\nread = [\"acme\"]\nwrite = [\"acme\"]\n",
-        hex::encode(maker.fingerprint())
+    let policy = Policy::parse(&policy_toml(
+        "t",
+        "public",
+        &[("acme", &maker.fingerprint(), &["manufacturer"])],
+        &[
+            ("public", &["*"], &["acme"]),
+            ("private", &["acme"], &["acme"]),
+        ],
     ))
     .unwrap();
     let store = SqliteStore::open(&dir.path().join("r.db")).await.unwrap();

@@ -6,6 +6,7 @@ use anyhow::Result;
 use custos_proto::translog::{self, VerifierKey};
 use custos_proto::{DeviceId, Secret};
 use custos_registry::cert::{self, Claims, Ed25519Key};
+use custos_registry::policy::policy_toml;
 use custos_registry::registry::{Entry, kind};
 use custos_registry::statement::{Statement, Status};
 use custos_registry::{Policy, Registry, RegistryError};
@@ -31,43 +32,20 @@ fn parties() -> Parties {
 }
 
 fn policy(p: &Parties) -> Policy {
-    Policy::parse(&format!(
-        r#"
-name = "maintenance.test"
-default_domain = "site"
-[[party]]
-name = "acme"
-fingerprint = "{}"
-roles = ["manufacturer"]
-[[party]]
-name = "maint"
-fingerprint = "{}"
-roles = ["maintainer"]
-[[party]]
-name = "devco"
-fingerprint = "{}"
-roles = ["developer"]
-[[party]]
-name = "outsider"
-fingerprint = "{}"
-roles = ["maintainer"]
-[[domain]]
-name = "site"
-read = ["*"]
-write = ["acme", "maint"]
-[[domain]]
-name = "firmware"
-read = ["*"]
-write = ["devco", "maint"]
-[[domain]]
-name = "elsewhere"
-read = ["outsider"]
-write = ["outsider"]
-"#,
-        hex::encode(p.maker.fingerprint()),
-        hex::encode(p.maint.fingerprint()),
-        hex::encode(p.dev.fingerprint()),
-        hex::encode(p.outsider.fingerprint()),
+    Policy::parse(&policy_toml(
+        "maintenance.test",
+        "site",
+        &[
+            ("acme", &p.maker.fingerprint(), &["manufacturer"]),
+            ("maint", &p.maint.fingerprint(), &["maintainer"]),
+            ("devco", &p.dev.fingerprint(), &["developer"]),
+            ("outsider", &p.outsider.fingerprint(), &["maintainer"]),
+        ],
+        &[
+            ("site", &["*"], &["acme", "maint"]),
+            ("firmware", &["*"], &["devco", "maint"]),
+            ("elsewhere", &["outsider"], &["outsider"]),
+        ],
     ))
     .unwrap()
 }

@@ -10,6 +10,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use custos_client::HubClient;
 use custos_registry::cert::{self, Ed25519Key};
+use custos_registry::policy::policy_toml;
 use custos_registry::statement::{Statement, Status};
 use custos_registry::update::{UpdateError, check_update};
 use custos_registry::{Policy, Registry};
@@ -52,13 +53,14 @@ async fn only_logged_undeprecated_code_of_a_trusted_developer_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Ed25519Key::from_seed(&[3; 32], AT).unwrap();
     let other = Ed25519Key::from_seed(&[4; 32], AT).unwrap();
-    let policy = Policy::parse(&format!(
-        "name = \"developer\"\ndefault_domain = \"firmware\"\n\
-         [[party]]\nname = \"devco\"\nfingerprint = \"{}\"\nroles = [\"developer\"]\n\
-         [[party]]\nname = \"other\"\nfingerprint = \"{}\"\nroles = [\"developer\"]\n\
-         [[domain]]\nname = \"firmware\"\nread = [\"*\"]\nwrite = [\"devco\", \"other\"]\n",
-        hex::encode(dev.fingerprint()),
-        hex::encode(other.fingerprint())
+    let policy = Policy::parse(&policy_toml(
+        "developer",
+        "firmware",
+        &[
+            ("devco", &dev.fingerprint(), &["developer"]),
+            ("other", &other.fingerprint(), &["developer"]),
+        ],
+        &[("firmware", &["*"], &["devco", "other"])],
     ))
     .unwrap();
     let store = SqliteStore::open(&dir.path().join("r.db")).await.unwrap();
