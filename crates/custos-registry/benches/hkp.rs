@@ -20,7 +20,7 @@
 //!   - `cold`: every certificate asked for once, in a shuffled order, ours' round only after its cache has
 //!     forgotten everything (`SERVED_TTL` since its last lookup): every lookup reads the store, as it mostly would
 //!     in a registry of many certificates each rarely asked for;
-//!   - `index`: `op=index&options=mr&search=<device id>` (our substring search over User IDs; SKS's word index).
+//!   - `index`: `op=index&options=mr&search=<device id>` (a whole-word search over User IDs, ours and SKS's).
 //!
 //!   Every answer must be 200 and hold an armoured certificate (an index: the fingerprint asked for), or the bench
 //!   exits non-zero. Before the timed rounds every certificate is fetched once from each server, parsed and
@@ -82,7 +82,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// A device id whose printed form (`e5-05-00-00-xx-yy-zz-ww`) has, in its last four bytes, a value no other device
 /// uses in any position, so that SKS's word search (it splits User IDs on non-alphanumerics and intersects the
-/// words' key sets) finds exactly one certificate for it, as our substring search does. Bytes 4..8 encode `i` in
+/// words' key sets) finds exactly one certificate for it, as ours does. Bytes 4..8 encode `i` in
 /// base 48, one digit per byte, each position in a range of its own (0x10.., 0x40.., 0x70.., 0xa0..0xcf), none
 /// of them equal to the fixed bytes e5, 05 or 00.
 fn device_id(i: usize) -> DeviceId {
@@ -338,11 +338,11 @@ async fn breakdown<S: custos_store::RegistryStore>(
         let t = Instant::now();
         for (_, id) in &keys[..calls] {
             let found = store
-                .certs_by_uid(id, custos_registry::http::MAX_INDEX)
+                .certs_by_words(id, custos_registry::http::MAX_INDEX)
                 .await
                 .map_err(|e| e.to_string())?;
             if found.len() != 1 {
-                return Err(format!("certs_by_uid({id}) found {}", found.len()));
+                return Err(format!("certs_by_words({id}) found {}", found.len()));
             }
         }
         by_uid.push(us(t, calls));
@@ -361,7 +361,7 @@ async fn breakdown<S: custos_store::RegistryStore>(
             median(hit),
         ),
         (
-            "`store.certs_by_uid` (index: the SQL substring search)",
+            "`store.certs_by_words` (index: the whole-word SQL search)",
             median(by_uid),
         ),
         (

@@ -287,7 +287,9 @@ fn hex_id(search: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// Finds public certificates by `0x` + fingerprint or key id, or by User ID (substring; whole with `exact`).
+/// Finds public certificates by `0x` + fingerprint or key id, or by User ID words: every word of the search must be a
+/// whole word of one of the certificate's User IDs, as SKS matches (`alice example` finds `Alice <alice@example.org>`;
+/// `ali` does not). With `exact` the search must be a whole User ID or its address.
 async fn find<S: RegistryStore>(
     r: &Registry<S>,
     reader: Option<&crate::cert::Fpr>,
@@ -303,7 +305,7 @@ async fn find<S: RegistryStore>(
         let needle = search.trim_start_matches('=');
         for row in r
             .store()
-            .certs_by_uid(needle, MAX_INDEX)
+            .certs_by_words(needle, MAX_INDEX)
             .await
             .map_err(RegistryError::from)?
         {

@@ -900,6 +900,26 @@ pub struct CertRow {
     pub updated_at: i64,
 }
 
+/// The most words a user id search may hold ([`RegistryStore::certs_by_words`]).
+pub const MAX_SEARCH_WORDS: usize = 8;
+
+/// A word is cut to this many characters, in the index and in a search alike.
+pub const MAX_WORD_CHARS: usize = 64;
+
+/// The words of a user id or of a search, as the registry's word index holds them: the runs of letters and digits
+/// (Unicode `char::is_alphanumeric`), lowercased by Unicode rules, each cut to [`MAX_WORD_CHARS`] characters,
+/// each once, sorted. `Alice Example <alice@example.org>` holds `alice`, `example` and `org`.
+pub fn uid_words(text: &str) -> Vec<String> {
+    let mut words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase().chars().take(MAX_WORD_CHARS).collect())
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    words
+}
+
 /// A signed statement's index row: what it is about, who signed it and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatementRow {
@@ -1009,12 +1029,20 @@ pub trait RegistryStore: Send + Sync {
     /// [`StoreError::InvalidInput`].
     fn cert_by_key(&self, id: &[u8]) -> impl Future<Output = Result<Option<CertRow>>> + Send;
 
-    /// Up to `limit` certificates with a user id containing `needle`, case-insensitively (both lowercased by
-    /// Unicode rules) and literally (`%` and `_` are plain characters), in the order they were first logged. It
-    /// scans every user id: meant for a registry's size, not for a full-text index.
-    fn certs_by_uid(
+    /// The domain and data of the certificate [`cert_by_key`](Self::cert_by_key) finds, in one row, without its
+    /// keys and user ids: what serving it needs.
+    fn cert_data_by_key(
         &self,
-        needle: &str,
+        id: &[u8],
+    ) -> impl Future<Output = Result<Option<(String, Vec<u8>)>>> + Send;
+
+    /// Up to `limit` certificates whose user ids hold every word of `search` ([`uid_words`]: whole words,
+    /// case-insensitively, as SKS searches), in the order they were first logged. A search of no words (only
+    /// punctuation, say) or of more than [`MAX_SEARCH_WORDS`] words finds nothing. It reads a word index, not the
+    /// user ids.
+    fn certs_by_words(
+        &self,
+        search: &str,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<CertRow>>> + Send;
 
@@ -1399,8 +1427,11 @@ impl RegistryStore for AnyStore {
     async fn cert_by_key(&self, id: &[u8]) -> Result<Option<CertRow>> {
         delegate!(self, cert_by_key(id))
     }
-    async fn certs_by_uid(&self, needle: &str, limit: u32) -> Result<Vec<CertRow>> {
-        delegate!(self, certs_by_uid(needle, limit))
+    async fn cert_data_by_key(&self, id: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
+        delegate!(self, cert_data_by_key(id))
+    }
+    async fn certs_by_words(&self, search: &str, limit: u32) -> Result<Vec<CertRow>> {
+        delegate!(self, certs_by_words(search, limit))
     }
     async fn cert_count(&self) -> Result<u64> {
         delegate!(self, cert_count())

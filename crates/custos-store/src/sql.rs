@@ -68,10 +68,12 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self {
+        let store = Self {
             pool,
             write: Default::default(),
-        })
+        };
+        store.index_missing_words().await?;
+        Ok(store)
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -101,7 +103,9 @@ impl PgStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.index_missing_words().await?;
+        Ok(store)
     }
 
     /// Closes the pool, waiting for connections to finish.
@@ -218,22 +222,6 @@ fn check_entry(e: &NewLogEntry) -> Result<()> {
     Ok(())
 }
 
-/// The LIKE pattern that finds `needle` anywhere in a lowercased user id, literally. `!` escapes the wildcards and
-/// itself; not `\`, which PostgreSQL reads as an escape inside string literals when standard_conforming_strings is
-/// off.
-fn like_substring(needle: &str) -> String {
-    let mut pattern = String::with_capacity(needle.len() + 2);
-    pattern.push('%');
-    for c in needle.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '!') {
-            pattern.push('!');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    pattern
-}
-
 /// One statement that reads certificates with their keys and user ids, so that a reader never sees a certificate
 /// half replaced (PostgreSQL takes a snapshot per statement, not per transaction). `hit` selects
 /// `(fingerprint, ord)` of the wanted certificates; rows come back by `ord`, each certificate's row before its keys
@@ -250,6 +238,25 @@ fn cert_select(hit: &str) -> String {
          FROM hit h JOIN registry_cert_uids u ON u.cert = h.fingerprint \
          ORDER BY ord, cert, part, pos"
     )
+}
+
+/// The query that selects `columns` of `registry_certs c` for the certificate holding the key `$1` (see
+/// [`RegistryStore::cert_by_key`]).
+fn cert_by_key_select(id: &[u8], columns: &str) -> Result<String> {
+    let column = match id.len() {
+        20 => "fingerprint",
+        8 => "key_id",
+        _ => {
+            return Err(StoreError::InvalidInput(
+                "a key is found by its 20-byte fingerprint or 8-byte key id",
+            ));
+        }
+    };
+    Ok(format!(
+        "SELECT {columns} FROM registry_cert_keys k \
+         JOIN registry_certs c ON c.fingerprint = k.cert WHERE k.{column} = $1 \
+         ORDER BY CASE WHEN k.fingerprint = k.cert THEN 0 ELSE 1 END, c.first_idx LIMIT 1"
+    ))
 }
 
 /// At most this many domains in one [`RegistryStore::log_entries`] filter: one bound value each.
@@ -388,6 +395,66 @@ macro_rules! sql_store {
                     domain: row.try_get("domain")?,
                     added_at: row.try_get("added_at")?,
                 })
+            }
+
+            /// Indexes the words of a certificate's user ids ([`crate::uid_words`]), each once.
+            async fn insert_words(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                cert: &[u8; 20],
+                uids: &[String],
+            ) -> Result<()> {
+                let mut words: Vec<String> = uids.iter().flat_map(|u| crate::uid_words(u)).collect();
+                words.sort_unstable();
+                words.dedup();
+                for chunk in words.chunks(INSERT_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_words (word, cert) ");
+                    q.push_values(chunk, |mut b, w| {
+                        b.push_bind(w.as_str()).push_bind(&cert[..]);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    q.build().execute(&mut *conn).await?;
+                }
+                Ok(())
+            }
+
+            /// Indexes the words of certificates stored before the word index existed (migration 0009), each
+            /// in its own transaction; a no-op once every certificate with a user id has its words.
+            pub(crate) async fn index_missing_words(&self) -> Result<()> {
+                // Pages by fingerprint, so that certificates whose user ids hold no word are passed only once.
+                let mut after: Vec<u8> = Vec::new();
+                loop {
+                    let rows = sqlx::query(
+                        "SELECT u.cert, u.uid FROM registry_cert_uids u \
+                         WHERE u.cert IN (SELECT c.fingerprint FROM registry_certs c \
+                           WHERE c.fingerprint > $1 \
+                           AND NOT EXISTS (SELECT 1 FROM registry_cert_words w WHERE w.cert = c.fingerprint) \
+                           AND EXISTS (SELECT 1 FROM registry_cert_uids x WHERE x.cert = c.fingerprint) \
+                           ORDER BY c.fingerprint LIMIT 1000) \
+                         ORDER BY u.cert, u.pos",
+                    )
+                    .bind(&after[..])
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut certs: Vec<([u8; 20], Vec<String>)> = Vec::new();
+                    for row in &rows {
+                        let cert = fingerprint(row.try_get("cert")?)?;
+                        let uid: String = row.try_get("uid")?;
+                        match certs.last_mut() {
+                            Some((c, uids)) if *c == cert => uids.push(uid),
+                            _ => certs.push((cert, vec![uid])),
+                        }
+                    }
+                    let Some((last, _)) = certs.last() else {
+                        return Ok(());
+                    };
+                    after = last.to_vec();
+                    let _write = self.writer().await;
+                    let mut tx = self.pool.begin().await?;
+                    for (cert, uids) in &certs {
+                        Self::insert_words(&mut tx, cert, uids).await?;
+                    }
+                    tx.commit().await?;
+                }
             }
 
             /// Assembles the rows of a [`cert_select`] into certificates, in their order.
@@ -1945,6 +2012,11 @@ macro_rules! sql_store {
                             });
                             q.build().execute(&mut *tx).await?;
                         }
+                        sqlx::query("DELETE FROM registry_cert_words WHERE cert = $1")
+                            .bind(&c.fingerprint[..])
+                            .execute(&mut *tx)
+                            .await?;
+                        Self::insert_words(&mut tx, &c.fingerprint, &c.uids).await?;
                         for (n, chunk) in c.uids.chunks(INSERT_CHUNK).enumerate() {
                             let base = i32::try_from(n * INSERT_CHUNK).map_err(|_| StoreError::InvalidInput("too many user ids"))?;
                             let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_uids (cert, pos, uid, folded) ");
@@ -2050,38 +2122,37 @@ macro_rules! sql_store {
             }
 
             async fn cert_by_key(&self, id: &[u8]) -> Result<Option<CertRow>> {
-                let column = match id.len() {
-                    20 => "fingerprint",
-                    8 => "key_id",
-                    _ => return Err(StoreError::InvalidInput("a key is found by its 20-byte fingerprint or 8-byte key id")),
-                };
-                let sql = cert_select(&format!(
-                    "SELECT c.fingerprint, c.first_idx AS ord FROM registry_cert_keys k \
-                     JOIN registry_certs c ON c.fingerprint = k.cert WHERE k.{column} = $1 \
-                     ORDER BY CASE WHEN k.fingerprint = k.cert THEN 0 ELSE 1 END, c.first_idx LIMIT 1"
-                ));
+                let sql = cert_select(&cert_by_key_select(id, "c.fingerprint, c.first_idx AS ord")?);
                 let rows = sqlx::query(&sql).bind(id).fetch_all(&self.pool).await?;
                 Ok(Self::cert_rows(&rows)?.into_iter().next())
             }
 
-            async fn certs_by_uid(&self, needle: &str, limit: u32) -> Result<Vec<CertRow>> {
-                // No stored user id holds a NUL character.
-                if needle.contains('\0') {
+            async fn cert_data_by_key(&self, id: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
+                let sql = cert_by_key_select(id, "c.domain, c.data")?;
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(|row| Ok((row.try_get("domain")?, row.try_get("data")?))).transpose()
+            }
+
+            async fn certs_by_words(&self, search: &str, limit: u32) -> Result<Vec<CertRow>> {
+                let words = crate::uid_words(search);
+                if words.is_empty() || words.len() > crate::MAX_SEARCH_WORDS {
                     return Ok(Vec::new());
                 }
-                let sql = cert_select(
-                    // One pass over the user ids, then the few matching certificates by key: not one probe of
-                    // the user ids per certificate.
+                // The certificates holding every word (each word once per certificate: the primary key), then
+                // those few by key.
+                let sql = cert_select(&format!(
                     "SELECT c.fingerprint, c.first_idx AS ord FROM registry_certs c \
-                     WHERE c.fingerprint IN (SELECT u.cert FROM registry_cert_uids u \
-                       WHERE u.folded LIKE $1 ESCAPE '!') \
-                     ORDER BY c.first_idx LIMIT $2",
-                );
-                let rows = sqlx::query(&sql)
-                    .bind(like_substring(needle))
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
+                     WHERE c.fingerprint IN (SELECT w.cert FROM registry_cert_words w \
+                       WHERE w.word IN ({}) GROUP BY w.cert HAVING COUNT(*) = {}) \
+                     ORDER BY c.first_idx LIMIT {limit}",
+                    placeholders($numbered, words.len(), 1, false),
+                    words.len(),
+                ));
+                let mut q = sqlx::query(&sql);
+                for w in &words {
+                    q = q.bind(w.as_str());
+                }
+                let rows = q.fetch_all(&self.pool).await?;
                 Self::cert_rows(&rows)
             }
 

@@ -1251,7 +1251,7 @@ async fn registry_log_conflicts_and_bad_entries_write_nothing<S: RegistryStore>(
     ensure!(s.log_entry(1).await?.is_none());
     ensure!(s.cert(fpr(1, 1)).await?.is_none());
     ensure!(s.cert_by_key(&fpr(2, 2)).await?.is_none());
-    ensure!(s.certs_by_uid("alice", 10).await?.is_empty());
+    ensure!(s.certs_by_words("alice", 10).await?.is_empty());
     ensure!(s.cert_count().await? == 0);
     ensure!(s.statements(&fpr(1, 1)).await?.is_empty());
     // At the right size it goes in, whole.
@@ -1287,8 +1287,13 @@ async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
             "lookup by {}",
             hex::encode(id)
         );
+        ensure!(
+            s.cert_data_by_key(id).await? == Some((first.domain.clone(), first.data.clone())),
+            "data by {}",
+            hex::encode(id)
+        );
     }
-    ensure!(s.certs_by_uid("work", 10).await? == std::slice::from_ref(&first));
+    ensure!(s.certs_by_words("work", 10).await? == std::slice::from_ref(&first));
     // The merged certificate replaces the old one, keys and user ids included; its domain stays.
     let mut second = cert_row(a, &[s3], &["Alice <alice@example.org>"], NOW + 100);
     second.domain = "elsewhere.example".into();
@@ -1306,10 +1311,10 @@ async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
         "a removed subkey's key id"
     );
     ensure!(
-        s.certs_by_uid("work", 10).await?.is_empty(),
+        s.certs_by_words("work", 10).await?.is_empty(),
         "a removed user id"
     );
-    ensure!(s.certs_by_uid("alice", 10).await? == std::slice::from_ref(&want));
+    ensure!(s.certs_by_words("alice", 10).await? == std::slice::from_ref(&want));
     ensure!(s.cert_count().await? == 1);
     // Ambiguity: b (logged next) lists a's subkey s3 and a key x whose key id collides with a's, and c, logged
     // last, is x's own certificate. The certificate whose primary key it is wins, then the one logged first.
@@ -1321,6 +1326,11 @@ async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
     let c = cert_row(x, &[], &["Carol <carol@example.org>"], NOW);
     append(&s, &cert_entry(4, c.clone())).await?;
     ensure!(s.cert_by_key(&x).await? == Some(c.clone()), "primary wins");
+    ensure!(s.cert_data_by_key(&x).await? == Some((c.domain.clone(), c.data.clone())));
+    ensure!(
+        s.cert_data_by_key(&key_id(&a)).await? == Some((want.domain.clone(), want.data.clone()))
+    );
+    ensure!(s.cert_data_by_key(&s1).await?.is_none(), "a removed subkey");
     ensure!(
         s.cert_by_key(&key_id(&a)).await? == Some(want.clone()),
         "primary then first"
@@ -1332,31 +1342,37 @@ async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
     for bad in [&[0xa1; 7][..], &[0xa1; 32][..], &[][..]] {
         let r = s.cert_by_key(bad).await;
         ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
+        let r = s.cert_data_by_key(bad).await;
+        ensure!(matches!(r, Err(StoreError::InvalidInput(_))), "{r:?}");
     }
     Ok(())
 }
 
-async fn registry_uid_search_is_case_insensitive_and_literal<S: RegistryStore>(s: S) -> Result<()> {
+async fn registry_uid_search_matches_whole_words<S: RegistryStore>(s: S) -> Result<()> {
+    let long = "x".repeat(100);
     let uids = [
-        "Alice <alice@example.org>",
-        "100% sure <p@example.org>",
-        "1000 sure <q@example.org>",
-        "under_score <u@example.org>",
-        "underXscore <v@example.org>",
-        "Ärger Ünïcode <w@example.org>",
-        "bang! <b@example.org>",
-        "bang <c@example.org>",
+        "Alice <alice@example.org>".to_string(),
+        "100% sure <p@example.org>".into(),
+        "1000 sure <q@example.org>".into(),
+        "under_score <u@example.org>".into(),
+        "underXscore <v@example.org>".into(),
+        "Ärger Ünïcode <w@example.org>".into(),
+        "bang! <b@example.org>".into(),
+        "bang <c@example.org>".into(),
+        format!("{long} <l@example.org>"),
+        "!!! ???".into(),
+        "one two three four five six seven eight nine".into(),
     ];
     let mut certs = Vec::new();
-    for (n, uid) in (1u8..).zip(uids) {
-        let c = cert_row(fpr(n, n), &[], &[uid], NOW);
+    for (n, uid) in (1u8..).zip(&uids) {
+        let c = cert_row(fpr(n, n), &[], &[uid.as_str()], NOW);
         append(&s, &cert_entry(n, c.clone())).await?;
         certs.push(c);
     }
-    let found = |needle: &'static str| {
+    let found = |search: String| {
         let s = &s;
         async move {
-            let got = s.certs_by_uid(needle, 100).await?;
+            let got = s.certs_by_words(&search, 100).await?;
             anyhow::Ok(
                 got.iter()
                     .map(|c| c.uids[0].clone())
@@ -1364,23 +1380,46 @@ async fn registry_uid_search_is_case_insensitive_and_literal<S: RegistryStore>(s
             )
         }
     };
-    ensure!(found("ALICE").await? == [uids[0]]);
-    ensure!(found("%").await? == [uids[1]], "% is literal");
-    ensure!(found("100%").await? == [uids[1]]);
-    ensure!(found("_").await? == [uids[3]], "_ is literal");
-    ensure!(found("r_s").await? == [uids[3]]);
-    ensure!(found("äRGER üNÏ").await? == [uids[5]], "beyond ASCII");
+    let f = |search: &str| found(search.to_string());
+    ensure!(f("ALICE").await? == [uids[0].as_str()]);
     ensure!(
-        found("g!").await? == [uids[6]],
-        "the escape character is literal"
+        f("alice@example.org").await? == [uids[0].as_str()],
+        "every word, not any"
     );
-    ensure!(found("!").await? == [uids[6]]);
-    ensure!(found("nobody").await?.is_empty());
-    ensure!(found("nul\0").await?.is_empty());
+    ensure!(f("ali").await?.is_empty(), "whole words, not prefixes");
+    ensure!(f("lice").await?.is_empty(), "whole words, not substrings");
+    ensure!(
+        f("100%").await? == [uids[1].as_str()],
+        "punctuation separates words"
+    );
+    ensure!(f("sure").await? == [uids[1].as_str(), uids[2].as_str()]);
+    ensure!(f("under_score").await? == [uids[3].as_str()]);
+    ensure!(f("underxscore").await? == [uids[4].as_str()]);
+    ensure!(
+        f("äRGER üNÏcode").await? == [uids[5].as_str()],
+        "beyond ASCII"
+    );
+    ensure!(f("bang!").await? == [uids[6].as_str(), uids[7].as_str()]);
+    ensure!(f("bang c").await? == [uids[7].as_str()]);
+    // A word is cut to its first 64 characters, in the index and in the search alike.
+    ensure!(f(&long).await? == [uids[8].as_str()]);
+    ensure!(f(&long[..64]).await? == [uids[8].as_str()]);
+    ensure!(f(&long[..63]).await?.is_empty());
+    for none in ["nobody", "%", "!!!", "", "a b c d e f g h i"] {
+        ensure!(f(none).await?.is_empty(), "{none:?}");
+    }
+    ensure!(f("nul\0").await?.is_empty());
+    // Eight different words are allowed; nine find nothing.
+    ensure!(f("alice alice example org example org alice org").await? == [uids[0].as_str()]);
+    ensure!(f("one two three four five six seven eight").await? == [uids[10].as_str()]);
+    ensure!(
+        f("one two three four five six seven eight nine")
+            .await?
+            .is_empty()
+    );
     // A limit, in the order first logged.
-    let two = s.certs_by_uid("@EXAMPLE.org", 2).await?;
+    let two = s.certs_by_words("@EXAMPLE.org", 2).await?;
     ensure!(two == certs[..2]);
-    ensure!(s.certs_by_uid("sure", 100).await? == certs[1..3]);
     Ok(())
 }
 
@@ -1516,6 +1555,35 @@ async fn concurrent_appenders_at_one_size_append_once<S: RegistryStore + Clone +
     Ok(())
 }
 
+/// A database written before the word index existed (migration 0009) has its certificates' words indexed when
+/// the store opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_certificates_stored_before_the_word_index_get_words_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hub.db");
+    let s = SqliteStore::open(&path).await.unwrap();
+    let alice = cert_row(fpr(1, 1), &[], &["Alice <alice@example.org>"], NOW);
+    let nameless = cert_row(fpr(2, 2), &[], &["<>"], NOW);
+    let bob = cert_row(fpr(3, 3), &[], &["Bob <bob@example.org>"], NOW);
+    for (n, c) in [(1, &alice), (2, &nameless), (3, &bob)] {
+        append(&s, &cert_entry(n, c.clone())).await.unwrap();
+    }
+    s.close().await;
+    let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM registry_cert_words")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+    let s = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(s.certs_by_words("alice", 10).await.unwrap(), [alice]);
+    assert_eq!(s.certs_by_words("bob example", 10).await.unwrap(), [bob]);
+    assert_eq!(s.certs_by_words("org", 10).await.unwrap().len(), 2);
+    s.close().await;
+}
+
 async fn on_sqlite<F, Fut>(test: F)
 where
     F: FnOnce(SqliteStore) -> Fut,
@@ -1581,7 +1649,7 @@ contract!(
     registry_log_appends_and_reads_back,
     registry_log_conflicts_and_bad_entries_write_nothing,
     registry_certs_are_replaced_with_their_keys_and_uids,
-    registry_uid_search_is_case_insensitive_and_literal,
+    registry_uid_search_matches_whole_words,
     registry_statements_come_ordered_by_issue_then_index,
     registry_checkpoints_keep_the_largest,
     registry_peer_logs_are_upserted,

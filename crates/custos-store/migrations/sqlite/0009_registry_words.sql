@@ -1,0 +1,10 @@
+-- The words of each certificate's user ids (custos_store::uid_words), each once per certificate: what a User ID
+-- search (HKP op=index) looks up, as SKS does, instead of scanning every user id. Written with the user ids;
+-- certificates stored before this migration get theirs when the store opens. Keep in step with
+-- migrations/postgres/0009_registry_words.sql.
+CREATE TABLE registry_cert_words (
+    word  TEXT NOT NULL,
+    cert  BLOB NOT NULL REFERENCES registry_certs (fingerprint),
+    PRIMARY KEY (word, cert)
+) WITHOUT ROWID;
+CREATE INDEX registry_cert_words_by_cert ON registry_cert_words (cert);
