@@ -900,8 +900,9 @@ pub struct CertRow {
     pub updated_at: i64,
 }
 
-/// The most words a user id search may hold ([`RegistryStore::certs_by_words`]).
-pub const MAX_SEARCH_WORDS: usize = 8;
+/// The most distinct words a user id search may hold ([`RegistryStore::certs_by_words`]); a device's User ID
+/// (`custos device be-e0-59-99-f4-db-6a-da`) has up to 10.
+pub const MAX_SEARCH_WORDS: usize = 16;
 
 /// A word is cut to this many characters, in the index and in a search alike.
 pub const MAX_WORD_CHARS: usize = 64;
