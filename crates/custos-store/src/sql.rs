@@ -2019,9 +2019,9 @@ macro_rules! sql_store {
                         Self::insert_words(&mut tx, &c.fingerprint, &c.uids).await?;
                         for (n, chunk) in c.uids.chunks(INSERT_CHUNK).enumerate() {
                             let base = i32::try_from(n * INSERT_CHUNK).map_err(|_| StoreError::InvalidInput("too many user ids"))?;
-                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_uids (cert, pos, uid, folded) ");
+                            let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO registry_cert_uids (cert, pos, uid) ");
                             q.push_values((0..).zip(chunk), |mut b, (i, uid): (i32, &String)| {
-                                b.push_bind(&c.fingerprint[..]).push_bind(base + i).push_bind(uid.as_str()).push_bind(uid.to_lowercase());
+                                b.push_bind(&c.fingerprint[..]).push_bind(base + i).push_bind(uid.as_str());
                             });
                             q.build().execute(&mut *tx).await?;
                         }

@@ -8,3 +8,6 @@ CREATE TABLE registry_cert_words (
     PRIMARY KEY (word, cert)
 ) WITHOUT ROWID;
 CREATE INDEX registry_cert_words_by_cert ON registry_cert_words (cert);
+
+-- The lowercased copy of each user id that the substring search matched: nothing reads it any more.
+ALTER TABLE registry_cert_uids DROP COLUMN folded;
