@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// Seconds between sync rounds with the policy's peers; 0 turns sync off.
     #[arg(long, default_value_t = 60)]
     sync_every: u64,
+    /// MiB of HKP answers kept in memory (armoured certificates and search results, each served until the log
+    /// takes a certificate; at most about a second behind another process's writes); 0 turns the cache off.
+    #[arg(long, default_value_t = 64)]
+    hkp_cache_mib: u64,
 }
 
 /// `custos registry party`.
@@ -235,12 +239,16 @@ pub(crate) fn log_key(data_dir: &Path) -> Result<custos_proto::Secret> {
     Ok(custos_proto::Secret::from_bytes(seed))
 }
 
-/// Opens the registry of a data directory under a policy.
-pub(crate) async fn open(at: &LocationArgs) -> Result<Arc<Registry<AnyStore>>> {
+/// Opens the registry of a data directory under a policy, keeping up to `answer_budget` bytes of HKP answers in
+/// memory (only a serving registry needs any).
+pub(crate) async fn open(
+    at: &LocationArgs,
+    answer_budget: usize,
+) -> Result<Arc<Registry<AnyStore>>> {
     let text = std::fs::read_to_string(&at.policy)
         .with_context(|| format!("cannot read {}", at.policy.display()))?;
     let policy = Policy::parse(&text).with_context(|| at.policy.display().to_string())?;
-    open_with(&at.data_dir, at.database.as_deref(), policy).await
+    open_with(&at.data_dir, at.database.as_deref(), policy, answer_budget).await
 }
 
 /// Opens a registry from its parts.
@@ -248,6 +256,7 @@ pub(crate) async fn open_with(
     data_dir: &Path,
     database: Option<&str>,
     policy: Policy,
+    answer_budget: usize,
 ) -> Result<Arc<Registry<AnyStore>>> {
     let seed = log_key(data_dir)?;
     let location = match database {
@@ -255,7 +264,11 @@ pub(crate) async fn open_with(
         None => data_dir.join("registry.db").display().to_string(),
     };
     let store = AnyStore::open(&location).await?;
-    Ok(Arc::new(Registry::open(store, policy, seed).await?))
+    Ok(Arc::new(
+        Registry::open(store, policy, seed)
+            .await?
+            .with_answer_budget(answer_budget),
+    ))
 }
 
 /// One round of sync with every peer; the failures, as text.
@@ -287,7 +300,11 @@ pub(crate) async fn sync_round(r: &Registry<AnyStore>) -> Vec<String> {
 
 async fn serve(a: ServeArgs) -> Result<()> {
     crate::init_logs();
-    let registry = open(&a.at).await?;
+    let budget = usize::try_from(a.hkp_cache_mib)
+        .ok()
+        .and_then(|m| m.checked_mul(1 << 20))
+        .context("--hkp-cache-mib is too large for this machine")?;
+    let registry = open(&a.at, budget).await?;
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -438,7 +455,7 @@ pub fn run(cmd: RegistryCmd) -> Result<()> {
     match cmd {
         RegistryCmd::Serve(a) => rt.block_on(serve(a)),
         RegistryCmd::Sync(at) => rt.block_on(async {
-            let r = open(&at).await?;
+            let r = open(&at, 0).await?;
             let failed = sync_round(&r).await;
             if failed.is_empty() {
                 println!("synced; log size {}", r.size().await);
@@ -448,7 +465,7 @@ pub fn run(cmd: RegistryCmd) -> Result<()> {
             }
         }),
         RegistryCmd::Key(at) => rt.block_on(async {
-            let r = open(&at).await?;
+            let r = open(&at, 0).await?;
             println!("{}", r.verifier_key()?);
             Ok(())
         }),

@@ -13,14 +13,17 @@
 //!   `/usr/lib/sks/sks_build.sh` does), then `sks db` (its HKP server) until the end of the run; killed on exit.
 //! - **The load**: K clients (1 and 16; reqwest, in this process, on a 2-thread runtime of their own):
 //!   - `get`: loops of `GET /pks/lookup?op=get&options=mr&search=0x<fingerprint>` on keep-alive connections, the
-//!     fingerprints drawn at random from the N. With 2 000 certificates each one is asked for many times within
-//!     the 10 s our registry keeps an armoured certificate in memory (`Registry::served`), so these are hits;
+//!     fingerprints drawn at random from the N. Our registry keeps every HKP answer it served in memory until
+//!     the log takes a certificate (`custos_registry::answers`), so after the first pass these are hits;
 //!   - `fresh`: the same with a new connection per lookup. SKS answers in HTTP/1.0 and closes every connection,
 //!     so its figures are that in both rows;
-//!   - `cold`: every certificate asked for once, in a shuffled order, ours' round only after its cache has
-//!     forgotten everything (`SERVED_TTL` since its last lookup): every lookup reads the store, as it mostly would
-//!     in a registry of many certificates each rarely asked for;
-//!   - `index`: `op=index&options=mr&search=<device id>` (a whole-word search over User IDs, ours and SKS's).
+//!   - `cold`: every certificate asked for once, in a shuffled order, ours' round starting with an empty cache
+//!     (`Registry::forget_answers`, what logging a certificate does): every lookup reads the store, as it would
+//!     just after a write, or in a registry of many certificates each rarely asked for;
+//!   - `index`: `op=index&options=mr&search=<device id>` (a whole-word search over User IDs, ours and SKS's),
+//!     device ids drawn at random (hits, as for `get`);
+//!   - `index-cold`: the same, every device id once, ours' cache emptied first (every search reads the store's word
+//!     index).
 //!
 //!   Every answer must be 200 and hold an armoured certificate (an index: the fingerprint asked for), or the bench
 //!   exits non-zero. Before the timed rounds every certificate is fetched once from each server, parsed and
@@ -34,7 +37,7 @@
 //! Needs `sks` (Debian: `apt-get install -y sks`); fails with a message if it is missing or does not start. It
 //! never skips, and never contacts anything but 127.0.0.1.
 //!
-//! Run: `cargo bench -p custos-registry --bench hkp`; `-- get` (or `fresh`, `cold`, `index`) runs only those
+//! Run: `cargo bench -p custos-registry --bench hkp`; `-- get` (or `fresh`, `cold`, `index`, `index-cold`) runs only those
 //! lookups; `CUSTOS_HKP_CERTS=10000 cargo bench ...` for more certificates.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -47,9 +50,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use custos_proto::DeviceId;
+use custos_registry::answers::Ask;
 use custos_registry::cert::{self, Claims, Ed25519Key};
 use custos_registry::policy::policy_toml;
-use custos_registry::registry::SERVED_TTL;
 use custos_registry::{Policy, Registry};
 
 /// Creation time of every key (part of the fingerprints).
@@ -169,6 +172,8 @@ fn policy(maker: &Ed25519Key) -> Policy {
 /// Our registry, serving on its own thread; stopped on drop.
 struct Ours {
     url: String,
+    /// The registry served, to empty its answer cache before a cold round.
+    registry: Arc<Registry<custos_store::SqliteStore>>,
     /// Steps of a lookup timed alone, in process: (what, µs per call).
     parts: Vec<(&'static str, f64)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -195,7 +200,15 @@ fn start_ours(certs: &Certs) -> Ours {
         .iter()
         .map(|d| (hex::decode(&d.fpr).unwrap(), d.id.clone()))
         .collect();
-    type Ready = Result<(String, Duration, Vec<(&'static str, f64)>), String>;
+    type Ready = Result<
+        (
+            String,
+            Duration,
+            Vec<(&'static str, f64)>,
+            Arc<Registry<custos_store::SqliteStore>>,
+        ),
+        String,
+    >;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -249,7 +262,7 @@ fn start_ours(certs: &Certs) -> Ours {
                         let _ = ready_tx.send(Err(e));
                     }
                     Ok((dir, registry, listener, url, loaded, parts)) => {
-                        let _ = ready_tx.send(Ok((url, loaded, parts)));
+                        let _ = ready_tx.send(Ok((url, loaded, parts, registry.clone())));
                         let limits = custos_hub::serve::Limits {
                             shutdown_grace: Duration::from_secs(1),
                             ..Default::default()
@@ -269,7 +282,7 @@ fn start_ours(certs: &Certs) -> Ours {
             });
         })
         .unwrap();
-    let (url, loaded, parts) = ready_rx
+    let (url, loaded, parts, registry) = ready_rx
         .recv()
         .expect("the registry thread ended")
         .unwrap_or_else(|e| panic!("our registry did not start: {e}"));
@@ -280,6 +293,7 @@ fn start_ours(certs: &Certs) -> Ours {
     );
     Ours {
         url,
+        registry,
         parts,
         stop: Some(stop_tx),
         thread: Some(thread),
@@ -307,8 +321,8 @@ async fn breakdown<S: custos_store::RegistryStore>(
         rows.push(row.data);
     }
     let us = |t: Instant, calls: usize| t.elapsed().as_secs_f64() * 1e6 / calls as f64;
-    let (mut by_key, mut armor, mut by_uid, mut check, mut hit) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut by_key, mut data_by_key, mut armor, mut by_uid, mut check, mut hit) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..PASSES {
         let t = Instant::now();
         for (fpr, _) in keys {
@@ -316,19 +330,35 @@ async fn breakdown<S: custos_store::RegistryStore>(
         }
         by_key.push(us(t, keys.len()));
         let t = Instant::now();
+        for (fpr, _) in keys {
+            std::hint::black_box(r.cert_data(fpr).await.map_err(|e| e.to_string())?);
+        }
+        data_by_key.push(us(t, keys.len()));
+        let t = Instant::now();
         for data in &rows {
             std::hint::black_box(cert::armor_bytes(data).map_err(|e| e.to_string())?);
         }
         armor.push(us(t, rows.len()));
-        // What `op=get` calls: from memory once served (the first pass fills it).
-        for (fpr, _) in keys {
-            r.served(fpr).await.map_err(|e| e.to_string())?;
+        // What `op=get` asks first: the answer from memory (filled here as a miss fills it).
+        let answers = r.answers().await.map_err(|e| e.to_string())?;
+        for ((fpr, _), data) in keys.iter().zip(&rows) {
+            if let Err(miss) = answers.get(Ask::Key(fpr)) {
+                let text = cert::armor_bytes(data).map_err(|e| e.to_string())?;
+                answers.put(Ask::Key(fpr), miss, text.into());
+            }
         }
         let t = Instant::now();
         for (fpr, _) in keys {
-            std::hint::black_box(r.served(fpr).await.map_err(|e| e.to_string())?);
+            std::hint::black_box(
+                r.answers()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get(Ask::Key(fpr))
+                    .ok(),
+            );
         }
         hit.push(us(t, keys.len()));
+        r.forget_answers();
         let t = Instant::now();
         for data in &rows {
             std::hint::black_box(cert::stored(data).map_err(|e| e.to_string())?);
@@ -349,15 +379,19 @@ async fn breakdown<S: custos_store::RegistryStore>(
     }
     Ok(vec![
         (
-            "`store.cert_by_key` (get: the SQL query, through sqlx's worker thread)",
+            "`store.cert_by_key` (the whole certificate row with its keys and User IDs; not on the HKP path)",
             median(by_key),
+        ),
+        (
+            "`Registry::cert_data` (get, a miss: the one-row SQL query, through sqlx's worker thread)",
+            median(data_by_key),
         ),
         (
             "`cert::armor_bytes` (get: the stored bytes armoured)",
             median(armor),
         ),
         (
-            "`Registry::served`, a hit (get: the armour from memory)",
+            "`Registry::answers` + `Answers::get`, a hit (get: the armour from memory)",
             median(hit),
         ),
         (
@@ -683,12 +717,21 @@ enum Op {
     /// The same on a new connection per lookup: how SKS serves every request (HTTP/1.0, no keep-alive), and how
     /// a one-shot client (`gpg --recv-keys`) asks.
     GetFresh,
-    /// `op=get` on keep-alive connections, every certificate asked for once, none of them served in the last
-    /// [`SERVED_TTL`]: the registry's cache of armoured certificates misses every time, as it mostly would for a
-    /// registry whose certificates are many and each rarely asked for.
+    /// `op=get` on keep-alive connections, every certificate asked for once, ours' answer cache emptied first:
+    /// it misses every time, as just after a write, or in a registry whose certificates are many and each rarely
+    /// asked for.
     GetCold,
     /// `op=index` by device id on keep-alive connections.
     Index,
+    /// The same, every device id once, ours' answer cache emptied first.
+    IndexCold,
+}
+
+impl Op {
+    /// Every key once, ours' answer cache emptied first.
+    fn cold(self) -> bool {
+        matches!(self, Op::GetCold | Op::IndexCold)
+    }
 }
 
 struct Load {
@@ -718,7 +761,7 @@ fn request_path(op: Op, fpr: &str, id: &str) -> String {
         Op::Get | Op::GetFresh | Op::GetCold => {
             format!("/pks/lookup?op=get&options=mr&search=0x{fpr}")
         }
-        Op::Index => format!("/pks/lookup?op=index&options=mr&search={id}"),
+        Op::Index | Op::IndexCold => format!("/pks/lookup?op=index&options=mr&search={id}"),
     }
 }
 
@@ -746,7 +789,7 @@ async fn lookup(
     }
     let ok = match op {
         Op::Get | Op::GetFresh | Op::GetCold => body.contains(ARMOR),
-        Op::Index => body.to_ascii_uppercase().contains(fpr),
+        Op::Index | Op::IndexCold => body.to_ascii_uppercase().contains(fpr),
     };
     if !ok {
         return Err(format!(
@@ -766,7 +809,7 @@ fn next_random(x: &mut u64) -> u64 {
 }
 
 /// One round: lookups per second, server CPU µs per lookup, the rest of the machine's load in cores, client CPU
-/// µs per lookup. `clients` loops for `seconds`; for [`Op::GetCold`], until every certificate was asked for once,
+/// µs per lookup. `clients` loops for `seconds`; for a cold op, until every certificate was asked for once,
 /// in an order shuffled by `seed`.
 async fn round(
     load: &Load,
@@ -782,7 +825,7 @@ async fn round(
     let ticks0 = server_ticks(server);
     let others0 = other_ticks(load.sks_pid);
     let client0 = client_ticks();
-    let cold = op == Op::GetCold;
+    let cold = op.cold();
     let order: Arc<Vec<usize>> = Arc::new(if cold {
         let mut order: Vec<usize> = (0..load.keys.len()).collect();
         let mut x = seed | 1;
@@ -955,6 +998,7 @@ fn main() -> ExitCode {
         (Op::GetFresh, "fresh"),
         (Op::GetCold, "cold"),
         (Op::Index, "index"),
+        (Op::IndexCold, "index-cold"),
     ]
     .into_iter()
     .filter(|(_, name)| picks.is_empty() || picks.iter().any(|p| p == name))
@@ -1021,29 +1065,24 @@ fn main() -> ExitCode {
                 t.elapsed().as_secs_f64()
             );
         }
-        // When ours last served a lookup: a cold round waits until its cache has forgotten everything.
-        let mut ours_last = Instant::now();
         let mut rows = Vec::new();
         for op in ops.iter().copied() {
             for clients in CONCURRENCY {
                 let (mut o, mut s) = (Vec::new(), Vec::new());
                 for r in 0..rounds {
                     let seed = 0xC057_0500 + r as u64;
-                    // Alternate which server goes first; in a cold round SKS goes first while ours' cache
-                    // empties.
-                    let order = if r % 2 == 0 && op != Op::GetCold {
+                    // Alternate which server goes first.
+                    let order = if r % 2 == 0 {
                         [true, false]
                     } else {
                         [false, true]
                     };
                     for is_ours in order {
                         if is_ours {
-                            if op == Op::GetCold {
-                                let ready = ours_last + SERVED_TTL + Duration::from_millis(500);
-                                tokio::time::sleep_until(ready.into()).await;
+                            if op.cold() {
+                                ours.registry.forget_answers();
                             }
                             o.push(round(&load, &ours_url, Server::Ours, op, clients, seconds, seed).await);
-                            ours_last = Instant::now();
                         } else {
                             s.push(round(&load, &sks_url, Server::Sks(sks_pid), op, clients, seconds, seed).await);
                         }
@@ -1064,6 +1103,7 @@ fn main() -> ExitCode {
                     Op::GetFresh => "get, new connections",
                     Op::GetCold => "get, each once, none cached",
                     Op::Index => "index",
+                    Op::IndexCold => "index, each once, none cached",
                 };
                 let range = |v: &[f64]| {
                     (
@@ -1097,6 +1137,7 @@ fn main() -> ExitCode {
             Op::GetFresh => "the same, a new connection per lookup",
             Op::GetCold => "the same, keep-alive, every certificate once and none in our cache",
             Op::Index => "`op=index&options=mr&search=<device id>`, keep-alive",
+            Op::IndexCold => "the same, every device id once and none in our cache",
         };
         println!(
             "| {what} | {} | {:.0} | {:.0} | {:.2} | {:.0} µs | {:.0} µs | {:.0} µs | {:.2} cores |",

@@ -15,6 +15,7 @@ use custos_store::RegistryStore;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::answers::Ask;
 use crate::cert::{self, Cert};
 use crate::registry::{Registry, RegistryError};
 use crate::statement::Statement;
@@ -221,27 +222,51 @@ async fn lookup<S: RegistryStore>(
         return Err(bad("search is longer than 256 bytes"));
     }
     let exact = q.exact.as_deref() == Some("on");
-    // HKP clients do not sign: HKP serves what anyone may read.
+    // HKP clients do not sign: HKP serves what anyone may read, so one answer serves every client that asks the
+    // same (crate::answers).
     let op = q.op.as_deref().unwrap_or("get");
-    // The common case, a certificate by fingerprint or key id: served as stored (it was checked when it was
-    // taken), armoured without being parsed again.
-    if op == "get"
-        && let Some(id) = hex_id(&search)
-    {
-        let served = r
-            .served(&id)
-            .await?
-            .filter(|s| r.policy().may_read(None, &s.domain))
-            .ok_or_else(|| not_found("no certificate matches"))?;
-        return Ok((
-            [(header::CONTENT_TYPE, "application/pgp-keys")],
-            served.armored.to_string(),
-        )
+    let id = hex_id(&search);
+    let ask = match (op, &id) {
+        ("get" | "hget", Some(id)) => Ask::Key(id),
+        ("get" | "hget", None) => Ask::Get(&search, exact),
+        ("index" | "vindex", _) => Ask::Index(&search, exact),
+        ("stats", _) => {
+            return Ok(Json(json!({
+                "certificates": r.store().cert_count().await.map_err(RegistryError::from)?,
+                "log_size": r.size().await,
+            }))
             .into_response());
-    }
-    let certs = find(&r, None, &search, exact).await?;
-    match op {
-        "get" | "hget" => {
+        }
+        _ => {
+            return Err(ApiError(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_implemented",
+                "op is get, index, vindex or stats".into(),
+            ));
+        }
+    };
+    let content_type = match ask {
+        Ask::Index(..) => "text/plain; charset=utf-8",
+        _ => "application/pgp-keys",
+    };
+    let answers = r.answers().await?;
+    let miss = match answers.get(ask) {
+        Ok(text) => return Ok(([(header::CONTENT_TYPE, content_type)], text).into_response()),
+        Err(miss) => miss,
+    };
+    let text: String = match ask {
+        // The common case, a certificate by fingerprint or key id: one row, armoured as stored (it was checked
+        // when it was taken), not parsed again.
+        Ask::Key(id) => {
+            let (_, data) = r
+                .cert_data(id)
+                .await?
+                .filter(|(domain, _)| r.policy().may_read(None, domain))
+                .ok_or_else(|| not_found("no certificate matches"))?;
+            cert::armor_bytes(&data).map_err(RegistryError::from)?
+        }
+        Ask::Get(..) => {
+            let certs = find(&r, None, &search, exact).await?;
             if certs.is_empty() {
                 return Err(not_found("no certificate matches"));
             }
@@ -249,29 +274,19 @@ async fn lookup<S: RegistryStore>(
             for (c, _) in &certs {
                 text.push_str(&cert::to_armored(&c.cert).map_err(RegistryError::from)?);
             }
-            Ok(([(header::CONTENT_TYPE, "application/pgp-keys")], text).into_response())
+            text
         }
-        "index" | "vindex" => {
+        Ask::Index(..) => {
+            let certs = find(&r, None, &search, exact).await?;
             if certs.is_empty() {
                 return Err(not_found("no certificate matches"));
             }
-            Ok((
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                index(&certs),
-            )
-                .into_response())
+            index(&certs)
         }
-        "stats" => Ok(Json(json!({
-            "certificates": r.store().cert_count().await.map_err(RegistryError::from)?,
-            "log_size": r.size().await,
-        }))
-        .into_response()),
-        _ => Err(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "op is get, index, vindex or stats".into(),
-        )),
-    }
+    };
+    let text = Bytes::from(text);
+    answers.put(ask, miss, text.clone());
+    Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
 }
 
 /// A search that is a fingerprint or key id (40 or 16 hex digits, with or without `0x`).

@@ -3,6 +3,7 @@
 //! docs/registry.md is the contract.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod answers;
 pub mod cert;
 pub mod http;
 pub mod policy;

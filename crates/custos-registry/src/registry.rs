@@ -12,6 +12,7 @@ use pgp::composed::SignedPublicKey;
 use pgp::ser::Serialize as _;
 use tokio::sync::Mutex;
 
+use crate::answers::{self, Answers};
 use crate::cert::{self, Cert, CertError, Fpr};
 use crate::policy::Policy;
 use crate::statement::{Statement, StatementError, Status};
@@ -149,26 +150,8 @@ pub struct Registry<S> {
     /// The parties' certificates as last read, by fingerprint: every certification and statement is checked
     /// against one. Dropped when a party's certificate changes.
     parties: std::sync::Mutex<std::collections::HashMap<Fpr, Cert>>,
-    /// Armoured certificates as HKP serves them, by the id they were asked for (fingerprint or key id), for
-    /// [`SERVED_TTL`]: HKP lookups are the hot path. Emptied whenever this process logs a certificate; what another
-    /// process writes to the same database is seen within the TTL.
-    served: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Served>>,
-}
-
-/// How long an armoured certificate is served from memory.
-pub const SERVED_TTL: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The most armoured certificates kept in memory; past that the cache starts afresh.
-const SERVED_MAX: usize = 100_000;
-
-/// An armoured certificate and its domain, as served.
-#[derive(Clone)]
-pub struct Served {
-    /// The certificate's domain.
-    pub domain: String,
-    /// The armour.
-    pub armored: std::sync::Arc<str>,
-    at: std::time::Instant,
+    /// HKP answers as last served (crate::answers): lookups are the hot path.
+    answers: Answers,
 }
 
 impl<S> std::fmt::Debug for Registry<S> {
@@ -213,7 +196,7 @@ impl<S: RegistryStore> Registry<S> {
             seed,
             tree: Mutex::new(tree),
             parties: Default::default(),
-            served: Default::default(),
+            answers: Answers::new(answers::DEFAULT_BUDGET, size),
         })
     }
 
@@ -259,15 +242,11 @@ impl<S: RegistryStore> Registry<S> {
         now: u64,
         indexed: Indexed,
     ) -> Result<u64> {
+        let cert_logged = matches!(indexed, Indexed::Cert(_));
         let (cert, statement) = match indexed {
             Indexed::Cert(c) => (Some(c), None),
             Indexed::Statement(st) => (None, Some(st)),
         };
-        if cert.is_some()
-            && let Ok(mut m) = self.served.lock()
-        {
-            m.clear();
-        }
         let bytes = entry_bytes(kind, domain, now, data);
         let leaf_hash = translog::leaf_hash(&bytes);
         let index = self
@@ -286,35 +265,35 @@ impl<S: RegistryStore> Registry<S> {
             )
             .await?;
         tree.append_hash(leaf_hash);
+        // After the write: a lookup that missed before it stores nothing it read (Answers::put).
+        self.answers.logged(index + 1, cert_logged);
         Ok(index)
     }
 
-    /// The stored certificate with this fingerprint (or subkey fingerprint, or key id), armoured as stored (it
-    /// was checked when it was taken), from memory if it was served in the last [`SERVED_TTL`].
-    pub async fn served(&self, id: &[u8]) -> Result<Option<Served>> {
-        if let Some(hit) = self
-            .served
-            .lock()
-            .ok()
-            .and_then(|m| m.get(id).filter(|s| s.at.elapsed() < SERVED_TTL).cloned())
-        {
-            return Ok(Some(hit));
+    /// Sets the byte budget of the HKP answer cache (crate::answers; 0 turns it off). Default: 64 MiB.
+    pub fn with_answer_budget(mut self, bytes: usize) -> Self {
+        self.answers = Answers::new(bytes, self.answers.log_size());
+        self
+    }
+
+    /// The HKP answer cache, after dropping what another process's writes to the store made stale: the store's log
+    /// size is compared at most once a second.
+    pub async fn answers(&self) -> Result<&Answers> {
+        if self.answers.budget() > 0 && self.answers.check_due(std::time::Instant::now()) {
+            self.answers.saw_log_size(self.store.log_size().await?);
         }
-        let Some(row) = self.store.cert_by_key(id).await? else {
-            return Ok(None);
-        };
-        let served = Served {
-            domain: row.domain,
-            armored: cert::armor_bytes(&row.data)?.into(),
-            at: std::time::Instant::now(),
-        };
-        if let Ok(mut m) = self.served.lock() {
-            if m.len() >= SERVED_MAX {
-                m.clear();
-            }
-            m.insert(id.to_vec(), served.clone());
-        }
-        Ok(Some(served))
+        Ok(&self.answers)
+    }
+
+    /// Drops every HKP answer kept in memory, as logging a certificate does (to measure lookups that miss).
+    pub fn forget_answers(&self) {
+        self.answers.clear();
+    }
+
+    /// The stored certificate with this fingerprint (or subkey fingerprint, or key id) and its domain, as stored
+    /// (it was checked when it was taken): one row, what `op=get` serves.
+    pub async fn cert_data(&self, id: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self.store.cert_data_by_key(id).await?)
     }
 
     /// The stored certificate with this fingerprint (or subkey fingerprint, or key id), checked.
@@ -384,6 +363,8 @@ impl<S: RegistryStore> Registry<S> {
             for h in self.store.leaf_hashes(tree.size(), size).await? {
                 tree.append_hash(h);
             }
+            // Another process logged something: answers may be stale.
+            self.answers.saw_log_size(size);
         }
         Ok(())
     }

@@ -1,0 +1,245 @@
+//! The HKP answer cache (docs/registry.md §8, "Answers from memory"): an answer served from memory never outlives a
+//! write to the log, made by this process (gone at once) or by another process on the same store (gone within a
+//! second); a private certificate is never cached nor served; a budget of 0 keeps nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use custos_proto::DeviceId;
+use custos_registry::answers::CHECK_EVERY;
+use custos_registry::cert::{self, Claims, Ed25519Key};
+use custos_registry::policy::policy_toml;
+use custos_registry::{Policy, Registry};
+use custos_store::SqliteStore;
+use tower::ServiceExt;
+
+const AT: u32 = 1_780_000_000;
+
+struct Parties {
+    maker: Ed25519Key,
+    integrator: Ed25519Key,
+}
+
+fn policy(p: &Parties) -> Policy {
+    Policy::parse(&policy_toml(
+        "infield.test",
+        "site",
+        &[
+            ("acme", &p.maker.fingerprint(), &["manufacturer"]),
+            ("integrator", &p.integrator.fingerprint(), &["integrator"]),
+        ],
+        &[
+            ("site", &["*"], &["acme", "integrator"]),
+            ("private", &["acme"], &["acme"]),
+        ],
+    ))
+    .unwrap()
+}
+
+async fn open(
+    dir: &std::path::Path,
+    p: &Parties,
+    budget: usize,
+) -> Result<Arc<Registry<SqliteStore>>> {
+    let store = SqliteStore::open(&dir.join("registry.db")).await?;
+    Ok(Arc::new(
+        Registry::open(store, policy(p), custos_proto::Secret::from_bytes([9; 32]))
+            .await?
+            .with_answer_budget(budget),
+    ))
+}
+
+/// A device certificate certified by its manufacturer, and its fingerprint.
+fn device(p: &Parties, n: u8) -> Result<(pgp::composed::SignedPublicKey, String, DeviceId)> {
+    let id = DeviceId([2, 0, 0x5e, 0x10, 0, 0, 0, n]);
+    let identity = Ed25519Key::from_seed(&[n; 32], AT)?;
+    let mut c = cert::device_certificate(&identity, id, [n; 32])?;
+    let made = Claims {
+        role: "manufacturer".into(),
+        attributes: vec![("model".into(), "TH-1".into())],
+    };
+    let sig = cert::certify(&p.maker, &c, &made, AT + 10)?;
+    c.details.users[0].signatures.push(sig);
+    Ok((c, hex::encode_upper(identity.fingerprint()), id))
+}
+
+/// The same certificate endorsed by the integrator.
+fn endorsed(p: &Parties, c: &pgp::composed::SignedPublicKey) -> Result<Vec<u8>> {
+    let mut c = c.clone();
+    let claims = Claims {
+        role: "integrator".into(),
+        attributes: vec![],
+    };
+    let sig = cert::certify(&p.integrator, &c, &claims, AT + 20)?;
+    c.details.users[0].signatures.push(sig);
+    Ok(cert::to_bytes(&c)?)
+}
+
+async fn hkp(app: &axum::Router, query: &str) -> Result<(StatusCode, String)> {
+    let req = Request::builder()
+        .uri(format!("/pks/lookup?{query}"))
+        .body(Body::empty())?;
+    let resp = app.clone().oneshot(req).await?;
+    let status = resp.status();
+    let body = to_bytes(resp.into_body(), usize::MAX).await?;
+    Ok((status, String::from_utf8(body.to_vec())?))
+}
+
+/// How many certifications the certificate `op=get` serves for `fpr` carries.
+async fn certifications(app: &axum::Router, fpr: &str) -> Result<usize> {
+    let (status, text) = hkp(app, &format!("op=get&options=mr&search=0x{fpr}")).await?;
+    ensure!(status == StatusCode::OK, "get {fpr}: {status} {text}");
+    Ok(cert::check(cert::parse(text.as_bytes())?)?
+        .certifications
+        .len())
+}
+
+async fn setup(
+    dir: &std::path::Path,
+    budget: usize,
+) -> Result<(Parties, Arc<Registry<SqliteStore>>)> {
+    let p = Parties {
+        maker: Ed25519Key::from_seed(&[1; 32], AT)?,
+        integrator: Ed25519Key::from_seed(&[2; 32], AT)?,
+    };
+    let r = open(dir, &p, budget).await?;
+    for (key, uid) in [
+        (&p.maker, "Acme Sensors (manufacturer)"),
+        (&p.integrator, "Integra (integrator)"),
+    ] {
+        let c = cert::party_certificate(key, uid)?;
+        r.submit_certs(&cert::to_bytes(&c)?, None, u64::from(AT))
+            .await?;
+    }
+    Ok((p, r))
+}
+
+#[tokio::test]
+async fn an_answer_never_outlives_a_write_of_this_process() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 1 << 20).await?;
+    let (dev, fpr, id) = device(&p, 7)?;
+    r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+        .await?;
+    let app = custos_registry::http::app(r.clone());
+
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={id}")).await?;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert!(index.contains(&fpr), "{index}");
+    // Both answers are now served from memory…
+    assert_eq!(r.answers().await?.len(), 2);
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+
+    // …until the log takes the integrator's endorsement: the next lookup serves it.
+    r.submit_certs(&endorsed(&p, &dev)?, None, u64::from(AT) + 40)
+        .await?;
+    assert!(
+        r.answers().await?.is_empty(),
+        "a logged certificate clears every answer"
+    );
+    assert_eq!(certifications(&app, &fpr).await?, 2);
+
+    // A search that found nothing is not remembered: a certificate logged after it is found at once.
+    let (late, late_fpr, late_id) = device(&p, 8)?;
+    let (status, _) = hkp(&app, &format!("op=index&options=mr&search={late_id}")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    r.submit_certs(&cert::to_bytes(&late)?, None, u64::from(AT) + 50)
+        .await?;
+    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={late_id}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(index.contains(&late_fpr), "{index}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_process_s_write_is_served_within_a_second() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, serving) = setup(dir.path(), 1 << 20).await?;
+    let (dev, fpr, _) = device(&p, 7)?;
+    serving
+        .submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+        .await?;
+    let app = custos_registry::http::app(serving.clone());
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+    let (other_dev, other_fpr, other_id) = device(&p, 9)?;
+    let (status, _) = hkp(&app, &format!("op=index&options=mr&search={other_id}")).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Another process (here: another registry over the same database file) logs the endorsement and a new device.
+    let writer = open(dir.path(), &p, 0).await?;
+    writer
+        .submit_certs(&endorsed(&p, &dev)?, None, u64::from(AT) + 40)
+        .await?;
+    writer
+        .submit_certs(&cert::to_bytes(&other_dev)?, None, u64::from(AT) + 50)
+        .await?;
+
+    // Within CHECK_EVERY the serving registry may still answer from memory; after it, never.
+    tokio::time::sleep(CHECK_EVERY + Duration::from_millis(100)).await;
+    assert_eq!(certifications(&app, &fpr).await?, 2);
+    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={other_id}")).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(index.contains(&other_fpr), "{index}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn private_certificates_are_neither_served_nor_kept() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 1 << 20).await?;
+    let (dev, fpr, id) = device(&p, 7)?;
+    r.submit_certs(&cert::to_bytes(&dev)?, Some("private"), u64::from(AT) + 30)
+        .await?;
+    let app = custos_registry::http::app(r.clone());
+    for query in [
+        format!("op=get&options=mr&search=0x{fpr}"),
+        format!("op=get&options=mr&search=0x{}", &fpr[24..]),
+        format!("op=index&options=mr&search={id}"),
+        format!("op=get&options=mr&search={id}"),
+    ] {
+        for _ in 0..2 {
+            let (status, text) = hkp(&app, &query).await?;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{query}: {text}");
+        }
+    }
+    assert!(r.answers().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_budget_of_zero_keeps_nothing_and_a_small_one_stays_within_it() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 0).await?;
+    let app = custos_registry::http::app(r.clone());
+    let mut fprs = Vec::new();
+    for n in 10..30 {
+        let (dev, fpr, _) = device(&p, n)?;
+        r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+            .await?;
+        fprs.push(fpr);
+    }
+    for fpr in &fprs {
+        assert_eq!(certifications(&app, fpr).await?, 1);
+    }
+    assert!(r.answers().await?.is_empty());
+
+    // The same store served with room for a few answers (each some 1.5 KiB of armour): every lookup still gets
+    // the right certificate, and the cache never holds more than its budget.
+    let budget = 16 << 10;
+    let small = open(dir.path(), &p, budget).await?;
+    let app = custos_registry::http::app(small.clone());
+    for _ in 0..3 {
+        for fpr in &fprs {
+            assert_eq!(certifications(&app, fpr).await?, 1);
+            let answers = small.answers().await?;
+            assert!(answers.bytes() <= budget, "{} > {budget}", answers.bytes());
+        }
+    }
+    assert!(!small.answers().await?.is_empty());
+    Ok(())
+}
