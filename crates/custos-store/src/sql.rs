@@ -2139,13 +2139,20 @@ macro_rules! sql_store {
                     return Ok(Vec::new());
                 }
                 // The certificates holding every word (each word once per certificate: the primary key), then
-                // those few by key.
+                // those few by key. Driven by the search's rarest word, as counted up to 64 (common words such as
+                // `com` or a device id's shared bytes would otherwise each scan every certificate holding them):
+                // its certificates are checked for the other words through the index by certificate.
                 let sql = cert_select(&format!(
-                    "SELECT c.fingerprint, c.first_idx AS ord FROM registry_certs c \
+                    "WITH q(word) AS (VALUES {}), \
+                     rarest AS (SELECT q.word FROM q ORDER BY (SELECT COUNT(*) FROM \
+                       (SELECT 1 FROM registry_cert_words x WHERE x.word = q.word LIMIT 64) AS x64), q.word LIMIT 1) \
+                     SELECT c.fingerprint, c.first_idx AS ord FROM registry_certs c \
                      WHERE c.fingerprint IN (SELECT w.cert FROM registry_cert_words w \
-                       WHERE w.word IN ({}) GROUP BY w.cert HAVING COUNT(*) = {}) \
+                       WHERE w.word = (SELECT word FROM rarest) \
+                       AND (SELECT COUNT(*) FROM registry_cert_words y JOIN q ON q.word = y.word \
+                            WHERE y.cert = w.cert) = {}) \
                      ORDER BY c.first_idx LIMIT {limit}",
-                    placeholders($numbered, words.len(), 1, false),
+                    placeholders($numbered, words.len(), 1, true),
                     words.len(),
                 ));
                 let mut q = sqlx::query(&sql);

@@ -1427,6 +1427,32 @@ async fn registry_uid_search_matches_whole_words<S: RegistryStore>(s: S) -> Resu
     // A limit, in the order first logged.
     let two = s.certs_by_words("@EXAMPLE.org", 2).await?;
     ensure!(two == certs[..2]);
+    // More certificates holding the same common words than the search counts (64): a search is driven by its
+    // rarest word, and every other word must still hold.
+    for n in 100u8..180 {
+        let uid = format!("common shared w{n} tag{}", n % 3);
+        append(
+            &s,
+            &cert_entry(n, cert_row(fpr(n, n), &[], &[uid.as_str()], NOW)),
+        )
+        .await?;
+    }
+    ensure!(f("common shared w105").await? == ["common shared w105 tag0"]);
+    ensure!(f("tag0 w105 shared").await? == ["common shared w105 tag0"]);
+    ensure!(
+        f("common w105 tag1").await?.is_empty(),
+        "the rarest word's certificate lacks tag1"
+    );
+    ensure!(f("common alice").await?.is_empty());
+    let tagged = f("tag2 common").await?;
+    ensure!(
+        tagged.len() == 27 && tagged.iter().all(|u| u.ends_with(" tag2")),
+        "{tagged:?}"
+    );
+    ensure!(
+        tagged[0] == "common shared w101 tag2",
+        "in the order first logged"
+    );
     Ok(())
 }
 
