@@ -735,9 +735,6 @@ impl Op {
 }
 
 struct Load {
-    http: reqwest::Client,
-    /// A client that keeps no idle connection: one connection per request.
-    fresh: reqwest::Client,
     /// (fingerprint, device id) of every device.
     keys: Arc<Vec<(String, String)>>,
     /// SKS's process, whose CPU time is not "other load".
@@ -765,22 +762,102 @@ fn request_path(op: Op, fpr: &str, id: &str) -> String {
     }
 }
 
-/// One lookup, checked: `None` if it succeeded, else why not.
-async fn lookup(
-    http: &reqwest::Client,
-    base: &str,
-    op: Op,
-    fpr: &str,
-    id: &str,
-) -> Result<String, String> {
-    let url = format!("{base}{}", request_path(op, fpr, id));
-    let r = http
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = r.status().as_u16();
-    let body = r.text().await.map_err(|e| format!("{url}: {e}"))?;
+/// One client's connection to a server: hyper's HTTP/1.1 connection API, with no pool, proxy or redirect logic, so
+/// that the client costs less CPU per lookup than the servers it measures. A connection the server closed (SKS
+/// closes every one) is opened again; with `keep_alive` off, every lookup opens one.
+struct Conn {
+    addr: std::net::SocketAddr,
+    keep_alive: bool,
+    sender:
+        Option<hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>>,
+}
+
+impl Conn {
+    fn new(base: &str, keep_alive: bool) -> Self {
+        let addr = base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{base}: {e}"));
+        Self {
+            addr,
+            keep_alive,
+            sender: None,
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> Result<
+        hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+        String,
+    > {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("{}: {e}", self.addr))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("{}: {e}", self.addr))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// GET `path`: the status and the body.
+    async fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        use http_body_util::BodyExt as _;
+        let mut reused = self.sender.take();
+        if let Some(s) = reused.as_mut()
+            && s.ready().await.is_err()
+        {
+            reused = None;
+        }
+        let was_reused = reused.is_some();
+        let mut sender = match reused {
+            Some(s) => s,
+            None => self.connect().await?,
+        };
+        let request = || {
+            hyper::Request::get(path)
+                .header(hyper::header::HOST, self.addr.to_string())
+                .body(http_body_util::Empty::new())
+                .map_err(|e| e.to_string())
+        };
+        let response = match sender.send_request(request()?).await {
+            Ok(r) => r,
+            // The server closed a kept connection as the request went out: once more, on a new one.
+            Err(_) if was_reused => {
+                sender = self.connect().await?;
+                sender
+                    .send_request(request()?)
+                    .await
+                    .map_err(|e| format!("{}{path}: {e}", self.addr))?
+            }
+            Err(e) => return Err(format!("{}{path}: {e}", self.addr)),
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{}{path}: {e}", self.addr))?
+            .to_bytes();
+        if self.keep_alive {
+            self.sender = Some(sender);
+        }
+        let body =
+            String::from_utf8(body.to_vec()).map_err(|e| format!("{}{path}: {e}", self.addr))?;
+        Ok((status, body))
+    }
+}
+
+/// One lookup, checked: the body if it succeeded, else why not.
+async fn lookup(conn: &mut Conn, op: Op, fpr: &str, id: &str) -> Result<String, String> {
+    let path = request_path(op, fpr, id);
+    let url = format!("{}{path}", conn.addr);
+    let (status, body) = conn.get(&path).await?;
     if status != 200 {
         return Err(format!(
             "{url}: {status} {}",
@@ -841,13 +918,8 @@ async fn round(
     let mut tasks = Vec::new();
     for c in 0..clients {
         let (order, next) = (order.clone(), next.clone());
-        let http = if op == Op::GetFresh {
-            load.fresh.clone()
-        } else {
-            load.http.clone()
-        };
+        let mut conn = Conn::new(base, op != Op::GetFresh);
         let (keys, done) = (load.keys.clone(), done.clone());
-        let base = base.to_owned();
         let failures = (load.failures.clone(), load.first_failure.clone());
         tasks.push(tokio::spawn(async move {
             // xorshift64*, a stream of its own per client and round.
@@ -864,7 +936,7 @@ async fn round(
                     break;
                 };
                 let (fpr, id) = &keys[pick];
-                match lookup(&http, &base, op, fpr, id).await {
+                match lookup(&mut conn, op, fpr, id).await {
                     Ok(_) => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -915,10 +987,10 @@ async fn verify_all(load: &Load, base: &str, maker: &[u8; 20], name: &str) -> us
     // 8 at a time, in order.
     for chunk in keys.chunks(8) {
         let answers = futures_join(chunk.iter().map(|(fpr, id)| {
-            let (http, base) = (load.http.clone(), base.to_owned());
+            let mut conn = Conn::new(base, true);
             let (fpr, id) = (fpr.clone(), id.clone());
             tokio::spawn(async move {
-                let body = lookup(&http, &base, Op::Get, &fpr, &id).await?;
+                let body = lookup(&mut conn, Op::Get, &fpr, &id).await?;
                 let c =
                     cert::check(cert::parse(body.as_bytes()).map_err(|e| format!("{fpr}: {e}"))?)
                         .map_err(|e| format!("{fpr}: {e}"))?;
@@ -926,7 +998,7 @@ async fn verify_all(load: &Load, base: &str, maker: &[u8; 20], name: &str) -> us
                     return Err(format!("{fpr}: another certificate was served"));
                 }
                 // The index by device id: this certificate and no other.
-                let index = lookup(&http, &base, Op::Index, &fpr, &id).await?;
+                let index = lookup(&mut conn, Op::Index, &fpr, &id).await?;
                 let listed = index.lines().filter(|l| l.starts_with("pub:")).count();
                 if listed != 1 {
                     return Err(format!("index of {id}: {listed} certificates:\n{index}"));
@@ -1028,19 +1100,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .unwrap();
-    let client = |idle: usize| {
-        custos_client::tls::http_client(
-            reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(10))
-                .pool_max_idle_per_host(idle),
-            &custos_client::TlsTrust::System,
-        )
-        .unwrap()
-    };
     let load = Load {
-        http: client(64),
-        fresh: client(0),
         sks_pid: sks.pid(),
         keys: Arc::new(
             certs
