@@ -1669,25 +1669,39 @@ macro_rules! sql_store {
                 let mut conn = self.pool.acquire().await?;
                 let result: Result<bool> = async {
                     let mut tx = conn.begin_with($begin).await?;
+                    // A two-party key keeps its peer in its own row (migration 0010); a group key, in
+                    // session_key_peers.
+                    let inline = match k.peers.as_slice() {
+                        [p] => Some(p),
+                        _ => None,
+                    };
                     let done = sqlx::query(
-                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (requester, kid) DO NOTHING",
+                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at, peer, package, received_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (requester, kid) DO NOTHING",
                     )
                     .bind(&k.requester.0[..])
                     .bind(&k.kid[..])
                     .bind(i32::from(k.kind))
                     .bind(k.expires_at)
                     .bind(k.created_at)
+                    .bind(inline.map(|p| &p.peer.0[..]))
+                    .bind(inline.and_then(|p| p.package.as_deref()))
+                    .bind(inline.and_then(|p| p.received_at))
                     .execute(&mut *tx)
                     .await;
                     let done = match done {
-                        Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::UnknownDevice(k.requester)),
+                        Err(e) if is_foreign_key_violation(&e) => {
+                            return Err(match inline {
+                                Some(p) => StoreError::UnknownDevice(p.peer),
+                                None => StoreError::UnknownDevice(k.requester),
+                            });
+                        }
                         other => other?,
                     };
                     if done.rows_affected() == 0 {
                         return Ok(false);
                     }
-                    for p in &k.peers {
+                    for p in k.peers.iter().filter(|_| inline.is_none()) {
                         let done = sqlx::query(
                             "INSERT INTO session_key_peers (requester, kid, peer, package, received_at) VALUES ($1, $2, $3, $4, $5)",
                         )
@@ -1721,14 +1735,23 @@ macro_rules! sql_store {
                     let mut tx = conn.begin_with($begin).await?;
                     // One statement for the keys and one for the peers: a gateway's batch costs two round trips to
                     // the database, not two per key. RETURNING names the keys that were new.
+                    // A two-party key keeps its peer in its own row (migration 0010): one row per key. A statement
+                    // binds at most 32 766 values (SQLite): 8 per key, and a batch is at most 256 keys.
                     let sql = format!(
-                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at) VALUES {} \
+                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at, peer, package, received_at) VALUES {} \
                          ON CONFLICT (requester, kid) DO NOTHING RETURNING requester, kid",
-                        placeholders($numbered, ks.len(), 5, true)
+                        placeholders($numbered, ks.len(), 8, true)
                     );
                     let mut q = sqlx::query(&sql);
                     for k in ks {
-                        q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at);
+                        let inline = match k.peers.as_slice() {
+                            [p] => Some(p),
+                            _ => None,
+                        };
+                        q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at)
+                            .bind(inline.map(|p| &p.peer.0[..]))
+                            .bind(inline.and_then(|p| p.package.as_deref()))
+                            .bind(inline.and_then(|p| p.received_at));
                     }
                     let rows = match q.fetch_all(&mut *tx).await {
                         Err(e) if is_foreign_key_violation(&e) => {
@@ -1750,7 +1773,7 @@ macro_rules! sql_store {
                     let peers: Vec<(&SessionKeyRecord, &KeyPeer)> = ks
                         .iter()
                         .zip(&fresh)
-                        .filter(|(_, f)| **f)
+                        .filter(|(k, f)| **f && k.peers.len() > 1)
                         .flat_map(|(k, _)| k.peers.iter().map(move |p| (k, p)))
                         .collect();
                     // A statement binds at most 32 766 values (SQLite) or 65 535 (PostgreSQL): 5 per peer row.
@@ -1779,7 +1802,7 @@ macro_rules! sql_store {
             }
 
             async fn session_key(&self, requester: DeviceId, kid: [u8; 8]) -> Result<Option<SessionKeyRecord>> {
-                let Some(row) = sqlx::query("SELECT kind, expires_at, created_at FROM session_keys WHERE requester = $1 AND kid = $2")
+                let Some(row) = sqlx::query("SELECT kind, expires_at, created_at, peer, package, received_at FROM session_keys WHERE requester = $1 AND kid = $2")
                     .bind(&requester.0[..])
                     .bind(&kid[..])
                     .fetch_optional(&self.pool)
@@ -1788,13 +1811,15 @@ macro_rules! sql_store {
                     return Ok(None);
                 };
                 let kind: i32 = row.try_get("kind")?;
+                let inline: Option<&[u8]> = row.try_get("peer")?;
                 let rows = sqlx::query("SELECT peer, package, received_at FROM session_key_peers WHERE requester = $1 AND kid = $2 ORDER BY peer")
                     .bind(&requester.0[..])
                     .bind(&kid[..])
                     .fetch_all(&self.pool)
                     .await?;
-                let peers = rows
-                    .iter()
+                let peers = std::iter::once(&row)
+                    .filter(|_| inline.is_some())
+                    .chain(&rows)
                     .map(|r| {
                         Ok(KeyPeer {
                             peer: device_id(r.try_get::<&[u8], _>("peer")?)?,
@@ -1815,10 +1840,14 @@ macro_rules! sql_store {
 
             async fn key_deliveries(&self, peer: DeviceId, now: i64, limit: u32) -> Result<Vec<KeyDelivery>> {
                 let rows = sqlx::query(
-                    "SELECT p.requester, p.kid, p.package, k.expires_at FROM session_key_peers p \
-                     JOIN session_keys k ON k.requester = p.requester AND k.kid = p.kid \
-                     WHERE p.peer = $1 AND p.received_at IS NULL AND p.package IS NOT NULL AND k.expires_at > $2 \
-                     ORDER BY k.created_at, p.requester, p.kid LIMIT $3",
+                    "SELECT requester, kid, package, expires_at FROM (\
+                       SELECT k.requester, k.kid, k.package, k.expires_at, k.created_at FROM session_keys k \
+                       WHERE k.peer = $1 AND k.package IS NOT NULL AND k.received_at IS NULL AND k.expires_at > $2 \
+                       UNION ALL \
+                       SELECT p.requester, p.kid, p.package, k.expires_at, k.created_at FROM session_key_peers p \
+                       JOIN session_keys k ON k.requester = p.requester AND k.kid = p.kid \
+                       WHERE p.peer = $1 AND p.received_at IS NULL AND p.package IS NOT NULL AND k.expires_at > $2) AS waiting \
+                     ORDER BY created_at, requester, kid LIMIT $3",
                 )
                 .bind(&peer.0[..])
                 .bind(now)
@@ -1839,23 +1868,31 @@ macro_rules! sql_store {
 
             async fn key_received(&self, peer: DeviceId, requester: DeviceId, kid: [u8; 8], at: i64) -> Result<bool> {
                 let _write = self.writer().await;
-                let done = sqlx::query(
-                    "UPDATE session_key_peers SET package = NULL, received_at = COALESCE(received_at, $4) \
-                     WHERE peer = $1 AND requester = $2 AND kid = $3",
-                )
-                .bind(&peer.0[..])
-                .bind(&requester.0[..])
-                .bind(&kid[..])
-                .bind(at)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+                // The peer is in the key's own row (a two-party key) or in session_key_peers (a group key, or a
+                // key stored before migration 0010); never in both.
+                for table in ["session_keys", "session_key_peers"] {
+                    let done = sqlx::query(&format!(
+                        "UPDATE {table} SET package = NULL, received_at = COALESCE(received_at, $4) \
+                         WHERE peer = $1 AND requester = $2 AND kid = $3",
+                    ))
+                    .bind(&peer.0[..])
+                    .bind(&requester.0[..])
+                    .bind(&kid[..])
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
             }
 
             async fn dead_keys(&self, now: i64, limit: u32) -> Result<Vec<(DeviceId, [u8; 8], i64)>> {
                 let rows = sqlx::query(
                     "SELECT k.requester, k.kid, k.expires_at FROM session_keys k WHERE k.expires_at > $1 AND (\
                        EXISTS (SELECT 1 FROM devices d WHERE d.device = k.requester AND d.revoked_at IS NOT NULL) \
+                       OR EXISTS (SELECT 1 FROM devices d WHERE d.device = k.peer AND d.revoked_at IS NOT NULL) \
                        OR EXISTS (SELECT 1 FROM session_key_peers p JOIN devices d ON d.device = p.peer \
                                   WHERE p.requester = k.requester AND p.kid = k.kid AND d.revoked_at IS NOT NULL)) \
                      ORDER BY k.requester, k.kid LIMIT $2",
