@@ -456,8 +456,13 @@ async fn the_hub_keeps_no_copy_of_the_key() {
     let n = net().await;
     let expires = (now() + 600) as u32;
     let secret = [0x5a; 16];
-    for (k, kind) in [(kid(80), ties::KTC_DIRECT), (kid(81), ties::KTC_INDIRECT)] {
-        let req = Request::new(kind, A, &[B, D], k, expires).unwrap();
+    // Group keys (peers in rows of their own) and a two-party key (its peer and package in the key's row).
+    for (k, kind, peers) in [
+        (kid(80), ties::KTC_DIRECT, &[B, D][..]),
+        (kid(81), ties::KTC_INDIRECT, &[B, D][..]),
+        (kid(82), ties::KTC_DIRECT, &[D][..]),
+    ] {
+        let req = Request::new(kind, A, peers, k, expires).unwrap();
         assert_eq!(n.ask(&req, Some(&Seed::from_bytes(secret))).await.0, 201);
     }
     let got = n.waiting(B).await;
