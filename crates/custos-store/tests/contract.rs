@@ -1042,22 +1042,41 @@ async fn session_keys_are_remembered_delivered_once_and_listed_dead<S: Store>(s:
     ));
     ensure!(s.session_key(dev(5), [2; 8]).await?.is_none());
     ensure!(matches!(
-        s.put_session_keys(&[key(5, 3, &[6], NOW + 3600), key(5, 4, &[9], NOW + 3600)]).await,
+        s.put_session_keys(&[key(5, 3, &[6], NOW + 3600), key(5, 4, &[9], NOW + 3600)])
+            .await,
         Err(StoreError::InvalidInput(_))
     ));
-    ensure!(s.session_key(dev(5), [3; 8]).await?.is_none(), "a failed batch keeps nothing");
+    ensure!(
+        s.session_key(dev(5), [3; 8]).await?.is_none(),
+        "a failed batch keeps nothing"
+    );
     ensure!(s.put_session_keys(&[key(5, 1, &[6], NOW + 3600)]).await? == [true]);
     ensure!(s.session_key(dev(5), [1; 8]).await? == Some(key(5, 1, &[6], NOW + 3600)));
     ensure!(s.key_deliveries(dev(6), NOW, 10).await?.len() == 1);
-    ensure!(!s.key_received(dev(5), dev(5), [1; 8], NOW).await?, "not its peer");
+    ensure!(
+        !s.key_received(dev(5), dev(5), [1; 8], NOW).await?,
+        "not its peer"
+    );
     ensure!(s.key_received(dev(6), dev(5), [1; 8], NOW + 7).await?);
     ensure!(s.key_received(dev(6), dev(5), [1; 8], NOW + 8).await?);
     ensure!(s.key_deliveries(dev(6), NOW, 10).await?.is_empty());
     let got = s.session_key(dev(5), [1; 8]).await?.unwrap();
-    ensure!(got.peers.len() == 1 && got.peers[0].package.is_none() && got.peers[0].received_at == Some(NOW + 7));
-    ensure!(!s.dead_keys(NOW, 10).await?.contains(&(dev(5), [1; 8], NOW + 3600)));
+    ensure!(
+        got.peers.len() == 1
+            && got.peers[0].package.is_none()
+            && got.peers[0].received_at == Some(NOW + 7)
+    );
+    ensure!(
+        !s.dead_keys(NOW, 10)
+            .await?
+            .contains(&(dev(5), [1; 8], NOW + 3600))
+    );
     s.revoke(dev(6), NOW).await?;
-    ensure!(s.dead_keys(NOW, 10).await?.contains(&(dev(5), [1; 8], NOW + 3600)));
+    ensure!(
+        s.dead_keys(NOW, 10)
+            .await?
+            .contains(&(dev(5), [1; 8], NOW + 3600))
+    );
     Ok(())
 }
 
