@@ -333,7 +333,12 @@ async fn breakdown<S: custos_store::RegistryStore>(
         by_key.push(us(t, keys.len()));
         let t = Instant::now();
         for (fpr, _) in keys {
-            std::hint::black_box(r.cert_data(fpr).await.map_err(|e| e.to_string())?);
+            std::hint::black_box(
+                store
+                    .cert_data_by_key(fpr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         data_by_key.push(us(t, keys.len()));
         let t = Instant::now();
@@ -385,7 +390,7 @@ async fn breakdown<S: custos_store::RegistryStore>(
             median(by_key),
         ),
         (
-            "`Registry::cert_data` (get, a miss: the one-row SQL query, through sqlx's worker thread)",
+            "`store.cert_data_by_key` (get, a miss: the one-row SQL query, through sqlx's worker thread)",
             median(data_by_key),
         ),
         (

@@ -26,6 +26,11 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// What each entry costs beyond its key and text: the map's slot, the `Bytes` handle and the key's box.
 const OVERHEAD: usize = 64;
 
+/// What an entry counts against the budget.
+fn entry_cost(key_len: usize, text_len: usize) -> usize {
+    key_len + text_len + OVERHEAD
+}
+
 /// What was asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ask<'a> {
@@ -136,7 +141,7 @@ impl Answers {
     /// or the answer alone is larger than a quarter of the budget.
     pub fn put(&self, ask: Ask<'_>, miss: Miss, text: Bytes) {
         let key = ask.key();
-        let cost = key.len() + text.len() + OVERHEAD;
+        let cost = entry_cost(key.len(), text.len());
         if cost > self.budget / 4 {
             return;
         }
@@ -153,7 +158,7 @@ impl Answers {
                 if bytes <= target {
                     return true;
                 }
-                bytes -= k.len() + v.len() + OVERHEAD;
+                bytes -= entry_cost(k.len(), v.len());
                 false
             });
             inner.bytes = bytes;
@@ -162,7 +167,7 @@ impl Answers {
         inner.bytes += cost;
         if let Some(old) = inner.map.insert(key, text) {
             // Two misses for the same ask raced: the first answer's bytes go with it.
-            inner.bytes -= key_len + old.len() + OVERHEAD;
+            inner.bytes -= entry_cost(key_len, old.len());
         }
     }
 
@@ -198,13 +203,14 @@ impl Answers {
         true
     }
 
-    /// The store's log size as just read: a size other than the one last seen means another process (or this
-    /// one) logged something, so every answer is dropped.
+    /// The store's log size as just read: a size larger than the one last seen means another process logged
+    /// something, so every answer is dropped.
     pub(crate) fn saw_log_size(&self, size: u64) {
+        // The log only grows: a size read before this process's own latest append is not news.
         let changed = {
             let mut inner = self.lock();
-            let changed = inner.log_size != size;
-            inner.log_size = size;
+            let changed = size > inner.log_size;
+            inner.log_size = inner.log_size.max(size);
             changed
         };
         if changed {
@@ -280,6 +286,13 @@ mod tests {
         assert!(!a.check_due(t + CHECK_EVERY / 2));
         a.saw_log_size(5);
         assert_eq!(a.len(), 1, "the same size clears nothing");
+        a.saw_log_size(4);
+        assert_eq!(
+            a.len(),
+            1,
+            "a size read before this process's own append clears nothing"
+        );
+        assert_eq!(a.log_size(), 5);
         assert!(a.check_due(t + CHECK_EVERY));
         a.saw_log_size(6);
         assert!(a.is_empty());

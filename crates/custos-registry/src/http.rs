@@ -259,8 +259,10 @@ async fn lookup<S: RegistryStore>(
         // when it was taken), not parsed again.
         Ask::Key(id) => {
             let (_, data) = r
-                .cert_data(id)
-                .await?
+                .store()
+                .cert_data_by_key(id)
+                .await
+                .map_err(RegistryError::from)?
                 .filter(|(domain, _)| r.policy().may_read(None, domain))
                 .ok_or_else(|| not_found("no certificate matches"))?;
             cert::armor_bytes(&data).map_err(RegistryError::from)?

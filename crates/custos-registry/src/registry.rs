@@ -290,12 +290,6 @@ impl<S: RegistryStore> Registry<S> {
         self.answers.clear();
     }
 
-    /// The stored certificate with this fingerprint (or subkey fingerprint, or key id) and its domain, as stored
-    /// (it was checked when it was taken): one row, what `op=get` serves.
-    pub async fn cert_data(&self, id: &[u8]) -> Result<Option<(String, Vec<u8>)>> {
-        Ok(self.store.cert_data_by_key(id).await?)
-    }
-
     /// The stored certificate with this fingerprint (or subkey fingerprint, or key id), checked.
     pub async fn cert(&self, id: &[u8]) -> Result<Option<(Cert, String)>> {
         let Some(row) = self.store.cert_by_key(id).await? else {

@@ -89,6 +89,11 @@ async fn hkp(app: &axum::Router, query: &str) -> Result<(StatusCode, String)> {
     Ok((status, String::from_utf8(body.to_vec())?))
 }
 
+/// `op=index` for a device id: the status and the answer.
+async fn search(app: &axum::Router, id: &DeviceId) -> Result<(StatusCode, String)> {
+    hkp(app, &format!("op=index&options=mr&search={id}")).await
+}
+
 /// How many certifications the certificate `op=get` serves for `fpr` carries.
 async fn certifications(app: &axum::Router, fpr: &str) -> Result<usize> {
     let (status, text) = hkp(app, &format!("op=get&options=mr&search=0x{fpr}")).await?;
@@ -128,7 +133,7 @@ async fn an_answer_never_outlives_a_write_of_this_process() -> Result<()> {
     let app = custos_registry::http::app(r.clone());
 
     assert_eq!(certifications(&app, &fpr).await?, 1);
-    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={id}")).await?;
+    let (status, index) = search(&app, &id).await?;
     assert_eq!(status, StatusCode::OK, "{index}");
     assert!(index.contains(&fpr), "{index}");
     // Both answers are now served from memory…
@@ -146,11 +151,11 @@ async fn an_answer_never_outlives_a_write_of_this_process() -> Result<()> {
 
     // A search that found nothing is not remembered: a certificate logged after it is found at once.
     let (late, late_fpr, late_id) = device(&p, 8)?;
-    let (status, _) = hkp(&app, &format!("op=index&options=mr&search={late_id}")).await?;
+    let (status, _) = search(&app, &late_id).await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
     r.submit_certs(&cert::to_bytes(&late)?, None, u64::from(AT) + 50)
         .await?;
-    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={late_id}")).await?;
+    let (status, index) = search(&app, &late_id).await?;
     assert_eq!(status, StatusCode::OK);
     assert!(index.contains(&late_fpr), "{index}");
     Ok(())
@@ -167,7 +172,7 @@ async fn another_process_s_write_is_served_within_a_second() -> Result<()> {
     let app = custos_registry::http::app(serving.clone());
     assert_eq!(certifications(&app, &fpr).await?, 1);
     let (other_dev, other_fpr, other_id) = device(&p, 9)?;
-    let (status, _) = hkp(&app, &format!("op=index&options=mr&search={other_id}")).await?;
+    let (status, _) = search(&app, &other_id).await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Another process (here: another registry over the same database file) logs the endorsement and a new device.
@@ -182,7 +187,7 @@ async fn another_process_s_write_is_served_within_a_second() -> Result<()> {
     // Within CHECK_EVERY the serving registry may still answer from memory; after it, never.
     tokio::time::sleep(CHECK_EVERY + Duration::from_millis(100)).await;
     assert_eq!(certifications(&app, &fpr).await?, 2);
-    let (status, index) = hkp(&app, &format!("op=index&options=mr&search={other_id}")).await?;
+    let (status, index) = search(&app, &other_id).await?;
     assert_eq!(status, StatusCode::OK);
     assert!(index.contains(&other_fpr), "{index}");
     Ok(())

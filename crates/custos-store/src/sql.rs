@@ -259,6 +259,15 @@ fn cert_by_key_select(id: &[u8], columns: &str) -> Result<String> {
     ))
 }
 
+/// The peer a key keeps in its own `session_keys` row: a two-party key's one peer (migration 0010). A group key
+/// keeps its peers in `session_key_peers`.
+fn inline_peer(k: &SessionKeyRecord) -> Option<&KeyPeer> {
+    match k.peers.as_slice() {
+        [p] => Some(p),
+        _ => None,
+    }
+}
+
 /// At most this many domains in one [`RegistryStore::log_entries`] filter: one bound value each.
 const MAX_DOMAINS: usize = 10_000;
 
@@ -1671,10 +1680,7 @@ macro_rules! sql_store {
                     let mut tx = conn.begin_with($begin).await?;
                     // A two-party key keeps its peer in its own row (migration 0010); a group key, in
                     // session_key_peers.
-                    let inline = match k.peers.as_slice() {
-                        [p] => Some(p),
-                        _ => None,
-                    };
+                    let inline = inline_peer(k);
                     let done = sqlx::query(
                         "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at, peer, package, received_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (requester, kid) DO NOTHING",
@@ -1744,10 +1750,7 @@ macro_rules! sql_store {
                     );
                     let mut q = sqlx::query(&sql);
                     for k in ks {
-                        let inline = match k.peers.as_slice() {
-                            [p] => Some(p),
-                            _ => None,
-                        };
+                        let inline = inline_peer(k);
                         q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at)
                             .bind(inline.map(|p| &p.peer.0[..]))
                             .bind(inline.and_then(|p| p.package.as_deref()))
@@ -1773,7 +1776,7 @@ macro_rules! sql_store {
                     let peers: Vec<(&SessionKeyRecord, &KeyPeer)> = ks
                         .iter()
                         .zip(&fresh)
-                        .filter(|(k, f)| **f && k.peers.len() > 1)
+                        .filter(|(k, f)| **f && inline_peer(k).is_none())
                         .flat_map(|(k, _)| k.peers.iter().map(move |p| (k, p)))
                         .collect();
                     // A statement binds at most 32 766 values (SQLite) or 65 535 (PostgreSQL): 5 per peer row.
