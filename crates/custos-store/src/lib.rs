@@ -1047,6 +1047,14 @@ pub trait RegistryStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<CertRow>>> + Send;
 
+    /// Up to `limit` certificates first logged at index `from` or later, in the order they were first logged, each
+    /// with that index: what a reader pages through to hold every certificate in memory.
+    fn certs_from(
+        &self,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, CertRow)>>> + Send;
+
     /// How many certificates the registry holds.
     fn cert_count(&self) -> impl Future<Output = Result<u64>> + Send;
 
@@ -1433,6 +1441,9 @@ impl RegistryStore for AnyStore {
     }
     async fn certs_by_words(&self, search: &str, limit: u32) -> Result<Vec<CertRow>> {
         delegate!(self, certs_by_words(search, limit))
+    }
+    async fn certs_from(&self, from: u64, limit: u32) -> Result<Vec<(u64, CertRow)>> {
+        delegate!(self, certs_from(from, limit))
     }
     async fn cert_count(&self) -> Result<u64> {
         delegate!(self, cert_count())

@@ -467,24 +467,105 @@ macro_rules! sql_store {
             }
 
             /// Assembles the rows of a [`cert_select`] into certificates, in their order.
+            /// Inserts `ks` in one transaction and returns which key ids were new. Without `naming`, the insert
+            /// returns no rows: if every key was new it commits and returns `Some`, else it rolls back and returns
+            /// `None`.
+            async fn try_put_session_keys(
+                &self,
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+                ks: &[SessionKeyRecord],
+                naming: bool,
+            ) -> Result<Option<Vec<bool>>> {
+                let mut tx = conn.begin_with($begin).await?;
+                // One statement for the keys and one for the peers: a gateway's batch costs two round trips to the
+                // database, not two per key. A two-party key keeps its peer in its own row (migration 0010): one
+                // row per key. A statement binds at most 32 766 values (SQLite): 8 per key, and a batch is at most
+                // 256 keys.
+                let sql = format!(
+                    "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at, peer, package, received_at) VALUES {} \
+                     ON CONFLICT (requester, kid) DO NOTHING{}",
+                    placeholders($numbered, ks.len(), 8, true),
+                    if naming { " RETURNING requester, kid" } else { "" },
+                );
+                let mut q = sqlx::query(&sql);
+                for k in ks {
+                    let inline = inline_peer(k);
+                    q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at)
+                        .bind(inline.map(|p| &p.peer.0[..]))
+                        .bind(inline.and_then(|p| p.package.as_deref()))
+                        .bind(inline.and_then(|p| p.received_at));
+                }
+                let not_admitted = |e: sqlx::Error| {
+                    if is_foreign_key_violation(&e) {
+                        StoreError::InvalidInput("a key names a device that is not admitted")
+                    } else {
+                        e.into()
+                    }
+                };
+                let fresh: Vec<bool> = if naming {
+                    let rows = q.fetch_all(&mut *tx).await.map_err(not_admitted)?;
+                    let mut new = std::collections::HashSet::with_capacity(rows.len());
+                    for r in &rows {
+                        let requester: Vec<u8> = r.try_get("requester")?;
+                        let kid: Vec<u8> = r.try_get("kid")?;
+                        new.insert((requester, kid));
+                    }
+                    // A key id twice in one batch: the first row was inserted and the second skipped.
+                    ks.iter().map(|k| new.remove(&(k.requester.0.to_vec(), k.kid.to_vec()))).collect()
+                } else {
+                    let done = q.execute(&mut *tx).await.map_err(not_admitted)?;
+                    if done.rows_affected() != ks.len() as u64 {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    vec![true; ks.len()]
+                };
+                let peers: Vec<(&SessionKeyRecord, &KeyPeer)> = ks
+                    .iter()
+                    .zip(&fresh)
+                    .filter(|(k, f)| **f && inline_peer(k).is_none())
+                    .flat_map(|(k, _)| k.peers.iter().map(move |p| (k, p)))
+                    .collect();
+                // A statement binds at most 32 766 values (SQLite) or 65 535 (PostgreSQL): 5 per peer row.
+                for chunk in peers.chunks(4096) {
+                    let sql = format!(
+                        "INSERT INTO session_key_peers (requester, kid, peer, package, received_at) VALUES {}",
+                        placeholders($numbered, chunk.len(), 5, true)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (k, p) in chunk {
+                        q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(&p.peer.0[..]).bind(p.package.as_deref()).bind(p.received_at);
+                    }
+                    q.execute(&mut *tx).await.map_err(not_admitted)?;
+                }
+                tx.commit().await?;
+                Ok(Some(fresh))
+            }
+
             fn cert_rows(rows: &[$row]) -> Result<Vec<CertRow>> {
-                let mut certs: Vec<CertRow> = Vec::new();
+                Ok(Self::cert_rows_ord(rows)?.into_iter().map(|(_, c)| c).collect())
+            }
+
+            /// [`cert_rows`](Self::cert_rows), each with its `ord`.
+            fn cert_rows_ord(rows: &[$row]) -> Result<Vec<(u64, CertRow)>> {
+                let mut certs: Vec<(u64, CertRow)> = Vec::new();
                 for row in rows {
                     let part: i32 = row.try_get("part")?;
                     let cert = fingerprint(row.try_get("cert")?)?;
                     if part == 0 {
-                        certs.push(CertRow {
+                        certs.push((stored_index(row.try_get("ord")?)?, CertRow {
                             fingerprint: cert,
                             domain: row.try_get("domain")?,
                             data: row.try_get("data")?,
                             keys: Vec::new(),
                             uids: Vec::new(),
                             updated_at: row.try_get("updated_at")?,
-                        });
+                        }));
                         continue;
                     }
                     let c = certs
                         .last_mut()
+                        .map(|(_, c)| c)
                         .filter(|c| c.fingerprint == cert)
                         .ok_or(StoreError::Corrupt("a certificate's key or user id without the certificate"))?;
                     match part {
@@ -1737,71 +1818,17 @@ macro_rules! sql_store {
                 }
                 let _write = self.writer().await;
                 let mut conn = self.pool.acquire().await?;
-                let result: Result<Vec<bool>> = async {
-                    let mut tx = conn.begin_with($begin).await?;
-                    // One statement for the keys and one for the peers: a gateway's batch costs two round trips to
-                    // the database, not two per key. RETURNING names the keys that were new.
-                    // A two-party key keeps its peer in its own row (migration 0010): one row per key. A statement
-                    // binds at most 32 766 values (SQLite): 8 per key, and a batch is at most 256 keys.
-                    let sql = format!(
-                        "INSERT INTO session_keys (requester, kid, kind, expires_at, created_at, peer, package, received_at) VALUES {} \
-                         ON CONFLICT (requester, kid) DO NOTHING RETURNING requester, kid",
-                        placeholders($numbered, ks.len(), 8, true)
-                    );
-                    let mut q = sqlx::query(&sql);
-                    for k in ks {
-                        let inline = inline_peer(k);
-                        q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(i32::from(k.kind)).bind(k.expires_at).bind(k.created_at)
-                            .bind(inline.map(|p| &p.peer.0[..]))
-                            .bind(inline.and_then(|p| p.package.as_deref()))
-                            .bind(inline.and_then(|p| p.received_at));
-                    }
-                    let rows = match q.fetch_all(&mut *tx).await {
-                        Err(e) if is_foreign_key_violation(&e) => {
-                            return Err(StoreError::InvalidInput("a key names a device that is not admitted"));
-                        }
-                        other => other?,
-                    };
-                    let mut new = std::collections::HashSet::with_capacity(rows.len());
-                    for r in &rows {
-                        let requester: Vec<u8> = r.try_get("requester")?;
-                        let kid: Vec<u8> = r.try_get("kid")?;
-                        new.insert((requester, kid));
-                    }
-                    // A key id twice in one batch: the first row was inserted and the second skipped.
-                    let fresh: Vec<bool> = ks
-                        .iter()
-                        .map(|k| new.remove(&(k.requester.0.to_vec(), k.kid.to_vec())))
-                        .collect();
-                    let peers: Vec<(&SessionKeyRecord, &KeyPeer)> = ks
-                        .iter()
-                        .zip(&fresh)
-                        .filter(|(k, f)| **f && inline_peer(k).is_none())
-                        .flat_map(|(k, _)| k.peers.iter().map(move |p| (k, p)))
-                        .collect();
-                    // A statement binds at most 32 766 values (SQLite) or 65 535 (PostgreSQL): 5 per peer row.
-                    for chunk in peers.chunks(4096) {
-                        let sql = format!(
-                            "INSERT INTO session_key_peers (requester, kid, peer, package, received_at) VALUES {}",
-                            placeholders($numbered, chunk.len(), 5, true)
-                        );
-                        let mut q = sqlx::query(&sql);
-                        for (k, p) in chunk {
-                            q = q.bind(&k.requester.0[..]).bind(&k.kid[..]).bind(&p.peer.0[..]).bind(p.package.as_deref()).bind(p.received_at);
-                        }
-                        match q.execute(&mut *tx).await {
-                            Err(e) if is_foreign_key_violation(&e) => {
-                                return Err(StoreError::InvalidInput("a key names a device that is not admitted"));
-                            }
-                            other => other?,
-                        };
-                    }
-                    tx.commit().await?;
-                    Ok(fresh)
+                // Every key id is new but for a replayed request: the insert returns no rows, only how many it took
+                // (each row returned is a hand-off between threads in sqlx's SQLite driver, and they were most of
+                // the hub's cost of a gateway batch). If it took fewer than it was given, it is undone and done
+                // again, naming the keys that were new.
+                let mut result = self.try_put_session_keys(&mut conn, ks, false).await;
+                if matches!(result, Ok(None)) {
+                    settle(&mut conn, &result);
+                    result = self.try_put_session_keys(&mut conn, ks, true).await;
                 }
-                .await;
                 settle(&mut conn, &result);
-                result
+                result?.ok_or(StoreError::Corrupt("a batch of keys was neither taken nor named"))
             }
 
             async fn session_key(&self, requester: DeviceId, kid: [u8; 8]) -> Result<Option<SessionKeyRecord>> {
@@ -2201,6 +2228,15 @@ macro_rules! sql_store {
                 }
                 let rows = q.fetch_all(&self.pool).await?;
                 Self::cert_rows(&rows)
+            }
+
+            async fn certs_from(&self, from: u64, limit: u32) -> Result<Vec<(u64, CertRow)>> {
+                let sql = cert_select(&format!(
+                    "SELECT fingerprint, first_idx AS ord FROM registry_certs WHERE first_idx >= $1 \
+                     ORDER BY first_idx LIMIT {limit}"
+                ));
+                let rows = sqlx::query(&sql).bind(log_index(from)?).fetch_all(&self.pool).await?;
+                Self::cert_rows_ord(&rows)
             }
 
             async fn cert_count(&self) -> Result<u64> {
