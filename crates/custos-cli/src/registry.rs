@@ -68,8 +68,10 @@ pub struct ServeArgs {
     /// Seconds between sync rounds with the policy's peers; 0 turns sync off.
     #[arg(long, default_value_t = 60)]
     sync_every: u64,
-    /// MiB of HKP answers kept in memory (armoured certificates and search results, each served until the log
-    /// takes a certificate; at most about a second behind another process's writes); 0 turns the cache off.
+    /// MiB of memory for HKP lookups: every certificate HKP may serve is held in memory when they fit (read in
+    /// the background at start, kept in step with the log, at most about a second behind another process's
+    /// writes), and what they leave keeps answers to searches; when they do not fit, it keeps the answers served.
+    /// 0: every lookup reads the store.
     #[arg(long, default_value_t = 64)]
     hkp_cache_mib: u64,
 }
@@ -311,6 +313,20 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     println!("listening on {addr}");
     println!("log key {}", registry.verifier_key()?);
+    {
+        let r = registry.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match r.hold_public().await {
+                Ok(()) => tracing::info!(
+                    bytes = r.public_bytes(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "public certificates held in memory for HKP"
+                ),
+                Err(e) => tracing::warn!("public certificates not held in memory: {e}"),
+            }
+        });
+    }
     if a.sync_every > 0
         && !(registry.policy().pulls.is_empty() && registry.policy().pushes.is_empty())
     {

@@ -14,17 +14,20 @@
 //! - **The load**: K clients (1 and 16; hyper HTTP/1.1 connections, in this process, on a 1-thread runtime of their
 //!   own, which left both servers more of the 2 cores than 2 threads did):
 //!   - `get`: loops of `GET /pks/lookup?op=get&options=mr&search=0x<fingerprint>` on keep-alive connections, the
-//!     fingerprints drawn at random from the N. Our registry keeps every HKP answer it served in memory until
-//!     the log takes a certificate (`custos_registry::answers`), so after the first pass these are hits;
+//!     fingerprints drawn at random from the N. Our registry holds every public certificate in memory
+//!     (`custos_registry::public`, read after loading, as `custos registry serve` does at start); with
+//!     `CUSTOS_HKP_HOLD=0` it does not, and keeps every HKP answer it served in memory until the log takes a
+//!     certificate (`custos_registry::answers`), so after the first pass these are hits;
 //!   - `fresh`: the same with a new connection per lookup. SKS answers in HTTP/1.0 and closes every connection,
 //!     so its figures are that in both rows;
-//!   - `cold`: every certificate asked for once, in a shuffled order, ours' round starting with an empty cache
-//!     (`Registry::forget_answers`, what logging a certificate does): every lookup reads the store, as it would
-//!     just after a write, or in a registry of many certificates each rarely asked for;
+//!   - `cold`: every certificate asked for once, in a shuffled order, ours' round starting with an empty answer
+//!     cache (`Registry::forget_answers`, what logging a certificate does): first lookups. With the certificates
+//!     held they are answered from memory as any other; with `CUSTOS_HKP_HOLD=0` every one reads the store, as it
+//!     would just after a write, or in a registry of many certificates each rarely asked for;
 //!   - `index`: `op=index&options=mr&search=<device id>` (a whole-word search over User IDs, ours and SKS's),
 //!     device ids drawn at random (hits, as for `get`);
-//!   - `index-cold`: the same, every device id once, ours' cache emptied first (every search reads the store's word
-//!     index).
+//!   - `index-cold`: the same, every device id once, ours' answer cache emptied first (with `CUSTOS_HKP_HOLD=0`,
+//!     every search reads the store's word index).
 //!
 //!   Every answer must be 200 and hold an armoured certificate (an index: the fingerprint asked for), or the bench
 //!   exits non-zero. Before the timed rounds every certificate is fetched once from each server, parsed and
@@ -193,7 +196,7 @@ impl Drop for Ours {
     }
 }
 
-fn start_ours(certs: &Certs) -> Ours {
+fn start_ours(certs: &Certs, hold: bool) -> Ours {
     let policy = policy(&certs.maker);
     let party = certs.party.clone();
     let devices: Vec<Vec<u8>> = certs.devices.iter().map(|d| d.bytes.clone()).collect();
@@ -249,7 +252,24 @@ fn start_ours(certs: &Certs) -> Ours {
                         }
                     }
                     let loaded = t0.elapsed();
-                    let parts = breakdown(&registry, &keys).await?;
+                    let mut parts = breakdown(&registry, &keys).await?;
+                    if hold {
+                        // What `custos registry serve` does in the background at start.
+                        let t = Instant::now();
+                        registry.hold_public().await.map_err(|e| e.to_string())?;
+                        if registry.public_bytes() == 0 {
+                            return Err("the certificates did not fit the default budget".into());
+                        }
+                        parts.push((
+                            "`Registry::hold_public` (every certificate read into memory), ms in all",
+                            t.elapsed().as_secs_f64() * 1e3,
+                        ));
+                        parts.push((
+                            "held certificates, bytes in all",
+                            registry.public_bytes() as f64,
+                        ));
+                        parts.extend(held_breakdown(&registry, &keys).await?);
+                    }
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                         .await
                         .map_err(|e| e.to_string())?;
@@ -408,6 +428,45 @@ async fn breakdown<S: custos_store::RegistryStore>(
         (
             "`cert::stored` (index: per certificate found, read without verifying again)",
             median(check),
+        ),
+    ])
+}
+
+/// The held certificates' lookups, in process: µs per call, the median of 3 passes.
+async fn held_breakdown<S: custos_store::RegistryStore>(
+    r: &Registry<S>,
+    keys: &[(Vec<u8>, String)],
+) -> Result<Vec<(&'static str, f64)>, String> {
+    let us = |t: Instant, calls: usize| t.elapsed().as_secs_f64() * 1e6 / calls as f64;
+    let (mut by_key, mut by_words) = (vec![], vec![]);
+    for _ in 0..3 {
+        let t = Instant::now();
+        for (fpr, _) in keys {
+            let public = r.public().await.map_err(|e| e.to_string())?;
+            let found = public.by_key(fpr).ok_or("not held")?;
+            std::hint::black_box(found.ok_or("a held certificate is missing")?);
+        }
+        by_key.push(us(t, keys.len()));
+        let t = Instant::now();
+        for (_, id) in keys {
+            let public = r.public().await.map_err(|e| e.to_string())?;
+            let found = public
+                .by_words(id, custos_registry::http::MAX_INDEX as usize)
+                .ok_or("not held")?;
+            if found.len() != 1 {
+                return Err(format!("by_words({id}) found {}", found.len()));
+            }
+        }
+        by_words.push(us(t, keys.len()));
+    }
+    Ok(vec![
+        (
+            "`Registry::public` + `Public::by_key` (get: the held certificate's armour)",
+            median(by_key),
+        ),
+        (
+            "`Registry::public` + `Public::by_words` (index: the held certificates holding every word)",
+            median(by_words),
         ),
     ])
 }
@@ -1099,7 +1158,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ours = start_ours(&certs);
+    let hold = env_or("CUSTOS_HKP_HOLD", 1u8) == 1;
+    let ours = start_ours(&certs, hold);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(CLIENT_THREADS)
@@ -1190,10 +1250,15 @@ fn main() -> ExitCode {
     });
 
     println!(
-        "\n{} (`sks db`, one process) against ours (`serve_router`, a current-thread runtime); {n} device \
+        "\n{} (`sks db`, one process) against ours (`serve_router`, a current-thread runtime; {}); {n} device \
          certificates; {rounds} rounds of {seconds} s per cell, servers alternating; medians; {CLIENT_THREADS} client \
          threads; {cores} cores",
-        sks.version
+        sks.version,
+        if hold {
+            "public certificates held in memory"
+        } else {
+            "certificates not held: answer cache and store"
+        },
     );
     println!(
         "\n| lookups per second | clients | ours | sks | ours / sks | server CPU per lookup, ours | sks | client CPU per lookup | other load |\n|---|---|---|---|---|---|---|---|---|"

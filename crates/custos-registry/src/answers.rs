@@ -11,6 +11,7 @@
 //! it is free. A budget of 0 turns it off.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,8 @@ pub struct Miss {
 /// The cache.
 #[derive(Debug)]
 pub struct Answers {
-    budget: usize,
+    /// What it may hold now: the registry gives it what the held certificates leave of its budget.
+    budget: AtomicUsize,
     inner: Mutex<Inner>,
 }
 
@@ -82,11 +84,28 @@ struct Inner {
     log_size: u64,
 }
 
+impl Inner {
+    /// Drops entries in the map's (arbitrary) order until a quarter of `budget` is free: no ordering to keep up on
+    /// every hit, and the answers asked for most come back at their next miss.
+    fn shrink(&mut self, budget: usize) {
+        let target = budget - budget / 4;
+        let mut bytes = self.bytes;
+        self.map.retain(|k, v| {
+            if bytes <= target {
+                return true;
+            }
+            bytes -= entry_cost(k.len(), v.len());
+            false
+        });
+        self.bytes = bytes;
+    }
+}
+
 impl Answers {
     /// A cache of at most `budget` bytes (0: none) for a log of `log_size` entries.
     pub fn new(budget: usize, log_size: u64) -> Self {
         Self {
-            budget,
+            budget: AtomicUsize::new(budget),
             inner: Mutex::new(Inner {
                 log_size,
                 ..Inner::default()
@@ -101,7 +120,16 @@ impl Answers {
 
     /// The budget in bytes.
     pub fn budget(&self) -> usize {
-        self.budget
+        self.budget.load(Ordering::Relaxed)
+    }
+
+    /// Changes the budget, dropping answers until a quarter of it is free if it is passed.
+    pub fn set_budget(&self, budget: usize) {
+        self.budget.store(budget, Ordering::Relaxed);
+        let mut inner = self.lock();
+        if inner.bytes > budget {
+            inner.shrink(budget);
+        }
     }
 
     /// Bytes held now.
@@ -142,26 +170,16 @@ impl Answers {
     pub fn put(&self, ask: Ask<'_>, miss: Miss, text: Bytes) {
         let key = ask.key();
         let cost = entry_cost(key.len(), text.len());
-        if cost > self.budget / 4 {
+        let budget = self.budget();
+        if cost > budget / 4 {
             return;
         }
         let mut inner = self.lock();
         if inner.generation != miss.generation {
             return;
         }
-        if inner.bytes + cost > self.budget {
-            // Drop entries in the map's (arbitrary) order until a quarter of the budget is free: no ordering to
-            // keep up on every hit, and the answers asked for most come back at their next miss.
-            let target = self.budget - self.budget / 4;
-            let mut bytes = inner.bytes;
-            inner.map.retain(|k, v| {
-                if bytes <= target {
-                    return true;
-                }
-                bytes -= entry_cost(k.len(), v.len());
-                false
-            });
-            inner.bytes = bytes;
+        if inner.bytes + cost > budget {
+            inner.shrink(budget);
         }
         let key_len = key.len();
         inner.bytes += cost;
@@ -204,8 +222,8 @@ impl Answers {
     }
 
     /// The store's log size as just read: a size larger than the one last seen means another process logged
-    /// something, so every answer is dropped.
-    pub(crate) fn saw_log_size(&self, size: u64) {
+    /// something, so every answer is dropped (and `true` is returned).
+    pub(crate) fn saw_log_size(&self, size: u64) -> bool {
         // The log only grows: a size read before this process's own latest append is not news.
         let changed = {
             let mut inner = self.lock();
@@ -216,6 +234,7 @@ impl Answers {
         if changed {
             self.clear();
         }
+        changed
     }
 }
 

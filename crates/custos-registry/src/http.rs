@@ -254,6 +254,17 @@ async fn lookup<S: RegistryStore>(
         Ok(text) => return Ok(([(header::CONTENT_TYPE, content_type)], text).into_response()),
         Err(miss) => miss,
     };
+    // Every public certificate in memory (crate::public), when they fit: no store read. A certificate by key is as
+    // quick to find there as an answer kept; a search's answer is kept.
+    if let Some(found) = from_memory(&r, ask).await? {
+        let Some(text) = found else {
+            return Err(not_found("no certificate matches"));
+        };
+        if !matches!(ask, Ask::Key(_)) {
+            answers.put(ask, miss, text.clone());
+        }
+        return Ok(([(header::CONTENT_TYPE, content_type)], text).into_response());
+    }
     let text: String = match ask {
         // The common case, a certificate by fingerprint or key id: one row, armoured as stored (it was checked
         // when it was taken), not parsed again.
@@ -283,12 +294,57 @@ async fn lookup<S: RegistryStore>(
             if certs.is_empty() {
                 return Err(not_found("no certificate matches"));
             }
-            index(&certs)
+            let blocks: Vec<String> = certs.iter().map(|(c, _)| index_lines(c)).collect();
+            index(blocks.iter().map(String::as_str))
         }
     };
     let text = Bytes::from(text);
     answers.put(ask, miss, text.clone());
     Ok(([(header::CONTENT_TYPE, content_type)], text).into_response())
+}
+
+/// The answer from the certificates in memory: `None` when they are not held (ask the store), `Some(None)` when
+/// nothing served matches.
+async fn from_memory<S: RegistryStore>(
+    r: &Registry<S>,
+    ask: Ask<'_>,
+) -> Result<Option<Option<Bytes>>, ApiError> {
+    let public = r.public().await?;
+    let (search, exact) = match ask {
+        Ask::Key(id) => return Ok(public.by_key(id).map(|s| s.map(|s| s.armored.clone()))),
+        Ask::Get(search, exact) | Ask::Index(search, exact) => (search, exact),
+    };
+    let found = match hex_id(search) {
+        Some(id) => public.by_key(&id).map(|s| s.into_iter().collect()),
+        None => {
+            let needle = search.trim_start_matches('=');
+            public.by_words(needle, MAX_INDEX as usize).map(|found| {
+                found
+                    .into_iter()
+                    .filter(|s| {
+                        !exact
+                            || s.user_ids
+                                .iter()
+                                .any(|u| u == needle || u.contains(&format!("<{needle}>")))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
+    };
+    let Some(found) = found else { return Ok(None) };
+    if found.is_empty() {
+        return Ok(Some(None));
+    }
+    Ok(Some(Some(match ask {
+        Ask::Index(..) => Bytes::from(index(found.iter().map(|s| s.index.as_str()))),
+        _ => {
+            let mut text = Vec::new();
+            for s in &found {
+                text.extend_from_slice(&s.armored);
+            }
+            Bytes::from(text)
+        }
+    })))
 }
 
 /// A search that is a fingerprint or key id (40 or 16 hex digits, with or without `0x`).
@@ -342,30 +398,37 @@ async fn find<S: RegistryStore>(
     Ok(out)
 }
 
-/// The machine-readable index (draft-shaw-openpgp-hkp §5.2): `info:1:<count>`, then per certificate a `pub:` line
-/// (fingerprint, algorithm 22 = EdDSA, 255 bits, creation time) and its `uid:` lines, `%`-escaped.
-fn index(certs: &[(Cert, String)]) -> String {
+/// The machine-readable index (draft-shaw-openpgp-hkp §5.2): `info:1:<count>`, then each certificate's
+/// [`index_lines`].
+fn index<'a>(blocks: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let mut out = format!("info:1:{}\n", blocks.len());
+    for b in blocks {
+        out.push_str(b);
+    }
+    out
+}
+
+/// One certificate's lines of the machine-readable index: a `pub:` line (fingerprint, algorithm 22 = EdDSA, 255
+/// bits, creation time) and its `uid:` lines, `%`-escaped.
+pub(crate) fn index_lines(c: &Cert) -> String {
     use pgp::types::KeyDetails as _;
-    let mut out = format!("info:1:{}\n", certs.len());
-    for (c, _) in certs {
-        let created = c.cert.primary_key.created_at().as_secs();
-        out.push_str(&format!(
-            "pub:{}:22:255:{created}::\n",
-            hex::encode_upper(c.fingerprint)
-        ));
-        for uid in &c.user_ids {
-            let escaped: String = uid
-                .bytes()
-                .map(|b| {
-                    if b == b':' || b == b'%' || !(0x20..0x7f).contains(&b) {
-                        format!("%{b:02X}")
-                    } else {
-                        (b as char).to_string()
-                    }
-                })
-                .collect();
-            out.push_str(&format!("uid:{escaped}:{created}::\n"));
-        }
+    let created = c.cert.primary_key.created_at().as_secs();
+    let mut out = format!(
+        "pub:{}:22:255:{created}::\n",
+        hex::encode_upper(c.fingerprint)
+    );
+    for uid in &c.user_ids {
+        let escaped: String = uid
+            .bytes()
+            .map(|b| {
+                if b == b':' || b == b'%' || !(0x20..0x7f).contains(&b) {
+                    format!("%{b:02X}")
+                } else {
+                    (b as char).to_string()
+                }
+            })
+            .collect();
+        out.push_str(&format!("uid:{escaped}:{created}::\n"));
     }
     out
 }

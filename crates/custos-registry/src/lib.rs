@@ -7,6 +7,7 @@ pub mod answers;
 pub mod cert;
 pub mod http;
 pub mod policy;
+pub mod public;
 pub mod reader;
 pub mod registry;
 pub mod statement;

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::answers::{self, Answers};
 use crate::cert::{self, Cert, CertError, Fpr};
 use crate::policy::Policy;
+use crate::public::Public;
 use crate::statement::{Statement, StatementError, Status};
 
 /// Log entry kinds (the first element of an entry).
@@ -152,6 +153,10 @@ pub struct Registry<S> {
     parties: std::sync::Mutex<std::collections::HashMap<Fpr, Cert>>,
     /// HKP answers as last served (crate::answers): lookups are the hot path.
     answers: Answers,
+    /// Every certificate HKP serves, when they fit (crate::public); the answers hold what they leave of the budget.
+    public: Public,
+    /// The memory budget of HKP lookups, bytes.
+    hkp_budget: usize,
 }
 
 impl<S> std::fmt::Debug for Registry<S> {
@@ -197,6 +202,8 @@ impl<S: RegistryStore> Registry<S> {
             tree: Mutex::new(tree),
             parties: Default::default(),
             answers: Answers::new(answers::DEFAULT_BUDGET, size),
+            public: Public::new(answers::DEFAULT_BUDGET),
+            hkp_budget: answers::DEFAULT_BUDGET,
         })
     }
 
@@ -267,20 +274,57 @@ impl<S: RegistryStore> Registry<S> {
         tree.append_hash(leaf_hash);
         // After the write: a lookup that missed before it stores nothing it read (Answers::put).
         self.answers.logged(index + 1, cert_logged);
+        self.public.logged(index + 1, cert_logged);
         Ok(index)
     }
 
-    /// Sets the byte budget of the HKP answer cache (crate::answers; 0 turns it off). Default: 64 MiB.
+    /// Sets the memory budget of HKP lookups in bytes (0: none; every lookup reads the store). Default: 64 MiB.
+    /// The public certificates are held whole when they fit ([`Registry::hold_public`]), and what they leave holds
+    /// answers as last served (crate::answers).
     pub fn with_answer_budget(mut self, bytes: usize) -> Self {
         self.answers = Answers::new(bytes, self.answers.log_size());
+        self.public = Public::new(bytes);
+        self.hkp_budget = bytes;
         self
     }
 
+    /// Reads every certificate HKP may serve into memory, if they fit the budget (crate::public): what a serving
+    /// registry does in the background at start. Until it is done, lookups read the store.
+    pub async fn hold_public(&self) -> Result<()> {
+        self.public.build(&self.store, &self.policy).await?;
+        self.share_budget();
+        Ok(())
+    }
+
+    /// The answers keep what the held certificates leave of the budget.
+    fn share_budget(&self) {
+        let left = self.hkp_budget.saturating_sub(self.public.bytes());
+        if left != self.answers.budget() {
+            self.answers.set_budget(left);
+        }
+    }
+
+    /// Bytes the certificates in memory take (0 when they are not held).
+    pub fn public_bytes(&self) -> usize {
+        self.public.bytes()
+    }
+
+    /// The certificates in memory, brought up to the log first (crate::public).
+    pub async fn public(&self) -> Result<&Public> {
+        self.public.catch_up(&self.store, &self.policy).await?;
+        self.share_budget();
+        Ok(&self.public)
+    }
+
     /// The HKP answer cache, after dropping what another process's writes to the store made stale: the store's log
-    /// size is compared at most once a second.
+    /// size is compared at most once a second (a larger one also has the held certificates catch up, at
+    /// [`Registry::public`]).
     pub async fn answers(&self) -> Result<&Answers> {
-        if self.answers.budget() > 0 && self.answers.check_due(std::time::Instant::now()) {
-            self.answers.saw_log_size(self.store.log_size().await?);
+        if self.hkp_budget > 0
+            && self.answers.check_due(std::time::Instant::now())
+            && self.answers.saw_log_size(self.store.log_size().await?)
+        {
+            self.public.saw_growth();
         }
         Ok(&self.answers)
     }
@@ -358,7 +402,9 @@ impl<S: RegistryStore> Registry<S> {
                 tree.append_hash(h);
             }
             // Another process logged something: answers may be stale.
-            self.answers.saw_log_size(size);
+            if self.answers.saw_log_size(size) {
+                self.public.saw_growth();
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
-//! The HKP answer cache (docs/registry.md §8, "Answers from memory"): an answer served from memory never outlives a
-//! write to the log, made by this process (gone at once) or by another process on the same store (gone within a
-//! second); a private certificate is never cached nor served; a budget of 0 keeps nothing.
+//! HKP lookups from memory (docs/registry.md §8, "Answers from memory"): the answer cache and the certificates held
+//! whole. An answer served from memory never outlives a write to the log, made by this process (gone at once) or by
+//! another process on the same store (gone within a second); a private certificate is never cached nor served; a
+//! budget of 0 keeps nothing; certificates held in memory answer every lookup byte for byte as the store does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -246,5 +247,172 @@ async fn a_budget_of_zero_keeps_nothing_and_a_small_one_stays_within_it() -> Res
         }
     }
     assert!(!small.answers().await?.is_empty());
+    Ok(())
+}
+
+/// Every kind of lookup, for comparing answers.
+fn lookups(fprs: &[String], ids: &[DeviceId]) -> Vec<String> {
+    let mut out = Vec::new();
+    for fpr in fprs {
+        for search in [format!("0x{fpr}"), format!("0x{}", &fpr[24..]), fpr.clone()] {
+            out.push(format!("op=get&options=mr&search={search}"));
+            out.push(format!("op=index&options=mr&search={search}"));
+        }
+    }
+    for id in ids {
+        out.push(format!("op=get&options=mr&search={id}"));
+        out.push(format!("op=index&options=mr&search={id}"));
+        out.push(format!("op=vindex&search=custos+device+{id}&exact=on"));
+    }
+    for search in [
+        "acme",
+        "ACME+sensors",
+        "custos+device",
+        "custos",
+        "00-00",
+        // Words of different certificates: none holds both.
+        "acme+custos",
+        "integrator+device+00",
+        "=Acme+Sensors+(manufacturer)",
+        "Integra+(integrator)",
+        "nobody",
+        "%21%21",
+        "0x0000000000000000",
+    ] {
+        for op in ["get", "index"] {
+            out.push(format!("op={op}&options=mr&search={search}"));
+            out.push(format!("op={op}&options=mr&search={search}&exact=on"));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn certificates_held_in_memory_answer_as_the_store_does() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 0).await?;
+    let mut fprs = Vec::new();
+    let mut ids = Vec::new();
+    for n in 40..60 {
+        let (dev, fpr, id) = device(&p, n)?;
+        let domain = (n % 5 == 0).then_some("private");
+        r.submit_certs(&cert::to_bytes(&dev)?, domain, u64::from(AT) + 30)
+            .await?;
+        if n % 3 == 0 {
+            r.submit_certs(&endorsed(&p, &dev)?, None, u64::from(AT) + 40)
+                .await?;
+        }
+        fprs.push(fpr);
+        ids.push(id);
+    }
+    let (unknown, unknown_fpr, unknown_id) = device(&p, 99)?;
+    drop(unknown);
+    fprs.push(unknown_fpr);
+    ids.push(unknown_id);
+    let plain = custos_registry::http::app(r.clone());
+    let held = open(dir.path(), &p, 1 << 20).await?;
+    held.hold_public().await?;
+    assert!(held.public_bytes() > 0, "the certificates fit 1 MiB");
+    let app = custos_registry::http::app(held.clone());
+    // The answers keep what the held certificates leave of the budget.
+    assert_eq!(
+        held.answers().await?.budget(),
+        (1 << 20) - held.public_bytes()
+    );
+    let mut found = 0;
+    // Twice: the second time, searches are answered as kept from the first.
+    for pass in 0..2 {
+        for query in lookups(&fprs, &ids) {
+            let want = hkp(&plain, &query).await?;
+            let got = hkp(&app, &query).await?;
+            assert_eq!(got, want, "pass {pass}: {query}");
+            found += usize::from(want.0 == StatusCode::OK);
+        }
+    }
+    assert!(found > 200, "only {found} lookups found something");
+    assert!(
+        !held.answers().await?.is_empty(),
+        "searches' answers are kept"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn held_certificates_follow_every_write() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 1 << 20).await?;
+    let (dev, fpr, id) = device(&p, 7)?;
+    r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+        .await?;
+    r.hold_public().await?;
+    let held = r.public_bytes();
+    assert!(held > 0);
+    let app = custos_registry::http::app(r.clone());
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+
+    // A write of this process is served by the next lookup: the endorsement, and a new device by its words.
+    r.submit_certs(&endorsed(&p, &dev)?, None, u64::from(AT) + 40)
+        .await?;
+    assert_eq!(certifications(&app, &fpr).await?, 2);
+    let (late, late_fpr, late_id) = device(&p, 8)?;
+    r.submit_certs(&cert::to_bytes(&late)?, None, u64::from(AT) + 50)
+        .await?;
+    let (status, index) = search(&app, &late_id).await?;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert!(index.contains(&late_fpr), "{index}");
+    assert!(r.public_bytes() > held, "the new certificate is held");
+
+    // Another process's writes are served within CHECK_EVERY, also where a search's answer was kept.
+    let by_words = format!("op=get&options=mr&search={late_id}");
+    let count = |text: &str| -> Result<usize> {
+        Ok(cert::check(cert::parse(text.as_bytes())?)?
+            .certifications
+            .len())
+    };
+    for _ in 0..2 {
+        let (status, text) = hkp(&app, &by_words).await?;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert_eq!(count(&text)?, 1);
+    }
+    let writer = open(dir.path(), &p, 0).await?;
+    writer
+        .submit_certs(&endorsed(&p, &late)?, None, u64::from(AT) + 60)
+        .await?;
+    let (other, other_fpr, other_id) = device(&p, 9)?;
+    writer
+        .submit_certs(&cert::to_bytes(&other)?, None, u64::from(AT) + 70)
+        .await?;
+    tokio::time::sleep(CHECK_EVERY + Duration::from_millis(100)).await;
+    let (status, text) = hkp(&app, &by_words).await?;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(count(&text)?, 2);
+    assert_eq!(certifications(&app, &late_fpr).await?, 2);
+    let (status, index) = search(&app, &other_id).await?;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert!(index.contains(&other_fpr), "{index}");
+    // The first device still answers, unchanged, by every word of its User ID.
+    let (status, index) = search(&app, &id).await?;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert!(index.starts_with("info:1:1\n"), "{index}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn certificates_that_do_not_fit_are_not_held() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 4 << 10).await?;
+    let mut fprs = Vec::new();
+    for n in 10..20 {
+        let (dev, fpr, _) = device(&p, n)?;
+        r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+            .await?;
+        fprs.push(fpr);
+    }
+    r.hold_public().await?;
+    assert_eq!(r.public_bytes(), 0, "ten certificates are more than 4 KiB");
+    let app = custos_registry::http::app(r.clone());
+    for fpr in &fprs {
+        assert_eq!(certifications(&app, fpr).await?, 1);
+    }
     Ok(())
 }
