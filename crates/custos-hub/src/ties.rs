@@ -268,7 +268,7 @@ async fn look_up<S: Store>(
     ids: &[DeviceId],
     known: &mut HashMap<DeviceId, Option<NodeKeys>>,
 ) -> Result<(), ApiError> {
-    for d in hub.store.devices_among(ids).await? {
+    for d in hub.store.device_keys_among(ids).await? {
         let keys = match d.revoked_at {
             None => Some(node_keys(&d.session_key)?),
             Some(_) => None,

@@ -14,9 +14,9 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use crate::{
-    Account, CertRow, Claim, ControlMessage, Device, GrantSpan, KeyDelivery, KeyPeer, LogEntry,
-    LoginThrottle, MAX_DEVICE_STATE, NewControl, NewLogEntry, NewRecord, OwnershipChange, PeerLog,
-    PendingAdmission, Presence, RecordQuery, RegistryStore, Result, Rights, Session,
+    Account, CertRow, Claim, ControlMessage, Device, DeviceKeys, GrantSpan, KeyDelivery, KeyPeer,
+    LogEntry, LoginThrottle, MAX_DEVICE_STATE, NewControl, NewLogEntry, NewRecord, OwnershipChange,
+    PeerLog, PendingAdmission, Presence, RecordQuery, RegistryStore, Result, Rights, Session,
     SessionKeyRecord, StatementRow, Store, StoreError, StoredRecord, StoredRequest,
     StoredStatement,
 };
@@ -65,6 +65,9 @@ impl SqliteStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A connection to a local file does not go stale as a network one may; the check sqlx makes by default
+            // is a round trip to the connection's worker thread before every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
@@ -679,12 +682,12 @@ macro_rules! sql_store {
                 row.as_ref().map(Self::device_row).transpose()
             }
 
-            async fn devices_among(&self, ids: &[DeviceId]) -> Result<Vec<Device>> {
+            async fn device_keys_among(&self, ids: &[DeviceId]) -> Result<Vec<DeviceKeys>> {
                 if ids.is_empty() {
                     return Ok(Vec::new());
                 }
                 let sql = format!(
-                    "SELECT * FROM devices WHERE device IN ({})",
+                    "SELECT device, session_key, revoked_at FROM devices WHERE device IN ({})",
                     placeholders($numbered, ids.len(), 1, false)
                 );
                 let mut q = sqlx::query(&sql);
@@ -692,7 +695,15 @@ macro_rules! sql_store {
                     q = q.bind(&d.0[..]);
                 }
                 let rows = q.fetch_all(&self.pool).await?;
-                rows.iter().map(Self::device_row).collect()
+                rows.iter()
+                    .map(|row| {
+                        Ok(DeviceKeys {
+                            device: device_id(row.try_get("device")?)?,
+                            session_key: key(row.try_get("session_key")?)?,
+                            revoked_at: row.try_get("revoked_at")?,
+                        })
+                    })
+                    .collect()
             }
 
             async fn devices(&self) -> Result<Vec<Device>> {

@@ -967,17 +967,25 @@ async fn a_batch_of_keys_is_one_transaction_and_reports_each_reused_kid<S: Store
     ensure!(s.put_session_keys(&bad).await.is_err());
     ensure!(s.session_key(dev(4), [9; 8]).await?.is_none());
     ensure!(s.put_session_keys(&[]).await?.is_empty());
-    // Looking devices up by the batch.
-    let mut found: Vec<_> = s
-        .devices_among(&[dev(1), dev(3), dev(99), dev(3)])
-        .await?
-        .into_iter()
-        .map(|d| d.device)
-        .collect();
+    // Looking devices up by the batch: each one's key and revocation, as its row holds them.
+    ensure!(s.revoke(dev(3), NOW + 5).await?);
+    let among = s
+        .device_keys_among(&[dev(1), dev(3), dev(99), dev(3)])
+        .await?;
+    for d in &among {
+        let row = s.device(d.device).await?.context("an admitted device")?;
+        ensure!(d.session_key == row.session_key && d.revoked_at == row.revoked_at);
+    }
+    ensure!(
+        among
+            .iter()
+            .any(|d| d.device == dev(3) && d.revoked_at == Some(NOW + 5))
+    );
+    let mut found: Vec<_> = among.iter().map(|d| d.device).collect();
     found.sort();
     found.dedup();
     ensure!(found == [dev(1), dev(3)], "{found:?}");
-    ensure!(s.devices_among(&[]).await?.is_empty());
+    ensure!(s.device_keys_among(&[]).await?.is_empty());
     Ok(())
 }
 
@@ -1383,6 +1391,16 @@ async fn registry_certs_are_replaced_with_their_keys_and_uids<S: RegistryStore>(
         "primary then first"
     );
     ensure!(s.cert_count().await? == 3);
+    // Paged in the order first logged (a at 0, replaced at 1; b at 2; c at 3), each with that index.
+    let all = s.certs_from(0, 10).await?;
+    ensure!(
+        all == [(0, want.clone()), (2, b.clone()), (3, c.clone())],
+        "{all:?}"
+    );
+    ensure!(s.certs_from(0, 2).await? == all[..2]);
+    ensure!(s.certs_from(1, 10).await? == all[1..]);
+    ensure!(s.certs_from(3, 10).await? == all[2..]);
+    ensure!(s.certs_from(4, 10).await?.is_empty());
     ensure!(s.cert(fpr(0xee, 0xee)).await?.is_none());
     ensure!(s.cert_by_key(&fpr(0xee, 0xee)).await?.is_none());
     ensure!(s.cert_by_key(&[0xee; 8]).await?.is_none());
