@@ -442,14 +442,14 @@ async fn held_breakdown<S: custos_store::RegistryStore>(
     for _ in 0..3 {
         let t = Instant::now();
         for (fpr, _) in keys {
-            let public = r.public().await.map_err(|e| e.to_string())?;
+            let public = r.public().await;
             let found = public.by_key(fpr).ok_or("not held")?;
             std::hint::black_box(found.ok_or("a held certificate is missing")?);
         }
         by_key.push(us(t, keys.len()));
         let t = Instant::now();
         for (_, id) in keys {
-            let public = r.public().await.map_err(|e| e.to_string())?;
+            let public = r.public().await;
             let found = public
                 .by_words(id, custos_registry::http::MAX_INDEX as usize)
                 .ok_or("not held")?;

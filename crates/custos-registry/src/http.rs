@@ -309,7 +309,7 @@ async fn from_memory<S: RegistryStore>(
     r: &Registry<S>,
     ask: Ask<'_>,
 ) -> Result<Option<Option<Bytes>>, ApiError> {
-    let public = r.public().await?;
+    let public = r.public().await;
     let (search, exact) = match ask {
         Ask::Key(id) => return Ok(public.by_key(id).map(|s| s.map(|s| s.armored.clone()))),
         Ask::Get(search, exact) | Ask::Index(search, exact) => (search, exact),

@@ -123,6 +123,11 @@ impl Public {
         self.read().held.as_ref().map_or(0, |h| h.bytes)
     }
 
+    /// Stops holding the certificates (a catch-up failed): lookups read the store until the process restarts.
+    pub(crate) fn drop_held(&self) {
+        self.write().held = None;
+    }
+
     /// The log grew beyond what this process logged (another process wrote to the store): what is held may be
     /// stale until the next catch-up.
     pub(crate) fn saw_growth(&self) {
@@ -256,7 +261,7 @@ impl Public {
         let best = held.keys.get(id).and_then(|fprs| {
             fprs.iter()
                 .filter_map(|f| held.certs.get(f).map(|e| (f, e)))
-                .min_by_key(|(f, e)| (key_of(f, id).is_none(), e.first_idx))
+                .min_by_key(|(f, e)| (!names_primary(f, id), e.first_idx))
         });
         Some(best.and_then(|(_, e)| e.served.clone()))
     }
@@ -301,8 +306,8 @@ impl Public {
 }
 
 /// Whether `id` names the primary key `fpr` (its fingerprint or key id).
-fn key_of(fpr: &Fpr, id: &[u8]) -> Option<()> {
-    (id == &fpr[..] || id == &fpr[12..]).then_some(())
+fn names_primary(fpr: &Fpr, id: &[u8]) -> bool {
+    id == &fpr[..] || id == &fpr[12..]
 }
 
 impl Held {

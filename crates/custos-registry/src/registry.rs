@@ -310,10 +310,17 @@ impl<S: RegistryStore> Registry<S> {
     }
 
     /// The certificates in memory, brought up to the log first (crate::public).
-    pub async fn public(&self) -> Result<&Public> {
-        self.public.catch_up(&self.store, &self.policy).await?;
+    pub async fn public(&self) -> &Public {
+        if let Err(e) = self.public.catch_up(&self.store, &self.policy).await {
+            // Serving stale certificates is not an option, and failing every lookup on, say, one certificate that
+            // does not parse is not either: the store answers from now on.
+            tracing::warn!(
+                "the certificates held for HKP could not catch up with the log; no longer held: {e}"
+            );
+            self.public.drop_held();
+        }
         self.share_budget();
-        Ok(&self.public)
+        &self.public
     }
 
     /// The HKP answer cache, after dropping what another process's writes to the store made stale: the store's log

@@ -416,3 +416,52 @@ async fn certificates_that_do_not_fit_are_not_held() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_certificate_that_cannot_be_read_makes_the_store_answer() -> Result<()> {
+    use custos_registry::registry::kind;
+    use custos_store::{CertRow, NewLogEntry, RegistryStore};
+    let dir = tempfile::tempdir()?;
+    let (p, r) = setup(dir.path(), 1 << 20).await?;
+    let (dev, fpr, id) = device(&p, 7)?;
+    r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
+        .await?;
+    r.hold_public().await?;
+    assert!(r.public_bytes() > 0);
+    let app = custos_registry::http::app(r.clone());
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+
+    // Another writer puts bytes that are no certificate in the log of a public domain, straight into the store.
+    let store = SqliteStore::open(&dir.path().join("registry.db")).await?;
+    let size = store.log_size().await?;
+    let junk = b"not an OpenPGP certificate".to_vec();
+    store
+        .append_entry(
+            &NewLogEntry {
+                kind: kind::CERT,
+                data: junk.clone(),
+                leaf_hash: [7; 32],
+                domain: "site".into(),
+                added_at: i64::from(AT) + 40,
+                cert: Some(CertRow {
+                    fingerprint: [0xee; 20],
+                    domain: "site".into(),
+                    data: junk,
+                    keys: vec![[0xee; 20]],
+                    uids: vec!["junk <junk@example.org>".into()],
+                    updated_at: i64::from(AT) + 40,
+                }),
+                statement: None,
+            },
+            size,
+        )
+        .await?;
+    tokio::time::sleep(CHECK_EVERY + Duration::from_millis(100)).await;
+    // The held certificates cannot catch up: they are dropped, and every lookup is answered from the store.
+    assert_eq!(certifications(&app, &fpr).await?, 1);
+    assert_eq!(r.public_bytes(), 0, "no longer held");
+    let (status, index) = search(&app, &id).await?;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert!(index.contains(&fpr), "{index}");
+    Ok(())
+}
