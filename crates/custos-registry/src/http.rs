@@ -321,12 +321,7 @@ async fn from_memory<S: RegistryStore>(
             public.by_words(needle, MAX_INDEX as usize).map(|found| {
                 found
                     .into_iter()
-                    .filter(|s| {
-                        !exact
-                            || s.user_ids
-                                .iter()
-                                .any(|u| u == needle || u.contains(&format!("<{needle}>")))
-                    })
+                    .filter(|s| !exact || exactly(&s.user_ids, needle))
                     .collect::<Vec<_>>()
             })
         }
@@ -345,6 +340,12 @@ async fn from_memory<S: RegistryStore>(
             Bytes::from(text)
         }
     })))
+}
+
+/// Whether `exact=on` finds a certificate with these User IDs: the search is a whole User ID or its address.
+fn exactly(user_ids: &[String], search: &str) -> bool {
+    let address = format!("<{search}>");
+    user_ids.iter().any(|u| u == search || u.contains(&address))
 }
 
 /// A search that is a fingerprint or key id (40 or 16 hex digits, with or without `0x`).
@@ -383,12 +384,7 @@ async fn find<S: RegistryStore>(
             .map_err(RegistryError::from)?
         {
             let c = cert::stored(&row.data).map_err(RegistryError::from)?;
-            if exact
-                && !c
-                    .user_ids
-                    .iter()
-                    .any(|u| u == needle || u.contains(&format!("<{needle}>")))
-            {
+            if exact && !exactly(&c.user_ids, needle) {
                 continue;
             }
             out.push((c, row.domain));

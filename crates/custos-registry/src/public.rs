@@ -112,12 +112,6 @@ impl Public {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the certificates are held and current as far as this process knows.
-    pub fn is_held(&self) -> bool {
-        let inner = self.read();
-        inner.held.is_some() && inner.writes == inner.applied_writes
-    }
-
     /// Bytes held (what counts against the budget).
     pub fn bytes(&self) -> usize {
         self.read().held.as_ref().map_or(0, |h| h.bytes)
@@ -190,26 +184,30 @@ impl Public {
     }
 
     /// Brings what is held up to the log, if a certificate was logged since: by this process, or by another as
-    /// noticed by [`Registry::answers`](crate::Registry::answers), at most a second after.
-    pub async fn catch_up<S: RegistryStore>(&self, store: &S, policy: &Policy) -> Result<()> {
+    /// noticed by [`Registry::answers`](crate::Registry::answers), at most a second after. Returns whether it
+    /// changed what is held (and so its size); on the hot path, when nothing was logged, it takes one read lock.
+    pub async fn catch_up<S: RegistryStore>(&self, store: &S, policy: &Policy) -> Result<bool> {
         let due = |inner: &Inner| inner.held.is_some() && inner.writes != inner.applied_writes;
         if !due(&self.read()) {
-            return Ok(());
+            return Ok(false);
         }
         let _one = self.refresh.lock().await;
         let (from, writes) = {
             let inner = self.read();
             if !due(&inner) {
-                return Ok(());
+                return Ok(false);
             }
             (inner.size, inner.writes)
         };
         let size = store.log_size().await?;
         if size.saturating_sub(from) > REBUILD_AFTER {
             self.write().held = None;
-            return self.rebuild(store, policy).await;
+            self.rebuild(store, policy).await?;
+            return Ok(true);
         }
+        // Each certificate once, with the first of these entries that logged it.
         let mut changed: Vec<(u64, Fpr)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut at = from;
         while at < size {
             let entries = store.log_entries(at, PAGE, None).await?;
@@ -217,7 +215,7 @@ impl Public {
             at = last.index + 1;
             for e in entries.iter().filter(|e| e.kind == kind::CERT) {
                 let fpr = cert::fpr(&cert::parse(&e.data)?.primary_key);
-                if !changed.iter().any(|(_, f)| *f == fpr) {
+                if seen.insert(fpr) {
                     changed.push((e.index, fpr));
                 }
             }
@@ -230,7 +228,7 @@ impl Public {
         }
         let mut inner = self.write();
         let Some(held) = inner.held.as_mut() else {
-            return Ok(());
+            return Ok(true);
         };
         for (index, row) in &rows {
             // A certificate first logged by one of these entries takes its index; one held keeps its own.
@@ -243,11 +241,11 @@ impl Public {
         if held.bytes > self.budget {
             inner.held = None;
             inner.too_big = true;
-            return Ok(());
+            return Ok(true);
         }
         inner.size = inner.size.max(size);
         inner.applied_writes = writes;
-        Ok(())
+        Ok(true)
     }
 
     /// The certificate holding key `id` (a 20-byte fingerprint or an 8-byte key id), as

@@ -296,12 +296,10 @@ impl<S: RegistryStore> Registry<S> {
         Ok(())
     }
 
-    /// The answers keep what the held certificates leave of the budget.
+    /// The answers keep what the held certificates leave of the budget (after they changed).
     fn share_budget(&self) {
-        let left = self.hkp_budget.saturating_sub(self.public.bytes());
-        if left != self.answers.budget() {
-            self.answers.set_budget(left);
-        }
+        self.answers
+            .set_budget(self.hkp_budget.saturating_sub(self.public.bytes()));
     }
 
     /// Bytes the certificates in memory take (0 when they are not held).
@@ -311,15 +309,19 @@ impl<S: RegistryStore> Registry<S> {
 
     /// The certificates in memory, brought up to the log first (crate::public).
     pub async fn public(&self) -> &Public {
-        if let Err(e) = self.public.catch_up(&self.store, &self.policy).await {
-            // Serving stale certificates is not an option, and failing every lookup on, say, one certificate that
-            // does not parse is not either: the store answers from now on.
-            tracing::warn!(
-                "the certificates held for HKP could not catch up with the log; no longer held: {e}"
-            );
-            self.public.drop_held();
+        match self.public.catch_up(&self.store, &self.policy).await {
+            Ok(false) => {}
+            Ok(true) => self.share_budget(),
+            Err(e) => {
+                // Serving stale certificates is not an option, and failing every lookup on, say, one certificate
+                // that does not parse is not either: the store answers from now on.
+                tracing::warn!(
+                    "the certificates held for HKP could not catch up with the log; no longer held: {e}"
+                );
+                self.public.drop_held();
+                self.share_budget();
+            }
         }
-        self.share_budget();
         &self.public
     }
 

@@ -99,6 +99,11 @@ async fn search(app: &axum::Router, id: &DeviceId) -> Result<(StatusCode, String
 async fn certifications(app: &axum::Router, fpr: &str) -> Result<usize> {
     let (status, text) = hkp(app, &format!("op=get&options=mr&search=0x{fpr}")).await?;
     ensure!(status == StatusCode::OK, "get {fpr}: {status} {text}");
+    certifications_in(&text)
+}
+
+/// How many certifications an armoured certificate carries.
+fn certifications_in(text: &str) -> Result<usize> {
     Ok(cert::check(cert::parse(text.as_bytes())?)?
         .certifications
         .len())
@@ -337,18 +342,47 @@ async fn certificates_held_in_memory_answer_as_the_store_does() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn held_certificates_follow_every_write() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (p, r) = setup(dir.path(), 1 << 20).await?;
+/// A registry with device 7's certificate, holding its certificates in memory, and its HKP app.
+struct Held {
+    p: Parties,
+    r: Arc<Registry<SqliteStore>>,
+    app: axum::Router,
+    dev: pgp::composed::SignedPublicKey,
+    fpr: String,
+    id: DeviceId,
+}
+
+async fn held_with_a_device(dir: &std::path::Path) -> Result<Held> {
+    let (p, r) = setup(dir, 1 << 20).await?;
     let (dev, fpr, id) = device(&p, 7)?;
     r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
         .await?;
     r.hold_public().await?;
-    let held = r.public_bytes();
-    assert!(held > 0);
+    assert!(r.public_bytes() > 0);
     let app = custos_registry::http::app(r.clone());
     assert_eq!(certifications(&app, &fpr).await?, 1);
+    Ok(Held {
+        p,
+        r,
+        app,
+        dev,
+        fpr,
+        id,
+    })
+}
+
+#[tokio::test]
+async fn held_certificates_follow_every_write() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Held {
+        p,
+        r,
+        app,
+        dev,
+        fpr,
+        id,
+    } = held_with_a_device(dir.path()).await?;
+    let held = r.public_bytes();
 
     // A write of this process is served by the next lookup: the endorsement, and a new device by its words.
     r.submit_certs(&endorsed(&p, &dev)?, None, u64::from(AT) + 40)
@@ -364,15 +398,10 @@ async fn held_certificates_follow_every_write() -> Result<()> {
 
     // Another process's writes are served within CHECK_EVERY, also where a search's answer was kept.
     let by_words = format!("op=get&options=mr&search={late_id}");
-    let count = |text: &str| -> Result<usize> {
-        Ok(cert::check(cert::parse(text.as_bytes())?)?
-            .certifications
-            .len())
-    };
     for _ in 0..2 {
         let (status, text) = hkp(&app, &by_words).await?;
         assert_eq!(status, StatusCode::OK, "{text}");
-        assert_eq!(count(&text)?, 1);
+        assert_eq!(certifications_in(&text)?, 1);
     }
     let writer = open(dir.path(), &p, 0).await?;
     writer
@@ -385,7 +414,7 @@ async fn held_certificates_follow_every_write() -> Result<()> {
     tokio::time::sleep(CHECK_EVERY + Duration::from_millis(100)).await;
     let (status, text) = hkp(&app, &by_words).await?;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert_eq!(count(&text)?, 2);
+    assert_eq!(certifications_in(&text)?, 2);
     assert_eq!(certifications(&app, &late_fpr).await?, 2);
     let (status, index) = search(&app, &other_id).await?;
     assert_eq!(status, StatusCode::OK, "{index}");
@@ -422,14 +451,9 @@ async fn a_certificate_that_cannot_be_read_makes_the_store_answer() -> Result<()
     use custos_registry::registry::kind;
     use custos_store::{CertRow, NewLogEntry, RegistryStore};
     let dir = tempfile::tempdir()?;
-    let (p, r) = setup(dir.path(), 1 << 20).await?;
-    let (dev, fpr, id) = device(&p, 7)?;
-    r.submit_certs(&cert::to_bytes(&dev)?, None, u64::from(AT) + 30)
-        .await?;
-    r.hold_public().await?;
-    assert!(r.public_bytes() > 0);
-    let app = custos_registry::http::app(r.clone());
-    assert_eq!(certifications(&app, &fpr).await?, 1);
+    let Held {
+        r, app, fpr, id, ..
+    } = held_with_a_device(dir.path()).await?;
 
     // Another writer puts bytes that are no certificate in the log of a public domain, straight into the store.
     let store = SqliteStore::open(&dir.path().join("registry.db")).await?;
