@@ -11,8 +11,10 @@
 //! - **SKS**: Debian's `sks` (1.1.6) with a throwaway basedir on 127.0.0.1 (no membership, no gossip, no mail
 //!   sync), loaded with the same certificates as a keydump (`sks build`, `sks cleandb`, `sks pbuild`, as
 //!   `/usr/lib/sks/sks_build.sh` does), then `sks db` (its HKP server) until the end of the run; killed on exit.
-//! - **The load**: K clients (1 and 16; hyper HTTP/1.1 connections, in this process, on a 1-thread runtime of their
-//!   own, which left both servers more of the 2 cores than 2 threads did):
+//! - **The load**: K clients (1 and 16), each a thread of this process with one blocking HTTP/1.1 connection: a
+//!   lookup is a `write` and the `read`s of the answer, so that the client's own CPU per lookup (which one client's
+//!   rate includes whole) stays well below either server's (hyper's client on a tokio runtime cost 124–152 µs per
+//!   lookup, more than our server):
 //!   - `get`: loops of `GET /pks/lookup?op=get&options=mr&search=0x<fingerprint>` on keep-alive connections, the
 //!     fingerprints drawn at random from the N. Our registry holds every public certificate in memory
 //!     (`custos_registry::public`, read after loading, as `custos registry serve` does at start); with
@@ -31,7 +33,8 @@
 //!
 //!   Every answer must be 200 and hold an armoured certificate (an index: the fingerprint asked for), or the bench
 //!   exits non-zero. Before the timed rounds every certificate is fetched once from each server, parsed and
-//!   checked (the right key, with the manufacturer's certification), and found alone by an index search.
+//!   checked (the right key, with the manufacturer's certification), and found alone by an index search, through
+//!   hyper's client: both servers' answers are read by a full HTTP implementation too.
 //! - Rounds of `CUSTOS_HKP_SECONDS` (default 3 s; a `cold` round is one pass), `CUSTOS_HKP_ROUNDS` of them
 //!   (default 5), the servers alternating within each round; the medians of the rates, of the server's CPU time
 //!   per lookup (SKS: its process; ours: this process minus the client threads) and of the client's, and the CPU
@@ -66,10 +69,15 @@ const DEFAULT_ROUNDS: usize = 5;
 const DEFAULT_SECONDS: f64 = 3.0;
 /// Concurrent clients of the two columns.
 const CONCURRENCY: [usize; 2] = [1, 16];
-/// Worker threads of the client runtime: one measured both servers faster than two on the 2-core VM (the
-/// clients' threads spin and steal work on the cores the servers need).
+/// Worker threads of the runtime that fetches and checks every certificate before the rounds (hyper's client).
 const CLIENT_THREADS: usize = 1;
 const CLIENT_THREAD_NAME: &str = "hkp-client";
+/// Clients fewer than this poll their sockets for the answer rather than sleep in `read` (this leaves a core to
+/// the server, which runs on one thread, ours as SKS). On the VM the benches ran on, waking a sleeping reader cost
+/// the writer more CPU than either server's whole lookup (`_raw_spin_unlock_irqrestore` under `sock_def_readable`
+/// was a third of our server's samples): with a sleeping client, one client's rate measured the hypervisor's wake-up
+/// more than the server. More clients than cores sleep, or they would take the cores from the servers.
+const SPIN_BELOW: usize = 2;
 const ARMOR: &str = "BEGIN PGP PUBLIC KEY BLOCK";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -720,9 +728,12 @@ fn stat_ticks(path: &Path) -> Option<(String, u64)> {
     Some((comm, ticks))
 }
 
-/// CPU ticks of this process's client threads.
+/// CPU ticks of the client threads of rounds that ended (their own count, taken as each ended).
+static ENDED_CLIENT_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// CPU ticks of this process's client threads, running and ended.
 fn client_ticks() -> u64 {
-    let mut sum = 0;
+    let mut sum = ENDED_CLIENT_TICKS.load(Ordering::Relaxed);
     if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
         for t in dir.flatten() {
             if let Some((comm, ticks)) = stat_ticks(&t.path().join("stat"))
@@ -951,10 +962,256 @@ fn next_random(x: &mut u64) -> u64 {
     x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11
 }
 
+/// The timed rounds' client: one blocking HTTP/1.1 connection on a thread of its own. A lookup is one `write` of
+/// the request and the `read`s of its answer, with no event loop between the client and the kernel, so that the
+/// client's own cost per lookup (which one client's rate includes whole) stays far below either server's. It
+/// understands what both servers send: a `Content-Length` body (ours, kept alive) or a body to the end of the
+/// connection (SKS answers in HTTP/1.0 and closes). hyper's client (`Conn`) fetches and checks every certificate
+/// before the rounds, so both servers' answers are also read by a full HTTP implementation.
+struct Blocking {
+    addr: std::net::SocketAddr,
+    keep_alive: bool,
+    /// Waits for the answer by polling a non-blocking socket instead of sleeping in `read`, see [`SPIN_BELOW`].
+    spin: bool,
+    stream: Option<std::net::TcpStream>,
+    /// The request bytes and the answer, reused from lookup to lookup.
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+/// Where a received answer's body starts and how long it is (`None`: until the connection ends), and whether the
+/// connection may be used again.
+struct Head {
+    status: u16,
+    body_at: usize,
+    length: Option<usize>,
+    reusable: bool,
+}
+
+/// Parses the status line and headers of `buf`, if they are all there.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|e| format!("answer head: {e}"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default();
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
+    let mut length = None;
+    let mut reusable = version == "HTTP/1.1";
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("not a header: {line:?}"));
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            length = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?,
+            );
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            reusable = false;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(format!(
+                "the bench client reads no Transfer-Encoding ({value})"
+            ));
+        }
+    }
+    Ok(Some(Head {
+        status,
+        body_at: end + 4,
+        length,
+        reusable: reusable && length.is_some(),
+    }))
+}
+
+impl Blocking {
+    fn new(base: &str, keep_alive: bool, spin: bool) -> Self {
+        let addr = base
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{base}: {e}"));
+        Self {
+            addr,
+            keep_alive,
+            spin,
+            stream: None,
+            request: Vec::with_capacity(256),
+            buf: Vec::with_capacity(8192),
+        }
+    }
+
+    fn connect(&self) -> Result<std::net::TcpStream, String> {
+        let tcp =
+            std::net::TcpStream::connect(self.addr).map_err(|e| format!("{}: {e}", self.addr))?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        // A server that stops answering fails the bench instead of hanging it.
+        tcp.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        tcp.set_nonblocking(self.spin).map_err(|e| e.to_string())?;
+        Ok(tcp)
+    }
+
+    /// `read`, or, spinning, polls until there is something to read (at most 30 s, as the blocking timeout).
+    fn read(&self, tcp: &mut std::net::TcpStream, into: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::Read as _;
+        let since = Instant::now();
+        loop {
+            match tcp.read(into) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && self.spin => {
+                    if since.elapsed() > Duration::from_secs(30) {
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                    std::hint::spin_loop();
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Sends the request on `tcp` and reads the answer into `self.buf`: its head, or `None` if the connection
+    /// ended before any byte of an answer (a kept connection the server had closed).
+    fn exchange(&mut self, tcp: &mut std::net::TcpStream) -> Result<Option<Head>, String> {
+        use std::io::Write as _;
+        let e = |e: std::io::Error| format!("{}: {e}", self.addr);
+        if let Err(err) = tcp.write_all(&self.request) {
+            return if matches!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) {
+                Ok(None)
+            } else {
+                Err(e(err))
+            };
+        }
+        self.buf.clear();
+        let mut chunk = [0u8; 16 * 1024];
+        let head = loop {
+            let n = match self.read(tcp, &mut chunk) {
+                Ok(n) => n,
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::ConnectionReset && self.buf.is_empty() =>
+                {
+                    0
+                }
+                Err(err) => return Err(e(err)),
+            };
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(format!(
+                    "{}: the connection ended inside an answer's head",
+                    self.addr
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(head) = parse_head(&self.buf)? {
+                break head;
+            }
+            if self.buf.len() > 64 * 1024 {
+                return Err(format!("{}: an answer head over 64 KiB", self.addr));
+            }
+        };
+        let want = head.length.map(|l| head.body_at + l);
+        loop {
+            if want.is_some_and(|w| self.buf.len() >= w) {
+                break;
+            }
+            let n = self.read(tcp, &mut chunk).map_err(e)?;
+            if n == 0 {
+                if want.is_some() {
+                    return Err(format!(
+                        "{}: the connection ended inside an answer's body",
+                        self.addr
+                    ));
+                }
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        if want.is_some_and(|w| self.buf.len() != w) {
+            return Err(format!(
+                "{}: more bytes than the answer's Content-Length",
+                self.addr
+            ));
+        }
+        Ok(Some(head))
+    }
+
+    /// GET `path`: the status and the body (in `self.buf`, from the returned offset).
+    fn get(&mut self, path: &str) -> Result<(u16, usize), String> {
+        use std::io::Write as _;
+        self.request.clear();
+        write!(
+            self.request,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            self.addr
+        )
+        .map_err(|e| e.to_string())?;
+        let reused = self.stream.take();
+        let was_reused = reused.is_some();
+        let mut tcp = match reused {
+            Some(s) => s,
+            None => self.connect()?,
+        };
+        let head = match self.exchange(&mut tcp)? {
+            Some(h) => h,
+            // The server closed a kept connection: once more, on a new one.
+            None if was_reused => {
+                tcp = self.connect()?;
+                self.exchange(&mut tcp)?.ok_or_else(|| {
+                    format!("{}{path}: the connection ended with no answer", self.addr)
+                })?
+            }
+            None => {
+                return Err(format!(
+                    "{}{path}: the connection ended with no answer",
+                    self.addr
+                ));
+            }
+        };
+        if self.keep_alive && head.reusable {
+            self.stream = Some(tcp);
+        }
+        Ok((head.status, head.body_at))
+    }
+
+    /// One lookup, checked as [`lookup`] checks it.
+    fn lookup(&mut self, op: Op, fpr: &str, id: &str) -> Result<(), String> {
+        let path = request_path(op, fpr, id);
+        let (status, at) = self.get(&path)?;
+        let body = &self.buf[at..];
+        let ok = status == 200
+            && match op {
+                Op::Get | Op::GetFresh | Op::GetCold => {
+                    body.windows(ARMOR.len()).any(|w| w == ARMOR.as_bytes())
+                }
+                Op::Index | Op::IndexCold => body
+                    .windows(fpr.len())
+                    .any(|w| w.eq_ignore_ascii_case(fpr.as_bytes())),
+            };
+        if ok {
+            return Ok(());
+        }
+        Err(format!(
+            "{}{path}: {status} without the answer: {}",
+            self.addr,
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ))
+    }
+}
+
 /// One round: lookups per second, server CPU µs per lookup, the rest of the machine's load in cores, client CPU
-/// µs per lookup. `clients` loops for `seconds`; for a cold op, until every certificate was asked for once,
+/// µs per lookup. `clients` threads loop for `seconds`; for a cold op, until every certificate was asked for once,
 /// in an order shuffled by `seed`.
-async fn round(
+fn round(
     load: &Load,
     base: &str,
     server: Server,
@@ -981,45 +1238,52 @@ async fn round(
     });
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
-    let mut tasks = Vec::new();
+    let mut threads = Vec::new();
     for c in 0..clients {
         let (order, next) = (order.clone(), next.clone());
-        let mut conn = Conn::new(base, op != Op::GetFresh);
+        let mut conn = Blocking::new(base, op != Op::GetFresh, clients < SPIN_BELOW);
         let (keys, done) = (load.keys.clone(), done.clone());
         let failures = (load.failures.clone(), load.first_failure.clone());
-        tasks.push(tokio::spawn(async move {
-            // xorshift64*, a stream of its own per client and round.
-            let mut x = seed ^ ((c as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
-            loop {
-                let pick = if cold {
-                    match order.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        Some(&i) => i,
-                        None => break,
-                    }
-                } else if Instant::now() < deadline {
-                    next_random(&mut x) as usize % keys.len()
-                } else {
-                    break;
-                };
-                let (fpr, id) = &keys[pick];
-                match lookup(&mut conn, op, fpr, id).await {
-                    Ok(_) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        failures.0.fetch_add(1, Ordering::Relaxed);
-                        let mut first = failures.1.lock().unwrap();
-                        if first.is_none() {
-                            *first = Some(e);
+        let thread = std::thread::Builder::new()
+            .name(format!("{CLIENT_THREAD_NAME}-{c}"))
+            .spawn(move || {
+                // xorshift64*, a stream of its own per client and round.
+                let mut x = seed ^ ((c as u64 + 1) * 0x9E37_79B9_7F4A_7C15);
+                loop {
+                    let pick = if cold {
+                        match order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                            Some(&i) => i,
+                            None => break,
+                        }
+                    } else if Instant::now() < deadline {
+                        next_random(&mut x) as usize % keys.len()
+                    } else {
+                        break;
+                    };
+                    let (fpr, id) = &keys[pick];
+                    match conn.lookup(op, fpr, id) {
+                        Ok(()) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            failures.0.fetch_add(1, Ordering::Relaxed);
+                            let mut first = failures.1.lock().unwrap();
+                            if first.is_none() {
+                                *first = Some(e);
+                            }
                         }
                     }
                 }
-            }
-        }));
+                // Counted before the thread ends and its CPU time leaves `/proc/self/task`.
+                let mine = stat_ticks(Path::new("/proc/thread-self/stat")).map_or(0, |(_, t)| t);
+                ENDED_CLIENT_TICKS.fetch_add(mine, Ordering::Relaxed);
+            })
+            .unwrap();
+        threads.push(thread);
     }
-    for t in tasks {
-        if let Err(e) = t.await {
-            load.fail(format!("a client task failed: {e}"));
+    for t in threads {
+        if t.join().is_err() {
+            load.fail("a client thread panicked".into());
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
@@ -1182,7 +1446,7 @@ fn main() -> ExitCode {
     let maker = certs.maker.fingerprint();
     let (ours_url, sks_url, sks_pid) = (ours.url.clone(), sks.url.clone(), sks.pid());
 
-    let rows: Vec<Row> = rt.block_on(async {
+    rt.block_on(async {
         // Every certificate, once, from each: the right key with its certification (and a warm cache for both).
         for (name, base) in [("ours", &ours_url), ("sks", &sks_url)] {
             let t = Instant::now();
@@ -1192,6 +1456,8 @@ fn main() -> ExitCode {
                 t.elapsed().as_secs_f64()
             );
         }
+    });
+    let rows: Vec<Row> = {
         let mut rows = Vec::new();
         for op in ops.iter().copied() {
             for clients in CONCURRENCY {
@@ -1209,17 +1475,39 @@ fn main() -> ExitCode {
                             if op.cold() {
                                 ours.registry.forget_answers();
                             }
-                            o.push(round(&load, &ours_url, Server::Ours, op, clients, seconds, seed).await);
+                            o.push(round(
+                                &load,
+                                &ours_url,
+                                Server::Ours,
+                                op,
+                                clients,
+                                seconds,
+                                seed,
+                            ));
                         } else {
-                            s.push(round(&load, &sks_url, Server::Sks(sks_pid), op, clients, seconds, seed).await);
+                            s.push(round(
+                                &load,
+                                &sks_url,
+                                Server::Sks(sks_pid),
+                                op,
+                                clients,
+                                seconds,
+                                seed,
+                            ));
                         }
                     }
                 }
                 let row = Row {
                     op,
                     clients,
-                    ours: (median(o.iter().map(|x| x.0).collect()), median(o.iter().map(|x| x.1).collect())),
-                    sks: (median(s.iter().map(|x| x.0).collect()), median(s.iter().map(|x| x.1).collect())),
+                    ours: (
+                        median(o.iter().map(|x| x.0).collect()),
+                        median(o.iter().map(|x| x.1).collect()),
+                    ),
+                    sks: (
+                        median(s.iter().map(|x| x.0).collect()),
+                        median(s.iter().map(|x| x.1).collect()),
+                    ),
                     ours_runs: o.iter().map(|x| x.0).collect(),
                     sks_runs: s.iter().map(|x| x.0).collect(),
                     other: median(o.iter().chain(&s).map(|x| x.2).collect()),
@@ -1247,12 +1535,13 @@ fn main() -> ExitCode {
             }
         }
         rows
-    });
+    };
 
     println!(
         "\n{} (`sks db`, one process) against ours (`serve_router`, a current-thread runtime; {}); {n} device \
-         certificates; {rounds} rounds of {seconds} s per cell, servers alternating; medians; {CLIENT_THREADS} client \
-         threads; {cores} cores",
+         certificates; {rounds} rounds of {seconds} s per cell, servers alternating; medians; a blocking \
+         client thread per client, polling below {SPIN_BELOW} clients (its CPU per lookup is then its whole core); \
+         {cores} cores",
         sks.version,
         if hold {
             "public certificates held in memory"
