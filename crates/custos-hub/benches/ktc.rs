@@ -478,6 +478,8 @@ async fn serve_ktc<S: custos_store::Store + 'static>(
     for i in 0..HUB_NODES {
         common::admit(&store, id(i), sdk(i), at).await;
     }
+    // Progress, and the moment to attach a profiler.
+    eprintln!("    {clients} client(s), batches of {batch}: devices admitted, measuring");
     let hub = custos_hub::Hub::new(store, custos_hub::HubKeys::generate());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
