@@ -127,7 +127,11 @@ impl SqliteStore {
             .pragma(
                 "journal_size_limit",
                 (u64::from(WAL_BACKSTOP_PAGES) * 4096).to_string(),
-            );
+            )
+            // A statement that may fail half way (a multi-row insert with foreign keys: a gateway's key batch)
+            // keeps the pages it changes in a statement journal, which SQLite spills to a temporary file past
+            // 64 KiB: a file created, written and deleted inside the writer's turn. In memory it is a copy.
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             // A connection to a local file does not go stale as a network one may; the check sqlx makes by default
@@ -2504,6 +2508,40 @@ mod tests {
             .unwrap();
         assert_eq!(n, 64);
         store.close().await;
+    }
+
+    // Every connection of the pool has the settings the store depends on (sqlx applies them per connection).
+    #[tokio::test]
+    async fn connections_have_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("hub.db")).await.unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let mut get = async |pragma: &str| -> String {
+                let row = sqlx::query(&format!("PRAGMA {pragma}"))
+                    .fetch_one(&mut **conn)
+                    .await
+                    .unwrap();
+                row.try_get_unchecked::<String, _>(0)
+                    .or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))
+                    .unwrap()
+            };
+            assert_eq!(get("journal_mode").await, "wal");
+            assert_eq!(get("synchronous").await, "1", "NORMAL");
+            assert_eq!(get("foreign_keys").await, "1");
+            assert_eq!(get("temp_store").await, "2", "MEMORY");
+            assert_eq!(
+                get("wal_autocheckpoint").await,
+                WAL_BACKSTOP_PAGES.to_string()
+            );
+            assert_eq!(
+                get("journal_size_limit").await,
+                (u64::from(WAL_BACKSTOP_PAGES) * 4096).to_string()
+            );
+        }
     }
 
     // The checkpointer stops with the last clone of the store.
