@@ -18,6 +18,9 @@
 //!
 //! - The hub over HTTP on SQLite (the embedded default), one request per POST (`hub`) and in gateway batches
 //!   (`batch`); batches on PostgreSQL (`pg`, a database of its own on `CUSTOS_TEST_POSTGRES`, as the tests use).
+//!   With `kerberos` too, each batched run is paired with a TGS run of as many client threads just before it, and
+//!   the ratio to TGS is also given as the median of the pairs' ratios: the VM's speed drifts over the minutes
+//!   between the Kerberos section and the hub's.
 //!
 //! Run: `cargo bench -p custos-hub --bench ktc`; `-- hub batch` (or `core`, `kerberos`, `pg`, `bytes`) runs only
 //! those sections.
@@ -404,7 +407,7 @@ fn krb_rate(r: &Realm, mode: &str, threads: usize) -> f64 {
 /// makes its requests) or of gateway batches of `batch` requests. Each is answered only after the hub checked both
 /// nodes, translated, and stored the record and the peer's package. Translations per second, median of `KRB_RUNS`
 /// runs of `KRB_SECONDS`.
-fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
+fn hub_http_ktc(clients: usize, batch: usize, store: Backend, paired: Option<&Realm>) -> Measured {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -417,7 +420,7 @@ fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
                 let store = custos_store::SqliteStore::open(&dir.path().join("hub.db"))
                     .await
                     .unwrap();
-                serve_ktc(store, clients, batch).await
+                serve_ktc(store, clients, batch, paired).await
             }
             Backend::Postgres => {
                 use rand_core::RngCore;
@@ -441,7 +444,7 @@ fn hub_http_ktc(clients: usize, batch: usize, store: Backend) -> f64 {
                 let store = custos_store::PgStore::connect(&format!("{base}/{name}"))
                     .await
                     .unwrap();
-                let r = serve_ktc(store.clone(), clients, batch).await;
+                let r = serve_ktc(store.clone(), clients, batch, paired).await;
                 store.close().await;
                 sqlx::query(&format!("DROP DATABASE {name}"))
                     .execute(&mut admin)
@@ -462,12 +465,35 @@ enum Backend {
     Postgres,
 }
 
+/// The hub's runs, and with `paired` the TGS runs of as many Kerberos client threads, each just before the hub's
+/// run it is paired with: the VM's speed drifts over minutes (TGS at two clients measured 3 231 to 9 642 per second
+/// on different days), so a ratio is taken within each pair, a few seconds apart.
+struct Measured {
+    hub: Vec<f64>,
+    tgs: Vec<f64>,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        median(self.hub.clone())
+    }
+
+    /// The median of the pairs' ratios, hub / TGS (NaN without pairs).
+    fn paired_ratio(&self) -> f64 {
+        if self.tgs.is_empty() {
+            return f64::NAN;
+        }
+        median(self.hub.iter().zip(&self.tgs).map(|(h, t)| h / t).collect())
+    }
+}
+
 /// Admits `HUB_NODES` devices in `store`, serves a hub on it, and measures (see [`hub_http_ktc`]).
 async fn serve_ktc<S: custos_store::Store + 'static>(
     store: S,
     clients: usize,
     batch: usize,
-) -> f64 {
+    paired: Option<&Realm>,
+) -> Measured {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let now = std::time::SystemTime::now()
@@ -500,7 +526,15 @@ async fn serve_ktc<S: custos_store::Store + 'static>(
     // rate.
     let next = Arc::new(AtomicU64::new(0));
     let mut runs = Vec::new();
+    let mut tgs = Vec::new();
     for _ in 0..KRB_RUNS {
+        if let Some(r) = paired {
+            // The hub is idle meanwhile; the KDC and its client have the machine, as the hub and its clients do next.
+            tgs.push(
+                krb_once(&r.kdc.dir, &r.client, "tgs", clients, KRB_SECONDS)
+                    .unwrap_or_else(|e| panic!("Kerberos tgs with {clients} threads failed: {e}")),
+            );
+        }
         let done = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + Duration::from_secs_f64(KRB_SECONDS);
         let mut tasks = Vec::new();
@@ -573,7 +607,7 @@ async fn serve_ktc<S: custos_store::Store + 'static>(
         runs.push(done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64());
     }
     server.abort();
-    median(runs)
+    Measured { hub: runs, tgs }
 }
 
 /// The server–device key of node `i`.
@@ -651,33 +685,51 @@ fn main() {
     }
 
     let [mut as1, mut as2, mut tgs1, mut tgs2, mut as16, mut tgs16] = [f64::NAN; 6];
+    // Kept for the batch rows' paired TGS runs; the KDC stops when it is dropped.
+    let mut kerberos = None;
     if want("kerberos") {
         println!("\nMIT Kerberos: starting a throwaway KDC on 127.0.0.1 ...");
-        let realm = realm();
+        let realm = kerberos.insert(realm());
         let version = Command::new(tool("krb5-config"))
             .arg("--version")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         println!("  {version}; krb5kdc -w 2; {KRB_RUNS} runs of {KRB_SECONDS} s each, medians");
-        as1 = krb_rate(&realm, "as", 1);
-        as2 = krb_rate(&realm, "as", 2);
-        tgs1 = krb_rate(&realm, "tgs", 1);
-        tgs2 = krb_rate(&realm, "tgs", 2);
-        as16 = krb_rate(&realm, "as", CONCURRENT);
-        tgs16 = krb_rate(&realm, "tgs", CONCURRENT);
+        as1 = krb_rate(realm, "as", 1);
+        as2 = krb_rate(realm, "as", 2);
+        tgs1 = krb_rate(realm, "tgs", 1);
+        tgs2 = krb_rate(realm, "tgs", 2);
+        as16 = krb_rate(realm, "as", CONCURRENT);
+        tgs16 = krb_rate(realm, "tgs", CONCURRENT);
     }
 
-    let hub_row = |batch: usize, store: Backend| -> [f64; 3] {
-        let r = [1, 2, CONCURRENT].map(|clients| hub_http_ktc(clients, batch, store));
+    let hub_row = |batch: usize, store: Backend, paired: Option<&Realm>| -> [Measured; 3] {
+        let r = [1, 2, CONCURRENT].map(|clients| hub_http_ktc(clients, batch, store, paired));
         let on = match store {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "PostgreSQL",
         };
         println!(
             "  batch {batch:>3}, {on}: {:.0} / {:.0} / {:.0} per second (1 / 2 / {CONCURRENT} clients)",
-            r[0], r[1], r[2]
+            r[0].rate(),
+            r[1].rate(),
+            r[2].rate()
         );
+        for m in r.iter().filter(|m| !m.tgs.is_empty()) {
+            let runs = |v: &[f64]| {
+                v.iter()
+                    .map(|x| format!("{x:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            println!(
+                "    paired runs: hub {} against TGS {}: ratio {:.1}",
+                runs(&m.hub),
+                runs(&m.tgs),
+                m.paired_ratio()
+            );
+        }
         r
     };
     let [mut h1, mut h2, mut h16] = [f64::NAN; 3];
@@ -688,14 +740,17 @@ fn main() {
             "\nThe hub over HTTP: a hub with {HUB_NODES} admitted devices on 127.0.0.1, per POST and in batches of {BATCH} ..."
         );
     }
+    let [mut q1, mut q2, mut q16] = [f64::NAN; 3];
     if want("hub") {
-        [h1, h2, h16] = hub_row(1, Backend::Sqlite);
+        [h1, h2, h16] = hub_row(1, Backend::Sqlite, None).map(|m| m.rate());
     }
     if want("batch") {
-        [b1, b2, b16] = hub_row(BATCH, Backend::Sqlite);
+        let r = hub_row(BATCH, Backend::Sqlite, kerberos.as_ref());
+        [b1, b2, b16] = [0, 1, 2].map(|i| r[i].rate());
+        [q1, q2, q16] = [0, 1, 2].map(|i| r[i].paired_ratio());
     }
     if want("pg") {
-        [p1, p2, p16] = hub_row(BATCH, Backend::Postgres);
+        [p1, p2, p16] = hub_row(BATCH, Backend::Postgres, None).map(|m| m.rate());
     }
     println!("\n| per second | 1 client | 2 clients | {CONCURRENT} clients |\n|---|---|---|---|");
     println!("| KTC translations, in process (threads) | {k1:.0} | {k2:.0} | — |");
@@ -726,6 +781,9 @@ fn main() {
         b1 / tgs1,
         b2 / tgs2,
         b16 / tgs16
+    );
+    println!(
+        "| ratio hub over HTTP, batches / TGS, each run against a TGS run just before it (median) | {q1:.1} | {q2:.1} | {q16:.1} |"
     );
     println!(
         "| ratio hub over HTTP / AS | {:.1} | {:.1} | {:.1} |",
