@@ -849,12 +849,16 @@ struct Conn {
         Option<hyper::client::conn::http1::SendRequest<http_body_util::Empty<hyper::body::Bytes>>>,
 }
 
+/// The address of a server's `http://IP:PORT` base URL.
+fn socket_addr(base: &str) -> std::net::SocketAddr {
+    base.trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{base}: {e}"))
+}
+
 impl Conn {
     fn new(base: &str, keep_alive: bool) -> Self {
-        let addr = base
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap_or_else(|e| panic!("{base}: {e}"));
+        let addr = socket_addr(base);
         Self {
             addr,
             keep_alive,
@@ -1033,10 +1037,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
 
 impl Blocking {
     fn new(base: &str, keep_alive: bool, spin: bool) -> Self {
-        let addr = base
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap_or_else(|e| panic!("{base}: {e}"));
+        let addr = socket_addr(base);
         Self {
             addr,
             keep_alive,
