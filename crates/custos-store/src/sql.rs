@@ -40,7 +40,8 @@ const WAL_BACKSTOP_PAGES: u32 = 16_384;
 
 /// Copies committed WAL frames back into the database file on a connection of its own, so that writers never do
 /// it (docs/operations.md, "SQLite"). A checkpoint inside a writer's commit (SQLite's default, every 1 000 pages)
-/// held the write lock while it copied pages and called `fsync`: a third of a key translation batch's time.
+/// held the write lock while it copied pages and called `fsync`; taking it off the writer's path raised the hub's
+/// batched key translations by a fifth to a third (docs/benchmarks.md, "WAL checkpoints off the writer's path").
 #[derive(Debug)]
 struct Checkpointer {
     wrote: std::sync::Arc<tokio::sync::Notify>,
