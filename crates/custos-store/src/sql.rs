@@ -37,6 +37,8 @@ const CHECKPOINT_AFTER: Duration = Duration::from_millis(100);
 /// WAL pages (4 KiB each) past which the writer checkpoints by itself, as SQLite's default of 1 000 would at every
 /// few commits: only when the checkpointer falls behind, or has stopped.
 const WAL_BACKSTOP_PAGES: u32 = 16_384;
+/// The WAL file is cut back to this size after a checkpoint: the backstop's pages.
+const WAL_LIMIT_BYTES: u64 = WAL_BACKSTOP_PAGES as u64 * 4096;
 
 /// Copies committed WAL frames back into the database file on a connection of its own, so that writers never do
 /// it (docs/operations.md, "SQLite"). A checkpoint inside a writer's commit (SQLite's default, every 1 000 pages)
@@ -125,10 +127,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
             // After a checkpoint the WAL is reused from its start; past this size it is also truncated.
-            .pragma(
-                "journal_size_limit",
-                (u64::from(WAL_BACKSTOP_PAGES) * 4096).to_string(),
-            )
+            .pragma("journal_size_limit", WAL_LIMIT_BYTES.to_string())
             // A statement that may fail half way (a multi-row insert with foreign keys: a gateway's key batch)
             // keeps the pages it changes in a statement journal, which SQLite spills to a temporary file past
             // 64 KiB: a file created, written and deleted inside the writer's turn. In memory it is a copy.
@@ -2538,10 +2537,7 @@ mod tests {
                 get("wal_autocheckpoint").await,
                 WAL_BACKSTOP_PAGES.to_string()
             );
-            assert_eq!(
-                get("journal_size_limit").await,
-                (u64::from(WAL_BACKSTOP_PAGES) * 4096).to_string()
-            );
+            assert_eq!(get("journal_size_limit").await, WAL_LIMIT_BYTES.to_string());
         }
     }
 
